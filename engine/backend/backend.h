@@ -1,0 +1,89 @@
+// The operations the forward pass needs, implemented per device (cpu/, cuda/).
+//
+// Pointers named x, y, q, k, v, out, h are activation buffers obtained from Alloc() of the same
+// backend (host memory on CPU, device memory on CUDA). Weight matrices are host views; a backend
+// uploads them once in PrepareWeights(). Token ids, positions and block tables are host memory.
+#pragma once
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/common/matrix.h"
+#include "engine/sparse/ffn_types.h"
+
+namespace sparsed {
+
+// An activation buffer in the backend's memory, freed by its deleter.
+using DeviceBuffer = std::unique_ptr<float, std::function<void(float*)>>;
+
+struct KvCacheShape {
+  int layers = 0;
+  int blocks = 0;
+  int block_size = 16;  // tokens per block
+  int kv_heads = 0;
+  int head_dim = 0;
+  size_t BytesPerBlock() const {
+    return static_cast<size_t>(2) * layers * block_size * kv_heads * head_dim * sizeof(float);
+  }
+};
+
+// Per token of a batch: its position and its sequence's block table.
+struct AttentionBatch {
+  int num_tokens = 0;
+  const int32_t* positions = nullptr;                     // [num_tokens]
+  const std::vector<int32_t>* const* block_tables = nullptr;  // [num_tokens] → that token's table
+};
+
+// Thread-safety: a backend is used by one thread (the engine thread) at a time.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual absl::string_view name() const = 0;
+  // A short description (ISA and threads, or GPU name) for start-up logs.
+  virtual std::string Describe() const = 0;
+
+  virtual absl::StatusOr<DeviceBuffer> Alloc(size_t floats) = 0;
+  virtual void CopyToHost(const float* src, size_t n, float* dst) = 0;
+  // Makes the matrices usable by this backend (upload, layout); called once at load.
+  virtual absl::Status PrepareWeights(const std::vector<const Matrix*>& matrices) = 0;
+  // Allocates the paged KV cache.
+  virtual absl::Status AllocKvCache(const KvCacheShape& shape) = 0;
+
+  // out[t] = table[ids[t]] · scale.
+  virtual void Embed(const Matrix& table, const int32_t* ids, int T, float scale, float* out) = 0;
+  // out[t] = x[t] / rms(x[t]) · weight (weight host fp32 [d]).
+  virtual void RmsNorm(const float* x, const float* weight, int T, int d, float eps, float* out) = 0;
+  // y[T × w.rows] = x[T × w.cols] · wᵀ; rows != null computes only y[:, i] for w.row(rows[i]) into
+  // y[T × n_rows].
+  virtual void MatMul(const float* x, int T, const Matrix& w, float* y) = 0;
+  virtual void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows, float* y) = 0;
+  // y += scale · x over n floats.
+  virtual void AddScaled(float* y, const float* x, size_t n, float scale) = 0;
+  // Rotary embeddings (rotate-half convention) on q [T × H·hd] and k [T × KV·hd];
+  // cos/sin are host [T × hd/2].
+  virtual void Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads, int kv_heads,
+                    int head_dim) = 0;
+  // Writes k, v [T × KV·hd] into the cache of `layer` at the tokens' positions, then computes
+  // causal attention of q [T × H·hd] over each token's sequence into out [T × H·hd].
+  virtual void Attention(int layer, const float* q, const float* k, const float* v, const AttentionBatch& batch,
+                         int heads, float* out) = 0;
+  // y [T × d] = FFN(x [T × d]); exact mode skips inactive neurons through union sparse GEMMs.
+  // A token's y is bitwise the same whatever the other T − 1 rows hold.
+  virtual void Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
+                   FfnStats* stats) = 0;
+};
+
+struct BackendOptions {
+  int threads = 0;            // CPU: 0 = all cores
+  std::string cpu_isa;        // CPU: force "avx512" | "avx2" | "generic"
+  double dense_break_even = -1;  // union ratio above which exact mode runs dense; <0 = backend default
+};
+
+std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options);
+
+}  // namespace sparsed

@@ -1,0 +1,66 @@
+// The union sparse FFN on the CPU backend (DESIGN.md, "The union sparse FFN").
+#include <algorithm>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/sparse/mask.h"
+
+namespace sparsed {
+
+void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y, FfnStats* stats) {
+  const int64_t F = layer.neurons(), d = layer.hidden();
+  const bool gated = layer.gate != nullptr;
+  act_.resize(static_cast<size_t>(T) * F);
+  // 1. Dense gate (or the up projection itself when not gated), then the activation.
+  DotRows(x, T, gated ? *layer.gate : *layer.up, nullptr, F, act_.data(), F);
+  NeuronUnion uni(F);
+  int64_t active_sum = 0;
+  for (int t = 0; t < T; ++t) {
+    float* a = act_.data() + static_cast<size_t>(t) * F;
+    active_sum += ActivateInPlace(a, F, layer.activation, layer.threshold);
+    if (mode == SparsityMode::kExact) uni.AddNonZero(a);
+  }
+  // 2. Union of the batch's masks; the cost model falls back to every row when it is too dense.
+  const int64_t union_size = mode == SparsityMode::kExact ? uni.Count() : F;
+  const bool dense = mode == SparsityMode::kOff || union_size > dense_break_even_ * F;
+  const int32_t* rows = nullptr;
+  int64_t n = F;
+  if (!dense) {
+    uni.Compact(&union_rows_);
+    rows = union_rows_.data();
+    n = static_cast<int64_t>(union_rows_.size());
+  }
+  // 3. H[t, k] = act[t, rows[k]] · up[t, rows[k]]: zero wherever token t's own mask is off.
+  h_.resize(static_cast<size_t>(T) * std::max<int64_t>(n, 1));
+  if (gated) {
+    up_.resize(h_.size());
+    DotRows(x, T, *layer.up, rows, n, up_.data(), n);
+    for (int t = 0; t < T; ++t) {
+      const float* a = act_.data() + static_cast<size_t>(t) * F;
+      const float* u = up_.data() + static_cast<size_t>(t) * n;
+      float* h = h_.data() + static_cast<size_t>(t) * n;
+      for (int64_t k = 0; k < n; ++k) {
+        const float ak = a[rows ? rows[k] : k];
+        h[k] = ak == 0.f ? 0.f : ak * u[k];
+      }
+    }
+  } else {
+    for (int t = 0; t < T; ++t) {
+      const float* a = act_.data() + static_cast<size_t>(t) * F;
+      float* h = h_.data() + static_cast<size_t>(t) * n;
+      for (int64_t k = 0; k < n; ++k) h[k] = a[rows ? rows[k] : k];
+    }
+  }
+  // 4. Down: rows of W_downᵀ summed in neuron order.
+  std::fill(y, y + static_cast<size_t>(T) * d, 0.f);
+  AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y);
+  if (stats) {
+    stats->tokens += T;
+    stats->neurons = F;
+    stats->active_sum += active_sum;
+    stats->union_size = union_size;
+    stats->rows_skipped = F - n;
+    stats->dense = dense;
+  }
+}
+
+}  // namespace sparsed

@@ -1,0 +1,19 @@
+#include "engine/backend/cpu/kernels.h"
+
+namespace sparsed::cpu {
+
+const KernelTable& SelectKernels(absl::string_view force) {
+  __builtin_cpu_init();
+  const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl");
+  const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  if (force == "generic") return generic::Table();
+  if (force == "avx2" && has2) return avx2::Table();
+  if (force == "avx512" && has512) return avx512::Table();
+  if (has512) return avx512::Table();
+  if (has2) return avx2::Table();
+  return generic::Table();
+}
+
+}  // namespace sparsed::cpu

@@ -1,0 +1,35 @@
+// CPU inner kernels over weights in their stored dtype with fp32 accumulation. One source
+// (kernels_impl.inc) is compiled per instruction set; Select() picks the best the CPU runs.
+#pragma once
+
+#include "absl/strings/string_view.h"
+#include <cstdint>
+
+#include "engine/common/dtype.h"
+
+namespace sparsed::cpu {
+
+struct KernelTable {
+  absl::string_view isa;
+  // For i in [i0, i1): r = rows ? rows[i] : i; for t < T:
+  //   y[t·ldy + i] = dot(x[t·ldx .. +K], W[r]).
+  // Each (t, r) dot is computed in an order that depends on K only (never on T or the rows), so
+  // results are bitwise independent of batch-mates.
+  void (*dot_rows)(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_t K,
+                   const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy);
+  // For columns [c0, c1) of y and for i in [0, n) in order, r = rows ? rows[i] : i; for t < T:
+  //   if h[t·ldh + i] != 0: y[t·ldy + c] += h[t·ldh + i] · W[r][c]   (W has `cols` columns).
+  // Summation over i runs in index order per element, so each y[t] depends only on its own h[t].
+  void (*axpy_rows)(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
+                    DType dt, int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy);
+};
+
+// The best kernel table for this CPU (AVX-512, AVX2+FMA+F16C, or portable), or the one named
+// by `force` ("avx512", "avx2", "generic") when it is non-empty and supported.
+const KernelTable& SelectKernels(absl::string_view force = {});
+
+namespace avx512 { const KernelTable& Table(); }
+namespace avx2 { const KernelTable& Table(); }
+namespace generic { const KernelTable& Table(); }
+
+}  // namespace sparsed::cpu

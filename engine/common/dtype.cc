@@ -1,0 +1,89 @@
+#include "engine/common/dtype.h"
+
+#include "absl/strings/string_view.h"
+#include <cmath>
+
+namespace sparsed {
+
+size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
+
+absl::string_view DTypeName(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return "F32";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kF16:
+      return "F16";
+  }
+  return "?";
+}
+
+std::optional<DType> ParseSafetensorsDType(absl::string_view s) {
+  if (s == "F32") return DType::kF32;
+  if (s == "BF16") return DType::kBF16;
+  if (s == "F16") return DType::kF16;
+  return std::nullopt;
+}
+
+std::optional<DType> ParseDTypeName(absl::string_view s) {
+  if (s == "float32" || s == "fp32" || s == "f32") return DType::kF32;
+  if (s == "bfloat16" || s == "bf16") return DType::kBF16;
+  if (s == "float16" || s == "fp16" || s == "f16") return DType::kF16;
+  return std::nullopt;
+}
+
+float F16ToF32(uint16_t h) {
+  const uint32_t sign = (h >> 15) & 1u;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  float v;
+  if (exp == 0) {
+    v = std::ldexp(static_cast<float>(mant), -24);
+  } else if (exp == 31) {
+    v = mant ? NAN : INFINITY;
+  } else {
+    v = std::ldexp(static_cast<float>(mant | 0x400u), static_cast<int>(exp) - 25);
+  }
+  return sign ? -v : v;
+}
+
+uint16_t F32ToF16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  x &= 0x7fffffffu;
+  if (x > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (x >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
+  if (x < 0x33000001u) return static_cast<uint16_t>(sign);             // underflow -> 0
+  const int exp = static_cast<int>(x >> 23) - 127;
+  uint32_t mant = (x & 0x7fffffu) | 0x800000u;
+  if (exp < -14) {  // subnormal half
+    const int shift = -exp - 14 + 13;
+    uint32_t half = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1);
+    const uint32_t mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1u))) ++half;
+    return static_cast<uint16_t>(sign | half);
+  }
+  uint32_t half = (static_cast<uint32_t>(exp + 15) << 10) | ((mant >> 13) & 0x3ffu);
+  const uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;
+  return static_cast<uint16_t>(sign | half);
+}
+
+void StoreFromF32(void* data, DType t, size_t i, float v) {
+  switch (t) {
+    case DType::kF32:
+      static_cast<float*>(data)[i] = v;
+      break;
+    case DType::kBF16:
+      static_cast<uint16_t*>(data)[i] = F32ToBf16(v);
+      break;
+    case DType::kF16:
+      static_cast<uint16_t*>(data)[i] = F32ToF16(v);
+      break;
+  }
+}
+
+}  // namespace sparsed

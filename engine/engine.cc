@@ -1,0 +1,194 @@
+#include "engine/engine.h"
+
+#include "absl/strings/string_view.h"
+#include <cmath>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "engine/common/status_macros.h"
+
+namespace sparsed {
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
+  auto e = std::unique_ptr<Engine>(new Engine());
+  ASSIGN_OR_RETURN(e->checkpoint_, Checkpoint::Open(options.model_dir));
+  const ModelConfig& c = e->checkpoint_->config();
+  ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(*e->checkpoint_, options.progress));
+  if (options.load_tokenizer) {
+    const std::string tok = (std::filesystem::path(options.model_dir) / "tokenizer.model").string();
+    ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Load(tok));
+  }
+  if (options.sparsity_mode.empty()) {
+    e->mode_ = IsReluFamily(c.activation) ? SparsityMode::kExact : SparsityMode::kOff;
+  } else {
+    ASSIGN_OR_RETURN(e->mode_, ParseSparsityMode(options.sparsity_mode));
+  }
+  e->backend_ = MakeCpuBackend(options.backend);
+  std::vector<const Matrix*> mats = {&e->weights_.embed, &e->weights_.lm_head};
+  for (const LayerWeights& l : e->weights_.layers) {
+    for (const Matrix* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down_t}) {
+      if (m->data) mats.push_back(m);
+    }
+  }
+  RETURN_IF_ERROR(e->backend_->PrepareWeights(mats));
+
+  if (options.kv_block_size <= 0) return absl::InvalidArgumentError("kv_block_size must be positive");
+  e->kv_shape_.layers = static_cast<int>(c.num_layers);
+  e->kv_shape_.block_size = options.kv_block_size;
+  e->kv_shape_.kv_heads = static_cast<int>(c.num_kv_heads);
+  e->kv_shape_.head_dim = static_cast<int>(c.head_dim);
+  e->kv_shape_.blocks = options.kv_blocks > 0
+                            ? options.kv_blocks
+                            : static_cast<int>(options.kv_cache_bytes / e->kv_shape_.BytesPerBlock());
+  if (e->kv_shape_.blocks <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("KV cache of ", options.kv_cache_bytes,
+                                                   " bytes holds no block; one block needs ",
+                                                   e->kv_shape_.BytesPerBlock()));
+  }
+  RETURN_IF_ERROR(e->backend_->AllocKvCache(e->kv_shape_));
+  const int half = static_cast<int>(c.head_dim / 2);
+  for (int i = 0; i < half; ++i) {
+    e->inv_freq_.push_back(static_cast<float>(1.0 / std::pow(c.rope_theta, 2.0 * i / c.head_dim)));
+  }
+  return e;
+}
+
+double Engine::WeightBytesPerStep(double ffn_active_fraction) const {
+  double bytes = weights_.lm_head.bytes();
+  for (const LayerWeights& l : weights_.layers) {
+    bytes += l.q.bytes() + l.k.bytes() + l.v.bytes() + l.o.bytes() + l.gate.bytes();
+    bytes += ffn_active_fraction * (l.up.bytes() + l.down_t.bytes());
+  }
+  return bytes;
+}
+
+absl::Status Engine::Validate(const Batch& batch) const {
+  const ModelConfig& c = config();
+  int64_t total = 0;
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const BatchSequence& q = batch.sequences[s];
+    auto bad = [&](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat("batch sequence ", s, ": ", what));
+    };
+    if (q.num_tokens <= 0) return bad("num_tokens must be positive");
+    if (q.start_position < 0) return bad("start_position must be non-negative");
+    const int64_t end = static_cast<int64_t>(q.start_position) + q.num_tokens;
+    if (static_cast<int64_t>(q.block_table.size()) * kv_shape_.block_size < end) {
+      return bad(absl::StrCat("block_table of ", q.block_table.size(), " blocks does not cover position ",
+                              end - 1));
+    }
+    for (int32_t b : q.block_table) {
+      if (b < 0 || b >= kv_shape_.blocks) {
+        return bad(absl::StrCat("block id ", b, " is outside the KV cache [0, ", kv_shape_.blocks, ")"));
+      }
+    }
+    total += q.num_tokens;
+  }
+  if (total == 0) return absl::InvalidArgumentError("batch has no tokens");
+  if (total != static_cast<int64_t>(batch.token_ids.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("batch has ", batch.token_ids.size(),
+                                                   " token ids but its sequences count ", total));
+  }
+  for (size_t i = 0; i < batch.token_ids.size(); ++i) {
+    if (batch.token_ids[i] < 0 || batch.token_ids[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", batch.token_ids[i], " at batch row ", i,
+                                                     " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::EnsureWorkspace(int tokens) {
+  if (tokens <= workspace_tokens_) return absl::OkStatus();
+  const ModelConfig& c = config();
+  const size_t d = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim;
+  const size_t n = tokens;
+  ASSIGN_OR_RETURN(hidden_, backend_->Alloc(n * d));
+  ASSIGN_OR_RETURN(normed_, backend_->Alloc(n * d));
+  ASSIGN_OR_RETURN(q_, backend_->Alloc(n * qd));
+  ASSIGN_OR_RETURN(k_, backend_->Alloc(n * kvd));
+  ASSIGN_OR_RETURN(v_, backend_->Alloc(n * kvd));
+  ASSIGN_OR_RETURN(attn_, backend_->Alloc(n * qd));
+  ASSIGN_OR_RETURN(proj_, backend_->Alloc(n * d));
+  ASSIGN_OR_RETURN(logits_in_, backend_->Alloc(n * d));
+  ASSIGN_OR_RETURN(logits_, backend_->Alloc(n * c.vocab_size));
+  workspace_tokens_ = tokens;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
+  RETURN_IF_ERROR(Validate(batch));
+  const ModelConfig& c = config();
+  const int T = static_cast<int>(batch.token_ids.size());
+  RETURN_IF_ERROR(EnsureWorkspace(T));
+  const int d = static_cast<int>(c.hidden_size), H = static_cast<int>(c.num_heads);
+  const int KV = static_cast<int>(c.num_kv_heads), hd = static_cast<int>(c.head_dim), half = hd / 2;
+
+  // Per-token positions, block tables and rotary tables.
+  std::vector<int32_t> positions(T);
+  std::vector<const std::vector<int32_t>*> tables(T);
+  std::vector<int> logit_rows;
+  StepOutput out;
+  for (int s = 0, row = 0; s < static_cast<int>(batch.sequences.size()); ++s) {
+    const BatchSequence& q = batch.sequences[s];
+    for (int j = 0; j < q.num_tokens; ++j, ++row) {
+      positions[row] = q.start_position + j;
+      tables[row] = &q.block_table;
+    }
+    if (q.need_logits) {
+      logit_rows.push_back(row - 1);
+      out.logit_sequences.push_back(s);
+    }
+  }
+  std::vector<float> cos(static_cast<size_t>(T) * half), sin(cos.size());
+  for (int t = 0; t < T; ++t) {
+    const float p = static_cast<float>(positions[t] / c.rope_linear_factor);
+    for (int i = 0; i < half; ++i) {
+      const float angle = p * inv_freq_[i];
+      cos[t * half + i] = std::cos(angle);
+      sin[t * half + i] = std::sin(angle);
+    }
+  }
+  AttentionBatch ab{T, positions.data(), tables.data()};
+
+  Backend& b = *backend_;
+  float* x = hidden_.get();
+  b.Embed(weights_.embed, batch.token_ids.data(), T, static_cast<float>(c.scale_emb), x);
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float rs = static_cast<float>(c.residual_scale);
+  out.layer_stats.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = weights_.layers[l];
+    b.RmsNorm(x, w.attn_norm.data(), T, d, eps, normed_.get());
+    b.MatMul(normed_.get(), T, w.q, q_.get());
+    b.MatMul(normed_.get(), T, w.k, k_.get());
+    b.MatMul(normed_.get(), T, w.v, v_.get());
+    b.Rope(q_.get(), k_.get(), cos.data(), sin.data(), T, H, KV, hd);
+    b.Attention(l, q_.get(), k_.get(), v_.get(), ab, H, attn_.get());
+    b.MatMul(attn_.get(), T, w.o, proj_.get());
+    b.AddScaled(x, proj_.get(), static_cast<size_t>(T) * d, rs);
+    b.RmsNorm(x, w.ffn_norm.data(), T, d, eps, normed_.get());
+    FfnLayer fl{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, c.activation, c.activation_threshold};
+    b.Ffn(fl, normed_.get(), T, mode_, proj_.get(), &out.layer_stats[l]);
+    b.AddScaled(x, proj_.get(), static_cast<size_t>(T) * d, rs);
+  }
+  if (!logit_rows.empty()) {
+    const int n = static_cast<int>(logit_rows.size());
+    std::vector<float> host_rows(static_cast<size_t>(n) * d);
+    // Final norm only on the rows that need logits.
+    for (int i = 0; i < n; ++i) {
+      b.RmsNorm(x + static_cast<size_t>(logit_rows[i]) * d, weights_.final_norm.data(), 1, d, eps,
+                logits_in_.get() + static_cast<size_t>(i) * d);
+    }
+    b.MatMul(logits_in_.get(), n, weights_.lm_head, logits_.get());
+    out.logits.resize(static_cast<size_t>(n) * c.vocab_size);
+    b.CopyToHost(logits_.get(), out.logits.size(), out.logits.data());
+    if (c.logit_scale != 1.0) {
+      const float ls = static_cast<float>(c.logit_scale);
+      for (float& v : out.logits) v *= ls;
+    }
+  }
+  return out;
+}
+
+}  // namespace sparsed

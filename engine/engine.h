@@ -1,0 +1,89 @@
+// The engine: a loaded model, its backend and paged KV cache, and the batched step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/weights.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace sparsed {
+
+struct EngineOptions {
+  std::string model_dir;
+  // Empty: exact for ReLU-family activations, off otherwise.
+  std::string sparsity_mode;
+  int kv_block_size = 16;
+  int kv_blocks = 0;           // 0: derived from kv_cache_bytes
+  int64_t kv_cache_bytes = 256ll << 20;
+  bool load_tokenizer = true;  // false: no tokenizer.model needed (kernel benchmarks)
+  BackendOptions backend;
+  ProgressFn progress;         // model-load progress
+};
+
+// One sequence's slice of a batch. Its tokens are contiguous in Batch::token_ids and take the
+// positions start_position, start_position + 1, ...
+struct BatchSequence {
+  std::vector<int32_t> block_table;  // KV block ids covering positions [0, start + num_tokens)
+  int32_t start_position = 0;
+  int32_t num_tokens = 0;
+  bool need_logits = false;  // logits of the slice's last token
+};
+
+struct Batch {
+  std::vector<int32_t> token_ids;
+  std::vector<BatchSequence> sequences;
+};
+
+struct StepOutput {
+  // One row of vocab_size logits per sequence with need_logits, in batch order.
+  std::vector<float> logits;
+  std::vector<int> logit_sequences;  // index into Batch::sequences of each logits row
+  std::vector<FfnStats> layer_stats;   // one per layer
+};
+
+// Thread-safety: Step() must be called from one thread at a time (the engine-loop thread).
+// tokenizer() may be used from any thread.
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+
+  // Runs one forward step over the batch. Writes the batch's K/V into the cache blocks named
+  // by the block tables. INVALID_ARGUMENT (naming the sequence and field) for ids outside the
+  // vocabulary, block ids outside the cache, tables too short for the positions.
+  absl::StatusOr<StepOutput> Step(const Batch& batch);
+
+  const ModelConfig& config() const { return checkpoint_->config(); }
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  SparsityMode sparsity_mode() const { return mode_; }
+  void set_sparsity_mode(SparsityMode m) { mode_ = m; }
+  int kv_blocks() const { return kv_shape_.blocks; }
+  int kv_block_size() const { return kv_shape_.block_size; }
+  Backend& backend() { return *backend_; }
+  const ModelWeights& weights() const { return weights_; }
+  // Bytes of weights a decode step reads per token: everything but the FFN up/down, plus
+  // up/down scaled by `ffn_active_fraction` (1 = dense).
+  double WeightBytesPerStep(double ffn_active_fraction) const;
+
+ private:
+  Engine() = default;
+  absl::Status Validate(const Batch& batch) const;
+  absl::Status EnsureWorkspace(int tokens);
+
+  std::unique_ptr<Checkpoint> checkpoint_;
+  ModelWeights weights_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Backend> backend_;
+  SparsityMode mode_ = SparsityMode::kOff;
+  KvCacheShape kv_shape_;
+  std::vector<float> inv_freq_;  // [head_dim / 2]
+  int workspace_tokens_ = 0;
+  DeviceBuffer hidden_, normed_, q_, k_, v_, attn_, proj_, logits_in_, logits_;
+};
+
+}  // namespace sparsed

@@ -1,0 +1,36 @@
+// Read-only memory mapping of a whole file (RAII).
+#pragma once
+
+#include "absl/strings/string_view.h"
+#include <cstddef>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace sparsed {
+
+// Thread-safety: immutable after Open(); may be read from any thread.
+class MappedFile {
+ public:
+  static absl::StatusOr<MappedFile> Open(const std::string& path);
+
+  MappedFile() = default;
+  MappedFile(MappedFile&& o) noexcept;
+  MappedFile& operator=(MappedFile&& o) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+
+  absl::string_view bytes() const { return {static_cast<const char*>(data_), size_}; }
+  const std::string& path() const { return path_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+  std::string path_;
+};
+
+// Reads a whole (small) file into a string.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
+}  // namespace sparsed

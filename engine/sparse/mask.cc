@@ -1,0 +1,60 @@
+#include "engine/sparse/mask.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sparsed {
+
+float Activate(float g, Activation act, float threshold) {
+  switch (act) {
+    case Activation::kSilu:
+      return g / (1.f + std::exp(-g));
+    case Activation::kRelu:
+      return g > 0.f ? g : 0.f;
+    case Activation::kRelu2:
+      return g > 0.f ? g * g : 0.f;
+    case Activation::kFatRelu:
+      return g >= threshold && g > 0.f ? g : 0.f;
+    case Activation::kGelu:
+      return 0.5f * g * (1.f + std::erf(g * 0.70710678118654752f));
+    case Activation::kGeluTanh:
+      return 0.5f * g * (1.f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+  }
+  return g;
+}
+
+int64_t ActivateInPlace(float* a, int64_t n, Activation act, float threshold) {
+  int64_t nz = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = Activate(a[i], act, threshold);
+    nz += a[i] != 0.f;
+  }
+  return nz;
+}
+
+void NeuronUnion::AddNonZero(const float* a) {
+  for (int64_t w = 0; w < static_cast<int64_t>(bits_.size()); ++w) {
+    uint64_t word = 0;
+    const int64_t base = w * 64;
+    const int64_t end = std::min<int64_t>(64, neurons_ - base);
+    for (int64_t b = 0; b < end; ++b) word |= static_cast<uint64_t>(a[base + b] != 0.f) << b;
+    bits_[w] |= word;
+  }
+}
+
+void NeuronUnion::Compact(std::vector<int32_t>* out) const {
+  out->clear();
+  for (size_t w = 0; w < bits_.size(); ++w) {
+    for (uint64_t word = bits_[w]; word; word &= word - 1) {
+      out->push_back(static_cast<int32_t>(w * 64 + __builtin_ctzll(word)));
+    }
+  }
+}
+
+int64_t NeuronUnion::Count() const {
+  int64_t c = 0;
+  for (uint64_t w : bits_) c += __builtin_popcountll(w);
+  return c;
+}
+
+}  // namespace sparsed

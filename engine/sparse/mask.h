@@ -1,0 +1,33 @@
+// Activation functions, per-token neuron masks and their union, on host memory.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/model/config.h"
+
+namespace sparsed {
+
+// act(g) with FATReLU's threshold where the activation is fatrelu.
+float Activate(float g, Activation act, float threshold);
+
+// In-place act() over n values; returns the number of non-zero outputs.
+int64_t ActivateInPlace(float* a, int64_t n, Activation act, float threshold);
+
+// A set of neuron indices kept as a bitmap and compacted to a sorted index list.
+class NeuronUnion {
+ public:
+  explicit NeuronUnion(int64_t neurons) : bits_((neurons + 63) / 64, 0), neurons_(neurons) {}
+  void Clear() { std::fill(bits_.begin(), bits_.end(), 0); }
+  // ORs in the non-zero positions of a[0..neurons).
+  void AddNonZero(const float* a);
+  // Sorted indices of the union (ascending neuron order).
+  void Compact(std::vector<int32_t>* out) const;
+  int64_t Count() const;
+
+ private:
+  std::vector<uint64_t> bits_;
+  int64_t neurons_;
+};
+
+}  // namespace sparsed

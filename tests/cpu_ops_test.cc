@@ -1,0 +1,178 @@
+// Every CPU op against the scalar reference, on every ISA the machine runs, for every dtype.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <tuple>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/model/safetensors_writer.h"
+#include "tests/reference/reference.h"
+
+namespace sparsed {
+namespace {
+
+struct OwnedMatrix {
+  std::vector<uint8_t> bytes;
+  Matrix m;
+};
+
+OwnedMatrix RandomMatrix(int64_t rows, int64_t cols, DType dt, std::mt19937_64& rng, float std = 1.f) {
+  std::normal_distribution<float> nd(0.f, std);
+  std::vector<float> v(rows * cols);
+  for (float& x : v) x = nd(rng);
+  OwnedMatrix o;
+  o.bytes = EncodeTensor(v, dt);
+  o.m = Matrix{o.bytes.data(), dt, rows, cols, nullptr};
+  return o;
+}
+
+std::vector<float> RandomVec(size_t n, std::mt19937_64& rng) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+class CpuOps : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
+ protected:
+  void SetUp() override {
+    const std::string isa = std::get<0>(GetParam());
+    if (cpu::SelectKernels(isa).isa != isa) GTEST_SKIP() << "this CPU lacks " << isa;
+    BackendOptions o;
+    o.cpu_isa = isa;
+    o.threads = 2;
+    backend_ = std::make_unique<CpuBackend>(o);
+  }
+  DType dtype() const { return std::get<1>(GetParam()); }
+  std::unique_ptr<CpuBackend> backend_;
+  std::mt19937_64 rng_{42};
+};
+
+TEST_P(CpuOps, MatMulMatchesReference) {
+  for (int T : {1, 3, 4, 5, 17}) {
+    for (auto [N, K] : {std::pair{7, 64}, {33, 100}, {64, 37}, {129, 256}}) {
+      OwnedMatrix w = RandomMatrix(N, K, dtype(), rng_);
+      std::vector<float> x = RandomVec(static_cast<size_t>(T) * K, rng_);
+      std::vector<float> y(static_cast<size_t>(T) * N, NAN);
+      backend_->MatMul(x.data(), T, w.m, y.data());
+      EXPECT_LT(ref::RelMaxError(y, ref::MatMul(x, T, w.m)), 2e-5) << "T=" << T << " N=" << N << " K=" << K;
+    }
+  }
+}
+
+TEST_P(CpuOps, MatMulRowsGathersRows) {
+  const int T = 6, N = 90, K = 80;
+  OwnedMatrix w = RandomMatrix(N, K, dtype(), rng_);
+  std::vector<float> x = RandomVec(T * K, rng_);
+  std::vector<int32_t> rows = {0, 3, 4, 17, 50, 89};
+  std::vector<float> y(T * rows.size(), NAN);
+  backend_->MatMulRows(x.data(), T, w.m, rows.data(), static_cast<int>(rows.size()), y.data());
+  const std::vector<float> full = ref::MatMul(x, T, w.m);
+  for (int t = 0; t < T; ++t) {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      EXPECT_NEAR(y[t * rows.size() + i], full[t * N + rows[i]], 2e-5 * (1 + std::fabs(full[t * N + rows[i]])));
+    }
+  }
+}
+
+TEST_P(CpuOps, AxpyRowsSumsSelectedRowsInOrder) {
+  const cpu::KernelTable& k = cpu::SelectKernels(std::get<0>(GetParam()));
+  const int T = 5, F = 70, d = 83;
+  OwnedMatrix w = RandomMatrix(F, d, dtype(), rng_);
+  std::vector<int32_t> rows = {1, 2, 9, 33, 69};
+  std::vector<float> h = RandomVec(T * rows.size(), rng_);
+  h[2] = 0.f;  // skipped entries
+  std::vector<float> y(T * d, 0.f), expect(T * d, 0.f);
+  k.axpy_rows(h.data(), static_cast<int64_t>(rows.size()), T, static_cast<int64_t>(rows.size()), rows.data(), w.m.data,
+              dtype(), d, 0, d, y.data(), d);
+  for (int t = 0; t < T; ++t) {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      for (int c = 0; c < d; ++c) expect[t * d + c] += h[t * rows.size() + i] * LoadAsF32(w.m.Row(rows[i]), dtype(), c);
+    }
+  }
+  EXPECT_LT(ref::RelMaxError(y, expect), 1e-5);
+}
+
+TEST_P(CpuOps, RmsNormEmbedAndResidual) {
+  const int T = 3, d = 50;
+  std::vector<float> x = RandomVec(T * d, rng_), w = RandomVec(d, rng_), y(T * d);
+  backend_->RmsNorm(x.data(), w.data(), T, d, 1e-5f, y.data());
+  EXPECT_LT(ref::RelMaxError(y, ref::RmsNorm(x, T, w, 1e-5)), 1e-5);
+
+  OwnedMatrix table = RandomMatrix(20, d, dtype(), rng_);
+  std::vector<int32_t> ids = {4, 19, 0};
+  backend_->Embed(table.m, ids.data(), T, 2.f, y.data());
+  for (int t = 0; t < T; ++t) EXPECT_EQ(y[t * d + 7], 2.f * LoadAsF32(table.m.Row(ids[t]), dtype(), 7));
+
+  std::vector<float> acc = x;
+  backend_->AddScaled(acc.data(), w.data(), d, 0.5f);
+  EXPECT_FLOAT_EQ(acc[3], x[3] + 0.5f * w[3]);
+}
+
+TEST_P(CpuOps, RopeMatchesRotateHalf) {
+  const int T = 3, H = 4, KV = 2, hd = 16, half = hd / 2;
+  std::vector<int> pos = {0, 7, 1000};
+  std::vector<float> q = RandomVec(T * H * hd, rng_), k = RandomVec(T * KV * hd, rng_);
+  std::vector<float> q_ref = q, k_ref = k, cos(T * half), sin(T * half);
+  for (int t = 0; t < T; ++t) {
+    for (int i = 0; i < half; ++i) {
+      const double a = pos[t] / std::pow(10000.0, 2.0 * i / hd);
+      cos[t * half + i] = static_cast<float>(std::cos(a));
+      sin[t * half + i] = static_cast<float>(std::sin(a));
+    }
+    for (int h = 0; h < H; ++h) ref::Rope(&q_ref[(t * H + h) * hd], hd, pos[t], 10000.0, 1.0);
+    for (int h = 0; h < KV; ++h) ref::Rope(&k_ref[(t * KV + h) * hd], hd, pos[t], 10000.0, 1.0);
+  }
+  backend_->Rope(q.data(), k.data(), cos.data(), sin.data(), T, H, KV, hd);
+  EXPECT_LT(ref::RelMaxError(q, q_ref), 1e-5);
+  EXPECT_LT(ref::RelMaxError(k, k_ref), 1e-5);
+}
+
+TEST_P(CpuOps, PagedAttentionMatchesDenseCausal) {
+  const int H = 4, KV = 2, hd = 8, bs = 4;
+  KvCacheShape shape{1, 32, bs, KV, hd};
+  ASSERT_TRUE(backend_->AllocKvCache(shape).ok());
+  // Two sequences with scattered blocks: A has 6 tokens, B has 9; all prefilled in one batch.
+  std::vector<int32_t> table_a = {7, 2}, table_b = {30, 0, 11};
+  const int na = 6, nb = 9, T = na + nb;
+  std::vector<float> q = RandomVec(T * H * hd, rng_), k = RandomVec(T * KV * hd, rng_), v = RandomVec(T * KV * hd, rng_);
+  std::vector<int32_t> positions;
+  std::vector<const std::vector<int32_t>*> tables;
+  for (int i = 0; i < na; ++i) positions.push_back(i), tables.push_back(&table_a);
+  for (int i = 0; i < nb; ++i) positions.push_back(i), tables.push_back(&table_b);
+  std::vector<float> out(T * H * hd, NAN);
+  backend_->Attention(0, q.data(), k.data(), v.data(), AttentionBatch{T, positions.data(), tables.data()}, H,
+                      out.data());
+  for (int t = 0; t < T; ++t) {
+    const int first = t < na ? 0 : na;
+    for (int h = 0; h < H; ++h) {
+      const int g = h / (H / KV);
+      std::vector<double> s;
+      double mx = -1e300;
+      for (int j = first; j <= t; ++j) {
+        double dot = 0;
+        for (int i = 0; i < hd; ++i) dot += double(q[(t * H + h) * hd + i]) * k[(j * KV + g) * hd + i];
+        s.push_back(dot / std::sqrt(double(hd)));
+        mx = std::max(mx, s.back());
+      }
+      double z = 0;
+      for (double& e : s) z += (e = std::exp(e - mx));
+      for (int i = 0; i < hd; ++i) {
+        double o = 0;
+        for (int j = first; j <= t; ++j) o += s[j - first] / z * v[(j * KV + g) * hd + i];
+        EXPECT_NEAR(out[(t * H + h) * hd + i], o, 1e-5) << "t=" << t << " h=" << h;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsasAndDtypes, CpuOps,
+                         ::testing::Combine(::testing::Values("avx512", "avx2", "generic"),
+                                            ::testing::Values(DType::kF32, DType::kBF16, DType::kF16)),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" + std::string(DTypeName(std::get<1>(info.param)));
+                         });
+
+}  // namespace
+}  // namespace sparsed

@@ -1,0 +1,183 @@
+// Whole-model checks on synthetic checkpoints: engine vs scalar reference, exact vs off,
+// batched vs alone, chunked prefill, input validation.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/reference/reference.h"
+#include "tests/reference/test_models.h"
+
+namespace sparsed {
+namespace {
+
+using testing::GreedyBatch;
+
+struct ModelCase {
+  std::string name, model_type, activation;
+  DType dtype;
+};
+
+class WholeModel : public ::testing::TestWithParam<ModelCase> {
+ protected:
+  void SetUp() override {
+    SyntheticModelSpec s;
+    s.preset = "tiny";
+    s.model_type = GetParam().model_type;
+    s.activation = GetParam().activation;
+    s.dtype = GetParam().dtype;
+    s.active_ratio = 0.15;
+    s.skew = 1.0;
+    dir_ = testing::MakeModel(s);
+  }
+  std::unique_ptr<testing::TempDir> dir_;
+};
+
+std::vector<std::vector<int32_t>> Prompts() {
+  return {{1, 17, 300, 5, 99}, {1, 900, 3}, {1, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60},
+          {1, 2, 3, 4}};
+}
+
+TEST_P(WholeModel, MatchesScalarReference) {
+  auto engine = testing::LoadEngine(dir_->path(), "");
+  ASSERT_NE(engine, nullptr);
+  const int V = static_cast<int>(engine->config().vocab_size);
+  for (const auto& prompt : Prompts()) {
+    auto r = GreedyBatch(*engine, {prompt}, 1);
+    ASSERT_EQ(r.first_logits.size(), 1u);
+    const std::vector<float> all = ref::ModelLogits(engine->config(), engine->weights(), prompt);
+    const std::vector<float> last(all.end() - V, all.end());
+    EXPECT_LT(ref::RelMaxError(r.first_logits[0], last), 1e-4);
+  }
+}
+
+TEST_P(WholeModel, ExactAndOffAgree) {
+  auto exact = testing::LoadEngine(dir_->path(), "exact");
+  auto off = testing::LoadEngine(dir_->path(), "off");
+  ASSERT_TRUE(exact && off);
+  for (const auto& prompt : Prompts()) {
+    auto a = GreedyBatch(*exact, {prompt}, 12);
+    auto b = GreedyBatch(*off, {prompt}, 12);
+    EXPECT_EQ(a.tokens, b.tokens);
+    EXPECT_LT(ref::RelMaxError(a.first_logits[0], b.first_logits[0]), 1e-4);
+  }
+}
+
+TEST_P(WholeModel, SequenceAloneEqualsSequenceInBatch) {
+  auto engine = testing::LoadEngine(dir_->path(), "");
+  ASSERT_NE(engine, nullptr);
+  const auto prompts = Prompts();
+  auto batched = GreedyBatch(*engine, prompts, 10);
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    auto alone = GreedyBatch(*engine, {prompts[s]}, 10, /*first_block=*/100);
+    EXPECT_EQ(alone.tokens[0], batched.tokens[s]) << "prompt " << s;
+    EXPECT_EQ(alone.first_logits[0], batched.first_logits[s]) << "prompt " << s << " logits differ bitwise";
+  }
+}
+
+TEST_P(WholeModel, ChunkedPrefillEqualsOneShot) {
+  auto engine = testing::LoadEngine(dir_->path(), "");
+  ASSERT_NE(engine, nullptr);
+  const auto prompt = Prompts()[2];
+  auto one = GreedyBatch(*engine, {prompt}, 1);
+  // Prefill in chunks of 5 tokens, logits only on the last chunk.
+  Batch b;
+  std::vector<int32_t> table = {200, 201};
+  std::vector<float> logits;
+  for (size_t start = 0; start < prompt.size(); start += 5) {
+    const size_t n = std::min<size_t>(5, prompt.size() - start);
+    Batch chunk;
+    chunk.token_ids.assign(prompt.begin() + start, prompt.begin() + start + n);
+    chunk.sequences.push_back({table, static_cast<int32_t>(start), static_cast<int32_t>(n), start + n == prompt.size()});
+    auto out = engine->Step(chunk);
+    ASSERT_TRUE(out.ok()) << out.status();
+    if (!out->logits.empty()) logits = out->logits;
+  }
+  EXPECT_LT(ref::RelMaxError(logits, one.first_logits[0]), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Activations, WholeModel,
+    ::testing::Values(ModelCase{"llama_relu_bf16", "llama", "relu", DType::kBF16},
+                      ModelCase{"llama_relu2_f32", "llama", "relu2", DType::kF32},
+                      ModelCase{"sparsellama_fatrelu_bf16", "sparsellama", "fatrelu", DType::kBF16},
+                      ModelCase{"llama_silu_f16", "llama", "silu", DType::kF16},
+                      ModelCase{"minicpm_fatrelu_bf16", "minicpm", "fatrelu", DType::kBF16},
+                      ModelCase{"mistral_gelu_bf16", "mistral", "gelu", DType::kBF16}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(Engine, DefaultsToExactForReluFamilyOnly) {
+  SyntheticModelSpec s;
+  s.activation = "silu";
+  auto silu = testing::MakeModel(s);
+  s.activation = "relu2";
+  auto relu2 = testing::MakeModel(s);
+  EXPECT_EQ(testing::LoadEngine(silu->path(), "")->sparsity_mode(), SparsityMode::kOff);
+  EXPECT_EQ(testing::LoadEngine(relu2->path(), "")->sparsity_mode(), SparsityMode::kExact);
+}
+
+TEST(Engine, RejectsBadBatches) {
+  SyntheticModelSpec s;
+  auto dir = testing::MakeModel(s);
+  auto engine = testing::LoadEngine(dir->path(), "", /*kv_blocks=*/8);
+  ASSERT_NE(engine, nullptr);
+  auto msg = [&](const Batch& b) {
+    auto r = engine->Step(b);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(r.status().message());
+  };
+  Batch b;
+  b.token_ids = {1, 5000};
+  b.sequences.push_back({{0}, 0, 2, true});
+  EXPECT_THAT(msg(b), ::testing::HasSubstr("token id 5000"));
+  b.token_ids = {1, 5};
+  b.sequences[0].block_table = {8};
+  EXPECT_THAT(msg(b), ::testing::HasSubstr("block id 8"));
+  b.sequences[0].block_table = {0};
+  b.sequences[0].start_position = 15;
+  EXPECT_THAT(msg(b), ::testing::HasSubstr("does not cover position 16"));
+  b.sequences[0].start_position = 0;
+  b.sequences[0].num_tokens = 3;
+  EXPECT_THAT(msg(b), ::testing::HasSubstr("sequences count 3"));
+  EXPECT_THAT(msg(Batch{}), ::testing::HasSubstr("no tokens"));
+}
+
+int64_t ResidentKb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  }
+  return -1;
+}
+
+TEST(Engine, ResidentMemoryStaysNearFileSize) {
+  SyntheticModelSpec s;
+  s.preset = "small";
+  s.hidden = 512;
+  s.intermediate = 2048;
+  s.layers = 4;
+  s.vocab = 4096;
+  s.tokenizer = false;
+  auto dir = testing::MakeModel(s);
+  const int64_t file_kb = static_cast<int64_t>(std::filesystem::file_size(dir->File("model.safetensors")) / 1024);
+  const int64_t before = ResidentKb();
+  EngineOptions o;
+  o.model_dir = dir->path();
+  o.kv_blocks = 4;
+  o.load_tokenizer = false;
+  o.backend.threads = 1;
+  auto e = Engine::Load(o);
+  ASSERT_TRUE(e.ok()) << e.status();
+  Batch b;
+  b.token_ids = {1, 2, 3};
+  b.sequences.push_back({{0}, 0, 3, true});
+  ASSERT_TRUE((*e)->Step(b).ok());
+  const int64_t grown = ResidentKb() - before;
+  // bf16 weights stay bf16: nothing widened to fp32 (which would double the size).
+  EXPECT_LT(grown, file_kb * 13 / 10 + 4096) << "file " << file_kb << " KiB, resident growth " << grown << " KiB";
+}
+
+}  // namespace
+}  // namespace sparsed

@@ -1,0 +1,157 @@
+// The union sparse FFN: equals dense, and a token's output is bitwise independent of its batch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/model/safetensors_writer.h"
+#include "tests/reference/reference.h"
+#include "tools/synthetic.h"
+
+namespace sparsed {
+namespace {
+
+// An FFN layer whose gate makes neuron i fire with probability rates[i] on inputs from
+// Input(): channel 0 of the input is a constant 1 that the gate uses as a bias.
+struct TestFfn {
+  std::vector<uint8_t> gate_b, up_b, down_b;
+  Matrix gate, up, down_t;
+  int64_t F, d;
+
+  TestFfn(int64_t F_, int64_t d_, double ratio, double skew, DType dt, uint64_t seed) : F(F_), d(d_) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> nd(0.f, 1.f / std::sqrt(float(d)));
+    const std::vector<double> rates = NeuronRates(F, ratio, skew, seed);
+    std::vector<float> g(F * d), u(F * d), dn(F * d);
+    for (auto* v : {&g, &u, &dn}) {
+      for (float& x : *v) x = nd(rng);
+    }
+    for (int64_t i = 0; i < F; ++i) {
+      double n2 = 0;
+      for (int64_t c = 1; c < d; ++c) n2 += double(g[i * d + c]) * g[i * d + c];
+      // P(N(0, n2) > z·sqrt(n2)) = rate → z = Φ⁻¹(1 − rate), via the erfc inverse by bisection.
+      double lo = -10, hi = 10;
+      for (int it = 0; it < 60; ++it) {
+        const double mid = (lo + hi) / 2;
+        (0.5 * std::erfc(mid / std::sqrt(2.0)) > rates[i] ? lo : hi) = mid;
+      }
+      g[i * d] = static_cast<float>(-lo * std::sqrt(n2));
+    }
+    gate_b = EncodeTensor(g, dt);
+    up_b = EncodeTensor(u, dt);
+    down_b = EncodeTensor(dn, dt);
+    gate = {gate_b.data(), dt, F, d, nullptr};
+    up = {up_b.data(), dt, F, d, nullptr};
+    down_t = {down_b.data(), dt, F, d, nullptr};
+  }
+
+  std::vector<float> Input(int T, std::mt19937_64& rng) const {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> x(T * d);
+    for (int t = 0; t < T; ++t) {
+      x[t * d] = 1.f;
+      for (int64_t c = 1; c < d; ++c) x[t * d + c] = nd(rng);
+    }
+    return x;
+  }
+  FfnLayer Layer(Activation act, float thr, bool gated = true) const {
+    return FfnLayer{gated ? &gate : nullptr, gated ? &up : &gate, &down_t, act, thr};
+  }
+};
+
+std::unique_ptr<CpuBackend> Cpu(double break_even) {
+  BackendOptions o;
+  o.threads = 2;
+  o.dense_break_even = break_even;
+  return std::make_unique<CpuBackend>(o);
+}
+
+struct Case {
+  Activation act;
+  double ratio;
+  double skew;
+  DType dtype;
+};
+
+class SparseFfn : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SparseFfn, ExactEqualsDenseAndReference) {
+  const Case c = GetParam();
+  TestFfn f(512, 96, c.ratio, c.skew, c.dtype, 7);
+  const float thr = c.act == Activation::kFatRelu ? 0.05f : 0.f;
+  auto sparse = Cpu(1.0), dense = Cpu(1.0);
+  std::mt19937_64 rng(3);
+  for (int T : {1, 4, 16, 64}) {
+    const std::vector<float> x = f.Input(T, rng);
+    std::vector<float> ys(T * f.d), yd(T * f.d);
+    FfnStats st, sd;
+    sparse->Ffn(f.Layer(c.act, thr), x.data(), T, SparsityMode::kExact, ys.data(), &st);
+    dense->Ffn(f.Layer(c.act, thr), x.data(), T, SparsityMode::kOff, yd.data(), &sd);
+    const std::vector<float> yr = ref::Ffn(x, T, &f.gate, f.up, f.down_t, c.act, thr);
+    EXPECT_LT(ref::RelMaxError(ys, yr), 1e-4) << "T=" << T;
+    EXPECT_LT(ref::RelMaxError(ys, yd), 1e-5) << "T=" << T;
+    EXPECT_TRUE(sd.dense);
+    if (IsReluFamily(c.act)) {
+      // Measured ratio near the target, the union no smaller than any token's mask.
+      EXPECT_NEAR(st.active_ratio(), c.ratio, 0.35 * c.ratio + 0.02) << "T=" << T;
+      EXPECT_GE(st.union_ratio() + 1e-9, st.active_ratio());
+      if (T == 1) {
+        EXPECT_FALSE(st.dense);
+        EXPECT_EQ(st.rows_skipped, f.F - st.union_size);
+      }
+    } else {
+      EXPECT_EQ(st.union_size, f.F);  // no exact zeros: every neuron active
+    }
+  }
+}
+
+TEST_P(SparseFfn, BitwiseBatchInvariant) {
+  const Case c = GetParam();
+  TestFfn f(512, 96, c.ratio, c.skew, c.dtype, 11);
+  const float thr = c.act == Activation::kFatRelu ? 0.05f : 0.f;
+  // A sparse-only backend and one that always falls back to dense: results must agree bitwise.
+  auto sparse = Cpu(1.0), always_dense = Cpu(0.0);
+  std::mt19937_64 rng(5);
+  const std::vector<float> x0 = f.Input(1, rng);
+  std::vector<float> y0(f.d);
+  sparse->Ffn(f.Layer(c.act, thr), x0.data(), 1, SparsityMode::kExact, y0.data(), nullptr);
+  for (int B : {2, 3, 8, 17, 64}) {
+    std::vector<float> xb = f.Input(B, rng);
+    const int slot = static_cast<int>(rng() % B);
+    std::memcpy(&xb[slot * f.d], x0.data(), f.d * sizeof(float));
+    for (CpuBackend* be : {sparse.get(), always_dense.get()}) {
+      std::vector<float> yb(B * f.d);
+      be->Ffn(f.Layer(c.act, thr), xb.data(), B, SparsityMode::kExact, yb.data(), nullptr);
+      EXPECT_EQ(0, std::memcmp(&yb[slot * f.d], y0.data(), f.d * sizeof(float)))
+          << "batch " << B << " slot " << slot << " break-even " << be->dense_break_even();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Masks, SparseFfn,
+    ::testing::Values(Case{Activation::kRelu, 0.05, 0.0, DType::kBF16}, Case{Activation::kRelu, 0.11, 3.0, DType::kBF16},
+                      Case{Activation::kRelu2, 0.3, 0.0, DType::kF32}, Case{Activation::kFatRelu, 0.11, 2.0, DType::kF16},
+                      Case{Activation::kSilu, 0.5, 0.0, DType::kBF16}),
+    [](const auto& info) {
+      const Case& c = info.param;
+      return std::string(ActivationName(c.act)) + "_r" + std::to_string(int(c.ratio * 100)) + "_skew" +
+             std::to_string(int(c.skew)) + "_" + std::string(DTypeName(c.dtype));
+    });
+
+TEST(SparseFfnNonGated, MatchesReference) {
+  TestFfn f(256, 64, 0.1, 0.0, DType::kBF16, 3);
+  auto be = Cpu(1.0);
+  std::mt19937_64 rng(9);
+  const std::vector<float> x = f.Input(5, rng);
+  std::vector<float> y(5 * f.d);
+  FfnStats st;
+  be->Ffn(f.Layer(Activation::kRelu, 0, /*gated=*/false), x.data(), 5, SparsityMode::kExact, y.data(), &st);
+  EXPECT_LT(ref::RelMaxError(y, ref::Ffn(x, 5, nullptr, f.gate, f.down_t, Activation::kRelu, 0)), 1e-5);
+  EXPECT_LT(st.active_ratio(), 0.2);
+}
+
+}  // namespace
+}  // namespace sparsed
