@@ -8,7 +8,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/safetensors_writer.h"
 #include "tests/reference/reference.h"
-#include "tools/synthetic.h"
+#include "tools/neuron_rates.h"
 
 namespace sparsed {
 namespace {
@@ -28,17 +28,7 @@ struct TestFfn {
     for (auto* v : {&g, &u, &dn}) {
       for (float& x : *v) x = nd(rng);
     }
-    for (int64_t i = 0; i < F; ++i) {
-      double n2 = 0;
-      for (int64_t c = 1; c < d; ++c) n2 += double(g[i * d + c]) * g[i * d + c];
-      // P(N(0, n2) > z·sqrt(n2)) = rate → z = Φ⁻¹(1 − rate), via the erfc inverse by bisection.
-      double lo = -10, hi = 10;
-      for (int it = 0; it < 60; ++it) {
-        const double mid = (lo + hi) / 2;
-        (0.5 * std::erfc(mid / std::sqrt(2.0)) > rates[i] ? lo : hi) = mid;
-      }
-      g[i * d] = static_cast<float>(-lo * std::sqrt(n2));
-    }
+    SetGateBias(&g, d, rates);
     gate_b = EncodeTensor(g, dt);
     up_b = EncodeTensor(u, dt);
     down_b = EncodeTensor(dn, dt);

@@ -1,5 +1,7 @@
 #include "tools/synthetic.h"
 
+#include "tools/neuron_rates.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -12,38 +14,6 @@
 #include "nlohmann/json.hpp"
 
 namespace sparsed {
-
-std::vector<double> NeuronRates(int64_t neurons, double active_ratio, double skew, uint64_t seed) {
-  std::mt19937_64 rng(seed ^ 0x5eedull);
-  std::uniform_real_distribution<double> uni(0.0, 1.0);
-  std::vector<double> r(neurons);
-  for (double& v : r) v = skew <= 0 ? 1.0 : std::pow(uni(rng), skew);
-  // Scale to the requested mean, capping each rate at 0.98 and redistributing the excess.
-  for (int iter = 0; iter < 20; ++iter) {
-    double sum = 0;
-    for (double v : r) sum += v;
-    const double scale = active_ratio * neurons / std::max(sum, 1e-12);
-    bool capped = false;
-    for (double& v : r) {
-      v *= scale;
-      if (v > 0.98) {
-        v = 0.98;
-        capped = true;
-      }
-    }
-    if (!capped) break;
-  }
-  return r;
-}
-
-std::vector<std::vector<uint8_t>> DrawMasks(const std::vector<double>& rates, int tokens, std::mt19937_64& rng) {
-  std::uniform_real_distribution<double> uni(0.0, 1.0);
-  std::vector<std::vector<uint8_t>> m(tokens, std::vector<uint8_t>(rates.size()));
-  for (auto& row : m) {
-    for (size_t i = 0; i < rates.size(); ++i) row[i] = uni(rng) < rates[i];
-  }
-  return m;
-}
 
 absl::Status ResolvePreset(SyntheticModelSpec* s) {
   struct Shape { int64_t d, f, l, h, kv, v; };
@@ -73,28 +43,6 @@ absl::Status ResolvePreset(SyntheticModelSpec* s) {
 }
 
 namespace {
-
-// Inverse of the standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9).
-double NormalQuantile(double p) {
-  static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
-                             1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00};
-  static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
-                             6.680131188771972e+01, -1.328068155288572e+01};
-  static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
-                             -2.549671010050049e+00, 4.374664141464968e+00, 2.938163982698783e+00};
-  static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
-                             3.754408661907416e+00};
-  p = std::clamp(p, 1e-12, 1 - 1e-12);
-  if (p < 0.02425) {
-    const double q = std::sqrt(-2 * std::log(p));
-    return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
-           ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-  }
-  if (p > 1 - 0.02425) return -NormalQuantile(1 - p);
-  const double q = p - 0.5, r = q * q;
-  return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
-         (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
-}
 
 class Gen {
  public:
@@ -230,16 +178,9 @@ absl::Status MakeSyntheticModel(const SyntheticModelSpec& spec_in, const std::st
     std::vector<float> o = g.Normal(d * s.heads * hd, 0.1 / std::sqrt(static_cast<double>(s.heads * hd)));
     for (int64_t c = 0; c < s.heads * hd; ++c) o[c] = 0.f;
     RETURN_IF_ERROR(add(p + "self_attn.o_proj.weight", {d, s.heads * hd}, o));
-    // Gate rows: channel 0 gets -z_i·‖w_i‖ so that P(gate_i > 0) ≈ the neuron's rate.
-    std::vector<double> rates = NeuronRates(f, s.active_ratio, s.skew, s.seed * 7919 + l);
+    // Gate rows: channel 0 carries a bias so that P(gate_i > 0) ≈ the neuron's rate.
     std::vector<float> gate = g.Normal(f * d, wstd);
-    if (relu_family) {
-      for (int64_t i = 0; i < f; ++i) {
-        double norm2 = 0;
-        for (int64_t c = 1; c < d; ++c) norm2 += double(gate[i * d + c]) * gate[i * d + c];
-        gate[i * d] = static_cast<float>(-NormalQuantile(1.0 - rates[i]) * std::sqrt(norm2));
-      }
-    }
+    if (relu_family) SetGateBias(&gate, d, NeuronRates(f, s.active_ratio, s.skew, s.seed * 7919 + l));
     if (s.gated) RETURN_IF_ERROR(add(p + "mlp.gate_proj.weight", {f, d}, gate));
     RETURN_IF_ERROR(add(p + "mlp.up_proj.weight", {f, d}, s.gated ? g.Normal(f * d, wstd) : gate));
     std::vector<float> down = g.Normal(d * f, 0.3 / std::sqrt(static_cast<double>(f) * std::max(0.02, s.active_ratio)));

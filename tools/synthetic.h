@@ -11,15 +11,9 @@
 #include "absl/status/statusor.h"
 #include "engine/common/dtype.h"
 #include "engine/model/config.h"
+#include "tools/neuron_rates.h"
 
 namespace sparsed {
-
-// Per-neuron activation probabilities with mean `active_ratio`. skew = 0 gives every neuron the
-// same rate; larger skew concentrates activity on a few hot neurons (rate ∝ u^skew, u uniform).
-std::vector<double> NeuronRates(int64_t neurons, double active_ratio, double skew, uint64_t seed);
-
-// Draws a mask row per token: neuron i active with probability rates[i], independently.
-std::vector<std::vector<uint8_t>> DrawMasks(const std::vector<double>& rates, int tokens, std::mt19937_64& rng);
 
 struct SyntheticModelSpec {
   std::string preset = "tiny";   // tiny | tinyllama-1.1b | llama2-7b (fills the shape fields)

@@ -1,0 +1,578 @@
+// Kernels of the CUDA union sparse FFN (see cuda_ffn.h for the data flow).
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/backend/cuda/cuda_ffn.h"
+
+namespace sparsed::cuda {
+namespace {
+
+#define CUDA_TRY(expr)                                                              \
+  do {                                                                              \
+    cudaError_t _e = (expr);                                                        \
+    if (_e != cudaSuccess) return std::string(#expr) + ": " + cudaGetErrorString(_e); \
+  } while (0)
+
+#define CUBLAS_TRY(expr)                                                            \
+  do {                                                                              \
+    cublasStatus_t _s = (expr);                                                     \
+    if (_s != CUBLAS_STATUS_SUCCESS) return std::string(#expr) + ": cuBLAS status " + std::to_string(int(_s)); \
+  } while (0)
+
+constexpr int kRowsPerWarp = 4;
+constexpr int kWarpsPerBlock = 8;
+constexpr int kDownThreads = 64;
+constexpr unsigned kFull = 0xffffffffu;
+
+__device__ __forceinline__ void Unpack8(const uint4 v, float f[8]) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+__device__ __forceinline__ float Act(float g, int act, float thr) {
+  switch (act) {
+    case 0:  // relu
+      return g > 0.f ? g : 0.f;
+    case 1:  // relu2
+      return g > 0.f ? g * g : 0.f;
+    case 2:  // fatrelu
+      return (g >= thr && g > 0.f) ? g : 0.f;
+    default:  // silu
+      return g / (1.f + __expf(-g));
+  }
+}
+
+// Dots of kRowsPerWarp weight rows with TT token rows of x; every lane ends with every sum.
+// Lane l reads hidden positions [l·8 + 256·i, +8); products are fused in index order and the
+// warp reduction is a fixed butterfly, so each (token, row) result depends only on its inputs.
+template <int TT>
+__device__ __forceinline__ void WarpDots(const float* __restrict__ x, int nt, int64_t d,
+                                         const uint16_t* __restrict__ w, const int64_t rows[kRowsPerWarp],
+                                         float acc[kRowsPerWarp][TT]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int t = 0; t < TT; ++t) acc[r][t] = 0.f;
+#pragma unroll 2
+  for (int64_t c = lane * 8; c < d; c += 256) {
+    uint4 wv[kRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      wv[r] = rows[r] >= 0 ? __ldg(reinterpret_cast<const uint4*>(w + rows[r] * d + c)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      float wf[8];
+      Unpack8(wv[r], wf);
+#pragma unroll
+      for (int t = 0; t < TT; ++t) {
+        if (t < nt) {
+          const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + t * d + c));
+          const float4 x1 = __ldg(reinterpret_cast<const float4*>(x + t * d + c + 4));
+          float a = acc[r][t];
+          a = fmaf(wf[0], x0.x, a);
+          a = fmaf(wf[1], x0.y, a);
+          a = fmaf(wf[2], x0.z, a);
+          a = fmaf(wf[3], x0.w, a);
+          a = fmaf(wf[4], x1.x, a);
+          a = fmaf(wf[5], x1.y, a);
+          a = fmaf(wf[6], x1.z, a);
+          a = fmaf(wf[7], x1.w, a);
+          acc[r][t] = a;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int t = 0; t < TT; ++t)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) acc[r][t] += __shfl_xor_sync(kFull, acc[r][t], off);
+}
+
+// A = act(X·W_gᵀ) for all F neurons; ORs each tile's active bits into its union bitmap.
+template <int TT>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    GateKernel(const float* __restrict__ x, int T, int64_t d, const uint16_t* __restrict__ wg, int64_t F, int act,
+               float thr, float* __restrict__ a_out, uint32_t* __restrict__ bits, int32_t* __restrict__ stats) {
+  const int tile = blockIdx.y, t0 = tile * TT, nt = min(TT, T - t0);
+  const int lane = threadIdx.x & 31;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5)) * kRowsPerWarp;
+  if (row0 >= F) return;
+  int64_t rows[kRowsPerWarp];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) rows[r] = row0 + r < F ? row0 + r : -1;
+  float acc[kRowsPerWarp][TT];
+  WarpDots<TT>(x + static_cast<int64_t>(t0) * d, nt, d, wg, rows, acc);
+  const int64_t words = (F + 31) / 32;
+  int active = 0;
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int t = 0; t < TT; ++t) {
+      if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) {
+        const float v = Act(acc[r][t], act, thr);
+        a_out[(t0 + t) * F + rows[r]] = v;
+        if (v != 0.f) {
+          atomicOr(&bits[tile * words + rows[r] / 32], 1u << (rows[r] % 32));
+          ++active;
+        }
+      }
+    }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) active += __shfl_xor_sync(kFull, active, off);
+  if (lane == 0 && active) atomicAdd(&stats[tile * 2 + 1], active);
+}
+
+// One block per tile: bitmap → ascending index list and per-chunk list offsets; falls back to
+// every neuron when the union is denser than `break_even`.
+__global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict__ bits, int64_t F, float break_even,
+                                                      int32_t* __restrict__ list, int32_t* __restrict__ chunk_start,
+                                                      int chunks, int32_t* __restrict__ stats) {
+  __shared__ int32_t scan[1024];
+  __shared__ int32_t total_s;
+  const int tile = blockIdx.x;
+  const int64_t words = (F + 31) / 32;
+  const uint32_t* b = bits + tile * words;
+  int32_t* out = list + tile * F;
+  int32_t* cs = chunk_start + tile * (chunks + 1);
+  const int per = static_cast<int>((words + blockDim.x - 1) / blockDim.x);
+  const int64_t w0 = static_cast<int64_t>(threadIdx.x) * per;
+  int count = 0;
+  for (int i = 0; i < per; ++i) {
+    if (w0 + i < words) count += __popc(b[w0 + i]);
+  }
+  scan[threadIdx.x] = count;
+  __syncthreads();
+  for (int off = 1; off < blockDim.x; off <<= 1) {  // inclusive Hillis-Steele scan
+    const int v = threadIdx.x >= off ? scan[threadIdx.x - off] : 0;
+    __syncthreads();
+    scan[threadIdx.x] += v;
+    __syncthreads();
+  }
+  if (threadIdx.x == blockDim.x - 1) total_s = scan[threadIdx.x];
+  __syncthreads();
+  const int total = total_s;
+  constexpr int kWordsPerChunk = kChunkNeurons / 32;
+  if (total > break_even * static_cast<float>(F)) {
+    for (int64_t i = threadIdx.x; i < F; i += blockDim.x) out[i] = static_cast<int32_t>(i);
+    for (int c = threadIdx.x; c <= chunks; c += blockDim.x) cs[c] = static_cast<int32_t>(int64_t(c) * kChunkNeurons < F ? int64_t(c) * kChunkNeurons : F);
+    if (threadIdx.x == 0) stats[tile * 2] = static_cast<int32_t>(F);
+    return;
+  }
+  int offset = scan[threadIdx.x] - count;
+  for (int i = 0; i < per; ++i) {
+    const int64_t w = w0 + i;
+    if (w >= words) break;
+    if (w % kWordsPerChunk == 0) cs[w / kWordsPerChunk] = offset;
+    for (uint32_t word = b[w]; word; word &= word - 1) out[offset++] = static_cast<int32_t>(w * 32 + __ffs(word) - 1);
+  }
+  if (threadIdx.x == 0) {
+    cs[chunks] = total;
+    stats[tile * 2] = total;
+  }
+}
+
+// H[t, k] = A[t, U_k] · (X_t · W_u[U_k]) over the tile's index list.
+template <int TT>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    UpKernel(const float* __restrict__ x, int T, int64_t d, const uint16_t* __restrict__ wu, int64_t F,
+             const int32_t* __restrict__ list, const int32_t* __restrict__ stats, const float* __restrict__ a_in,
+             float* __restrict__ h) {
+  const int tile = blockIdx.y, t0 = tile * TT, nt = min(TT, T - t0);
+  const int lane = threadIdx.x & 31;
+  const int count = stats[tile * 2];
+  const int64_t k0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5)) * kRowsPerWarp;
+  if (k0 >= count) return;
+  int64_t rows[kRowsPerWarp];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) rows[r] = k0 + r < count ? list[tile * F + k0 + r] : -1;
+  float acc[kRowsPerWarp][TT];
+  WarpDots<TT>(x + static_cast<int64_t>(t0) * d, nt, d, wu, rows, acc);
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int t = 0; t < TT; ++t) {
+      if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) {
+        const float a = a_in[(t0 + t) * F + rows[r]];
+        h[(t0 + t) * F + k0 + r] = a == 0.f ? 0.f : a * acc[r][t];
+      }
+    }
+}
+
+// partial[chunk][t] = Σ over list entries of the chunk, in order, of H[t, k] · W_dT[U_k].
+template <int TT>
+__global__ void __launch_bounds__(kDownThreads)
+    DownKernel(const float* __restrict__ h, int T, int64_t d, const uint16_t* __restrict__ wdt, int64_t F,
+               const int32_t* __restrict__ list, const int32_t* __restrict__ chunk_start, int chunks,
+               float* __restrict__ partial) {
+  const int tile = blockIdx.z, t0 = tile * TT, nt = min(TT, T - t0);
+  const int chunk = blockIdx.y;
+  const int64_t col = (static_cast<int64_t>(blockIdx.x) * kDownThreads + threadIdx.x) * 8;
+  if (col >= d) return;
+  const int32_t* cs = chunk_start + tile * (chunks + 1);
+  const int k0 = cs[chunk], k1 = cs[chunk + 1];
+  const int32_t* lst = list + tile * F;
+  float acc[TT][8];
+#pragma unroll
+  for (int t = 0; t < TT; ++t)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[t][j] = 0.f;
+  int k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    uint4 wv[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) wv[u] = __ldg(reinterpret_cast<const uint4*>(wdt + int64_t(lst[k + u]) * d + col));
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      float wf[8];
+      Unpack8(wv[u], wf);
+#pragma unroll
+      for (int t = 0; t < TT; ++t) {
+        if (t < nt) {
+          const float hv = h[(t0 + t) * F + k + u];
+          if (hv != 0.f) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[t][j] = fmaf(hv, wf[j], acc[t][j]);
+          }
+        }
+      }
+    }
+  }
+  for (; k < k1; ++k) {
+    float wf[8];
+    Unpack8(__ldg(reinterpret_cast<const uint4*>(wdt + int64_t(lst[k]) * d + col)), wf);
+#pragma unroll
+    for (int t = 0; t < TT; ++t) {
+      if (t < nt) {
+        const float hv = h[(t0 + t) * F + k];
+        if (hv != 0.f) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) acc[t][j] = fmaf(hv, wf[j], acc[t][j]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < TT; ++t) {
+    if (t < nt) {
+      float* p = partial + (static_cast<int64_t>(chunk) * T + t0 + t) * d + col;
+      reinterpret_cast<float4*>(p)[0] = make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+      reinterpret_cast<float4*>(p)[1] = make_float4(acc[t][4], acc[t][5], acc[t][6], acc[t][7]);
+    }
+  }
+}
+
+// y[t, c] = Σ_chunk partial[chunk][t][c], chunks in order.
+__global__ void ReduceKernel(const float* __restrict__ partial, int chunks, int T, int64_t d, float* __restrict__ y) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * d) return;
+  float s = 0.f;
+  for (int c = 0; c < chunks; ++c) s += partial[c * T * d + i];
+  y[i] = s;
+}
+
+__global__ void ActMulBf16Kernel(__nv_bfloat16* g, const __nv_bfloat16* u, int64_t n, int act, float thr) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) g[i] = __float2bfloat16(Act(__bfloat162float(g[i]), act, thr) * __bfloat162float(u[i]));
+}
+
+__global__ void ToBf16Kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = __float2bfloat16(src[i]);
+}
+
+int ActCode(FfnActivation a) {
+  switch (a) {
+    case FfnActivation::kRelu:
+      return 0;
+    case FfnActivation::kRelu2:
+      return 1;
+    case FfnActivation::kFatRelu:
+      return 2;
+    case FfnActivation::kSilu:
+      return 3;
+  }
+  return 3;
+}
+
+int TileTokens(int T) {
+  if (T <= 1) return 1;
+  if (T <= 2) return 2;
+  if (T <= 4) return 4;
+  if (T <= 8) return 8;
+  return kMaxTileTokens;
+}
+
+template <int TT>
+void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* wg, const uint16_t* wu,
+                  const uint16_t* wdt, int act, float thr, float break_even, float* a, uint32_t* bits, int32_t* list,
+                  int32_t* cs, int32_t* stats, float* h, float* partial, float* y, const std::function<void(int)>& mark) {
+  const int tiles = (T + TT - 1) / TT;
+  const int chunks = static_cast<int>((F + kChunkNeurons - 1) / kChunkNeurons);
+  const dim3 rows_grid(static_cast<unsigned>((F + kWarpsPerBlock * kRowsPerWarp - 1) / (kWarpsPerBlock * kRowsPerWarp)), tiles);
+  mark(0);
+  GateKernel<TT><<<rows_grid, kWarpsPerBlock * 32>>>(x, T, d, wg, F, act, thr, a, bits, stats);
+  mark(1);
+  CompactKernel<<<tiles, 1024>>>(bits, F, break_even, list, cs, chunks, stats);
+  mark(2);
+  UpKernel<TT><<<rows_grid, kWarpsPerBlock * 32>>>(x, T, d, wu, F, list, stats, a, h);
+  mark(3);
+  const dim3 down_grid(static_cast<unsigned>((d / 8 + kDownThreads - 1) / kDownThreads), chunks, tiles);
+  DownKernel<TT><<<down_grid, kDownThreads>>>(h, T, d, wdt, F, list, cs, chunks, partial);
+  mark(4);
+  const int64_t n = T * d;
+  ReduceKernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(partial, chunks, T, d, y);
+  mark(5);
+}
+
+// Records events between launches when asked, and turns them into per-phase milliseconds.
+class PhaseTimer {
+ public:
+  PhaseTimer(std::vector<float>* out, int marks) : out_(out) {
+    if (out_) {
+      events_.resize(marks);
+      for (auto& e : events_) cudaEventCreate(&e);
+    }
+  }
+  ~PhaseTimer() {
+    for (auto& e : events_) cudaEventDestroy(e);
+  }
+  void Mark(int i) {
+    if (out_) cudaEventRecord(events_[i]);
+  }
+  void Finish() {
+    if (!out_) return;
+    cudaEventSynchronize(events_.back());
+    out_->clear();
+    for (size_t i = 1; i < events_.size(); ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, events_[i - 1], events_[i]);
+      out_->push_back(ms);
+    }
+  }
+
+ private:
+  std::vector<float>* out_;
+  std::vector<cudaEvent_t> events_;
+};
+
+}  // namespace
+
+std::string ProbeDevice(std::string* device_name) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return std::string("no CUDA device: ") + cudaGetErrorString(e);
+  }
+  if (n == 0) return "no CUDA device";
+  cudaDeviceProp p{};
+  CUDA_TRY(cudaGetDeviceProperties(&p, 0));
+  if (device_name) *device_name = p.name;
+  return "";
+}
+
+std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* gate, const uint16_t* up,
+                                         const uint16_t* down_t, std::string* error) {
+  auto f = std::unique_ptr<CudaFfn>(new CudaFfn());
+  f->shape_ = shape;
+  auto fail = [&](const std::string& e) {
+    *error = e;
+    return nullptr;
+  };
+  if (shape.hidden % 8 != 0) return fail("hidden size must be a multiple of 8 for the CUDA FFN");
+  const size_t bytes = static_cast<size_t>(shape.neurons * shape.hidden) * 2;
+  for (auto [dst, src] : {std::pair{&f->gate_, gate}, {&f->up_, up}, {&f->down_t_, down_t}}) {
+    std::string e = DeviceAlloc(bytes, dst);
+    if (e.empty()) e = CopyToDevice(*dst, src, bytes);
+    if (!e.empty()) return fail(e);
+  }
+  cublasHandle_t h;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return fail("cublasCreate failed");
+  f->cublas_ = h;
+  return f;
+}
+
+CudaFfn::~CudaFfn() {
+  for (void* p : {gate_, up_, down_t_, static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
+                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(stats_),
+                  static_cast<void*>(partial_), dense_g_, dense_u_}) {
+    if (p) cudaFree(p);
+  }
+  if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+}
+
+std::string CudaFfn::EnsureScratch(int T) {
+  if (T <= scratch_tokens_) return "";
+  for (void* p : {static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
+                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(stats_),
+                  static_cast<void*>(partial_), dense_g_, dense_u_}) {
+    if (p) cudaFree(p);
+  }
+  const int64_t F = shape_.neurons, d = shape_.hidden;
+  const int64_t tiles = T;  // upper bound on tiles (tile size ≥ 1)
+  const int64_t chunks = (F + kChunkNeurons - 1) / kChunkNeurons;
+  CUDA_TRY(cudaMalloc(&act_, sizeof(float) * T * F));
+  CUDA_TRY(cudaMalloc(&h_, sizeof(float) * T * F));
+  CUDA_TRY(cudaMalloc(&bits_, sizeof(uint32_t) * tiles * ((F + 31) / 32)));
+  CUDA_TRY(cudaMalloc(&list_, sizeof(int32_t) * tiles * F));
+  CUDA_TRY(cudaMalloc(&chunk_start_, sizeof(int32_t) * tiles * (chunks + 1)));
+  CUDA_TRY(cudaMalloc(&stats_, sizeof(int32_t) * tiles * 2));
+  CUDA_TRY(cudaMalloc(&partial_, sizeof(float) * chunks * T * d));
+  CUDA_TRY(cudaMalloc(&dense_g_, 2 * T * F));
+  CUDA_TRY(cudaMalloc(&dense_u_, 2 * T * F));
+  scratch_tokens_ = T;
+  return "";
+}
+
+std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float threshold, bool sparse, double break_even,
+                         float* y, std::vector<FfnTileStats>* stats, std::vector<float>* phase_ms) {
+  if (T <= 0) return "T must be positive";
+  std::string e = EnsureScratch(T);
+  if (!e.empty()) return e;
+  const int64_t F = shape_.neurons, d = shape_.hidden;
+  const int tt = TileTokens(T);
+  const int tiles = (T + tt - 1) / tt;
+  CUDA_TRY(cudaMemsetAsync(bits_, 0, sizeof(uint32_t) * tiles * ((F + 31) / 32)));
+  CUDA_TRY(cudaMemsetAsync(stats_, 0, sizeof(int32_t) * tiles * 2));
+  const float be = sparse ? static_cast<float>(break_even) : -1.f;
+  auto* wg = static_cast<const uint16_t*>(gate_);
+  auto* wu = static_cast<const uint16_t*>(up_);
+  auto* wd = static_cast<const uint16_t*>(down_t_);
+  const int a = ActCode(act);
+  PhaseTimer timer(phase_ms, 6);
+  const std::function<void(int)> mark = [&](int i) { timer.Mark(i); };
+  switch (tt) {
+    case 1:
+      LaunchSparse<1>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
+      break;
+    case 2:
+      LaunchSparse<2>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
+      break;
+    case 4:
+      LaunchSparse<4>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
+      break;
+    case 8:
+      LaunchSparse<8>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
+      break;
+    default:
+      LaunchSparse<kMaxTileTokens>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_,
+                                   h_, partial_, y, mark);
+  }
+  CUDA_TRY(cudaGetLastError());
+  timer.Finish();
+  if (stats) {
+    std::vector<int32_t> host(2 * tiles);
+    CUDA_TRY(cudaMemcpy(host.data(), stats_, sizeof(int32_t) * 2 * tiles, cudaMemcpyDeviceToHost));
+    stats->resize(tiles);
+    for (int i = 0; i < tiles; ++i) (*stats)[i] = FfnTileStats{host[2 * i], host[2 * i + 1]};
+  }
+  return "";
+}
+
+std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold, void* y_bf16,
+                                   std::vector<float>* phase_ms) {
+  PhaseTimer timer(phase_ms, 5);
+  std::string e = EnsureScratch(T);
+  if (!e.empty()) return e;
+  auto h = static_cast<cublasHandle_t>(cublas_);
+  const int F = static_cast<int>(shape_.neurons), d = static_cast<int>(shape_.hidden);
+  const float one = 1.f, zero = 0.f;
+  timer.Mark(0);
+  // Column-major view: Gᵀ [F × T] = W_g (col-major d × F, transposed) · Xᵀ (d × T).
+  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, gate_, CUDA_R_16BF, d, x_bf16, CUDA_R_16BF, d,
+                          &zero, dense_g_, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  timer.Mark(1);
+  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, up_, CUDA_R_16BF, d, x_bf16, CUDA_R_16BF, d,
+                          &zero, dense_u_, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  timer.Mark(2);
+  const int64_t n = static_cast<int64_t>(T) * F;
+  ActMulBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(static_cast<__nv_bfloat16*>(dense_g_),
+                                                                     static_cast<const __nv_bfloat16*>(dense_u_), n,
+                                                                     ActCode(act), threshold);
+  CUDA_TRY(cudaGetLastError());
+  timer.Mark(3);
+  // Yᵀ [d × T] = W_down (= W_dT viewed col-major, d × F) · Hᵀ (F × T).
+  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, d, T, F, &one, down_t_, CUDA_R_16BF, d, dense_g_, CUDA_R_16BF,
+                          F, &zero, y_bf16, CUDA_R_16BF, d, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  timer.Mark(4);
+  timer.Finish();
+  return "";
+}
+
+std::string DeviceAlloc(size_t bytes, void** ptr) {
+  CUDA_TRY(cudaMalloc(ptr, bytes));
+  return "";
+}
+void DeviceFree(void* ptr) {
+  if (ptr) cudaFree(ptr);
+}
+std::string CopyToDevice(void* dst, const void* src, size_t bytes) {
+  CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  return "";
+}
+std::string CopyToHost(void* dst, const void* src, size_t bytes) {
+  CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  return "";
+}
+std::string Synchronize() {
+  CUDA_TRY(cudaDeviceSynchronize());
+  CUDA_TRY(cudaGetLastError());
+  return "";
+}
+std::string ConvertToBf16(const float* src, void* dst, size_t n) {
+  ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(src, static_cast<__nv_bfloat16*>(dst),
+                                                                 static_cast<int64_t>(n));
+  CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+double MeasureCopyBandwidthGBs(size_t bytes) {
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) {
+    cudaFree(a);
+    return 0;
+  }
+  cudaMemset(a, 1, bytes);
+  const double ms = TimeMs([&] { cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice); }, 2, 7);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (ms * 1e-3) / 1e9;
+}
+
+double TimeMs(const std::function<void()>& fn, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    cudaEventRecord(a);
+    fn();
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float t = 0;
+    cudaEventElapsedTime(&t, a, b);
+    ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace sparsed::cuda

@@ -1,0 +1,113 @@
+// The union sparse FFN on CUDA (exact mode), and a dense cuBLAS FFN it is measured against.
+//
+// No CUDA types appear here: pointers are device pointers passed as float* / void*. The library
+// depends only on the CUDA runtime and cuBLAS, so tests/gpu can build it on a GPU host alone.
+//
+// Data flow per call, for token tiles of up to kMaxTileTokens rows (each tile its own union, so a
+// long prompt's dense tile does not densify decode tiles):
+//   1. gate kernel: A = act(X·W_gᵀ) for every neuron, fused with the union bitmap of each tile
+//      (atomicOr of the active bits);
+//   2. compact kernel: bitmap → sorted index list per tile, plus the list offset at every fixed
+//      chunk of kChunkNeurons neuron ids; a device-side cost model replaces the list by every
+//      neuron when the union is denser than the break-even;
+//   3. up kernel: H[t, k] = A[t, U_k] · (X_t · W_u[U_k]) over the tile's list (zero where the token's
+//      own activation is zero);
+//   4. down kernel: per fixed neuron chunk, partial[c][t] = Σ_{k in chunk, in order} H[t,k]·W_dT[U_k];
+//   5. reduce kernel: Y[t] = Σ_c partial[c][t] in chunk order.
+// Every (token, neuron) product and every sum runs in an order fixed by neuron ids and the hidden
+// size, so a token's Y is bitwise the same whatever tile or batch it is in.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sparsed::cuda {
+
+constexpr int kMaxTileTokens = 16;
+constexpr int kChunkNeurons = 256;
+
+// "" when a usable CUDA device is present, else why not (driver missing, no device, ...).
+std::string ProbeDevice(std::string* device_name = nullptr);
+
+enum class FfnActivation { kRelu, kRelu2, kFatRelu, kSilu };
+
+struct FfnShape {
+  int64_t neurons = 0;  // F
+  int64_t hidden = 0;   // d, a multiple of 8
+};
+
+struct FfnTileStats {
+  int32_t union_size = 0;  // per tile, after the cost model (F when it fell back to dense)
+  int32_t active_sum = 0;  // Σ over the tile's tokens of active neurons
+};
+
+// Device-resident weights of one FFN layer in bf16: gate and up [F × d], down transposed [F × d].
+// Thread-safety: none; use from one thread (the engine thread) with its stream.
+class CudaFfn {
+ public:
+  // Uploads host bf16 weights (raw uint16 bits). `error` is set on failure.
+  static std::unique_ptr<CudaFfn> Create(const FfnShape& shape, const uint16_t* gate, const uint16_t* up,
+                                         const uint16_t* down_t, std::string* error);
+  ~CudaFfn();
+  CudaFfn(const CudaFfn&) = delete;
+  CudaFfn& operator=(const CudaFfn&) = delete;
+
+  // y [T × d] = FFN(x [T × d]), both device fp32. sparse=false reads every row (same kernels,
+  // same arithmetic). break_even: union ratio above which a tile reads every row.
+  // Tile stats are copied back only when `stats` is non-null (that synchronises).
+  // phase_ms, when non-null, receives the milliseconds of gate, compact, up, down and reduce
+  // (timed with events; that synchronises).
+  std::string Run(const float* x, int T, FfnActivation act, float threshold, bool sparse, double break_even,
+                  float* y, std::vector<FfnTileStats>* stats, std::vector<float>* phase_ms = nullptr);
+
+  // Dense reference the way a dense server computes it: bf16 activations, cuBLAS GEMMs
+  // (tensor cores), fused act·up. x_bf16 [T × d] and y_bf16 [T × d] are device bf16 buffers.
+  // phase_ms: gate GEMM, up GEMM, act·up, down GEMM.
+  std::string RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold, void* y_bf16,
+                             std::vector<float>* phase_ms = nullptr);
+
+  const FfnShape& shape() const { return shape_; }
+  // Bytes of weights the sparse path reads for a union of `rows` rows.
+  double SparseBytes(double rows) const { return 2.0 * shape_.hidden * (shape_.neurons + 2 * rows); }
+  double DenseBytes() const { return 2.0 * shape_.hidden * shape_.neurons * 3; }
+
+ private:
+  CudaFfn() = default;
+  std::string EnsureScratch(int T);
+
+  FfnShape shape_;
+  void* gate_ = nullptr;
+  void* up_ = nullptr;
+  void* down_t_ = nullptr;
+  void* cublas_ = nullptr;
+  int scratch_tokens_ = 0;
+  float* act_ = nullptr;        // [T × F]
+  float* h_ = nullptr;          // [T × F] (by union position)
+  uint32_t* bits_ = nullptr;    // [tiles × F/32]
+  int32_t* list_ = nullptr;     // [tiles × F]
+  int32_t* chunk_start_ = nullptr;  // [tiles × (chunks + 1)]
+  int32_t* stats_ = nullptr;    // [tiles × 2]
+  float* partial_ = nullptr;    // [chunks × T × d]
+  void* dense_g_ = nullptr;     // bf16 [T × F] for the cuBLAS path
+  void* dense_u_ = nullptr;
+};
+
+// Small device-memory helpers for tests and benchmarks.
+std::string DeviceAlloc(size_t bytes, void** ptr);
+void DeviceFree(void* ptr);
+std::string CopyToDevice(void* dst, const void* src, size_t bytes);
+std::string CopyToHost(void* dst, const void* src, size_t bytes);
+std::string Synchronize();
+// fp32 → bf16 (device to device), n elements.
+std::string ConvertToBf16(const float* src, void* dst, size_t n);
+
+// Device-to-device copy bandwidth in GB/s (bytes read + written), median of a few copies.
+double MeasureCopyBandwidthGBs(size_t bytes);
+
+// Times `fn` with CUDA events: median milliseconds over `reps` runs after `warmup` runs.
+double TimeMs(const std::function<void()>& fn, int warmup, int reps);
+
+}  // namespace sparsed::cuda

@@ -1,0 +1,169 @@
+// GPU tests of the CUDA union sparse FFN against a double-precision reference, plus bitwise
+// batch invariance. Exits 77 (CTest: skipped) when no CUDA device is present.
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tests/gpu/gpu_ffn_util.h"
+
+namespace sparsed::gpu {
+namespace {
+
+int g_failures = 0;
+#define EXPECT_TRUE_MSG(cond, ...)                              \
+  do {                                                          \
+    if (!(cond)) {                                              \
+      ++g_failures;                                             \
+      std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+      std::printf(__VA_ARGS__);                                 \
+      std::printf("\n");                                        \
+    }                                                           \
+  } while (0)
+
+#define ASSERT_OK(expr)                                                   \
+  do {                                                                    \
+    const std::string _e = (expr);                                        \
+    if (!_e.empty()) {                                                    \
+      std::printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #expr, _e.c_str()); \
+      std::exit(1);                                                       \
+    }                                                                     \
+  } while (0)
+
+// A device buffer freed on scope exit.
+struct DevBuf {
+  void* p = nullptr;
+  explicit DevBuf(size_t bytes) { ASSERT_OK(cuda::DeviceAlloc(bytes, &p)); }
+  ~DevBuf() { cuda::DeviceFree(p); }
+  float* f() { return static_cast<float*>(p); }
+};
+
+std::vector<float> RunSparse(cuda::CudaFfn& ffn, const std::vector<float>& x, int T, cuda::FfnActivation a, float thr,
+                             bool sparse, double break_even, std::vector<cuda::FfnTileStats>* stats = nullptr) {
+  const int64_t d = ffn.shape().hidden;
+  DevBuf dx(x.size() * 4), dy(x.size() * 4);
+  ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+  // Poison the output so an unwritten element shows.
+  std::vector<float> y(T * d, std::nanf(""));
+  ASSERT_OK(cuda::CopyToDevice(dy.p, y.data(), y.size() * 4));
+  ASSERT_OK(ffn.Run(dx.f(), T, a, thr, sparse, break_even, dy.f(), stats));
+  ASSERT_OK(cuda::Synchronize());
+  ASSERT_OK(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
+  return y;
+}
+
+const char* Name(cuda::FfnActivation a) {
+  switch (a) {
+    case cuda::FfnActivation::kRelu:
+      return "relu";
+    case cuda::FfnActivation::kRelu2:
+      return "relu2";
+    case cuda::FfnActivation::kFatRelu:
+      return "fatrelu";
+    case cuda::FfnActivation::kSilu:
+      return "silu";
+  }
+  return "?";
+}
+
+void TestMatchesReference() {
+  // Shapes off the kernels' natural multiples: F not a multiple of the chunk, d not of 256.
+  const int64_t F = 1100, d = 264;
+  for (double skew : {0.0, 3.0}) {
+    HostFfn h(F, d, 17 + static_cast<uint64_t>(skew));
+    h.SetRates(NeuronRates(F, 0.11, skew, 5));
+    std::string err;
+    auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
+    ASSERT_OK(err);
+    std::mt19937_64 rng(1);
+    for (auto a : {cuda::FfnActivation::kRelu, cuda::FfnActivation::kRelu2, cuda::FfnActivation::kFatRelu,
+                   cuda::FfnActivation::kSilu}) {
+      const float thr = a == cuda::FfnActivation::kFatRelu ? 0.05f : 0.f;
+      for (int T : {1, 3, 8, 16, 17, 40}) {
+        const auto x = Inputs(T, d, rng);
+        std::vector<cuda::FfnTileStats> st;
+        const auto ys = RunSparse(*ffn, x, T, a, thr, true, 1.0, &st);
+        const auto yd = RunSparse(*ffn, x, T, a, thr, false, 1.0);
+        const auto yr = RefFfn(h, x, T, a, thr);
+        const double err_s = RelMaxError(ys, yr);
+        EXPECT_TRUE_MSG(err_s < 1e-4, "%s T=%d skew=%.0f sparse rel err %.3g", Name(a), T, skew, err_s);
+        EXPECT_TRUE_MSG(std::memcmp(ys.data(), yd.data(), ys.size() * 4) == 0,
+                        "%s T=%d sparse and every-row paths differ bitwise", Name(a), T);
+        if (a != cuda::FfnActivation::kSilu) {
+          int64_t active = 0;
+          for (const auto& s : st) {
+            active += s.active_sum;
+            EXPECT_TRUE_MSG(s.union_size <= F && s.union_size > 0, "union %d", s.union_size);
+          }
+          const double ratio = double(active) / (double(T) * F);
+          EXPECT_TRUE_MSG(ratio > 0.05 && ratio < 0.2, "%s T=%d active ratio %.3f (target 0.11)", Name(a), T, ratio);
+        }
+      }
+    }
+  }
+}
+
+void TestBatchInvariance() {
+  const int64_t F = 2048, d = 512;
+  HostFfn h(F, d, 3);
+  h.SetRates(NeuronRates(F, 0.11, 2.0, 9));
+  std::string err;
+  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
+  ASSERT_OK(err);
+  std::mt19937_64 rng(7);
+  const auto x0 = Inputs(1, d, rng);
+  const auto y0 = RunSparse(*ffn, x0, 1, cuda::FfnActivation::kRelu, 0.f, true, 1.0);
+  for (int B : {2, 3, 5, 8, 13, 16, 17, 33, 64}) {
+    auto xb = Inputs(B, d, rng);
+    const int slot = static_cast<int>(rng() % B);
+    std::memcpy(&xb[slot * d], x0.data(), d * 4);
+    for (double be : {1.0, 0.0}) {  // sparse union, and forced every-row fallback
+      const auto yb = RunSparse(*ffn, xb, B, cuda::FfnActivation::kRelu, 0.f, true, be);
+      EXPECT_TRUE_MSG(std::memcmp(&yb[slot * d], y0.data(), d * 4) == 0,
+                      "batch %d slot %d break-even %.0f: not bitwise equal to the token alone", B, slot, be);
+    }
+  }
+}
+
+void TestDenseCublasBaseline() {
+  const int64_t F = 1024, d = 256;
+  HostFfn h(F, d, 11);
+  h.SetRates(NeuronRates(F, 0.2, 0.0, 2));
+  std::string err;
+  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
+  ASSERT_OK(err);
+  std::mt19937_64 rng(3);
+  const int T = 8;
+  const auto x = Inputs(T, d, rng);
+  DevBuf dx(x.size() * 4), xb(x.size() * 2), yb(x.size() * 2);
+  ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+  ASSERT_OK(cuda::ConvertToBf16(dx.f(), xb.p, x.size()));
+  ASSERT_OK(ffn->RunDenseCublas(xb.p, T, cuda::FfnActivation::kRelu, 0.f, yb.p));
+  ASSERT_OK(cuda::Synchronize());
+  std::vector<uint16_t> raw(x.size());
+  ASSERT_OK(cuda::CopyToHost(raw.data(), yb.p, raw.size() * 2));
+  std::vector<float> y(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) y[i] = FromBf16(raw[i]);
+  const double e = RelMaxError(y, RefFfn(h, x, T, cuda::FfnActivation::kRelu, 0.f));
+  EXPECT_TRUE_MSG(e < 3e-2, "cuBLAS dense baseline rel err %.3g (bf16 activations)", e);
+}
+
+}  // namespace
+}  // namespace sparsed::gpu
+
+int main() {
+  std::string name;
+  const std::string why = sparsed::cuda::ProbeDevice(&name);
+  if (!why.empty()) {
+    std::printf("SKIPPED: %s\n", why.c_str());
+    return 77;
+  }
+  std::printf("device: %s\n", name.c_str());
+  sparsed::gpu::TestMatchesReference();
+  sparsed::gpu::TestBatchInvariance();
+  sparsed::gpu::TestDenseCublasBaseline();
+  std::printf("%s: %d failure(s)\n", sparsed::gpu::g_failures ? "FAILED" : "PASSED", sparsed::gpu::g_failures);
+  return sparsed::gpu::g_failures ? 1 : 0;
+}
