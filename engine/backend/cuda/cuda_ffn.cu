@@ -26,8 +26,11 @@ namespace {
     if (_s != CUBLAS_STATUS_SUCCESS) return std::string(#expr) + ": cuBLAS status " + std::to_string(int(_s)); \
   } while (0)
 
-constexpr int kRowsPerWarp = 4;
-constexpr int kWarpsPerBlock = 8;
+constexpr int kGateRows = 4;      // rows per warp in the dense gate
+constexpr int kGateWarps = 8;     // warps per gate block
+constexpr int kUpRows = 2;        // rows per warp in the gather up kernel
+constexpr int kUpWarps = 4;
+constexpr int kDownUnroll = 8;    // list entries whose loads the down kernel issues together
 constexpr int kDownThreads = 64;
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -53,74 +56,106 @@ __device__ __forceinline__ float Act(float g, int act, float thr) {
   }
 }
 
-// Dots of kRowsPerWarp weight rows with TT token rows of x; every lane ends with every sum.
-// Lane l reads hidden positions [l·8 + 256·i, +8); products are fused in index order and the
-// warp reduction is a fixed butterfly, so each (token, row) result depends only on its inputs.
-template <int TT>
-__device__ __forceinline__ void WarpDots(const float* __restrict__ x, int nt, int64_t d,
-                                         const uint16_t* __restrict__ w, const int64_t rows[kRowsPerWarp],
-                                         float acc[kRowsPerWarp][TT]) {
+// Dots of R weight rows with TT token rows of x, for every warp of a block; each lane ends with
+// every sum of its warp. The block stages x[:, c0 .. c0 + 256·U) in shared memory (xs holds
+// TT × 256·U floats) so the rows of all warps reuse it instead of re-reading x from L2.
+// Lane l reads hidden positions [l·8 + 256·i, +8) for i = 0, 1, ... in order; products are fused
+// in index order and the warp reduction is a fixed butterfly, so each (token, row) result
+// depends only on its inputs — never on R, U, TT or the other rows. Every thread of the block
+// must call this (it synchronises); warps without rows pass rows[r] = -1.
+template <int TT, int R, int U>
+__device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, int64_t d,
+                                          const uint16_t* __restrict__ w, const int64_t rows[R], float acc[R][TT],
+                                          float* __restrict__ xs) {
+  constexpr int kSpan = 256 * U;
   const int lane = threadIdx.x & 31;
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
+  for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int t = 0; t < TT; ++t) acc[r][t] = 0.f;
-#pragma unroll 2
-  for (int64_t c = lane * 8; c < d; c += 256) {
-    uint4 wv[kRowsPerWarp];
+  for (int64_t c0 = 0; c0 < d; c0 += kSpan) {
+    // Issue this span's weight loads first; stage x while they are in flight.
+    uint4 wv[U][R];
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      wv[r] = rows[r] >= 0 ? __ldg(reinterpret_cast<const uint4*>(w + rows[r] * d + c)) : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + 256 * u + lane * 8;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        // Weights stream through once: evict-first loads.
+        wv[u][r] = (c < d && rows[r] >= 0) ? __ldcs(reinterpret_cast<const uint4*>(w + rows[r] * d + c))
+                                           : make_uint4(0, 0, 0, 0);
+      }
     }
+    __syncthreads();  // the previous span's xs is no longer read
+    for (int i = threadIdx.x; i < TT * kSpan / 4; i += blockDim.x) {
+      const int t = i / (kSpan / 4);
+      const int64_t c = c0 + 4 * (i % (kSpan / 4));
+      reinterpret_cast<float4*>(xs)[i] = (t < nt && c < d) ? __ldg(reinterpret_cast<const float4*>(x + t * d + c))
+                                                           : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    __syncthreads();
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      float wf[8];
-      Unpack8(wv[r], wf);
+    for (int u = 0; u < U; ++u) {
+      if (c0 + 256 * u + lane * 8 >= d) break;
+      float wf[R][8];
+#pragma unroll
+      for (int r = 0; r < R; ++r) Unpack8(wv[u][r], wf[r]);
 #pragma unroll
       for (int t = 0; t < TT; ++t) {
         if (t < nt) {
-          const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + t * d + c));
-          const float4 x1 = __ldg(reinterpret_cast<const float4*>(x + t * d + c + 4));
-          float a = acc[r][t];
-          a = fmaf(wf[0], x0.x, a);
-          a = fmaf(wf[1], x0.y, a);
-          a = fmaf(wf[2], x0.z, a);
-          a = fmaf(wf[3], x0.w, a);
-          a = fmaf(wf[4], x1.x, a);
-          a = fmaf(wf[5], x1.y, a);
-          a = fmaf(wf[6], x1.z, a);
-          a = fmaf(wf[7], x1.w, a);
-          acc[r][t] = a;
+          const float* xt = xs + t * kSpan + 256 * u + lane * 8;
+          const float4 x0 = reinterpret_cast<const float4*>(xt)[0];
+          const float4 x1 = reinterpret_cast<const float4*>(xt)[1];
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            float a = acc[r][t];
+            a = fmaf(wf[r][0], x0.x, a);
+            a = fmaf(wf[r][1], x0.y, a);
+            a = fmaf(wf[r][2], x0.z, a);
+            a = fmaf(wf[r][3], x0.w, a);
+            a = fmaf(wf[r][4], x1.x, a);
+            a = fmaf(wf[r][5], x1.y, a);
+            a = fmaf(wf[r][6], x1.z, a);
+            a = fmaf(wf[r][7], x1.w, a);
+            acc[r][t] = a;
+          }
         }
       }
     }
   }
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
+  for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int t = 0; t < TT; ++t)
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) acc[r][t] += __shfl_xor_sync(kFull, acc[r][t], off);
 }
 
+// Span of x staged per step: smaller for wide token tiles to bound shared memory (32 KiB).
+template <int TT>
+__host__ __device__ constexpr int SpanIters() {
+  return TT >= 8 ? 2 : 4;
+}
+
 // A = act(X·W_gᵀ) for all F neurons; ORs each tile's active bits into its union bitmap.
 template <int TT>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kGateWarps * 32)
     GateKernel(const float* __restrict__ x, int T, int64_t d, const uint16_t* __restrict__ wg, int64_t F, int act,
                float thr, float* __restrict__ a_out, uint32_t* __restrict__ bits, int32_t* __restrict__ stats) {
   const int tile = blockIdx.y, t0 = tile * TT, nt = min(TT, T - t0);
   const int lane = threadIdx.x & 31;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5)) * kRowsPerWarp;
-  if (row0 >= F) return;
-  int64_t rows[kRowsPerWarp];
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGateWarps + (threadIdx.x >> 5)) * kGateRows;
+  int64_t rows[kGateRows];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) rows[r] = row0 + r < F ? row0 + r : -1;
-  float acc[kRowsPerWarp][TT];
-  WarpDots<TT>(x + static_cast<int64_t>(t0) * d, nt, d, wg, rows, acc);
+  for (int r = 0; r < kGateRows; ++r) rows[r] = row0 + r < F ? row0 + r : -1;
+  __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
+  float acc[kGateRows][TT];
+  BlockDots<TT, kGateRows, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wg, rows, acc, xs);
+  if (row0 >= F) return;
   const int64_t words = (F + 31) / 32;
   int active = 0;
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
+  for (int r = 0; r < kGateRows; ++r)
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
       if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) {
@@ -142,7 +177,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 __global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict__ bits, int64_t F, float break_even,
                                                       int32_t* __restrict__ list, int32_t* __restrict__ chunk_start,
                                                       int chunks, int32_t* __restrict__ stats) {
-  __shared__ int32_t scan[1024];
+  __shared__ int32_t scan[32];
   __shared__ int32_t total_s;
   const int tile = blockIdx.x;
   const int64_t words = (F + 31) / 32;
@@ -155,16 +190,28 @@ __global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict
   for (int i = 0; i < per; ++i) {
     if (w0 + i < words) count += __popc(b[w0 + i]);
   }
-  scan[threadIdx.x] = count;
-  __syncthreads();
-  for (int off = 1; off < blockDim.x; off <<= 1) {  // inclusive Hillis-Steele scan
-    const int v = threadIdx.x >= off ? scan[threadIdx.x - off] : 0;
-    __syncthreads();
-    scan[threadIdx.x] += v;
-    __syncthreads();
+  // Block-wide exclusive scan of the per-thread counts: warp scans, then a scan of warp totals.
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int incl = count;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const int n = __shfl_up_sync(kFull, incl, off);
+    if (lane >= off) incl += n;
   }
-  if (threadIdx.x == blockDim.x - 1) total_s = scan[threadIdx.x];
+  if (lane == 31) scan[warp] = incl;
   __syncthreads();
+  if (warp == 0) {
+    int v = lane < static_cast<int>(blockDim.x >> 5) ? scan[lane] : 0;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const int n = __shfl_up_sync(kFull, v, off);
+      if (lane >= off) v += n;
+    }
+    scan[lane] = v;
+    if (lane == 31) total_s = v;
+  }
+  __syncthreads();
+  const int exclusive = incl - count + (warp > 0 ? scan[warp - 1] : 0);
   const int total = total_s;
   constexpr int kWordsPerChunk = kChunkNeurons / 32;
   if (total > break_even * static_cast<float>(F)) {
@@ -173,7 +220,7 @@ __global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict
     if (threadIdx.x == 0) stats[tile * 2] = static_cast<int32_t>(F);
     return;
   }
-  int offset = scan[threadIdx.x] - count;
+  int offset = exclusive;
   for (int i = 0; i < per; ++i) {
     const int64_t w = w0 + i;
     if (w >= words) break;
@@ -188,22 +235,24 @@ __global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict
 
 // H[t, k] = A[t, U_k] · (X_t · W_u[U_k]) over the tile's index list.
 template <int TT>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kUpWarps * 32)
     UpKernel(const float* __restrict__ x, int T, int64_t d, const uint16_t* __restrict__ wu, int64_t F,
              const int32_t* __restrict__ list, const int32_t* __restrict__ stats, const float* __restrict__ a_in,
              float* __restrict__ h) {
   const int tile = blockIdx.y, t0 = tile * TT, nt = min(TT, T - t0);
   const int lane = threadIdx.x & 31;
   const int count = stats[tile * 2];
-  const int64_t k0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5)) * kRowsPerWarp;
+  if (static_cast<int64_t>(blockIdx.x) * kUpWarps * kUpRows >= count) return;  // whole block idle
+  const int64_t k0 = (static_cast<int64_t>(blockIdx.x) * kUpWarps + (threadIdx.x >> 5)) * kUpRows;
+  int64_t rows[kUpRows];
+#pragma unroll
+  for (int r = 0; r < kUpRows; ++r) rows[r] = k0 + r < count ? list[tile * F + k0 + r] : -1;
+  __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
+  float acc[kUpRows][TT];
+  BlockDots<TT, kUpRows, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wu, rows, acc, xs);
   if (k0 >= count) return;
-  int64_t rows[kRowsPerWarp];
 #pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) rows[r] = k0 + r < count ? list[tile * F + k0 + r] : -1;
-  float acc[kRowsPerWarp][TT];
-  WarpDots<TT>(x + static_cast<int64_t>(t0) * d, nt, d, wu, rows, acc);
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
+  for (int r = 0; r < kUpRows; ++r)
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
       if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) {
@@ -214,6 +263,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 }
 
 // partial[chunk][t] = Σ over list entries of the chunk, in order, of H[t, k] · W_dT[U_k].
+// Entries where H is zero add an exact ±0 (weights are finite), which leaves every partial sum
+// unchanged, so the sum equals the token's own active neurons in index order whatever the list.
 template <int TT>
 __global__ void __launch_bounds__(kDownThreads)
     DownKernel(const float* __restrict__ h, int T, int64_t d, const uint16_t* __restrict__ wdt, int64_t F,
@@ -222,48 +273,48 @@ __global__ void __launch_bounds__(kDownThreads)
   const int tile = blockIdx.z, t0 = tile * TT, nt = min(TT, T - t0);
   const int chunk = blockIdx.y;
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * kDownThreads + threadIdx.x) * 8;
-  if (col >= d) return;
   const int32_t* cs = chunk_start + tile * (chunks + 1);
-  const int k0 = cs[chunk], k1 = cs[chunk + 1];
-  const int32_t* lst = list + tile * F;
+  const int k0 = cs[chunk], k1 = cs[chunk + 1], n = k1 - k0;
+  const int32_t* lst = list + tile * F + k0;
+  __shared__ float hs[TT][kChunkNeurons];
+  __shared__ int32_t rows[kChunkNeurons];
+  for (int i = threadIdx.x; i < TT * n; i += blockDim.x) {
+    const int t = i / n, k = i % n;
+    hs[t][k] = t < nt ? h[(t0 + t) * F + k0 + k] : 0.f;
+  }
+  for (int k = threadIdx.x; k < n; k += blockDim.x) rows[k] = lst[k];
+  __syncthreads();
+  if (col >= d) return;
   float acc[TT][8];
 #pragma unroll
   for (int t = 0; t < TT; ++t)
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[t][j] = 0.f;
-  int k = k0;
-  for (; k + 4 <= k1; k += 4) {
-    uint4 wv[4];
+  int k = 0;
+  for (; k + kDownUnroll <= n; k += kDownUnroll) {
+    uint4 wv[kDownUnroll];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) wv[u] = __ldg(reinterpret_cast<const uint4*>(wdt + int64_t(lst[k + u]) * d + col));
+    for (int u = 0; u < kDownUnroll; ++u) wv[u] = __ldcs(reinterpret_cast<const uint4*>(wdt + int64_t(rows[k + u]) * d + col));
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
+    for (int u = 0; u < kDownUnroll; ++u) {
       float wf[8];
       Unpack8(wv[u], wf);
 #pragma unroll
       for (int t = 0; t < TT; ++t) {
-        if (t < nt) {
-          const float hv = h[(t0 + t) * F + k + u];
-          if (hv != 0.f) {
+        const float hv = hs[t][k + u];
 #pragma unroll
-            for (int j = 0; j < 8; ++j) acc[t][j] = fmaf(hv, wf[j], acc[t][j]);
-          }
-        }
+        for (int j = 0; j < 8; ++j) acc[t][j] = fmaf(hv, wf[j], acc[t][j]);
       }
     }
   }
-  for (; k < k1; ++k) {
+  for (; k < n; ++k) {
     float wf[8];
-    Unpack8(__ldg(reinterpret_cast<const uint4*>(wdt + int64_t(lst[k]) * d + col)), wf);
+    Unpack8(__ldcs(reinterpret_cast<const uint4*>(wdt + int64_t(rows[k]) * d + col)), wf);
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
-      if (t < nt) {
-        const float hv = h[(t0 + t) * F + k];
-        if (hv != 0.f) {
+      const float hv = hs[t][k];
 #pragma unroll
-          for (int j = 0; j < 8; ++j) acc[t][j] = fmaf(hv, wf[j], acc[t][j]);
-        }
-      }
+      for (int j = 0; j < 8; ++j) acc[t][j] = fmaf(hv, wf[j], acc[t][j]);
     }
   }
 #pragma unroll
@@ -323,13 +374,14 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
                   int32_t* cs, int32_t* stats, float* h, float* partial, float* y, const std::function<void(int)>& mark) {
   const int tiles = (T + TT - 1) / TT;
   const int chunks = static_cast<int>((F + kChunkNeurons - 1) / kChunkNeurons);
-  const dim3 rows_grid(static_cast<unsigned>((F + kWarpsPerBlock * kRowsPerWarp - 1) / (kWarpsPerBlock * kRowsPerWarp)), tiles);
+  const dim3 gate_grid(static_cast<unsigned>((F + kGateWarps * kGateRows - 1) / (kGateWarps * kGateRows)), tiles);
+  const dim3 up_grid(static_cast<unsigned>((F + kUpWarps * kUpRows - 1) / (kUpWarps * kUpRows)), tiles);
   mark(0);
-  GateKernel<TT><<<rows_grid, kWarpsPerBlock * 32>>>(x, T, d, wg, F, act, thr, a, bits, stats);
+  GateKernel<TT><<<gate_grid, kGateWarps * 32>>>(x, T, d, wg, F, act, thr, a, bits, stats);
   mark(1);
   CompactKernel<<<tiles, 1024>>>(bits, F, break_even, list, cs, chunks, stats);
   mark(2);
-  UpKernel<TT><<<rows_grid, kWarpsPerBlock * 32>>>(x, T, d, wu, F, list, stats, a, h);
+  UpKernel<TT><<<up_grid, kUpWarps * 32>>>(x, T, d, wu, F, list, stats, a, h);
   mark(3);
   const dim3 down_grid(static_cast<unsigned>((d / 8 + kDownThreads - 1) / kDownThreads), chunks, tiles);
   DownKernel<TT><<<down_grid, kDownThreads>>>(h, T, d, wdt, F, list, cs, chunks, partial);
@@ -409,8 +461,8 @@ std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* 
 
 CudaFfn::~CudaFfn() {
   for (void* p : {gate_, up_, down_t_, static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
-                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(stats_),
-                  static_cast<void*>(partial_), dense_g_, dense_u_}) {
+                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(partial_), dense_g_,
+                  dense_u_}) {
     if (p) cudaFree(p);
   }
   if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
@@ -419,8 +471,8 @@ CudaFfn::~CudaFfn() {
 std::string CudaFfn::EnsureScratch(int T) {
   if (T <= scratch_tokens_) return "";
   for (void* p : {static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
-                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(stats_),
-                  static_cast<void*>(partial_), dense_g_, dense_u_}) {
+                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(partial_), dense_g_,
+                  dense_u_}) {
     if (p) cudaFree(p);
   }
   const int64_t F = shape_.neurons, d = shape_.hidden;
@@ -428,10 +480,10 @@ std::string CudaFfn::EnsureScratch(int T) {
   const int64_t chunks = (F + kChunkNeurons - 1) / kChunkNeurons;
   CUDA_TRY(cudaMalloc(&act_, sizeof(float) * T * F));
   CUDA_TRY(cudaMalloc(&h_, sizeof(float) * T * F));
-  CUDA_TRY(cudaMalloc(&bits_, sizeof(uint32_t) * tiles * ((F + 31) / 32)));
+  // The union bitmaps and the tile counters share one buffer so one memset clears both.
+  CUDA_TRY(cudaMalloc(&bits_, sizeof(uint32_t) * tiles * ((F + 31) / 32) + sizeof(int32_t) * tiles * 2));
   CUDA_TRY(cudaMalloc(&list_, sizeof(int32_t) * tiles * F));
   CUDA_TRY(cudaMalloc(&chunk_start_, sizeof(int32_t) * tiles * (chunks + 1)));
-  CUDA_TRY(cudaMalloc(&stats_, sizeof(int32_t) * tiles * 2));
   CUDA_TRY(cudaMalloc(&partial_, sizeof(float) * chunks * T * d));
   CUDA_TRY(cudaMalloc(&dense_g_, 2 * T * F));
   CUDA_TRY(cudaMalloc(&dense_u_, 2 * T * F));
@@ -447,8 +499,9 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   const int64_t F = shape_.neurons, d = shape_.hidden;
   const int tt = TileTokens(T);
   const int tiles = (T + tt - 1) / tt;
-  CUDA_TRY(cudaMemsetAsync(bits_, 0, sizeof(uint32_t) * tiles * ((F + 31) / 32)));
-  CUDA_TRY(cudaMemsetAsync(stats_, 0, sizeof(int32_t) * tiles * 2));
+  const int64_t words = (F + 31) / 32;
+  stats_ = reinterpret_cast<int32_t*>(bits_ + tiles * words);
+  CUDA_TRY(cudaMemsetAsync(bits_, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2));
   const float be = sparse ? static_cast<float>(break_even) : -1.f;
   auto* wg = static_cast<const uint16_t*>(gate_);
   auto* wu = static_cast<const uint16_t*>(up_);

@@ -89,7 +89,7 @@ class CudaFfn {
   uint32_t* bits_ = nullptr;    // [tiles × F/32]
   int32_t* list_ = nullptr;     // [tiles × F]
   int32_t* chunk_start_ = nullptr;  // [tiles × (chunks + 1)]
-  int32_t* stats_ = nullptr;    // [tiles × 2]
+  int32_t* stats_ = nullptr;    // [tiles × 2], inside bits_ right after this call's bitmaps
   float* partial_ = nullptr;    // [chunks × T × d]
   void* dense_g_ = nullptr;     // bf16 [T × F] for the cuBLAS path
   void* dense_u_ = nullptr;
