@@ -3,6 +3,7 @@
 // Reports µs, ratio to dense, achieved GB/s for the bytes actually read, and the fraction of the
 // device's measured copy bandwidth. Usage: ffn_gpu_bench [--quick] [--csv FILE]
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -26,7 +27,14 @@ struct Shape {
   int64_t d, F;
 };
 
-int Run(bool quick, const std::string& csv_path) {
+struct Filter {
+  std::string shape;   // empty = all
+  int batch = 0;       // 0 = all
+  double ratio = -1;   // <0 = all
+  double skew = -1;    // <0 = both
+};
+
+int Run(bool quick, const std::string& csv_path, const Filter& only) {
   std::string device;
   const std::string why = cuda::ProbeDevice(&device);
   if (!why.empty()) {
@@ -46,15 +54,19 @@ int Run(bool quick, const std::string& csv_path) {
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::string> phase_lines;
   for (const Shape& sh : shapes) {
+    if (!only.shape.empty() && only.shape != sh.name) continue;
     HostFfn host(sh.F, sh.d, 1234);
     for (double skew : {0.0, 2.0}) {
+      if (only.skew >= 0 && only.skew != skew) continue;
       for (double ratio : ratios) {
+        if (only.ratio >= 0 && std::fabs(only.ratio - ratio) > 1e-9) continue;
         host.SetRates(NeuronRates(sh.F, ratio, skew, 77));
         std::string err;
         auto ffn = cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(), host.down_t.data(), &err);
         Check(err);
         std::mt19937_64 rng(5);
         for (int T : batches) {
+          if (only.batch && only.batch != T) continue;
           const auto x = Inputs(T, sh.d, rng);
           void *dx, *dy, *xb, *yb;
           Check(cuda::DeviceAlloc(x.size() * 4, &dx));
@@ -120,9 +132,21 @@ int Run(bool quick, const std::string& csv_path) {
 int main(int argc, char** argv) {
   bool quick = false;
   std::string csv;
+  sparsed::gpu::Filter only;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
-    else if (std::strcmp(argv[i], "--csv") == 0 && i + 1 < argc) csv = argv[++i];
+    const std::string a = argv[i];
+    const bool has = i + 1 < argc;
+    if (a == "--quick") quick = true;
+    else if (a == "--csv" && has) csv = argv[++i];
+    else if (a == "--shape" && has) only.shape = argv[++i];
+    else if (a == "--batch" && has) only.batch = std::atoi(argv[++i]);
+    else if (a == "--ratio" && has) only.ratio = std::atof(argv[++i]);
+    else if (a == "--skew" && has) only.skew = std::atof(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: ffn_gpu_bench [--quick] [--csv FILE] [--shape llama2-7b|llama2-13b] "
+                           "[--batch N] [--ratio R] [--skew S]\n");
+      return 2;
+    }
   }
-  return sparsed::gpu::Run(quick, csv);
+  return sparsed::gpu::Run(quick, csv, only);
 }
