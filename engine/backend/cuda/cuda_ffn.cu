@@ -28,7 +28,11 @@ namespace {
 
 constexpr int kGateRows = 4;      // rows per warp in the dense gate
 constexpr int kGateWarps = 8;     // warps per gate block
-constexpr int kUpRows = 2;        // rows per warp in the gather up kernel
+// Rows per warp in the gather up kernel: one for narrow tiles (more warps in flight), two otherwise.
+template <int TT>
+__host__ __device__ constexpr int UpRows() {
+  return TT <= 2 ? 1 : 2;
+}
 constexpr int kUpWarps = 4;
 constexpr int kDownUnroll = 8;    // list entries whose loads the down kernel issues together
 constexpr int kDownThreads = 64;
@@ -87,11 +91,14 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
       }
     }
     __syncthreads();  // the previous span's xs is no longer read
+    // Layout [t][half][u][lane] of float4: a lane's two float4 of one span step sit in two
+    // planes, so eight consecutive lanes read 128 consecutive bytes (no bank conflicts).
     for (int i = threadIdx.x; i < TT * kSpan / 4; i += blockDim.x) {
-      const int t = i / (kSpan / 4);
-      const int64_t c = c0 + 4 * (i % (kSpan / 4));
-      reinterpret_cast<float4*>(xs)[i] = (t < nt && c < d) ? __ldg(reinterpret_cast<const float4*>(x + t * d + c))
-                                                           : make_float4(0.f, 0.f, 0.f, 0.f);
+      const int t = i / (kSpan / 4), q = i % (kSpan / 4);  // q: float4 index within the span
+      const int64_t c = c0 + 4 * q;
+      const int half = q & 1, lane_u = q >> 1;             // lane_u = u·32 + lane
+      reinterpret_cast<float4*>(xs)[(t * 2 + half) * (kSpan / 8) + lane_u] =
+          (t < nt && c < d) ? __ldg(reinterpret_cast<const float4*>(x + t * d + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     __syncthreads();
 #pragma unroll
@@ -103,9 +110,9 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
 #pragma unroll
       for (int t = 0; t < TT; ++t) {
         if (t < nt) {
-          const float* xt = xs + t * kSpan + 256 * u + lane * 8;
-          const float4 x0 = reinterpret_cast<const float4*>(xt)[0];
-          const float4 x1 = reinterpret_cast<const float4*>(xt)[1];
+          const float4* xt = reinterpret_cast<const float4*>(xs) + t * 2 * (kSpan / 8) + u * 32 + lane;
+          const float4 x0 = xt[0];
+          const float4 x1 = xt[kSpan / 8];
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             float a = acc[r][t];
@@ -242,17 +249,17 @@ __global__ void __launch_bounds__(kUpWarps * 32)
   const int tile = blockIdx.y, t0 = tile * TT, nt = min(TT, T - t0);
   const int lane = threadIdx.x & 31;
   const int count = stats[tile * 2];
-  if (static_cast<int64_t>(blockIdx.x) * kUpWarps * kUpRows >= count) return;  // whole block idle
-  const int64_t k0 = (static_cast<int64_t>(blockIdx.x) * kUpWarps + (threadIdx.x >> 5)) * kUpRows;
-  int64_t rows[kUpRows];
+  if (static_cast<int64_t>(blockIdx.x) * kUpWarps * UpRows<TT>() >= count) return;  // whole block idle
+  const int64_t k0 = (static_cast<int64_t>(blockIdx.x) * kUpWarps + (threadIdx.x >> 5)) * UpRows<TT>();
+  int64_t rows[UpRows<TT>()];
 #pragma unroll
-  for (int r = 0; r < kUpRows; ++r) rows[r] = k0 + r < count ? list[tile * F + k0 + r] : -1;
+  for (int r = 0; r < UpRows<TT>(); ++r) rows[r] = k0 + r < count ? list[tile * F + k0 + r] : -1;
   __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
-  float acc[kUpRows][TT];
-  BlockDots<TT, kUpRows, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wu, rows, acc, xs);
+  float acc[UpRows<TT>()][TT];
+  BlockDots<TT, UpRows<TT>(), SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wu, rows, acc, xs);
   if (k0 >= count) return;
 #pragma unroll
-  for (int r = 0; r < kUpRows; ++r)
+  for (int r = 0; r < UpRows<TT>(); ++r)
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
       if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) {
@@ -328,11 +335,20 @@ __global__ void __launch_bounds__(kDownThreads)
 }
 
 // y[t, c] = Σ_chunk partial[chunk][t][c], chunks in order.
-__global__ void ReduceKernel(const float* __restrict__ partial, int chunks, int T, int64_t d, float* __restrict__ y) {
+__global__ void __launch_bounds__(128) ReduceKernel(const float* __restrict__ partial, int chunks, int T, int64_t d, float* __restrict__ y) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * d) return;
+  // Loads issued eight at a time; the additions stay in chunk order.
   float s = 0.f;
-  for (int c = 0; c < chunks; ++c) s += partial[c * T * d + i];
+  int c = 0;
+  for (; c + 8 <= chunks; c += 8) {
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = partial[(c + j) * T * d + i];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s += v[j];
+  }
+  for (; c < chunks; ++c) s += partial[c * T * d + i];
   y[i] = s;
 }
 
@@ -375,7 +391,7 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
   const int tiles = (T + TT - 1) / TT;
   const int chunks = static_cast<int>((F + kChunkNeurons - 1) / kChunkNeurons);
   const dim3 gate_grid(static_cast<unsigned>((F + kGateWarps * kGateRows - 1) / (kGateWarps * kGateRows)), tiles);
-  const dim3 up_grid(static_cast<unsigned>((F + kUpWarps * kUpRows - 1) / (kUpWarps * kUpRows)), tiles);
+  const dim3 up_grid(static_cast<unsigned>((F + kUpWarps * UpRows<TT>() - 1) / (kUpWarps * UpRows<TT>())), tiles);
   mark(0);
   GateKernel<TT><<<gate_grid, kGateWarps * 32>>>(x, T, d, wg, F, act, thr, a, bits, stats);
   mark(1);
@@ -387,7 +403,7 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
   DownKernel<TT><<<down_grid, kDownThreads>>>(h, T, d, wdt, F, list, cs, chunks, partial);
   mark(4);
   const int64_t n = T * d;
-  ReduceKernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(partial, chunks, T, d, y);
+  ReduceKernel<<<static_cast<unsigned>((n + 127) / 128), 128>>>(partial, chunks, T, d, y);
   mark(5);
 }
 

@@ -27,7 +27,7 @@
 namespace sparsed::cuda {
 
 constexpr int kMaxTileTokens = 16;
-constexpr int kChunkNeurons = 256;
+constexpr int kChunkNeurons = 128;  // fixes the summation order of the down projection
 
 // "" when a usable CUDA device is present, else why not (driver missing, no device, ...).
 std::string ProbeDevice(std::string* device_name = nullptr);
