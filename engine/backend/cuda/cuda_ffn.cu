@@ -27,7 +27,7 @@ namespace {
   } while (0)
 
 constexpr int kGateRows = 4;      // rows per warp in the dense gate
-constexpr int kGateWarps = 4;     // warps per gate block
+constexpr int kGateWarps = 8;     // warps per gate block
 // Rows per warp in the gather up kernel: one for narrow tiles (more warps in flight), two otherwise.
 template <int TT>
 __host__ __device__ constexpr int UpRows() {
@@ -77,22 +77,19 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int t = 0; t < TT; ++t) acc[r][t] = 0.f;
-  // Weights stream through once (evict-first loads). The next span's loads are issued before
-  // this span's arithmetic, so memory latency overlaps the FMAs.
-  auto load_span = [&](int64_t c0, uint4 (&wv)[U][R]) {
+  for (int64_t c0 = 0; c0 < d; c0 += kSpan) {
+    // Issue this span's weight loads first; stage x while they are in flight.
+    uint4 wv[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t c = c0 + 256 * u + lane * 8;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
+        // Weights stream through once: evict-first loads.
         wv[u][r] = (c < d && rows[r] >= 0) ? __ldcs(reinterpret_cast<const uint4*>(w + rows[r] * d + c))
                                            : make_uint4(0, 0, 0, 0);
       }
     }
-  };
-  uint4 wv[U][R], wn[U][R];
-  load_span(0, wv);
-  for (int64_t c0 = 0; c0 < d; c0 += kSpan) {
     __syncthreads();  // the previous span's xs is no longer read
     // Layout [t][half][u][lane] of float4: a lane's two float4 of one span step sit in two
     // planes, so eight consecutive lanes read 128 consecutive bytes (no bank conflicts).
@@ -104,7 +101,6 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
           (t < nt && c < d) ? __ldg(reinterpret_cast<const float4*>(x + t * d + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     __syncthreads();
-    if (c0 + kSpan < d) load_span(c0 + kSpan, wn);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (c0 + 256 * u + lane * 8 >= d) break;
@@ -133,10 +129,6 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
         }
       }
     }
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r) wv[u][r] = wn[u][r];
   }
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -149,7 +141,7 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
 // Span of x staged per step: smaller for wide token tiles to bound shared memory (32 KiB).
 template <int TT>
 __host__ __device__ constexpr int SpanIters() {
-  return 2;
+  return TT >= 8 ? 2 : 4;
 }
 
 // A = act(X·W_gᵀ) for all F neurons; ORs each tile's active bits into its union bitmap.
