@@ -67,7 +67,7 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
         std::mt19937_64 rng(5);
         for (int T : batches) {
           if (only.batch && only.batch != T) continue;
-          const auto x = Inputs(T, sh.d, rng);
+          const auto x = host.Inputs(T, rng);
           void *dx, *dy, *xb, *yb;
           Check(cuda::DeviceAlloc(x.size() * 4, &dx));
           Check(cuda::DeviceAlloc(x.size() * 4, &dy));

@@ -83,9 +83,14 @@ TEST_P(CpuOps, AxpyRowsSumsSelectedRowsInOrder) {
   std::vector<int32_t> rows = {1, 2, 9, 33, 69};
   std::vector<float> h = RandomVec(T * rows.size(), rng_);
   h[2] = 0.f;  // skipped entries
+  for (int t = 0; t < T; ++t) h[t * rows.size() + 3] = 0.f;  // a row zero for every token
   std::vector<float> y(T * d, 0.f), expect(T * d, 0.f);
+  std::vector<float> y_dense(T * d, 0.f);
   k.axpy_rows(h.data(), static_cast<int64_t>(rows.size()), T, static_cast<int64_t>(rows.size()), rows.data(), w.m.data,
-              dtype(), d, 0, d, y.data(), d);
+              dtype(), d, 0, d, y.data(), d, /*skip_zero_rows=*/true);
+  k.axpy_rows(h.data(), static_cast<int64_t>(rows.size()), T, static_cast<int64_t>(rows.size()), rows.data(), w.m.data,
+              dtype(), d, 0, d, y_dense.data(), d, /*skip_zero_rows=*/false);
+  EXPECT_EQ(y, y_dense);  // reading zero rows adds exact zeros
   for (int t = 0; t < T; ++t) {
     for (size_t i = 0; i < rows.size(); ++i) {
       for (int c = 0; c < d; ++c) expect[t * d + c] += h[t * rows.size() + i] * LoadAsF32(w.m.Row(rows[i]), dtype(), c);

@@ -82,7 +82,7 @@ void TestMatchesReference() {
                    cuda::FfnActivation::kSilu}) {
       const float thr = a == cuda::FfnActivation::kFatRelu ? 0.05f : 0.f;
       for (int T : {1, 3, 8, 16, 17, 40}) {
-        const auto x = Inputs(T, d, rng);
+        const auto x = h.Inputs(T, rng);
         std::vector<cuda::FfnTileStats> st;
         const auto ys = RunSparse(*ffn, x, T, a, thr, true, 1.0, &st);
         const auto yd = RunSparse(*ffn, x, T, a, thr, false, 1.0);
@@ -113,10 +113,10 @@ void TestBatchInvariance() {
   auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
   ASSERT_OK(err);
   std::mt19937_64 rng(7);
-  const auto x0 = Inputs(1, d, rng);
+  const auto x0 = h.Inputs(1, rng);
   const auto y0 = RunSparse(*ffn, x0, 1, cuda::FfnActivation::kRelu, 0.f, true, 1.0);
   for (int B : {2, 3, 5, 8, 13, 16, 17, 33, 64}) {
-    auto xb = Inputs(B, d, rng);
+    auto xb = h.Inputs(B, rng);
     const int slot = static_cast<int>(rng() % B);
     std::memcpy(&xb[slot * d], x0.data(), d * 4);
     for (double be : {1.0, 0.0}) {  // sparse union, and forced every-row fallback
@@ -136,7 +136,7 @@ void TestDenseCublasBaseline() {
   ASSERT_OK(err);
   std::mt19937_64 rng(3);
   const int T = 8;
-  const auto x = Inputs(T, d, rng);
+  const auto x = h.Inputs(T, rng);
   DevBuf dx(x.size() * 4), xb(x.size() * 2), yb(x.size() * 2);
   ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
   ASSERT_OK(cuda::ConvertToBf16(dx.f(), xb.p, x.size()));

@@ -10,77 +10,12 @@
 #include <vector>
 
 #include "engine/backend/cuda/cuda_ffn.h"
-#include "tools/neuron_rates.h"
+#include "tools/ffn_fixture.h"
 
 namespace sparsed::gpu {
 
-inline uint16_t ToBf16(float f) {
-  uint32_t b;
-  std::memcpy(&b, &f, 4);
-  b += 0x7fffu + ((b >> 16) & 1u);
-  return static_cast<uint16_t>(b >> 16);
-}
-inline float FromBf16(uint16_t h) {
-  const uint32_t b = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
-}
-
-// N(0, std²) bf16 values, generated on all cores (deterministic per seed).
-inline std::vector<uint16_t> RandomBf16(size_t n, float std, uint64_t seed) {
-  std::vector<uint16_t> v(n);
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::thread> pool;
-  for (unsigned w = 0; w < threads; ++w) {
-    pool.emplace_back([&, w] {
-      std::mt19937_64 rng(seed * 1000003 + w);
-      std::normal_distribution<float> nd(0.f, std);
-      for (size_t i = w; i < n; i += threads) v[i] = ToBf16(nd(rng));
-    });
-  }
-  for (auto& t : pool) t.join();
-  return v;
-}
-
-struct HostFfn {
-  int64_t F = 0, d = 0;
-  std::vector<uint16_t> gate, up, down_t;  // bf16 [F × d]
-  std::vector<double> gate_norm;           // ‖gate_i[1:]‖ as stored
-
-  HostFfn(int64_t F_, int64_t d_, uint64_t seed) : F(F_), d(d_) {
-    const float std = 1.f / std::sqrt(static_cast<float>(d));
-    gate = RandomBf16(F * d, std, seed);
-    up = RandomBf16(F * d, std, seed + 1);
-    down_t = RandomBf16(F * d, std, seed + 2);
-    gate_norm.resize(F);
-    for (int64_t i = 0; i < F; ++i) {
-      double n2 = 0;
-      for (int64_t c = 1; c < d; ++c) n2 += double(FromBf16(gate[i * d + c])) * FromBf16(gate[i * d + c]);
-      gate_norm[i] = std::sqrt(n2);
-    }
-  }
-  // Column 0 of the gate: bias for neuron rates (inputs have x[0] = 1).
-  std::vector<uint16_t> BiasColumn(const std::vector<double>& rates) const {
-    std::vector<uint16_t> col(F);
-    for (int64_t i = 0; i < F; ++i) col[i] = ToBf16(static_cast<float>(-NormalQuantile(1.0 - rates[i]) * gate_norm[i]));
-    return col;
-  }
-  void SetRates(const std::vector<double>& rates) {
-    const auto col = BiasColumn(rates);
-    for (int64_t i = 0; i < F; ++i) gate[i * d] = col[i];
-  }
-};
-
-inline std::vector<float> Inputs(int T, int64_t d, std::mt19937_64& rng) {
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> x(T * d);
-  for (int t = 0; t < T; ++t) {
-    x[t * d] = 1.f;
-    for (int64_t c = 1; c < d; ++c) x[t * d + c] = nd(rng);
-  }
-  return x;
-}
+inline float FromBf16(uint16_t h) { return FixtureFromBf16(h); }
+using HostFfn = SyntheticFfn;
 
 inline float RefAct(float g, cuda::FfnActivation a, float thr) {
   switch (a) {

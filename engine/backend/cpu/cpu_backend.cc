@@ -1,6 +1,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -86,14 +87,38 @@ void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* 
 }
 
 void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w,
-                          float* y) {
-  const int64_t cols = w.cols;
-  // Column slices of whole 16-float vectors; each thread owns its slice of every y row.
-  const int tasks = static_cast<int>(std::min<int64_t>(pool_.num_threads(), std::max<int64_t>(1, cols / 64)));
-  const int64_t per = (cols / tasks + 15) / 16 * 16;
+                          float* y, bool skip_zero_rows) {
+  // Neurons are split into kDownChunks fixed ranges of neuron ids. Each range's rows are summed
+  // (in order) into its own partial, then partials are added in range order: every output
+  // element's summation order depends on neuron ids only — not on the union, the batch or the
+  // thread count — and each thread streams whole rows.
+  const int64_t F = w.rows, cols = w.cols;
+  const size_t es = DTypeSize(w.dtype);
+  int64_t bounds[kDownChunks + 1];
+  for (int c = 0; c <= kDownChunks; ++c) {
+    const int64_t neuron = F * c / kDownChunks;
+    bounds[c] = rows ? std::lower_bound(rows, rows + n, static_cast<int32_t>(std::min<int64_t>(neuron, INT32_MAX))) - rows
+                     : std::min(neuron, n);
+  }
+  const size_t slab = static_cast<size_t>(T) * cols;
+  partial_.resize(kDownChunks * slab);
+  pool_.ParallelFor(kDownChunks, [&](int c) {
+    float* p = partial_.data() + c * slab;
+    std::fill(p, p + slab, 0.f);
+    const int64_t b = bounds[c], cnt = bounds[c + 1] - bounds[c];
+    if (cnt == 0) return;
+    const void* base = rows ? w.data : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
+    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, 0, cols, p, cols, skip_zero_rows);
+  });
+  const int64_t total = static_cast<int64_t>(slab);
+  const int tasks = static_cast<int>(std::min<int64_t>(pool_.num_threads() * 4, std::max<int64_t>(1, total / 1024)));
   pool_.ParallelFor(tasks, [&](int task) {
-    const int64_t c0 = task * per, c1 = task == tasks - 1 ? cols : std::min(cols, c0 + per);
-    if (c0 < c1) kernels_.axpy_rows(h, ldh, T, n, rows, w.data, w.dtype, cols, c0, c1, y, cols);
+    const int64_t i0 = total * task / tasks, i1 = total * (task + 1) / tasks;
+    for (int64_t i = i0; i < i1; ++i) {
+      float s = y[i];
+      for (int c = 0; c < kDownChunks; ++c) s += partial_[c * slab + i];
+      y[i] = s;
+    }
   });
 }
 

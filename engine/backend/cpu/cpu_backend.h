@@ -36,11 +36,19 @@ class CpuBackend final : public Backend {
 
   double dense_break_even() const { return dense_break_even_; }
 
+  // Cumulative wall time of the FFN phases since construction (for benchmarks):
+  // gate, activation + union, up, down.
+  struct FfnPhaseNs {
+    int64_t gate = 0, mask = 0, up = 0, down = 0;
+  };
+  const FfnPhaseNs& ffn_phase_ns() const { return phase_ns_; }
+
  private:
   // y[T × n] = x · W[rows]ᵀ over the pool (rows null = first n rows).
   void DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n, float* y, int64_t ldy);
-  // y[T × w.cols] += Σ_i h[:, i] · W[rows[i]] over the pool, split by columns.
-  void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w, float* y);
+  // y[T × w.cols] += Σ_i h[:, i] · W[rows[i]] over the pool, in fixed neuron-id chunks.
+  void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w, float* y,
+                bool skip_zero_rows);
 
   const cpu::KernelTable& kernels_;
   ThreadPool pool_;
@@ -50,6 +58,9 @@ class CpuBackend final : public Backend {
   // FFN scratch, reused across calls.
   std::vector<float> act_, up_, h_;
   std::vector<int32_t> union_rows_;
+  static constexpr int kDownChunks = 8;
+  std::vector<float> partial_;  // [kDownChunks][T × d] down-projection partial sums
+  FfnPhaseNs phase_ns_;
 };
 
 }  // namespace sparsed

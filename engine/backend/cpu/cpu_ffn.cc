@@ -1,5 +1,6 @@
 // The union sparse FFN on the CPU backend (DESIGN.md, "The union sparse FFN").
 #include <algorithm>
+#include <chrono>
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/sparse/mask.h"
@@ -7,11 +8,18 @@
 namespace sparsed {
 
 void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y, FfnStats* stats) {
+  using Clock = std::chrono::steady_clock;
+  auto lap = [t = Clock::now()](int64_t* acc) mutable {
+    const auto now = Clock::now();
+    *acc += std::chrono::duration_cast<std::chrono::nanoseconds>(now - t).count();
+    t = now;
+  };
   const int64_t F = layer.neurons(), d = layer.hidden();
   const bool gated = layer.gate != nullptr;
   act_.resize(static_cast<size_t>(T) * F);
   // 1. Dense gate (or the up projection itself when not gated), then the activation.
   DotRows(x, T, gated ? *layer.gate : *layer.up, nullptr, F, act_.data(), F);
+  lap(&phase_ns_.gate);
   NeuronUnion uni(F);
   int64_t active_sum = 0;
   for (int t = 0; t < T; ++t) {
@@ -29,6 +37,7 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
     rows = union_rows_.data();
     n = static_cast<int64_t>(union_rows_.size());
   }
+  lap(&phase_ns_.mask);
   // 3. H[t, k] = act[t, rows[k]] · up[t, rows[k]]: zero wherever token t's own mask is off.
   h_.resize(static_cast<size_t>(T) * std::max<int64_t>(n, 1));
   if (gated) {
@@ -50,9 +59,11 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
       for (int64_t k = 0; k < n; ++k) h[k] = a[rows ? rows[k] : k];
     }
   }
+  lap(&phase_ns_.up);
   // 4. Down: rows of W_downᵀ summed in neuron order.
   std::fill(y, y + static_cast<size_t>(T) * d, 0.f);
-  AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y);
+  AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y, /*skip_zero_rows=*/mode == SparsityMode::kExact);
+  lap(&phase_ns_.down);
   if (stats) {
     stats->tokens += T;
     stats->neurons = F;

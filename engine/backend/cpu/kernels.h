@@ -18,10 +18,12 @@ struct KernelTable {
   void (*dot_rows)(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_t K,
                    const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy);
   // For columns [c0, c1) of y and for i in [0, n) in order, r = rows ? rows[i] : i; for t < T:
-  //   if h[t·ldh + i] != 0: y[t·ldy + c] += h[t·ldh + i] · W[r][c]   (W has `cols` columns).
+  //   y[t·ldy + c] += h[t·ldh + i] · W[r][c]   (W has `cols` columns).
   // Summation over i runs in index order per element, so each y[t] depends only on its own h[t].
+  // skip_zero_rows: rows whose h is zero for every token are not read (exact sparsity); false
+  // reads every row, as a dense FFN does. Both give the same sums (W is finite).
   void (*axpy_rows)(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
-                    DType dt, int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy);
+                    DType dt, int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows);
 };
 
 // The best kernel table for this CPU (AVX-512, AVX2+FMA+F16C, or portable), or the one named
