@@ -42,7 +42,7 @@ fi
 
 log ""
 log "## FFN benchmark: union sparse vs dense cuBLAS"
-"$BUILD/ffn_gpu_bench" $QUICK --csv "$OUT/ffn_gpu_bench.csv" >"$OUT/ffn_gpu_bench.md" 2>&1 || rc=1
+"$BUILD/ffn_gpu_bench" $QUICK --csv "$OUT/ffn_gpu_bench.csv" >"$OUT/ffn_gpu_bench.md" 2>&1 || { rc=1; log "BENCHMARK FAILED (exit $?)"; }
 cat "$OUT/ffn_gpu_bench.md" >> "$summary"
 cat "$OUT/ffn_gpu_bench.md"
 exit $rc

@@ -105,6 +105,32 @@ void TestMatchesReference() {
   }
 }
 
+void TestPhaseTimingPaths() {
+  const int64_t F = 512, d = 128;
+  HostFfn h(F, d, 21);
+  h.SetRates(NeuronRates(F, 0.1, 0.0, 4));
+  std::string err;
+  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
+  ASSERT_OK(err);
+  std::mt19937_64 rng(2);
+  const int T = 4;
+  const auto x = h.Inputs(T, rng);
+  DevBuf dx(x.size() * 4), dy(x.size() * 4), xb(x.size() * 2), yb(x.size() * 2);
+  ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+  ASSERT_OK(cuda::ConvertToBf16(dx.f(), xb.p, x.size()));
+  std::vector<float> sp, dp;
+  ASSERT_OK(ffn->Run(dx.f(), T, cuda::FfnActivation::kRelu, 0.f, true, 1.0, dy.f(), nullptr, &sp));
+  ASSERT_OK(ffn->RunDenseCublas(xb.p, T, cuda::FfnActivation::kRelu, 0.f, yb.p, &dp));
+  ASSERT_OK(cuda::Synchronize());
+  EXPECT_TRUE_MSG(sp.size() == 4 && dp.size() == 4, "phase counts %zu / %zu", sp.size(), dp.size());
+  for (float v : sp) EXPECT_TRUE_MSG(v >= 0.f, "negative phase time %f", v);
+  // The timed path computes the same result as the untimed one.
+  std::vector<float> y(x.size());
+  ASSERT_OK(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
+  const auto y2 = RunSparse(*ffn, x, T, cuda::FfnActivation::kRelu, 0.f, true, 1.0);
+  EXPECT_TRUE_MSG(std::memcmp(y.data(), y2.data(), y.size() * 4) == 0, "timed and untimed runs differ");
+}
+
 void TestBatchInvariance() {
   const int64_t F = 2048, d = 512;
   HostFfn h(F, d, 3);
@@ -163,6 +189,7 @@ int main() {
   std::printf("device: %s\n", name.c_str());
   sparsed::gpu::TestMatchesReference();
   sparsed::gpu::TestBatchInvariance();
+  sparsed::gpu::TestPhaseTimingPaths();
   sparsed::gpu::TestDenseCublasBaseline();
   std::printf("%s: %d failure(s)\n", sparsed::gpu::g_failures ? "FAILED" : "PASSED", sparsed::gpu::g_failures);
   return sparsed::gpu::g_failures ? 1 : 0;
