@@ -122,7 +122,7 @@ void TestPhaseTimingPaths() {
   ASSERT_OK(ffn->Run(dx.f(), T, cuda::FfnActivation::kRelu, 0.f, true, 1.0, dy.f(), nullptr, &sp));
   ASSERT_OK(ffn->RunDenseCublas(xb.p, T, cuda::FfnActivation::kRelu, 0.f, yb.p, &dp));
   ASSERT_OK(cuda::Synchronize());
-  EXPECT_TRUE_MSG(sp.size() == 4 && dp.size() == 4, "phase counts %zu / %zu", sp.size(), dp.size());
+  EXPECT_TRUE_MSG(sp.size() == 5 && dp.size() == 4, "phase counts %zu / %zu", sp.size(), dp.size());
   for (float v : sp) EXPECT_TRUE_MSG(v >= 0.f, "negative phase time %f", v);
   // The timed path computes the same result as the untimed one.
   std::vector<float> y(x.size());

@@ -26,11 +26,7 @@ namespace {
     if (_s != CUBLAS_STATUS_SUCCESS) return std::string(#expr) + ": cuBLAS status " + std::to_string(int(_s)); \
   } while (0)
 
-// Rows per warp in the dense gate: two for narrow tiles (fewer registers, more warps), else four.
-template <int TT>
-__host__ __device__ constexpr int GateRows() {
-  return TT <= 2 ? 2 : 4;
-}
+constexpr int kGateRows = 4;      // rows per warp in the dense gate
 constexpr int kGateWarps = 8;     // warps per gate block
 // Rows per warp in the gather up kernel: one for narrow tiles (more warps in flight), two otherwise.
 template <int TT>
@@ -155,18 +151,18 @@ __global__ void __launch_bounds__(kGateWarps * 32)
                float thr, float* __restrict__ a_out, uint32_t* __restrict__ bits, int32_t* __restrict__ stats) {
   const int tile = blockIdx.y, t0 = tile * TT, nt = min(TT, T - t0);
   const int lane = threadIdx.x & 31;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGateWarps + (threadIdx.x >> 5)) * GateRows<TT>();
-  int64_t rows[GateRows<TT>()];
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGateWarps + (threadIdx.x >> 5)) * kGateRows;
+  int64_t rows[kGateRows];
 #pragma unroll
-  for (int r = 0; r < GateRows<TT>(); ++r) rows[r] = row0 + r < F ? row0 + r : -1;
+  for (int r = 0; r < kGateRows; ++r) rows[r] = row0 + r < F ? row0 + r : -1;
   __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
-  float acc[GateRows<TT>()][TT];
-  BlockDots<TT, GateRows<TT>(), SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wg, rows, acc, xs);
+  float acc[kGateRows][TT];
+  BlockDots<TT, kGateRows, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wg, rows, acc, xs);
   if (row0 >= F) return;
   const int64_t words = (F + 31) / 32;
   int active = 0;
 #pragma unroll
-  for (int r = 0; r < GateRows<TT>(); ++r)
+  for (int r = 0; r < kGateRows; ++r)
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
       if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) {
@@ -276,13 +272,11 @@ __global__ void __launch_bounds__(kUpWarps * 32)
 // partial[chunk][t] = Σ over list entries of the chunk, in order, of H[t, k] · W_dT[U_k].
 // Entries where H is zero add an exact ±0 (weights are finite), which leaves every partial sum
 // unchanged, so the sum equals the token's own active neurons in index order whatever the list.
-// The last chunk block to finish a (tile, column block) then writes y = Σ_chunk partial in chunk
-// order (a ticket counter per column block picks it and is reset for the next call).
 template <int TT>
 __global__ void __launch_bounds__(kDownThreads)
     DownKernel(const float* __restrict__ h, int T, int64_t d, const uint16_t* __restrict__ wdt, int64_t F,
                const int32_t* __restrict__ list, const int32_t* __restrict__ chunk_start, int chunks,
-               float* __restrict__ partial, int32_t* __restrict__ tickets, float* __restrict__ y) {
+               float* __restrict__ partial) {
   const int tile = blockIdx.z, t0 = tile * TT, nt = min(TT, T - t0);
   const int chunk = blockIdx.y;
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * kDownThreads + threadIdx.x) * 8;
@@ -297,15 +291,14 @@ __global__ void __launch_bounds__(kDownThreads)
   }
   for (int k = threadIdx.x; k < n; k += blockDim.x) rows[k] = lst[k];
   __syncthreads();
-  const bool has_col = col < d;
+  if (col >= d) return;
   float acc[TT][8];
 #pragma unroll
   for (int t = 0; t < TT; ++t)
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[t][j] = 0.f;
   int k = 0;
-  const int n_mine = has_col ? n : 0;
-  for (; k + kDownUnroll <= n_mine; k += kDownUnroll) {
+  for (; k + kDownUnroll <= n; k += kDownUnroll) {
     uint4 wv[kDownUnroll];
 #pragma unroll
     for (int u = 0; u < kDownUnroll; ++u) wv[u] = __ldcs(reinterpret_cast<const uint4*>(wdt + int64_t(rows[k + u]) * d + col));
@@ -321,7 +314,7 @@ __global__ void __launch_bounds__(kDownThreads)
       }
     }
   }
-  for (; k < n_mine; ++k) {
+  for (; k < n; ++k) {
     float wf[8];
     Unpack8(__ldcs(reinterpret_cast<const uint4*>(wdt + int64_t(rows[k]) * d + col)), wf);
 #pragma unroll
@@ -333,36 +326,30 @@ __global__ void __launch_bounds__(kDownThreads)
   }
 #pragma unroll
   for (int t = 0; t < TT; ++t) {
-    if (t < nt && has_col) {
+    if (t < nt) {
       float* p = partial + (static_cast<int64_t>(chunk) * T + t0 + t) * d + col;
       reinterpret_cast<float4*>(p)[0] = make_float4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
       reinterpret_cast<float4*>(p)[1] = make_float4(acc[t][4], acc[t][5], acc[t][6], acc[t][7]);
     }
   }
-  __shared__ bool last;
-  __threadfence();  // this block's partials are visible before its ticket
-  __syncthreads();
-  int32_t* ticket = tickets + tile * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) last = atomicAdd(ticket, 1) == chunks - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  if (has_col) {
-    for (int t = 0; t < nt; ++t) {
-      float out[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-      for (int c = 0; c < chunks; ++c) {
-        const float* p = partial + (static_cast<int64_t>(c) * T + t0 + t) * d + col;
-        const float4 a = __ldcg(reinterpret_cast<const float4*>(p));
-        const float4 b = __ldcg(reinterpret_cast<const float4*>(p) + 1);
-        out[0] += a.x, out[1] += a.y, out[2] += a.z, out[3] += a.w;
-        out[4] += b.x, out[5] += b.y, out[6] += b.z, out[7] += b.w;
-      }
-      float* yp = y + static_cast<int64_t>(t0 + t) * d + col;
-      reinterpret_cast<float4*>(yp)[0] = make_float4(out[0], out[1], out[2], out[3]);
-      reinterpret_cast<float4*>(yp)[1] = make_float4(out[4], out[5], out[6], out[7]);
-    }
+}
+
+// y[t, c] = Σ_chunk partial[chunk][t][c], chunks in order.
+__global__ void __launch_bounds__(128) ReduceKernel(const float* __restrict__ partial, int chunks, int T, int64_t d, float* __restrict__ y) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * d) return;
+  // Loads issued eight at a time; the additions stay in chunk order.
+  float s = 0.f;
+  int c = 0;
+  for (; c + 8 <= chunks; c += 8) {
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = partial[(c + j) * T * d + i];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s += v[j];
   }
-  if (threadIdx.x == 0) *ticket = 0;
+  for (; c < chunks; ++c) s += partial[c * T * d + i];
+  y[i] = s;
 }
 
 __global__ void ActMulBf16Kernel(__nv_bfloat16* g, const __nv_bfloat16* u, int64_t n, int act, float thr) {
@@ -400,12 +387,10 @@ int TileTokens(int T) {
 template <int TT>
 void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* wg, const uint16_t* wu,
                   const uint16_t* wdt, int act, float thr, float break_even, float* a, uint32_t* bits, int32_t* list,
-                  int32_t* cs, int32_t* stats, float* h, float* partial, int32_t* tickets, float* y,
-                  const std::function<void(int)>& mark) {
+                  int32_t* cs, int32_t* stats, float* h, float* partial, float* y, const std::function<void(int)>& mark) {
   const int tiles = (T + TT - 1) / TT;
   const int chunks = static_cast<int>((F + kChunkNeurons - 1) / kChunkNeurons);
-  const dim3 gate_grid(static_cast<unsigned>((F + kGateWarps * GateRows<TT>() - 1) / (kGateWarps * GateRows<TT>())),
-                       tiles);
+  const dim3 gate_grid(static_cast<unsigned>((F + kGateWarps * kGateRows - 1) / (kGateWarps * kGateRows)), tiles);
   const dim3 up_grid(static_cast<unsigned>((F + kUpWarps * UpRows<TT>() - 1) / (kUpWarps * UpRows<TT>())), tiles);
   mark(0);
   GateKernel<TT><<<gate_grid, kGateWarps * 32>>>(x, T, d, wg, F, act, thr, a, bits, stats);
@@ -415,8 +400,11 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
   UpKernel<TT><<<up_grid, kUpWarps * 32>>>(x, T, d, wu, F, list, stats, a, h);
   mark(3);
   const dim3 down_grid(static_cast<unsigned>((d / 8 + kDownThreads - 1) / kDownThreads), chunks, tiles);
-  DownKernel<TT><<<down_grid, kDownThreads>>>(h, T, d, wdt, F, list, cs, chunks, partial, tickets, y);
+  DownKernel<TT><<<down_grid, kDownThreads>>>(h, T, d, wdt, F, list, cs, chunks, partial);
   mark(4);
+  const int64_t n = T * d;
+  ReduceKernel<<<static_cast<unsigned>((n + 127) / 128), 128>>>(partial, chunks, T, d, y);
+  mark(5);
 }
 
 // Records events between launches when asked, and turns them into per-phase milliseconds.
@@ -489,8 +477,8 @@ std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* 
 
 CudaFfn::~CudaFfn() {
   for (void* p : {gate_, up_, down_t_, static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
-                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(partial_),
-                  static_cast<void*>(tickets_), dense_g_, dense_u_}) {
+                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(partial_), dense_g_,
+                  dense_u_}) {
     if (p) cudaFree(p);
   }
   if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
@@ -499,8 +487,8 @@ CudaFfn::~CudaFfn() {
 std::string CudaFfn::EnsureScratch(int T) {
   if (T <= scratch_tokens_) return "";
   for (void* p : {static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
-                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(partial_),
-                  static_cast<void*>(tickets_), dense_g_, dense_u_}) {
+                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(partial_), dense_g_,
+                  dense_u_}) {
     if (p) cudaFree(p);
   }
   const int64_t F = shape_.neurons, d = shape_.hidden;
@@ -513,10 +501,6 @@ std::string CudaFfn::EnsureScratch(int T) {
   CUDA_TRY(cudaMalloc(&list_, sizeof(int32_t) * tiles * F));
   CUDA_TRY(cudaMalloc(&chunk_start_, sizeof(int32_t) * tiles * (chunks + 1)));
   CUDA_TRY(cudaMalloc(&partial_, sizeof(float) * chunks * T * d));
-  // One ticket per (tile, column block) of the down kernel; the last block resets its ticket.
-  const int64_t col_blocks = (d / 8 + kDownThreads - 1) / kDownThreads;
-  CUDA_TRY(cudaMalloc(&tickets_, sizeof(int32_t) * tiles * col_blocks));
-  CUDA_TRY(cudaMemset(tickets_, 0, sizeof(int32_t) * tiles * col_blocks));
   CUDA_TRY(cudaMalloc(&dense_g_, 2 * T * F));
   CUDA_TRY(cudaMalloc(&dense_u_, 2 * T * F));
   scratch_tokens_ = T;
@@ -539,24 +523,24 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   auto* wu = static_cast<const uint16_t*>(up_);
   auto* wd = static_cast<const uint16_t*>(down_t_);
   const int a = ActCode(act);
-  PhaseTimer timer(phase_ms, 5);
+  PhaseTimer timer(phase_ms, 6);
   const std::function<void(int)> mark = [&](int i) { timer.Mark(i); };
   switch (tt) {
     case 1:
-      LaunchSparse<1>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, tickets_, y, mark);
+      LaunchSparse<1>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
       break;
     case 2:
-      LaunchSparse<2>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, tickets_, y, mark);
+      LaunchSparse<2>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
       break;
     case 4:
-      LaunchSparse<4>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, tickets_, y, mark);
+      LaunchSparse<4>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
       break;
     case 8:
-      LaunchSparse<8>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, tickets_, y, mark);
+      LaunchSparse<8>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
       break;
     default:
       LaunchSparse<kMaxTileTokens>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_,
-                                   h_, partial_, tickets_, y, mark);
+                                   h_, partial_, y, mark);
   }
   CUDA_TRY(cudaGetLastError());
   timer.Finish();

@@ -13,7 +13,7 @@
 //   3. up kernel: H[t, k] = A[t, U_k] · (X_t · W_u[U_k]) over the tile's list (zero where the token's
 //      own activation is zero);
 //   4. down kernel: per fixed neuron chunk, partial[c][t] = Σ_{k in chunk, in order} H[t,k]·W_dT[U_k];
-//      the last chunk block of each column block then writes Y[t] = Σ_c partial[c][t] in chunk order.
+//   5. reduce kernel: Y[t] = Σ_c partial[c][t] in chunk order.
 // Every (token, neuron) product and every sum runs in an order fixed by neuron ids and the hidden
 // size, so a token's Y is bitwise the same whatever tile or batch it is in.
 #pragma once
@@ -58,7 +58,7 @@ class CudaFfn {
   // y [T × d] = FFN(x [T × d]), both device fp32. sparse=false reads every row (same kernels,
   // same arithmetic). break_even: union ratio above which a tile reads every row.
   // Tile stats are copied back only when `stats` is non-null (that synchronises).
-  // phase_ms, when non-null, receives the milliseconds of gate, compact, up and down (+ reduce)
+  // phase_ms, when non-null, receives the milliseconds of gate, compact, up, down and reduce
   // (timed with events; that synchronises).
   std::string Run(const float* x, int T, FfnActivation act, float threshold, bool sparse, double break_even,
                   float* y, std::vector<FfnTileStats>* stats, std::vector<float>* phase_ms = nullptr);
@@ -91,7 +91,6 @@ class CudaFfn {
   int32_t* chunk_start_ = nullptr;  // [tiles × (chunks + 1)]
   int32_t* stats_ = nullptr;    // [tiles × 2], inside bits_ right after this call's bitmaps
   float* partial_ = nullptr;    // [chunks × T × d]
-  int32_t* tickets_ = nullptr;  // [tiles × down column blocks], zero between calls
   void* dense_g_ = nullptr;     // bf16 [T × F] for the cuBLAS path
   void* dense_u_ = nullptr;
 };
