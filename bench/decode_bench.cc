@@ -41,19 +41,27 @@ int Main(int argc, char** argv) {
   std::vector<int> batches = {1, 4, 16};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--model" && i + 1 < argc) model = argv[++i];
-    else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
-    else if (a == "--rounds" && i + 1 < argc) rounds = std::atoi(argv[++i]);
-    else if (a == "--batches" && i + 1 < argc) batches = ParseList(argv[++i]);
+    if (a == "--model" && i + 1 < argc)
+      model = argv[++i];
+    else if (a == "--steps" && i + 1 < argc)
+      steps = std::atoi(argv[++i]);
+    else if (a == "--rounds" && i + 1 < argc)
+      rounds = std::atoi(argv[++i]);
+    else if (a == "--batches" && i + 1 < argc)
+      batches = ParseList(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: decode_bench [--model DIR] [--steps N] [--rounds N] [--batches 1,4,16]\n");
+      std::fprintf(
+          stderr,
+          "usage: decode_bench [--model DIR] [--steps N] [--rounds N] [--batches 1,4,16]\n");
       return 2;
     }
   }
   if (model.empty()) {
     model = "bench-models/tinyllama-1.1b-fatrelu-a11-skew2";
     if (!std::filesystem::exists(model + "/config.json")) {
-      std::fprintf(stderr, "writing %s (TinyLlama-1.1B shape, fatrelu, 11%% active, skew 2; once)...\n", model.c_str());
+      std::fprintf(stderr,
+                   "writing %s (TinyLlama-1.1B shape, fatrelu, 11%% active, skew 2; once)...\n",
+                   model.c_str());
       SyntheticModelSpec s;
       s.preset = "tinyllama-1.1b";
       s.model_type = "sparsellama";
@@ -61,9 +69,8 @@ int Main(int argc, char** argv) {
       s.active_ratio = 0.11;
       s.skew = 2.0;
       s.tokenizer = false;
-      const absl::Status st = MakeSyntheticModel(s, model, [](const std::string& m) {
-        std::fprintf(stderr, "  %s\n", m.c_str());
-      });
+      const absl::Status st = MakeSyntheticModel(
+          s, model, [](const std::string& m) { std::fprintf(stderr, "  %s\n", m.c_str()); });
       if (!st.ok()) {
         std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
         return 1;
@@ -76,7 +83,8 @@ int Main(int argc, char** argv) {
   o.kv_blocks = 512;
   o.sparsity_mode = "exact";
   o.progress = [](int done, int total, const std::string&) {
-    if (done == total || done % 8 == 0) std::fprintf(stderr, "loading: %d/%d layers\n", done, total);
+    if (done == total || done % 8 == 0)
+      std::fprintf(stderr, "loading: %d/%d layers\n", done, total);
   };
   auto engine_or = Engine::Load(o);
   if (!engine_or.ok()) {
@@ -86,7 +94,10 @@ int Main(int argc, char** argv) {
   Engine& engine = **engine_or;
   const ModelConfig& c = engine.config();
   const int threads = engine.backend().Describe().find("threads=") != std::string::npos
-                          ? std::atoi(engine.backend().Describe().substr(engine.backend().Describe().find("threads=") + 8).c_str())
+                          ? std::atoi(engine.backend()
+                                          .Describe()
+                                          .substr(engine.backend().Describe().find("threads=") + 8)
+                                          .c_str())
                           : 1;
   std::fprintf(stderr, "backend: %s\n", engine.backend().Describe().c_str());
   const double bw = MeasureReadBandwidthGBs(size_t(1) << 30, threads);
@@ -102,7 +113,8 @@ int Main(int argc, char** argv) {
         std::vector<std::vector<int32_t>> tables(B);
         for (int s = 0; s < B; ++s) {
           for (int b = 0; b < blocks_per_seq; ++b) tables[s].push_back(s * blocks_per_seq + b);
-          for (int j = 0; j < prompt_len; ++j) prefill.token_ids.push_back(1 + (s * 131 + j * 17) % (c.vocab_size - 1));
+          for (int j = 0; j < prompt_len; ++j)
+            prefill.token_ids.push_back(1 + (s * 131 + j * 17) % (c.vocab_size - 1));
           prefill.sequences.push_back({tables[s], 0, prompt_len, true});
         }
         auto out = engine.Step(prefill);
@@ -137,22 +149,31 @@ int Main(int argc, char** argv) {
             uni += st.union_ratio() / r->layer_stats.size();
           }
         }
-        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         Result& res = results[{B, static_cast<int>(mode)}];
         res.tok_s.push_back(B * steps / secs);
         res.active = active / steps;
         res.union_ratio = uni / steps;
-        const double kv_bytes = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 4 * B * (prompt_len + steps / 2.0);
-        res.bytes_per_step = engine.WeightBytesPerStep(mode == SparsityMode::kExact ? res.union_ratio : 1.0) + kv_bytes;
+        const double kv_bytes =
+            2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 4 * B * (prompt_len + steps / 2.0);
+        res.bytes_per_step =
+            engine.WeightBytesPerStep(mode == SparsityMode::kExact ? res.union_ratio : 1.0) +
+            kv_bytes;
       }
     }
   }
-  std::printf("model: %s (%s, %s, d=%lld, F=%lld, %lld layers); backend %s; read bandwidth %.1f GB/s\n", model.c_str(),
-              c.model_type.c_str(), std::string(ActivationName(c.activation)).c_str(), (long long)c.hidden_size,
-              (long long)c.intermediate_size, (long long)c.num_layers, engine.backend().Describe().c_str(), bw);
-  std::printf("%d decode steps after an %d-token prefill; median (min) of %d interleaved rounds\n\n", steps, prompt_len,
-              rounds);
-  std::printf("| batch | mode | tokens/s | active | union | MB read/step | roofline tokens/s | of roofline | exact / off |\n");
+  std::printf(
+      "model: %s (%s, %s, d=%lld, F=%lld, %lld layers); backend %s; read bandwidth %.1f GB/s\n",
+      model.c_str(), c.model_type.c_str(), std::string(ActivationName(c.activation)).c_str(),
+      (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_layers,
+      engine.backend().Describe().c_str(), bw);
+  std::printf(
+      "%d decode steps after an %d-token prefill; median (min) of %d interleaved rounds\n\n", steps,
+      prompt_len, rounds);
+  std::printf(
+      "| batch | mode | tokens/s | active | union | MB read/step | roofline tokens/s | of roofline "
+      "| exact / off |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (int B : batches) {
     double off_med = 0;
@@ -165,7 +186,9 @@ int Main(int argc, char** argv) {
       std::printf("| %d | %s | %.2f (%.2f) | %.1f%% | %.1f%% | %.0f | %.2f | %.0f%% | %s |\n", B,
                   std::string(SparsityModeName(mode)).c_str(), med, r.tok_s.front(), r.active * 100,
                   r.union_ratio * 100, r.bytes_per_step / 1e6, roof, 100 * med / roof,
-                  mode == SparsityMode::kExact ? (std::to_string(med / off_med).substr(0, 4) + "×").c_str() : "");
+                  mode == SparsityMode::kExact
+                      ? (std::to_string(med / off_med).substr(0, 4) + "×").c_str()
+                      : "");
     }
   }
   return 0;

@@ -63,8 +63,8 @@ class Workbench {
   std::string rates_key_;
 };
 
-void RunFfn(benchmark::State& state, Workbench* wb, Shape shape, int T, double ratio, double skew, bool sparse,
-            Point* point) {
+void RunFfn(benchmark::State& state, Workbench* wb, Shape shape, int T, double ratio, double skew,
+            bool sparse, Point* point) {
   SyntheticFfn& f = wb->Ffn(shape);
   wb->SetRates(shape, ratio, skew);
   const Matrix gate{f.gate.data(), DType::kBF16, f.F, f.d, nullptr};
@@ -80,7 +80,8 @@ void RunFfn(benchmark::State& state, Workbench* wb, Shape shape, int T, double r
   for (auto _ : state) {
     ++iters;
     stats = FfnStats{};
-    wb->backend().Ffn(layer, x.data(), T, sparse ? SparsityMode::kExact : SparsityMode::kOff, y.data(), &stats);
+    wb->backend().Ffn(layer, x.data(), T, sparse ? SparsityMode::kExact : SparsityMode::kOff,
+                      y.data(), &stats);
     benchmark::DoNotOptimize(y.data());
   }
   const double bytes = 2.0 * f.d * (f.F + 2.0 * (f.F - stats.rows_skipped));
@@ -90,7 +91,8 @@ void RunFfn(benchmark::State& state, Workbench* wb, Shape shape, int T, double r
   auto per = [&](int64_t a, int64_t b) { return iters ? double(a - b) / iters / 1e3 : 0.0; };  // µs
   char phases[128];
   std::snprintf(phases, sizeof phases, "%.0f / %.0f / %.0f / %.0f", per(after.gate, before.gate),
-                per(after.mask, before.mask), per(after.up, before.up), per(after.down, before.down));
+                per(after.mask, before.mask), per(after.up, before.up),
+                per(after.down, before.down));
   (sparse ? point->sparse_phases : point->dense_phases) = phases;
   if (sparse) {
     point->union_ratio = stats.union_ratio();
@@ -134,7 +136,9 @@ class CollectingReporter : public benchmark::ConsoleReporter {
   }
   double MinMs(const std::string& name) const {
     auto it = times_.find(name);
-    return it == times_.end() || it->second.empty() ? 0 : *std::min_element(it->second.begin(), it->second.end());
+    return it == times_.end() || it->second.empty()
+               ? 0
+               : *std::min_element(it->second.begin(), it->second.end());
   }
 
  private:
@@ -151,9 +155,12 @@ int main(int argc, char** argv) {
   int rounds = 3;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
-    else if (std::strncmp(argv[i], "--rounds=", 9) == 0) rounds = std::max(1, std::atoi(argv[i] + 9));
-    else args.push_back(argv[i]);
+    if (std::strcmp(argv[i], "--quick") == 0)
+      quick = true;
+    else if (std::strncmp(argv[i], "--rounds=", 9) == 0)
+      rounds = std::max(1, std::atoi(argv[i] + 9));
+    else
+      args.push_back(argv[i]);
   }
   int bargc = static_cast<int>(args.size());
   benchmark::Initialize(&bargc, args.data());
@@ -167,7 +174,8 @@ int main(int argc, char** argv) {
   const std::vector<int> batches = quick ? std::vector<int>{1, 16} : std::vector<int>{1, 4, 16, 64};
   // Each configuration's sparse and dense runs are registered together, and the whole list is
   // registered `rounds` times, so repetitions interleave (A, B, A, B) on this noisy machine.
-  const std::vector<double> ratios = quick ? std::vector<double>{0.11} : std::vector<double>{0.05, 0.11, 0.25, 0.5};
+  const std::vector<double> ratios =
+      quick ? std::vector<double>{0.11} : std::vector<double>{0.05, 0.11, 0.25, 0.5};
   struct Row {
     std::string sparse_name, dense_name, label;
     Shape shape;
@@ -180,9 +188,11 @@ int main(int argc, char** argv) {
     for (double skew : {0.0, 2.0}) {
       for (double ratio : ratios) {
         for (int T : batches) {
-          if (T > 16 && s.F > 8192 && !quick) continue;  // 7B at batch 64 is compute-bound: minutes per run
+          if (T > 16 && s.F > 8192 && !quick)
+            continue;  // 7B at batch 64 is compute-bound: minutes per run
           char label[160];
-          std::snprintf(label, sizeof label, "| %s | %d | %.0f%% | %s |", s.name, T, ratio * 100, skew > 0 ? "hot" : "indep");
+          std::snprintf(label, sizeof label, "| %s | %d | %.0f%% | %s |", s.name, T, ratio * 100,
+                        skew > 0 ? "hot" : "indep");
           Row r;
           r.shape = s;
           r.T = T;
@@ -206,7 +216,8 @@ int main(int argc, char** argv) {
       for (bool sparse : {true, false}) {
         const std::string& name = sparse ? r.sparse_name : r.dense_name;
         // Recover the configuration from the row's point and name (registered again per round).
-        benchmark::RegisterBenchmark(name.c_str(), RunFfn, &wb, r.shape, r.T, r.ratio, r.skew, sparse, r.point.get())
+        benchmark::RegisterBenchmark(name.c_str(), RunFfn, &wb, r.shape, r.T, r.ratio, r.skew,
+                                     sparse, r.point.get())
             ->Unit(benchmark::kMicrosecond)
             ->MinTime(quick ? 0.05 : 0.1)
             ->UseRealTime();
@@ -216,17 +227,23 @@ int main(int argc, char** argv) {
   CollectingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   const double bw_after = MeasureReadBandwidthGBs(size_t(1) << 30, threads);
-  std::printf("\nread bandwidth %.1f GB/s before, %.1f GB/s after (%d threads); times are medians of %d interleaved rounds\n\n",
-              bw, bw_after, threads, rounds);
-  std::printf("| shape | batch | active | masks | measured active | union | sparse µs | dense µs | speedup | sparse GB/s | of bandwidth | sparse gate/mask/up/down µs | dense gate/mask/up/down µs |\n");
+  std::printf(
+      "\nread bandwidth %.1f GB/s before, %.1f GB/s after (%d threads); times are medians of %d "
+      "interleaved rounds\n\n",
+      bw, bw_after, threads, rounds);
+  std::printf(
+      "| shape | batch | active | masks | measured active | union | sparse µs | dense µs | speedup "
+      "| sparse GB/s | of bandwidth | sparse gate/mask/up/down µs | dense gate/mask/up/down µs "
+      "|\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double s = reporter.Ms(r.sparse_name), d = reporter.Ms(r.dense_name);
     if (s <= 0 || d <= 0) continue;
     const double gbs = r.point->sparse_bytes / (s * 1e-3) / 1e9;
-    std::printf("%s %.1f%% | %.0f%% | %.0f | %.0f | %.2f× | %.1f | %.0f%% | %s | %s |\n", r.label.c_str(),
-                r.point->active_ratio * 100, r.point->union_ratio * 100, s * 1e3, d * 1e3, d / s, gbs, 100 * gbs / bw,
-                r.point->sparse_phases.c_str(), r.point->dense_phases.c_str());
+    std::printf("%s %.1f%% | %.0f%% | %.0f | %.0f | %.2f× | %.1f | %.0f%% | %s | %s |\n",
+                r.label.c_str(), r.point->active_ratio * 100, r.point->union_ratio * 100, s * 1e3,
+                d * 1e3, d / s, gbs, 100 * gbs / bw, r.point->sparse_phases.c_str(),
+                r.point->dense_phases.c_str());
   }
   benchmark::Shutdown();
   return 0;

@@ -28,10 +28,10 @@ struct Shape {
 };
 
 struct Filter {
-  std::string shape;   // empty = all
-  int batch = 0;       // 0 = all
-  double ratio = -1;   // <0 = all
-  double skew = -1;    // <0 = both
+  std::string shape;  // empty = all
+  int batch = 0;      // 0 = all
+  double ratio = -1;  // <0 = all
+  double skew = -1;   // <0 = both
 };
 
 int Run(bool quick, const std::string& csv_path, const Filter& only) {
@@ -42,15 +42,22 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
     return 77;
   }
   const double peak = cuda::MeasureCopyBandwidthGBs(size_t(1) << 31);
-  std::printf("device: %s; measured copy bandwidth %.0f GB/s (read + write)\n\n", device.c_str(), peak);
+  std::printf("device: %s; measured copy bandwidth %.0f GB/s (read + write)\n\n", device.c_str(),
+              peak);
   FILE* csv = csv_path.empty() ? nullptr : std::fopen(csv_path.c_str(), "w");
-  if (csv) std::fprintf(csv, "shape,batch,active,skew,union,sparse_us,dense_us,speedup,sparse_gbs,frac_peak\n");
+  if (csv)
+    std::fprintf(csv,
+                 "shape,batch,active,skew,union,sparse_us,dense_us,speedup,sparse_gbs,frac_peak\n");
 
   const std::vector<Shape> shapes = {{"llama2-7b", 4096, 11008}, {"llama2-13b", 5120, 13824}};
-  const std::vector<int> batches = quick ? std::vector<int>{1, 8, 64} : std::vector<int>{1, 2, 4, 8, 16, 32, 64};
-  const std::vector<double> ratios = quick ? std::vector<double>{0.11} : std::vector<double>{0.05, 0.11, 0.25, 0.5};
+  const std::vector<int> batches =
+      quick ? std::vector<int>{1, 8, 64} : std::vector<int>{1, 2, 4, 8, 16, 32, 64};
+  const std::vector<double> ratios =
+      quick ? std::vector<double>{0.11} : std::vector<double>{0.05, 0.11, 0.25, 0.5};
   const int reps = quick ? 10 : 30;
-  std::printf("| shape | batch | active | masks | union | sparse µs | dense µs | speedup | sparse GB/s | of peak |\n");
+  std::printf(
+      "| shape | batch | active | masks | union | sparse µs | dense µs | speedup | sparse GB/s | "
+      "of peak |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   std::vector<std::string> phase_lines;
   for (const Shape& sh : shapes) {
@@ -62,7 +69,8 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
         if (only.ratio >= 0 && std::fabs(only.ratio - ratio) > 1e-9) continue;
         host.SetRates(NeuronRates(sh.F, ratio, skew, 77));
         std::string err;
-        auto ffn = cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(), host.down_t.data(), &err);
+        auto ffn = cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(),
+                                         host.down_t.data(), &err);
         Check(err);
         std::mt19937_64 rng(5);
         for (int T : batches) {
@@ -77,39 +85,48 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
           Check(cuda::ConvertToBf16(static_cast<float*>(dx), xb, x.size()));
           const auto act = cuda::FfnActivation::kRelu;
           std::vector<cuda::FfnTileStats> st;
-          Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy), &st));
+          Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
+                         &st));
           double union_rows = 0;
           for (const auto& s : st) union_rows += s.union_size;  // rows read per tile, summed
           const double sparse_ms = cuda::TimeMs(
-              [&] { ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy), nullptr); }, 3,
-              reps);
-          const double dense_ms = cuda::TimeMs([&] { ffn->RunDenseCublas(xb, T, act, 0.f, yb); }, 3, reps);
+              [&] {
+                ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
+                         nullptr);
+              },
+              3, reps);
+          const double dense_ms =
+              cuda::TimeMs([&] { ffn->RunDenseCublas(xb, T, act, 0.f, yb); }, 3, reps);
           Check(cuda::Synchronize());
           // Bytes read: the gate once per tile plus the union rows of up and down per tile.
           const double bytes = 2.0 * sh.d * (double(st.size()) * sh.F + 2 * union_rows);
           const double gbs = bytes / (sparse_ms * 1e-3) / 1e9;
           const double uratio = union_rows / (double(st.size()) * sh.F);
-          std::printf("| %s | %d | %.0f%% | %s | %.0f%% | %.1f | %.1f | %.2f× | %.0f | %.0f%% |\n", sh.name, T,
-                      ratio * 100, skew > 0 ? "hot" : "indep", uratio * 100, sparse_ms * 1e3, dense_ms * 1e3,
-                      dense_ms / sparse_ms, gbs, 100 * gbs / peak);
+          std::printf("| %s | %d | %.0f%% | %s | %.0f%% | %.1f | %.1f | %.2f× | %.0f | %.0f%% |\n",
+                      sh.name, T, ratio * 100, skew > 0 ? "hot" : "indep", uratio * 100,
+                      sparse_ms * 1e3, dense_ms * 1e3, dense_ms / sparse_ms, gbs, 100 * gbs / peak);
           if (csv) {
-            std::fprintf(csv, "%s,%d,%.2f,%.0f,%.4f,%.2f,%.2f,%.3f,%.0f,%.3f\n", sh.name, T, ratio, skew, uratio,
-                         sparse_ms * 1e3, dense_ms * 1e3, dense_ms / sparse_ms, gbs, gbs / peak);
+            std::fprintf(csv, "%s,%d,%.2f,%.0f,%.4f,%.2f,%.2f,%.3f,%.0f,%.3f\n", sh.name, T, ratio,
+                         skew, uratio, sparse_ms * 1e3, dense_ms * 1e3, dense_ms / sparse_ms, gbs,
+                         gbs / peak);
           }
           if ((T == 1 || T == 8) && std::fabs(ratio - 0.11) < 1e-9) {
             // Operator breakdown against ProSparse's reported 2.0× (up) and 1.5× (down).
             std::vector<float> sp, dp, acc_s(5, 0), acc_d(4, 0);
             for (int i = 0; i < reps; ++i) {
-              Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy), nullptr, &sp));
+              Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0,
+                             static_cast<float*>(dy), nullptr, &sp));
               Check(ffn->RunDenseCublas(xb, T, act, 0.f, yb, &dp));
               for (int k = 0; k < 5; ++k) acc_s[k] += sp[k] / reps;
               for (int k = 0; k < 4; ++k) acc_d[k] += dp[k] / reps;
             }
             char line[512];
             std::snprintf(line, sizeof line,
-                          "| %s | %d | %s | %.1f / %.1f | %.1f / %.1f (%.2f×) | %.1f / %.1f (%.2f×) | %.1f / %.1f |",
-                          sh.name, T, skew > 0 ? "hot" : "indep", acc_s[0] * 1e3, acc_d[0] * 1e3, acc_s[2] * 1e3,
-                          acc_d[1] * 1e3, acc_d[1] / acc_s[2], (acc_s[3] + acc_s[4]) * 1e3, acc_d[3] * 1e3,
+                          "| %s | %d | %s | %.1f / %.1f | %.1f / %.1f (%.2f×) | %.1f / %.1f "
+                          "(%.2f×) | %.1f / %.1f |",
+                          sh.name, T, skew > 0 ? "hot" : "indep", acc_s[0] * 1e3, acc_d[0] * 1e3,
+                          acc_s[2] * 1e3, acc_d[1] * 1e3, acc_d[1] / acc_s[2],
+                          (acc_s[3] + acc_s[4]) * 1e3, acc_d[3] * 1e3,
                           acc_d[3] / (acc_s[3] + acc_s[4]), acc_s[1] * 1e3, acc_d[2] * 1e3);
             phase_lines.push_back(line);
           }
@@ -119,7 +136,9 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
     }
   }
   std::printf("\n11%% active, per operator (mean µs, event-timed, sparse / dense):\n");
-  std::printf("| shape | batch | masks | gate (fused act+mask / cuBLAS) | up (gather / cuBLAS) | down (gather+reduce / cuBLAS) | compact / act·up |\n");
+  std::printf(
+      "| shape | batch | masks | gate (fused act+mask / cuBLAS) | up (gather / cuBLAS) | down "
+      "(gather+reduce / cuBLAS) | compact / act·up |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (const auto& l : phase_lines) std::printf("%s\n", l.c_str());
   if (csv) std::fclose(csv);
@@ -136,15 +155,22 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has = i + 1 < argc;
-    if (a == "--quick") quick = true;
-    else if (a == "--csv" && has) csv = argv[++i];
-    else if (a == "--shape" && has) only.shape = argv[++i];
-    else if (a == "--batch" && has) only.batch = std::atoi(argv[++i]);
-    else if (a == "--ratio" && has) only.ratio = std::atof(argv[++i]);
-    else if (a == "--skew" && has) only.skew = std::atof(argv[++i]);
+    if (a == "--quick")
+      quick = true;
+    else if (a == "--csv" && has)
+      csv = argv[++i];
+    else if (a == "--shape" && has)
+      only.shape = argv[++i];
+    else if (a == "--batch" && has)
+      only.batch = std::atoi(argv[++i]);
+    else if (a == "--ratio" && has)
+      only.ratio = std::atof(argv[++i]);
+    else if (a == "--skew" && has)
+      only.skew = std::atof(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: ffn_gpu_bench [--quick] [--csv FILE] [--shape llama2-7b|llama2-13b] "
-                           "[--batch N] [--ratio R] [--skew S]\n");
+      std::fprintf(stderr,
+                   "usage: ffn_gpu_bench [--quick] [--csv FILE] [--shape llama2-7b|llama2-13b] "
+                   "[--batch N] [--ratio R] [--skew S]\n");
       return 2;
     }
   }

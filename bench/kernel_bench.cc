@@ -34,7 +34,8 @@ void Dot(benchmark::State& state, std::string isa, int threads, int T) {
     be.MatMul(x.data(), T, w, y.data());
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(w.bytes()), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(w.bytes()),
+                                              benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void Axpy(benchmark::State& state, std::string isa, int T) {
@@ -46,10 +47,12 @@ void Axpy(benchmark::State& state, std::string isa, int T) {
   const cpu::KernelTable& k = cpu::SelectKernels(isa);
   std::vector<float> h(static_cast<size_t>(T) * f.F, 0.25f), y(static_cast<size_t>(T) * f.d);
   for (auto _ : state) {
-    k.axpy_rows(h.data(), f.F, T, f.F, nullptr, f.down_t.data(), DType::kBF16, f.d, 0, f.d, y.data(), f.d, false);
+    k.axpy_rows(h.data(), f.F, T, f.F, nullptr, f.down_t.data(), DType::kBF16, f.d, 0, f.d,
+                y.data(), f.d, false);
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GB/s"] = benchmark::Counter(2.0 * f.F * f.d, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(2.0 * f.F * f.d, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 }  // namespace
@@ -60,16 +63,18 @@ int main(int argc, char** argv) {
   for (const char* isa : {"avx512", "avx2", "generic"}) {
     for (int threads : {1, 2}) {
       for (int T : {1, 4}) {
-        benchmark::RegisterBenchmark(
-            ("dot/" + std::string(isa) + "/threads" + std::to_string(threads) + "/T" + std::to_string(T)).c_str(),
-            sparsed::bench::Dot, isa, threads, T)
+        benchmark::RegisterBenchmark(("dot/" + std::string(isa) + "/threads" +
+                                      std::to_string(threads) + "/T" + std::to_string(T))
+                                         .c_str(),
+                                     sparsed::bench::Dot, isa, threads, T)
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
       }
     }
     for (int T : {1, 4}) {
-      benchmark::RegisterBenchmark(("axpy/" + std::string(isa) + "/threads1/T" + std::to_string(T)).c_str(),
-                                   sparsed::bench::Axpy, isa, T)
+      benchmark::RegisterBenchmark(
+          ("axpy/" + std::string(isa) + "/threads1/T" + std::to_string(T)).c_str(),
+          sparsed::bench::Axpy, isa, T)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     }

@@ -1,10 +1,10 @@
 #include "engine/engine.h"
 
-#include "absl/strings/string_view.h"
 #include <cmath>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "engine/common/status_macros.h"
 
 namespace sparsed {
@@ -32,14 +32,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   }
   RETURN_IF_ERROR(e->backend_->PrepareWeights(mats));
 
-  if (options.kv_block_size <= 0) return absl::InvalidArgumentError("kv_block_size must be positive");
+  if (options.kv_block_size <= 0)
+    return absl::InvalidArgumentError("kv_block_size must be positive");
   e->kv_shape_.layers = static_cast<int>(c.num_layers);
   e->kv_shape_.block_size = options.kv_block_size;
   e->kv_shape_.kv_heads = static_cast<int>(c.num_kv_heads);
   e->kv_shape_.head_dim = static_cast<int>(c.head_dim);
-  e->kv_shape_.blocks = options.kv_blocks > 0
-                            ? options.kv_blocks
-                            : static_cast<int>(options.kv_cache_bytes / e->kv_shape_.BytesPerBlock());
+  e->kv_shape_.blocks =
+      options.kv_blocks > 0
+          ? options.kv_blocks
+          : static_cast<int>(options.kv_cache_bytes / e->kv_shape_.BytesPerBlock());
   if (e->kv_shape_.blocks <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("KV cache of ", options.kv_cache_bytes,
                                                    " bytes holds no block; one block needs ",
@@ -74,12 +76,13 @@ absl::Status Engine::Validate(const Batch& batch) const {
     if (q.start_position < 0) return bad("start_position must be non-negative");
     const int64_t end = static_cast<int64_t>(q.start_position) + q.num_tokens;
     if (static_cast<int64_t>(q.block_table.size()) * kv_shape_.block_size < end) {
-      return bad(absl::StrCat("block_table of ", q.block_table.size(), " blocks does not cover position ",
-                              end - 1));
+      return bad(absl::StrCat("block_table of ", q.block_table.size(),
+                              " blocks does not cover position ", end - 1));
     }
     for (int32_t b : q.block_table) {
       if (b < 0 || b >= kv_shape_.blocks) {
-        return bad(absl::StrCat("block id ", b, " is outside the KV cache [0, ", kv_shape_.blocks, ")"));
+        return bad(
+            absl::StrCat("block id ", b, " is outside the KV cache [0, ", kv_shape_.blocks, ")"));
       }
     }
     total += q.num_tokens;
@@ -91,8 +94,9 @@ absl::Status Engine::Validate(const Batch& batch) const {
   }
   for (size_t i = 0; i < batch.token_ids.size(); ++i) {
     if (batch.token_ids[i] < 0 || batch.token_ids[i] >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", batch.token_ids[i], " at batch row ", i,
-                                                     " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", batch.token_ids[i], " at batch row ", i,
+                       " is outside the vocabulary [0, ", c.vocab_size, ")"));
     }
   }
   return absl::OkStatus();
@@ -168,7 +172,8 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
     b.MatMul(attn_.get(), T, w.o, proj_.get());
     b.AddScaled(x, proj_.get(), static_cast<size_t>(T) * d, rs);
     b.RmsNorm(x, w.ffn_norm.data(), T, d, eps, normed_.get());
-    FfnLayer fl{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, c.activation, c.activation_threshold};
+    FfnLayer fl{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, c.activation,
+                c.activation_threshold};
     b.Ffn(fl, normed_.get(), T, mode_, proj_.get(), &out.layer_stats[l]);
     b.AddScaled(x, proj_.get(), static_cast<size_t>(T) * d, rs);
   }

@@ -19,11 +19,11 @@ struct EngineOptions {
   // Empty: exact for ReLU-family activations, off otherwise.
   std::string sparsity_mode;
   int kv_block_size = 16;
-  int kv_blocks = 0;           // 0: derived from kv_cache_bytes
+  int kv_blocks = 0;  // 0: derived from kv_cache_bytes
   int64_t kv_cache_bytes = 256ll << 20;
   bool load_tokenizer = true;  // false: no tokenizer.model needed (kernel benchmarks)
   BackendOptions backend;
-  ProgressFn progress;         // model-load progress
+  ProgressFn progress;  // model-load progress
 };
 
 // One sequence's slice of a batch. Its tokens are contiguous in Batch::token_ids and take the
@@ -43,8 +43,8 @@ struct Batch {
 struct StepOutput {
   // One row of vocab_size logits per sequence with need_logits, in batch order.
   std::vector<float> logits;
-  std::vector<int> logit_sequences;  // index into Batch::sequences of each logits row
-  std::vector<FfnStats> layer_stats;   // one per layer
+  std::vector<int> logit_sequences;   // index into Batch::sequences of each logits row
+  std::vector<FfnStats> layer_stats;  // one per layer
 };
 
 // Thread-safety: Step() must be called from one thread at a time (the engine-loop thread).

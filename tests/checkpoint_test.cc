@@ -33,7 +33,8 @@ absl::Status LoadAll(const std::string& dir) {
 }
 
 // Rewrites model.safetensors through `edit` on its tensor list.
-void RewriteTensors(const std::string& dir, const std::function<void(std::vector<TensorToWrite>*)>& edit) {
+void RewriteTensors(const std::string& dir,
+                    const std::function<void(std::vector<TensorToWrite>*)>& edit) {
   auto f = SafetensorsFile::Open(dir + "/model.safetensors");
   ASSERT_TRUE(f.ok());
   std::vector<TensorToWrite> ts;
@@ -92,7 +93,8 @@ TEST(Checkpoint, TruncatedFileNamesFile) {
   const std::string path = dir->File("model.safetensors");
   fs::resize_file(path, fs::file_size(path) - 1000);
   const absl::Status s = LoadAll(dir->path());
-  EXPECT_THAT(std::string(s.message()), AllOf(HasSubstr(path), HasSubstr("outside the data section")));
+  EXPECT_THAT(std::string(s.message()),
+              AllOf(HasSubstr(path), HasSubstr("outside the data section")));
 }
 
 TEST(Checkpoint, BadHeaderJsonNamesFile) {
@@ -102,13 +104,15 @@ TEST(Checkpoint, BadHeaderJsonNamesFile) {
   io.seekp(9);
   io.write("@@@@", 4);
   io.close();
-  EXPECT_THAT(std::string(LoadAll(dir->path()).message()), AllOf(HasSubstr(path), HasSubstr("JSON")));
+  EXPECT_THAT(std::string(LoadAll(dir->path()).message()),
+              AllOf(HasSubstr(path), HasSubstr("JSON")));
 }
 
 TEST(Checkpoint, MissingTensorNamed) {
   auto dir = testing::MakeModel(Tiny());
   RewriteTensors(dir->path(), [](std::vector<TensorToWrite>* ts) {
-    std::erase_if(*ts, [](const TensorToWrite& t) { return t.name == "model.layers.1.mlp.up_proj.weight"; });
+    std::erase_if(
+        *ts, [](const TensorToWrite& t) { return t.name == "model.layers.1.mlp.up_proj.weight"; });
   });
   EXPECT_THAT(std::string(LoadAll(dir->path()).message()),
               AllOf(HasSubstr("missing tensor"), HasSubstr("model.layers.1.mlp.up_proj.weight")));
@@ -121,9 +125,10 @@ TEST(Checkpoint, WrongShapeNamed) {
       if (t.name == "model.layers.0.self_attn.k_proj.weight") t.shape = {t.shape[1], t.shape[0]};
     }
   });
-  EXPECT_THAT(std::string(LoadAll(dir->path()).message()),
-              AllOf(HasSubstr("model.safetensors"), HasSubstr("model.layers.0.self_attn.k_proj.weight"),
-                    HasSubstr("expected [32, 64]")));
+  EXPECT_THAT(
+      std::string(LoadAll(dir->path()).message()),
+      AllOf(HasSubstr("model.safetensors"), HasSubstr("model.layers.0.self_attn.k_proj.weight"),
+            HasSubstr("expected [32, 64]")));
 }
 
 TEST(Checkpoint, WrongDtypeNamed) {
@@ -158,14 +163,17 @@ TEST(Checkpoint, IndexNamingMissingShard) {
   in.close();
   j["weight_map"]["model.norm.weight"] = "model-00099-of-00099.safetensors";
   std::ofstream(dir->File("model.safetensors.index.json")) << j.dump();
-  EXPECT_THAT(std::string(LoadAll(dir->path()).message()), HasSubstr("model-00099-of-00099.safetensors"));
+  EXPECT_THAT(std::string(LoadAll(dir->path()).message()),
+              HasSubstr("model-00099-of-00099.safetensors"));
   j["weight_map"]["model.norm.weight"] = "../etc/passwd";
   std::ofstream(dir->File("model.safetensors.index.json")) << j.dump();
-  EXPECT_THAT(std::string(LoadAll(dir->path()).message()), HasSubstr("not a file in the model directory"));
+  EXPECT_THAT(std::string(LoadAll(dir->path()).message()),
+              HasSubstr("not a file in the model directory"));
 }
 
 TEST(Checkpoint, MissingDirectoryAndWeights) {
-  EXPECT_THAT(std::string(LoadAll("/nonexistent/model").message()), HasSubstr("/nonexistent/model/config.json"));
+  EXPECT_THAT(std::string(LoadAll("/nonexistent/model").message()),
+              HasSubstr("/nonexistent/model/config.json"));
   auto dir = testing::MakeModel(Tiny());
   fs::remove(dir->File("model.safetensors"));
   EXPECT_THAT(std::string(LoadAll(dir->path()).message()), HasSubstr("neither model.safetensors"));

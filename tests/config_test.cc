@@ -55,7 +55,8 @@ TEST(Config, ParsesMiniCpmScalings) {
 TEST(Config, EosListAndRopeScaling) {
   auto c = ParseModelConfig(R"({"model_type":"llama","hidden_size":64,"intermediate_size":128,
     "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":100,"eos_token_id":[2,7],
-    "rope_scaling":{"type":"linear","factor":2.0}})", "c.json");
+    "rope_scaling":{"type":"linear","factor":2.0}})",
+                            "c.json");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->eos_token_ids, (std::vector<int32_t>{2, 7}));
   EXPECT_EQ(c->rope_linear_factor, 2.0);
@@ -69,16 +70,19 @@ std::string Err(const std::string& json) {
 }
 
 TEST(Config, ErrorsNameFileAndField) {
-  const std::string base = R"("model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":100)";
+  const std::string base =
+      R"("model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":100)";
   EXPECT_THAT(Err("{" + base + R"(,"hidden_act":"swiglu9"})"),
               AllOf(HasSubstr("dir/config.json"), HasSubstr("'hidden_act'"), HasSubstr("swiglu9")));
   EXPECT_THAT(Err("{" + base + R"(,"hidden_act":"fatrelu"})"), HasSubstr("'hidden_act_param'"));
   EXPECT_THAT(Err(R"({"model_type":"gpt2"})"), HasSubstr("'model_type'"));
-  EXPECT_THAT(Err(R"({"model_type":"llama","hidden_size":64})"), HasSubstr("'intermediate_size' is missing"));
+  EXPECT_THAT(Err(R"({"model_type":"llama","hidden_size":64})"),
+              HasSubstr("'intermediate_size' is missing"));
   EXPECT_THAT(Err("{" + base + R"(,"num_key_value_heads":3})"), HasSubstr("'num_key_value_heads'"));
   EXPECT_THAT(Err("{" + base + R"(,"hidden_size":-5})"), HasSubstr("positive"));
   EXPECT_THAT(Err("{" + base + R"(,"eos_token_id":1000})"), HasSubstr("'eos_token_id'"));
-  EXPECT_THAT(Err("{" + base + R"(,"rope_scaling":{"type":"yarn","factor":4}})"), HasSubstr("'rope_scaling'"));
+  EXPECT_THAT(Err("{" + base + R"(,"rope_scaling":{"type":"yarn","factor":4}})"),
+              HasSubstr("'rope_scaling'"));
   EXPECT_THAT(Err("not json"), HasSubstr("not a valid JSON"));
 }
 

@@ -17,7 +17,8 @@ struct OwnedMatrix {
   Matrix m;
 };
 
-OwnedMatrix RandomMatrix(int64_t rows, int64_t cols, DType dt, std::mt19937_64& rng, float std = 1.f) {
+OwnedMatrix RandomMatrix(int64_t rows, int64_t cols, DType dt, std::mt19937_64& rng,
+                         float std = 1.f) {
   std::normal_distribution<float> nd(0.f, std);
   std::vector<float> v(rows * cols);
   for (float& x : v) x = nd(rng);
@@ -56,7 +57,8 @@ TEST_P(CpuOps, MatMulMatchesReference) {
       std::vector<float> x = RandomVec(static_cast<size_t>(T) * K, rng_);
       std::vector<float> y(static_cast<size_t>(T) * N, NAN);
       backend_->MatMul(x.data(), T, w.m, y.data());
-      EXPECT_LT(ref::RelMaxError(y, ref::MatMul(x, T, w.m)), 2e-5) << "T=" << T << " N=" << N << " K=" << K;
+      EXPECT_LT(ref::RelMaxError(y, ref::MatMul(x, T, w.m)), 2e-5)
+          << "T=" << T << " N=" << N << " K=" << K;
     }
   }
 }
@@ -71,7 +73,8 @@ TEST_P(CpuOps, MatMulRowsGathersRows) {
   const std::vector<float> full = ref::MatMul(x, T, w.m);
   for (int t = 0; t < T; ++t) {
     for (size_t i = 0; i < rows.size(); ++i) {
-      EXPECT_NEAR(y[t * rows.size() + i], full[t * N + rows[i]], 2e-5 * (1 + std::fabs(full[t * N + rows[i]])));
+      EXPECT_NEAR(y[t * rows.size() + i], full[t * N + rows[i]],
+                  2e-5 * (1 + std::fabs(full[t * N + rows[i]])));
     }
   }
 }
@@ -82,18 +85,19 @@ TEST_P(CpuOps, AxpyRowsSumsSelectedRowsInOrder) {
   OwnedMatrix w = RandomMatrix(F, d, dtype(), rng_);
   std::vector<int32_t> rows = {1, 2, 9, 33, 69};
   std::vector<float> h = RandomVec(T * rows.size(), rng_);
-  h[2] = 0.f;  // skipped entries
+  h[2] = 0.f;                                                // skipped entries
   for (int t = 0; t < T; ++t) h[t * rows.size() + 3] = 0.f;  // a row zero for every token
   std::vector<float> y(T * d, 0.f), expect(T * d, 0.f);
   std::vector<float> y_dense(T * d, 0.f);
-  k.axpy_rows(h.data(), static_cast<int64_t>(rows.size()), T, static_cast<int64_t>(rows.size()), rows.data(), w.m.data,
-              dtype(), d, 0, d, y.data(), d, /*skip_zero_rows=*/true);
-  k.axpy_rows(h.data(), static_cast<int64_t>(rows.size()), T, static_cast<int64_t>(rows.size()), rows.data(), w.m.data,
-              dtype(), d, 0, d, y_dense.data(), d, /*skip_zero_rows=*/false);
+  k.axpy_rows(h.data(), static_cast<int64_t>(rows.size()), T, static_cast<int64_t>(rows.size()),
+              rows.data(), w.m.data, dtype(), d, 0, d, y.data(), d, /*skip_zero_rows=*/true);
+  k.axpy_rows(h.data(), static_cast<int64_t>(rows.size()), T, static_cast<int64_t>(rows.size()),
+              rows.data(), w.m.data, dtype(), d, 0, d, y_dense.data(), d, /*skip_zero_rows=*/false);
   EXPECT_EQ(y, y_dense);  // reading zero rows adds exact zeros
   for (int t = 0; t < T; ++t) {
     for (size_t i = 0; i < rows.size(); ++i) {
-      for (int c = 0; c < d; ++c) expect[t * d + c] += h[t * rows.size() + i] * LoadAsF32(w.m.Row(rows[i]), dtype(), c);
+      for (int c = 0; c < d; ++c)
+        expect[t * d + c] += h[t * rows.size() + i] * LoadAsF32(w.m.Row(rows[i]), dtype(), c);
     }
   }
   EXPECT_LT(ref::RelMaxError(y, expect), 1e-5);
@@ -108,7 +112,8 @@ TEST_P(CpuOps, RmsNormEmbedAndResidual) {
   OwnedMatrix table = RandomMatrix(20, d, dtype(), rng_);
   std::vector<int32_t> ids = {4, 19, 0};
   backend_->Embed(table.m, ids.data(), T, 2.f, y.data());
-  for (int t = 0; t < T; ++t) EXPECT_EQ(y[t * d + 7], 2.f * LoadAsF32(table.m.Row(ids[t]), dtype(), 7));
+  for (int t = 0; t < T; ++t)
+    EXPECT_EQ(y[t * d + 7], 2.f * LoadAsF32(table.m.Row(ids[t]), dtype(), 7));
 
   std::vector<float> acc = x;
   backend_->AddScaled(acc.data(), w.data(), d, 0.5f);
@@ -141,14 +146,15 @@ TEST_P(CpuOps, PagedAttentionMatchesDenseCausal) {
   // Two sequences with scattered blocks: A has 6 tokens, B has 9; all prefilled in one batch.
   std::vector<int32_t> table_a = {7, 2}, table_b = {30, 0, 11};
   const int na = 6, nb = 9, T = na + nb;
-  std::vector<float> q = RandomVec(T * H * hd, rng_), k = RandomVec(T * KV * hd, rng_), v = RandomVec(T * KV * hd, rng_);
+  std::vector<float> q = RandomVec(T * H * hd, rng_), k = RandomVec(T * KV * hd, rng_),
+                     v = RandomVec(T * KV * hd, rng_);
   std::vector<int32_t> positions;
   std::vector<const std::vector<int32_t>*> tables;
   for (int i = 0; i < na; ++i) positions.push_back(i), tables.push_back(&table_a);
   for (int i = 0; i < nb; ++i) positions.push_back(i), tables.push_back(&table_b);
   std::vector<float> out(T * H * hd, NAN);
-  backend_->Attention(0, q.data(), k.data(), v.data(), AttentionBatch{T, positions.data(), tables.data()}, H,
-                      out.data());
+  backend_->Attention(0, q.data(), k.data(), v.data(),
+                      AttentionBatch{T, positions.data(), tables.data()}, H, out.data());
   for (int t = 0; t < T; ++t) {
     const int first = t < na ? 0 : na;
     for (int h = 0; h < H; ++h) {
@@ -157,7 +163,8 @@ TEST_P(CpuOps, PagedAttentionMatchesDenseCausal) {
       double mx = -1e300;
       for (int j = first; j <= t; ++j) {
         double dot = 0;
-        for (int i = 0; i < hd; ++i) dot += double(q[(t * H + h) * hd + i]) * k[(j * KV + g) * hd + i];
+        for (int i = 0; i < hd; ++i)
+          dot += double(q[(t * H + h) * hd + i]) * k[(j * KV + g) * hd + i];
         s.push_back(dot / std::sqrt(double(hd)));
         mx = std::max(mx, s.back());
       }
@@ -174,9 +181,11 @@ TEST_P(CpuOps, PagedAttentionMatchesDenseCausal) {
 
 INSTANTIATE_TEST_SUITE_P(AllIsasAndDtypes, CpuOps,
                          ::testing::Combine(::testing::Values("avx512", "avx2", "generic"),
-                                            ::testing::Values(DType::kF32, DType::kBF16, DType::kF16)),
+                                            ::testing::Values(DType::kF32, DType::kBF16,
+                                                              DType::kF16)),
                          [](const auto& info) {
-                           return std::get<0>(info.param) + "_" + std::string(DTypeName(std::get<1>(info.param)));
+                           return std::get<0>(info.param) + "_" +
+                                  std::string(DTypeName(std::get<1>(info.param)));
                          });
 
 }  // namespace

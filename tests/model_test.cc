@@ -35,7 +35,9 @@ class WholeModel : public ::testing::TestWithParam<ModelCase> {
 };
 
 std::vector<std::vector<int32_t>> Prompts() {
-  return {{1, 17, 300, 5, 99}, {1, 900, 3}, {1, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60},
+  return {{1, 17, 300, 5, 99},
+          {1, 900, 3},
+          {1, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60},
           {1, 2, 3, 4}};
 }
 
@@ -72,7 +74,8 @@ TEST_P(WholeModel, SequenceAloneEqualsSequenceInBatch) {
   for (size_t s = 0; s < prompts.size(); ++s) {
     auto alone = GreedyBatch(*engine, {prompts[s]}, 10, /*first_block=*/100);
     EXPECT_EQ(alone.tokens[0], batched.tokens[s]) << "prompt " << s;
-    EXPECT_EQ(alone.first_logits[0], batched.first_logits[s]) << "prompt " << s << " logits differ bitwise";
+    EXPECT_EQ(alone.first_logits[0], batched.first_logits[s])
+        << "prompt " << s << " logits differ bitwise";
   }
 }
 
@@ -89,7 +92,8 @@ TEST_P(WholeModel, ChunkedPrefillEqualsOneShot) {
     const size_t n = std::min<size_t>(5, prompt.size() - start);
     Batch chunk;
     chunk.token_ids.assign(prompt.begin() + start, prompt.begin() + start + n);
-    chunk.sequences.push_back({table, static_cast<int32_t>(start), static_cast<int32_t>(n), start + n == prompt.size()});
+    chunk.sequences.push_back(
+        {table, static_cast<int32_t>(start), static_cast<int32_t>(n), start + n == prompt.size()});
     auto out = engine->Step(chunk);
     ASSERT_TRUE(out.ok()) << out.status();
     if (!out->logits.empty()) logits = out->logits;
@@ -161,7 +165,8 @@ TEST(Engine, ResidentMemoryStaysNearFileSize) {
   s.vocab = 4096;
   s.tokenizer = false;
   auto dir = testing::MakeModel(s);
-  const int64_t file_kb = static_cast<int64_t>(std::filesystem::file_size(dir->File("model.safetensors")) / 1024);
+  const int64_t file_kb =
+      static_cast<int64_t>(std::filesystem::file_size(dir->File("model.safetensors")) / 1024);
   const int64_t before = ResidentKb();
   EngineOptions o;
   o.model_dir = dir->path();
@@ -176,7 +181,8 @@ TEST(Engine, ResidentMemoryStaysNearFileSize) {
   ASSERT_TRUE((*e)->Step(b).ok());
   const int64_t grown = ResidentKb() - before;
   // bf16 weights stay bf16: nothing widened to fp32 (which would double the size).
-  EXPECT_LT(grown, file_kb * 13 / 10 + 4096) << "file " << file_kb << " KiB, resident growth " << grown << " KiB";
+  EXPECT_LT(grown, file_kb * 13 / 10 + 4096)
+      << "file " << file_kb << " KiB, resident growth " << grown << " KiB";
 }
 
 }  // namespace

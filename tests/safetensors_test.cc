@@ -47,7 +47,8 @@ TEST(Safetensors, RejectsTruncatedLength) {
 TEST(Safetensors, RejectsHeaderLongerThanFile) {
   std::string f = WithHeader("{}", "");
   f[0] = 100;
-  EXPECT_THAT(Message(ParseSafetensorsHeader(f, "m.safetensors")), HasSubstr("exceeds the file size"));
+  EXPECT_THAT(Message(ParseSafetensorsHeader(f, "m.safetensors")),
+              HasSubstr("exceeds the file size"));
 }
 
 TEST(Safetensors, RejectsBadJson) {
@@ -58,29 +59,38 @@ TEST(Safetensors, RejectsBadJson) {
 }
 
 TEST(Safetensors, RejectsOffsetsOutsideFile) {
-  const std::string f = WithHeader(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0'));
-  EXPECT_THAT(Message(ParseSafetensorsHeader(f, "m.safetensors")),
-              AllOf(HasSubstr("m.safetensors"), HasSubstr("'w'"), HasSubstr("outside the data section")));
+  const std::string f = WithHeader(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
+                                   std::string(8, '\0'));
+  EXPECT_THAT(
+      Message(ParseSafetensorsHeader(f, "m.safetensors")),
+      AllOf(HasSubstr("m.safetensors"), HasSubstr("'w'"), HasSubstr("outside the data section")));
 }
 
 TEST(Safetensors, RejectsSizeShapeMismatch) {
-  const std::string f = WithHeader(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})", std::string(16, '\0'));
-  EXPECT_THAT(Message(ParseSafetensorsHeader(f, "m.safetensors")), AllOf(HasSubstr("'w'"), HasSubstr("does not match")));
+  const std::string f = WithHeader(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})",
+                                   std::string(16, '\0'));
+  EXPECT_THAT(Message(ParseSafetensorsHeader(f, "m.safetensors")),
+              AllOf(HasSubstr("'w'"), HasSubstr("does not match")));
 }
 
 TEST(Safetensors, RejectsUnknownDtypeAndBadFields) {
+  EXPECT_THAT(
+      Message(ParseSafetensorsHeader(
+          WithHeader(R"({"w":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}})", "x"), "m")),
+      AllOf(HasSubstr("'w'"), HasSubstr("unknown dtype 'Q4'")));
+  EXPECT_THAT(
+      Message(ParseSafetensorsHeader(
+          WithHeader(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "xxxx"), "m")),
+      HasSubstr("negative"));
   EXPECT_THAT(Message(ParseSafetensorsHeader(
-                  WithHeader(R"({"w":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}})", "x"), "m")),
-              AllOf(HasSubstr("'w'"), HasSubstr("unknown dtype 'Q4'")));
-  EXPECT_THAT(Message(ParseSafetensorsHeader(
-                  WithHeader(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "xxxx"), "m")),
-              HasSubstr("negative"));
-  EXPECT_THAT(Message(ParseSafetensorsHeader(WithHeader(R"({"w":{"dtype":"F32","shape":[1]}})", "xxxx"), "m")),
+                  WithHeader(R"({"w":{"dtype":"F32","shape":[1]}})", "xxxx"), "m")),
               HasSubstr("data_offsets"));
-  EXPECT_THAT(Message(ParseSafetensorsHeader(
-                  WithHeader(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", "xxxx"), "m")),
-              HasSubstr("begin > end"));
-  EXPECT_THAT(Message(ParseSafetensorsHeader(WithHeader(R"({"w":5})", ""), "m")), HasSubstr("not an object"));
+  EXPECT_THAT(
+      Message(ParseSafetensorsHeader(
+          WithHeader(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", "xxxx"), "m")),
+      HasSubstr("begin > end"));
+  EXPECT_THAT(Message(ParseSafetensorsHeader(WithHeader(R"({"w":5})", ""), "m")),
+              HasSubstr("not an object"));
 }
 
 TEST(Safetensors, FileRoundTripAndUnsupportedDtypeOnGet) {
@@ -114,7 +124,8 @@ TEST(Safetensors, FileRoundTripAndUnsupportedDtypeOnGet) {
   io.close();
   auto g = SafetensorsFile::Open(path);
   ASSERT_TRUE(g.ok()) << g.status();
-  EXPECT_THAT(std::string((*g)->Get("i").status().message()), AllOf(HasSubstr("'i'"), HasSubstr("I32")));
+  EXPECT_THAT(std::string((*g)->Get("i").status().message()),
+              AllOf(HasSubstr("'i'"), HasSubstr("I32")));
 }
 
 TEST(Safetensors, MissingFileNamesPath) {

@@ -98,7 +98,8 @@ TEST(Sampler, ValidationNamesFieldAndRange) {
   SamplingParams p;
   EXPECT_TRUE(ValidateSamplingParams(p).ok());
   p.temperature = -1;
-  EXPECT_THAT(msg(p), ::testing::AllOf(::testing::HasSubstr("sampling.temperature"), ::testing::HasSubstr("[0, 100]")));
+  EXPECT_THAT(msg(p), ::testing::AllOf(::testing::HasSubstr("sampling.temperature"),
+                                       ::testing::HasSubstr("[0, 100]")));
   p = {};
   p.top_p = 0;
   EXPECT_THAT(msg(p), ::testing::HasSubstr("sampling.top_p"));

@@ -20,7 +20,8 @@ struct TestFfn {
   Matrix gate, up, down_t;
   int64_t F, d;
 
-  TestFfn(int64_t F_, int64_t d_, double ratio, double skew, DType dt, uint64_t seed) : F(F_), d(d_) {
+  TestFfn(int64_t F_, int64_t d_, double ratio, double skew, DType dt, uint64_t seed)
+      : F(F_), d(d_) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> nd(0.f, 1.f / std::sqrt(float(d)));
     const std::vector<double> rates = NeuronRates(F, ratio, skew, seed);
@@ -120,16 +121,19 @@ TEST_P(SparseFfn, BitwiseBatchInvariant) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Masks, SparseFfn,
-    ::testing::Values(Case{Activation::kRelu, 0.05, 0.0, DType::kBF16}, Case{Activation::kRelu, 0.11, 3.0, DType::kBF16},
-                      Case{Activation::kRelu2, 0.3, 0.0, DType::kF32}, Case{Activation::kFatRelu, 0.11, 2.0, DType::kF16},
-                      Case{Activation::kSilu, 0.5, 0.0, DType::kBF16}),
-    [](const auto& info) {
-      const Case& c = info.param;
-      return std::string(ActivationName(c.act)) + "_r" + std::to_string(int(c.ratio * 100)) + "_skew" +
-             std::to_string(int(c.skew)) + "_" + std::string(DTypeName(c.dtype));
-    });
+INSTANTIATE_TEST_SUITE_P(Masks, SparseFfn,
+                         ::testing::Values(Case{Activation::kRelu, 0.05, 0.0, DType::kBF16},
+                                           Case{Activation::kRelu, 0.11, 3.0, DType::kBF16},
+                                           Case{Activation::kRelu2, 0.3, 0.0, DType::kF32},
+                                           Case{Activation::kFatRelu, 0.11, 2.0, DType::kF16},
+                                           Case{Activation::kSilu, 0.5, 0.0, DType::kBF16}),
+                         [](const auto& info) {
+                           const Case& c = info.param;
+                           return std::string(ActivationName(c.act)) + "_r" +
+                                  std::to_string(int(c.ratio * 100)) + "_skew" +
+                                  std::to_string(int(c.skew)) + "_" +
+                                  std::string(DTypeName(c.dtype));
+                         });
 
 TEST(SparseFfnNonGated, MatchesReference) {
   TestFfn f(256, 64, 0.1, 0.0, DType::kBF16, 3);
@@ -138,8 +142,10 @@ TEST(SparseFfnNonGated, MatchesReference) {
   const std::vector<float> x = f.Input(5, rng);
   std::vector<float> y(5 * f.d);
   FfnStats st;
-  be->Ffn(f.Layer(Activation::kRelu, 0, /*gated=*/false), x.data(), 5, SparsityMode::kExact, y.data(), &st);
-  EXPECT_LT(ref::RelMaxError(y, ref::Ffn(x, 5, nullptr, f.gate, f.down_t, Activation::kRelu, 0)), 1e-5);
+  be->Ffn(f.Layer(Activation::kRelu, 0, /*gated=*/false), x.data(), 5, SparsityMode::kExact,
+          y.data(), &st);
+  EXPECT_LT(ref::RelMaxError(y, ref::Ffn(x, 5, nullptr, f.gate, f.down_t, Activation::kRelu, 0)),
+            1e-5);
   EXPECT_LT(st.active_ratio(), 0.2);
 }
 

@@ -37,7 +37,8 @@ TEST(Tokenizer, BadModelFileNamed) {
   std::ofstream(dir.File("tokenizer.model")) << "not a sentencepiece model";
   auto tok = Tokenizer::Load(dir.File("tokenizer.model"));
   ASSERT_FALSE(tok.ok());
-  EXPECT_THAT(std::string(tok.status().message()), ::testing::HasSubstr(dir.File("tokenizer.model")));
+  EXPECT_THAT(std::string(tok.status().message()),
+              ::testing::HasSubstr(dir.File("tokenizer.model")));
   auto missing = Tokenizer::Load(dir.File("none.model"));
   EXPECT_FALSE(missing.ok());
 }

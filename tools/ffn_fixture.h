@@ -58,14 +58,16 @@ struct SyntheticFfn {
     gate_norm.resize(F);
     for (int64_t i = 0; i < F; ++i) {
       double n2 = 0;
-      for (int64_t c = 1; c < d; ++c) n2 += double(FixtureFromBf16(gate[i * d + c])) * FixtureFromBf16(gate[i * d + c]);
+      for (int64_t c = 1; c < d; ++c)
+        n2 += double(FixtureFromBf16(gate[i * d + c])) * FixtureFromBf16(gate[i * d + c]);
       gate_norm[i] = std::sqrt(n2);
     }
   }
   // Neuron i fires with probability rates[i] on Inputs().
   void SetRates(const std::vector<double>& rates) {
     for (int64_t i = 0; i < F; ++i) {
-      gate[i * d] = FixtureToBf16(static_cast<float>(-NormalQuantile(1.0 - rates[i]) * gate_norm[i]));
+      gate[i * d] =
+          FixtureToBf16(static_cast<float>(-NormalQuantile(1.0 - rates[i]) * gate_norm[i]));
     }
   }
   std::vector<float> Inputs(int T, std::mt19937_64& rng) const {

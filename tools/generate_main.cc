@@ -15,7 +15,8 @@
 ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, tokenizer.model).");
 ABSL_FLAG(std::string, prompt, "The quick brown fox", "Prompt text.");
 ABSL_FLAG(int, max_new_tokens, 32, "Tokens to generate.");
-ABSL_FLAG(std::string, sparsity, "", "exact | off (default: exact for ReLU-family models, else off).");
+ABSL_FLAG(std::string, sparsity, "",
+          "exact | off (default: exact for ReLU-family models, else off).");
 ABSL_FLAG(double, temperature, 0.0, "0 = greedy.");
 ABSL_FLAG(int, top_k, 0, "Top-k (0 = off).");
 ABSL_FLAG(double, top_p, 1.0, "Top-p.");
@@ -62,8 +63,8 @@ int main(int argc, char** argv) {
   const int max_new = absl::GetFlag(FLAGS_max_new_tokens);
   const int total = static_cast<int>(prompt.size()) + max_new;
   if (total > e.kv_blocks() * e.kv_block_size()) {
-    std::fprintf(stderr, "error: prompt + max_new_tokens = %d tokens exceed the KV cache (%d)\n", total,
-                 e.kv_blocks() * e.kv_block_size());
+    std::fprintf(stderr, "error: prompt + max_new_tokens = %d tokens exceed the KV cache (%d)\n",
+                 total, e.kv_blocks() * e.kv_block_size());
     return 2;
   }
   std::vector<int32_t> table;
@@ -79,14 +80,16 @@ int main(int argc, char** argv) {
   for (int step = 0; step < max_new; ++step) {
     auto out = e.Step(b);
     if (!out.ok()) return Fail(out.status());
-    if (step == 0) first_token_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (step == 0)
+      first_token_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (size_t l = 0; l < out->layer_stats.size(); ++l) {
       layer_sum[l].tokens += out->layer_stats[l].tokens;
       layer_sum[l].neurons = out->layer_stats[l].neurons;
       layer_sum[l].active_sum += out->layer_stats[l].active_sum;
       layer_sum[l].union_size += out->layer_stats[l].union_size;
     }
-    const SampledToken tok = sampler.Sample(out->logits.data(), static_cast<int>(e.config().vocab_size), prompt, generated);
+    const SampledToken tok = sampler.Sample(
+        out->logits.data(), static_cast<int>(e.config().vocab_size), prompt, generated);
     generated.push_back(tok.token);
     const auto& eos = e.config().eos_token_ids;
     if (std::find(eos.begin(), eos.end(), tok.token) != eos.end()) break;
@@ -98,15 +101,19 @@ int main(int argc, char** argv) {
   auto text = e.tokenizer()->Decode(generated);
   if (!text.ok()) return Fail(text.status());
   std::printf("%s%s\n", absl::GetFlag(FLAGS_prompt).c_str(), text->c_str());
-  std::fprintf(stderr, "%zu prompt tokens, %zu generated; first token %.3f s; %.2f tokens/s decode; sparsity %s\n",
-               prompt.size(), generated.size(), first_token_s,
-               generated.size() > 1 ? (generated.size() - 1) / (secs - first_token_s) : 0.0,
-               std::string(SparsityModeName(e.sparsity_mode())).c_str());
+  std::fprintf(
+      stderr,
+      "%zu prompt tokens, %zu generated; first token %.3f s; %.2f tokens/s decode; sparsity %s\n",
+      prompt.size(), generated.size(), first_token_s,
+      generated.size() > 1 ? (generated.size() - 1) / (secs - first_token_s) : 0.0,
+      std::string(SparsityModeName(e.sparsity_mode())).c_str());
   if (absl::GetFlag(FLAGS_stats)) {
     const int steps = static_cast<int>(generated.size());
     for (size_t l = 0; l < layer_sum.size(); ++l) {
-      std::fprintf(stderr, "layer %2zu: active %.1f%%, union %.1f%%\n", l, 100 * layer_sum[l].active_ratio(),
-                   100.0 * layer_sum[l].union_size / std::max(1, steps) / std::max<int64_t>(1, layer_sum[l].neurons));
+      std::fprintf(stderr, "layer %2zu: active %.1f%%, union %.1f%%\n", l,
+                   100 * layer_sum[l].active_ratio(),
+                   100.0 * layer_sum[l].union_size / std::max(1, steps) /
+                       std::max<int64_t>(1, layer_sum[l].neurons));
     }
   }
   return 0;

@@ -10,15 +10,19 @@
 
 ABSL_FLAG(std::string, out, "", "Output directory (required).");
 ABSL_FLAG(std::string, preset, "tiny", "Shape preset: tiny, small, tinyllama-1.1b, llama2-7b.");
-ABSL_FLAG(std::string, model_type, "llama", "config.json model_type: llama, mistral, sparsellama, minicpm.");
+ABSL_FLAG(std::string, model_type, "llama",
+          "config.json model_type: llama, mistral, sparsellama, minicpm.");
 ABSL_FLAG(std::string, activation, "relu", "hidden_act: silu, relu, relu2, fatrelu, gelu.");
 ABSL_FLAG(double, act_param, 0.01, "FATReLU threshold (hidden_act_param).");
 ABSL_FLAG(bool, gated, true, "Gated FFN (gate_proj); false writes ffn_gated: false.");
 ABSL_FLAG(std::string, dtype, "bf16", "Weight dtype: bf16, fp16, fp32.");
-ABSL_FLAG(double, active_ratio, 0.11, "Target fraction of FFN neurons active per token (ReLU family).");
-ABSL_FLAG(double, skew, 0.0, "Hot-neuron skew: 0 = uniform rates; 2-4 = a few hot neurons fire often.");
+ABSL_FLAG(double, active_ratio, 0.11,
+          "Target fraction of FFN neurons active per token (ReLU family).");
+ABSL_FLAG(double, skew, 0.0,
+          "Hot-neuron skew: 0 = uniform rates; 2-4 = a few hot neurons fire often.");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed.");
-ABSL_FLAG(int64_t, shard_mb, 0, "Shard the weights into files of about this many MiB (0 = one file).");
+ABSL_FLAG(int64_t, shard_mb, 0,
+          "Shard the weights into files of about this many MiB (0 = one file).");
 ABSL_FLAG(int64_t, hidden, 0, "Override hidden_size.");
 ABSL_FLAG(int64_t, intermediate, 0, "Override intermediate_size.");
 ABSL_FLAG(int64_t, layers, 0, "Override num_hidden_layers.");

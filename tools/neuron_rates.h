@@ -13,7 +13,8 @@ namespace sparsed {
 // Per-neuron activation probabilities with mean `active_ratio`. skew = 0 gives every neuron the
 // same rate; larger skew concentrates activity on a few hot neurons (rate ∝ u^skew, u uniform).
 // Rates are capped at 0.98, the excess spread over the others.
-inline std::vector<double> NeuronRates(int64_t neurons, double active_ratio, double skew, uint64_t seed) {
+inline std::vector<double> NeuronRates(int64_t neurons, double active_ratio, double skew,
+                                       uint64_t seed) {
   std::mt19937_64 rng(seed ^ 0x5eedull);
   std::uniform_real_distribution<double> uni(0.0, 1.0);
   std::vector<double> r(neurons);
@@ -37,14 +38,17 @@ inline std::vector<double> NeuronRates(int64_t neurons, double active_ratio, dou
 
 // Inverse of the standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9).
 inline double NormalQuantile(double p) {
-  static constexpr double a[] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
-                                 1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
-  static constexpr double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
-                                 6.680131188771972e+01, -1.328068155288572e+01};
-  static constexpr double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
-                                 -2.549671010050049e+00, 4.374664141464968e+00,  2.938163982698783e+00};
-  static constexpr double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
-                                 3.754408661907416e+00};
+  static constexpr double a[] = {-3.969683028665376e+01, 2.209460984245205e+02,
+                                 -2.759285104469687e+02, 1.383577518672690e+02,
+                                 -3.066479806614716e+01, 2.506628277459239e+00};
+  static constexpr double b[] = {-5.447609879822406e+01, 1.615858368580409e+02,
+                                 -1.556989798598866e+02, 6.680131188771972e+01,
+                                 -1.328068155288572e+01};
+  static constexpr double c[] = {-7.784894002430293e-03, -3.223964580411365e-01,
+                                 -2.400758277161838e+00, -2.549671010050049e+00,
+                                 4.374664141464968e+00,  2.938163982698783e+00};
+  static constexpr double d[] = {7.784695709041462e-03, 3.224671290700398e-01,
+                                 2.445134137142996e+00, 3.754408661907416e+00};
   p = std::clamp(p, 1e-12, 1 - 1e-12);
   if (p < 0.02425) {
     const double q = std::sqrt(-2 * std::log(p));

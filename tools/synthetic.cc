@@ -1,7 +1,5 @@
 #include "tools/synthetic.h"
 
-#include "tools/neuron_rates.h"
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -12,11 +10,14 @@
 #include "engine/model/safetensors_writer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "tools/neuron_rates.h"
 
 namespace sparsed {
 
 absl::Status ResolvePreset(SyntheticModelSpec* s) {
-  struct Shape { int64_t d, f, l, h, kv, v; };
+  struct Shape {
+    int64_t d, f, l, h, kv, v;
+  };
   Shape p;
   if (s->preset == "tiny") {
     p = {64, 256, 2, 4, 2, 1024};
@@ -27,8 +28,8 @@ absl::Status ResolvePreset(SyntheticModelSpec* s) {
   } else if (s->preset == "llama2-7b") {
     p = {4096, 11008, 32, 32, 32, 32000};
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("preset '", s->preset,
-                                                   "' is not one of: tiny, small, tinyllama-1.1b, llama2-7b"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "preset '", s->preset, "' is not one of: tiny, small, tinyllama-1.1b, llama2-7b"));
   }
   if (!s->hidden) s->hidden = p.d;
   if (!s->intermediate) s->intermediate = p.f;
@@ -37,7 +38,8 @@ absl::Status ResolvePreset(SyntheticModelSpec* s) {
   if (!s->kv_heads) s->kv_heads = p.kv;
   if (!s->vocab) s->vocab = p.v;
   if (s->hidden % s->heads || s->heads % s->kv_heads || (s->hidden / s->heads) % 2) {
-    return absl::InvalidArgumentError("heads must divide hidden (even head size) and kv_heads must divide heads");
+    return absl::InvalidArgumentError(
+        "heads must divide hidden (even head size) and kv_heads must divide heads");
   }
   return absl::OkStatus();
 }
@@ -60,7 +62,8 @@ class Gen {
 };
 
 constexpr char kFallbackCorpus[] =
-    "The quick brown fox jumps over the lazy dog. A sparse model skips the neurons that stay silent.\n"
+    "The quick brown fox jumps over the lazy dog. A sparse model skips the neurons that stay "
+    "silent.\n"
     "Serving large language models quickly means reading fewer weights for every generated token.\n"
     "Each layer keeps a mask of active neurons, and a batch shares the union of those masks.\n";
 
@@ -100,26 +103,31 @@ absl::Status MakeSyntheticModel(const SyntheticModelSpec& spec_in, const std::st
   const bool minicpm = s.model_type == "minicpm";
   const bool tie = s.tie_embeddings || minicpm;
 
-  nlohmann::json cfg = {
-      {"model_type", s.model_type},
-      {"hidden_size", d},
-      {"intermediate_size", f},
-      {"num_hidden_layers", s.layers},
-      {"num_attention_heads", s.heads},
-      {"num_key_value_heads", s.kv_heads},
-      {"vocab_size", s.vocab},
-      {"max_position_embeddings", 4096},
-      {"rms_norm_eps", 1e-5},
-      {"rope_theta", 10000.0},
-      {"hidden_act", s.activation},
-      {"tie_word_embeddings", tie},
-      {"bos_token_id", 1},
-      {"eos_token_id", 2},
-      {"torch_dtype", s.dtype == DType::kF32 ? "float32" : s.dtype == DType::kBF16 ? "bfloat16" : "float16"}};
-  if (s.model_type == "sparsellama") cfg["architectures"] = {"SparseLlamaForCausalLM"};
-  else if (minicpm) cfg["architectures"] = {"MiniCPMForCausalLM"};
-  else if (s.model_type == "mistral") cfg["architectures"] = {"MistralForCausalLM"};
-  else cfg["architectures"] = {"LlamaForCausalLM"};
+  nlohmann::json cfg = {{"model_type", s.model_type},
+                        {"hidden_size", d},
+                        {"intermediate_size", f},
+                        {"num_hidden_layers", s.layers},
+                        {"num_attention_heads", s.heads},
+                        {"num_key_value_heads", s.kv_heads},
+                        {"vocab_size", s.vocab},
+                        {"max_position_embeddings", 4096},
+                        {"rms_norm_eps", 1e-5},
+                        {"rope_theta", 10000.0},
+                        {"hidden_act", s.activation},
+                        {"tie_word_embeddings", tie},
+                        {"bos_token_id", 1},
+                        {"eos_token_id", 2},
+                        {"torch_dtype", s.dtype == DType::kF32    ? "float32"
+                                        : s.dtype == DType::kBF16 ? "bfloat16"
+                                                                  : "float16"}};
+  if (s.model_type == "sparsellama")
+    cfg["architectures"] = {"SparseLlamaForCausalLM"};
+  else if (minicpm)
+    cfg["architectures"] = {"MiniCPMForCausalLM"};
+  else if (s.model_type == "mistral")
+    cfg["architectures"] = {"MistralForCausalLM"};
+  else
+    cfg["architectures"] = {"LlamaForCausalLM"};
   if (s.activation == "fatrelu") cfg["hidden_act_param"] = s.act_param;
   if (!s.gated) cfg["ffn_gated"] = false;
   if (minicpm) {
@@ -150,7 +158,8 @@ absl::Status MakeSyntheticModel(const SyntheticModelSpec& spec_in, const std::st
     shard_size = 0;
     return absl::OkStatus();
   };
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, const std::vector<float>& v) -> absl::Status {
+  auto add = [&](const std::string& name, std::vector<int64_t> shape,
+                 const std::vector<float>& v) -> absl::Status {
     TensorToWrite t{name, s.dtype, std::move(shape), EncodeTensor(v, s.dtype)};
     shard_size += static_cast<int64_t>(t.bytes.size());
     shard.push_back(std::move(t));
@@ -163,27 +172,36 @@ absl::Status MakeSyntheticModel(const SyntheticModelSpec& spec_in, const std::st
   for (int64_t v = 0; v < s.vocab; ++v) emb[v * d] = 1.0f;
   RETURN_IF_ERROR(add("model.embed_tokens.weight", {s.vocab, d}, emb));
   RETURN_IF_ERROR(add("model.norm.weight", {d}, std::vector<float>(d, 1.f)));
-  if (!tie) RETURN_IF_ERROR(add("lm_head.weight", {s.vocab, d}, g.Normal(static_cast<size_t>(s.vocab) * d, 1.0 / std::sqrt(d))));
+  if (!tie)
+    RETURN_IF_ERROR(add("lm_head.weight", {s.vocab, d},
+                        g.Normal(static_cast<size_t>(s.vocab) * d, 1.0 / std::sqrt(d))));
 
-  const bool relu_family = s.activation == "relu" || s.activation == "relu2" || s.activation == "fatrelu";
+  const bool relu_family =
+      s.activation == "relu" || s.activation == "relu2" || s.activation == "fatrelu";
   for (int64_t l = 0; l < s.layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     RETURN_IF_ERROR(add(p + "input_layernorm.weight", {d}, std::vector<float>(d, 1.f)));
     RETURN_IF_ERROR(add(p + "post_attention_layernorm.weight", {d}, std::vector<float>(d, 1.f)));
     const double wstd = 1.0 / std::sqrt(static_cast<double>(d));
-    RETURN_IF_ERROR(add(p + "self_attn.q_proj.weight", {s.heads * hd, d}, g.Normal(s.heads * hd * d, wstd)));
-    RETURN_IF_ERROR(add(p + "self_attn.k_proj.weight", {s.kv_heads * hd, d}, g.Normal(s.kv_heads * hd * d, wstd)));
-    RETURN_IF_ERROR(add(p + "self_attn.v_proj.weight", {s.kv_heads * hd, d}, g.Normal(s.kv_heads * hd * d, wstd)));
+    RETURN_IF_ERROR(
+        add(p + "self_attn.q_proj.weight", {s.heads * hd, d}, g.Normal(s.heads * hd * d, wstd)));
+    RETURN_IF_ERROR(add(p + "self_attn.k_proj.weight", {s.kv_heads * hd, d},
+                        g.Normal(s.kv_heads * hd * d, wstd)));
+    RETURN_IF_ERROR(add(p + "self_attn.v_proj.weight", {s.kv_heads * hd, d},
+                        g.Normal(s.kv_heads * hd * d, wstd)));
     // Residual branches stay small, and never write channel 0, so it stays a constant 1.
-    std::vector<float> o = g.Normal(d * s.heads * hd, 0.1 / std::sqrt(static_cast<double>(s.heads * hd)));
+    std::vector<float> o =
+        g.Normal(d * s.heads * hd, 0.1 / std::sqrt(static_cast<double>(s.heads * hd)));
     for (int64_t c = 0; c < s.heads * hd; ++c) o[c] = 0.f;
     RETURN_IF_ERROR(add(p + "self_attn.o_proj.weight", {d, s.heads * hd}, o));
     // Gate rows: channel 0 carries a bias so that P(gate_i > 0) ≈ the neuron's rate.
     std::vector<float> gate = g.Normal(f * d, wstd);
-    if (relu_family) SetGateBias(&gate, d, NeuronRates(f, s.active_ratio, s.skew, s.seed * 7919 + l));
+    if (relu_family)
+      SetGateBias(&gate, d, NeuronRates(f, s.active_ratio, s.skew, s.seed * 7919 + l));
     if (s.gated) RETURN_IF_ERROR(add(p + "mlp.gate_proj.weight", {f, d}, gate));
     RETURN_IF_ERROR(add(p + "mlp.up_proj.weight", {f, d}, s.gated ? g.Normal(f * d, wstd) : gate));
-    std::vector<float> down = g.Normal(d * f, 0.3 / std::sqrt(static_cast<double>(f) * std::max(0.02, s.active_ratio)));
+    std::vector<float> down =
+        g.Normal(d * f, 0.3 / std::sqrt(static_cast<double>(f) * std::max(0.02, s.active_ratio)));
     for (int64_t c = 0; c < f; ++c) down[c] = 0.f;  // row 0 of W_down: output channel 0
     RETURN_IF_ERROR(add(p + "mlp.down_proj.weight", {d, f}, down));
     if (progress) progress(absl::StrCat("layer ", l + 1, "/", s.layers, " written"));
@@ -194,7 +212,8 @@ absl::Status MakeSyntheticModel(const SyntheticModelSpec& spec_in, const std::st
     if (ec) return absl::InternalError(ec.message());
   } else {
     const int n = static_cast<int>(shard_files.size());
-    nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+    nlohmann::json index = {{"metadata", {{"total_size", 0}}},
+                            {"weight_map", nlohmann::json::object()}};
     for (int i = 0; i < n; ++i) {
       char name[64];
       std::snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", i + 1, n);

@@ -5,7 +5,6 @@
 // uploads them once in PrepareWeights(). Token ids, positions and block tables are host memory.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/common/matrix.h"
 #include "engine/sparse/ffn_types.h"
 
@@ -35,7 +35,7 @@ struct KvCacheShape {
 // Per token of a batch: its position and its sequence's block table.
 struct AttentionBatch {
   int num_tokens = 0;
-  const int32_t* positions = nullptr;                     // [num_tokens]
+  const int32_t* positions = nullptr;                         // [num_tokens]
   const std::vector<int32_t>* const* block_tables = nullptr;  // [num_tokens] → that token's table
 };
 
@@ -57,21 +57,23 @@ class Backend {
   // out[t] = table[ids[t]] · scale.
   virtual void Embed(const Matrix& table, const int32_t* ids, int T, float scale, float* out) = 0;
   // out[t] = x[t] / rms(x[t]) · weight (weight host fp32 [d]).
-  virtual void RmsNorm(const float* x, const float* weight, int T, int d, float eps, float* out) = 0;
+  virtual void RmsNorm(const float* x, const float* weight, int T, int d, float eps,
+                       float* out) = 0;
   // y[T × w.rows] = x[T × w.cols] · wᵀ; rows != null computes only y[:, i] for w.row(rows[i]) into
   // y[T × n_rows].
   virtual void MatMul(const float* x, int T, const Matrix& w, float* y) = 0;
-  virtual void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows, float* y) = 0;
+  virtual void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
+                          float* y) = 0;
   // y += scale · x over n floats.
   virtual void AddScaled(float* y, const float* x, size_t n, float scale) = 0;
   // Rotary embeddings (rotate-half convention) on q [T × H·hd] and k [T × KV·hd];
   // cos/sin are host [T × hd/2].
-  virtual void Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads, int kv_heads,
-                    int head_dim) = 0;
+  virtual void Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
+                    int kv_heads, int head_dim) = 0;
   // Writes k, v [T × KV·hd] into the cache of `layer` at the tokens' positions, then computes
   // causal attention of q [T × H·hd] over each token's sequence into out [T × H·hd].
-  virtual void Attention(int layer, const float* q, const float* k, const float* v, const AttentionBatch& batch,
-                         int heads, float* out) = 0;
+  virtual void Attention(int layer, const float* q, const float* k, const float* v,
+                         const AttentionBatch& batch, int heads, float* out) = 0;
   // y [T × d] = FFN(x [T × d]); exact mode skips inactive neurons through union sparse GEMMs.
   // A token's y is bitwise the same whatever the other T − 1 rows hold.
   virtual void Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
@@ -79,9 +81,10 @@ class Backend {
 };
 
 struct BackendOptions {
-  int threads = 0;            // CPU: 0 = all cores
-  std::string cpu_isa;        // CPU: force "avx512" | "avx2" | "generic"
-  double dense_break_even = -1;  // union ratio above which exact mode runs dense; <0 = backend default
+  int threads = 0;      // CPU: 0 = all cores
+  std::string cpu_isa;  // CPU: force "avx512" | "avx2" | "generic"
+  double dense_break_even =
+      -1;  // union ratio above which exact mode runs dense; <0 = backend default
 };
 
 std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options);

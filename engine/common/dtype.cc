@@ -1,7 +1,8 @@
 #include "engine/common/dtype.h"
 
-#include "absl/strings/string_view.h"
 #include <cmath>
+
+#include "absl/strings/string_view.h"
 
 namespace sparsed {
 
@@ -53,7 +54,7 @@ uint16_t F32ToF16(float f) {
   std::memcpy(&x, &f, sizeof x);
   const uint32_t sign = (x >> 16) & 0x8000u;
   x &= 0x7fffffffu;
-  if (x > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (x > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (x >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> inf
   if (x < 0x33000001u) return static_cast<uint16_t>(sign);             // underflow -> 0
   const int exp = static_cast<int>(x >> 23) - 127;

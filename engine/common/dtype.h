@@ -1,10 +1,11 @@
 // Element types of weights and their conversions to fp32.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <cstring>
 #include <optional>
+
+#include "absl/strings/string_view.h"
 
 namespace sparsed {
 

@@ -8,9 +8,9 @@
 #define SPARSED_CONCAT(a, b) SPARSED_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status _sparsed_status = (expr);   \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status _sparsed_status = (expr);           \
     if (!_sparsed_status.ok()) return _sparsed_status; \
   } while (0)
 

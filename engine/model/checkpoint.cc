@@ -24,15 +24,16 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   if (fs::exists(index_path)) {
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path.string()));
     auto j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+    if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
+        !j["weight_map"].is_object()) {
       return absl::InvalidArgumentError(
           absl::StrCat(index_path.string(), ": field 'weight_map' is missing or not an object"));
     }
     std::set<std::string> unique;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       if (!it.value().is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map entry '", it.key(),
-                                                       "' is not a file name"));
+        return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map entry '",
+                                                       it.key(), "' is not a file name"));
       }
       const std::string shard = it.value().get<std::string>();
       if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos) {
@@ -46,7 +47,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   } else if (fs::exists(fs::path(dir) / "model.safetensors")) {
     shard_names.push_back("model.safetensors");
   } else {
-    return absl::NotFoundError(absl::StrCat(dir, ": neither model.safetensors nor model.safetensors.index.json found"));
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": neither model.safetensors nor model.safetensors.index.json found"));
   }
 
   std::map<std::string, const SafetensorsFile*> by_name;
@@ -61,7 +63,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     auto it = ck->where_.find(tensor);
     if (it == ck->where_.end() || it->second != by_name[shard]) {
       return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": tensor '", tensor,
-                                                     "' is listed in ", shard, " but not stored there"));
+                                                     "' is listed in ", shard,
+                                                     " but not stored there"));
     }
   }
   return ck;
@@ -75,17 +78,19 @@ std::string Checkpoint::FileOf(const std::string& name) const {
 absl::StatusOr<TensorView> Checkpoint::Get(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) {
-    return absl::NotFoundError(absl::StrCat(dir_, ": missing tensor '", name, "' (in no safetensors file)"));
+    return absl::NotFoundError(
+        absl::StrCat(dir_, ": missing tensor '", name, "' (in no safetensors file)"));
   }
   return it->second->Get(name);
 }
 
-absl::StatusOr<TensorView> Checkpoint::GetShaped(const std::string& name, std::vector<int64_t> shape) const {
+absl::StatusOr<TensorView> Checkpoint::GetShaped(const std::string& name,
+                                                 std::vector<int64_t> shape) const {
   ASSIGN_OR_RETURN(TensorView v, Get(name));
   if (v.shape != shape) {
-    return absl::InvalidArgumentError(absl::StrCat(FileOf(name), ": tensor '", name, "' has shape [",
-                                                   absl::StrJoin(v.shape, ", "), "], expected [",
-                                                   absl::StrJoin(shape, ", "), "]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        FileOf(name), ": tensor '", name, "' has shape [", absl::StrJoin(v.shape, ", "),
+        "], expected [", absl::StrJoin(shape, ", "), "]"));
   }
   return v;
 }

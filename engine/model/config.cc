@@ -1,9 +1,9 @@
 #include "engine/model/config.h"
 
-#include "absl/strings/string_view.h"
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace sparsed {
@@ -45,7 +45,8 @@ class Reader {
 
   absl::Status PositiveInt(const char* k, int64_t* out, bool required) const {
     if (!Has(k)) return required ? Error(k, "is missing") : absl::OkStatus();
-    if (!j_[k].is_number_integer() || j_[k].get<int64_t>() <= 0) return Error(k, "must be a positive integer");
+    if (!j_[k].is_number_integer() || j_[k].get<int64_t>() <= 0)
+      return Error(k, "must be a positive integer");
     *out = j_[k].get<int64_t>();
     return absl::OkStatus();
   }
@@ -68,27 +69,30 @@ class Reader {
   absl::string_view file_;
 };
 
-#define CFG_TRY(expr)                     \
-  do {                                    \
-    absl::Status _s = (expr);             \
-    if (!_s.ok()) return _s;              \
+#define CFG_TRY(expr)         \
+  do {                        \
+    absl::Status _s = (expr); \
+    if (!_s.ok()) return _s;  \
   } while (0)
 
 }  // namespace
 
-absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view file_name) {
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
+                                             absl::string_view file_name) {
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(file_name, ": not a valid JSON object"));
   }
   Reader r(j, file_name);
   ModelConfig c;
-  if (!r.Has("model_type") || !j["model_type"].is_string()) return r.Error("model_type", "is missing");
+  if (!r.Has("model_type") || !j["model_type"].is_string())
+    return r.Error("model_type", "is missing");
   c.model_type = j["model_type"].get<std::string>();
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "sparsellama" &&
       c.model_type != "minicpm") {
-    return r.Error("model_type", absl::StrCat("is '", c.model_type,
-                                              "'; supported: llama, mistral, sparsellama, minicpm"));
+    return r.Error(
+        "model_type",
+        absl::StrCat("is '", c.model_type, "'; supported: llama, mistral, sparsellama, minicpm"));
   }
   if (r.Has("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
       j["architectures"][0].is_string()) {
@@ -102,22 +106,27 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   CFG_TRY(r.PositiveInt("num_key_value_heads", &c.num_kv_heads, false));
   CFG_TRY(r.PositiveInt("vocab_size", &c.vocab_size, true));
   CFG_TRY(r.PositiveInt("max_position_embeddings", &c.max_position_embeddings, false));
-  if (c.hidden_size % c.num_heads != 0) return r.Error("num_attention_heads", "must divide hidden_size");
+  if (c.hidden_size % c.num_heads != 0)
+    return r.Error("num_attention_heads", "must divide hidden_size");
   c.head_dim = c.hidden_size / c.num_heads;
   CFG_TRY(r.PositiveInt("head_dim", &c.head_dim, false));
   if (c.head_dim % 2 != 0) return r.Error("head_dim", "must be even for rotary embeddings");
-  if (c.num_heads % c.num_kv_heads != 0) return r.Error("num_key_value_heads", "must divide num_attention_heads");
+  if (c.num_heads % c.num_kv_heads != 0)
+    return r.Error("num_key_value_heads", "must divide num_attention_heads");
   CFG_TRY(r.PositiveNumber("rms_norm_eps", &c.rms_norm_eps));
   CFG_TRY(r.PositiveNumber("rope_theta", &c.rope_theta));
   if (r.Has("rope_scaling")) {
     const json& rs = j["rope_scaling"];
-    const std::string type = rs.is_object() && rs.contains("type") && rs["type"].is_string()
-                                 ? rs["type"].get<std::string>()
-                                 : (rs.is_object() && rs.contains("rope_type") && rs["rope_type"].is_string()
-                                        ? rs["rope_type"].get<std::string>()
-                                        : "");
-    if (type != "linear" || !rs.contains("factor") || !rs["factor"].is_number() || !(rs["factor"].get<double>() > 0)) {
-      return r.Error("rope_scaling", "is supported only as {\"type\": \"linear\", \"factor\": f > 0}");
+    const std::string type =
+        rs.is_object() && rs.contains("type") && rs["type"].is_string()
+            ? rs["type"].get<std::string>()
+            : (rs.is_object() && rs.contains("rope_type") && rs["rope_type"].is_string()
+                   ? rs["rope_type"].get<std::string>()
+                   : "");
+    if (type != "linear" || !rs.contains("factor") || !rs["factor"].is_number() ||
+        !(rs["factor"].get<double>() > 0)) {
+      return r.Error("rope_scaling",
+                     "is supported only as {\"type\": \"linear\", \"factor\": f > 0}");
     }
     c.rope_linear_factor = rs["factor"].get<double>();
   }
@@ -125,7 +134,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   CFG_TRY(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
   CFG_TRY(r.Bool("ffn_gated", &c.gated_ffn));
   if (r.Has("bos_token_id")) {
-    if (!j["bos_token_id"].is_number_integer()) return r.Error("bos_token_id", "must be an integer");
+    if (!j["bos_token_id"].is_number_integer())
+      return r.Error("bos_token_id", "must be an integer");
     c.bos_token_id = j["bos_token_id"].get<int32_t>();
   }
   if (r.Has("eos_token_id")) {
@@ -135,7 +145,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
       c.eos_token_ids.push_back(e.get<int32_t>());
     } else if (e.is_array()) {
       for (const auto& v : e) {
-        if (!v.is_number_integer()) return r.Error("eos_token_id", "must be an integer or a list of integers");
+        if (!v.is_number_integer())
+          return r.Error("eos_token_id", "must be an integer or a list of integers");
         c.eos_token_ids.push_back(v.get<int32_t>());
       }
     } else {
@@ -145,7 +156,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   for (int32_t id : c.eos_token_ids) {
     if (id < 0 || id >= c.vocab_size) return r.Error("eos_token_id", "is outside the vocabulary");
   }
-  if (c.bos_token_id < 0 || c.bos_token_id >= c.vocab_size) return r.Error("bos_token_id", "is outside the vocabulary");
+  if (c.bos_token_id < 0 || c.bos_token_id >= c.vocab_size)
+    return r.Error("bos_token_id", "is outside the vocabulary");
 
   std::string act = "silu";
   if (r.Has("hidden_act")) {
@@ -162,7 +174,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
     c.activation = Activation::kFatRelu;
     if (!r.Has("hidden_act_param") || !j["hidden_act_param"].is_number() ||
         j["hidden_act_param"].get<double>() < 0) {
-      return r.Error("hidden_act_param", "must be a non-negative number when hidden_act is fatrelu");
+      return r.Error("hidden_act_param",
+                     "must be a non-negative number when hidden_act is fatrelu");
     }
     c.activation_threshold = j["hidden_act_param"].get<float>();
   } else if (act == "gelu") {
@@ -170,11 +183,13 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   } else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
     c.activation = Activation::kGeluTanh;
   } else {
-    return r.Error("hidden_act", absl::StrCat("is '", act,
-                                              "'; supported: silu, relu, relu2, fatrelu, gelu, gelu_new, "
-                                              "gelu_pytorch_tanh"));
+    return r.Error("hidden_act",
+                   absl::StrCat("is '", act,
+                                "'; supported: silu, relu, relu2, fatrelu, gelu, gelu_new, "
+                                "gelu_pytorch_tanh"));
   }
-  if (r.Has("torch_dtype") && j["torch_dtype"].is_string()) c.torch_dtype = j["torch_dtype"].get<std::string>();
+  if (r.Has("torch_dtype") && j["torch_dtype"].is_string())
+    c.torch_dtype = j["torch_dtype"].get<std::string>();
 
   if (c.model_type == "minicpm") {
     CFG_TRY(r.PositiveNumber("scale_emb", &c.scale_emb));

@@ -1,12 +1,12 @@
 // Model hyper-parameters parsed from a Hugging Face config.json.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace sparsed {
 
@@ -35,15 +35,16 @@ struct ModelConfig {
   std::vector<int32_t> eos_token_ids = {2};
   Activation activation = Activation::kSilu;
   float activation_threshold = 0.f;  // fatrelu: hidden_act_param
-  bool gated_ffn = true;             // sparsed extension "ffn_gated": false for W_down·act(W_up·x)
+  bool gated_ffn = true;  // sparsed extension "ffn_gated": false for W_down·act(W_up·x)
   std::string torch_dtype;
   // MiniCPM scalings (identity for other architectures).
-  double scale_emb = 1.0;          // embeddings are multiplied by this
-  double residual_scale = 1.0;     // scale_depth / sqrt(num_layers)
-  double logit_scale = 1.0;        // 1 / (hidden_size / dim_model_base)
+  double scale_emb = 1.0;       // embeddings are multiplied by this
+  double residual_scale = 1.0;  // scale_depth / sqrt(num_layers)
+  double logit_scale = 1.0;     // 1 / (hidden_size / dim_model_base)
 };
 
 // Parses config.json text. `file_name` appears in every error, with the offending field.
-absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view file_name);
+absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
+                                             absl::string_view file_name);
 
 }  // namespace sparsed

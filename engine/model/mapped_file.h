@@ -1,11 +1,11 @@
 // Read-only memory mapping of a whole file (RAII).
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <cstddef>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace sparsed {
 

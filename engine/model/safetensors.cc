@@ -1,10 +1,10 @@
 #include "engine/model/safetensors.h"
 
-#include "absl/strings/string_view.h"
 #include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "engine/common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -32,7 +32,8 @@ absl::StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensorsHeader(
   if (bytes.size() < 8) return err("truncated: shorter than the 8-byte header length");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(bytes[i]);
-  if (header_len > kMaxHeaderBytes) return err(absl::StrCat("header length ", header_len, " is too large"));
+  if (header_len > kMaxHeaderBytes)
+    return err(absl::StrCat("header length ", header_len, " is too large"));
   if (header_len > bytes.size() - 8) {
     return err(absl::StrCat("truncated: header length ", header_len, " exceeds the file size ",
                             bytes.size()));
@@ -49,7 +50,9 @@ absl::StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensorsHeader(
     const std::string& name = it.key();
     if (name == "__metadata__") continue;
     const nlohmann::json& v = it.value();
-    auto terr = [&](absl::string_view what) { return err(absl::StrCat("tensor '", name, "': ", what)); };
+    auto terr = [&](absl::string_view what) {
+      return err(absl::StrCat("tensor '", name, "': ", what));
+    };
     if (!v.is_object()) return terr("entry is not an object");
     SafetensorsEntry e;
     auto dt = v.find("dtype");
@@ -61,9 +64,11 @@ absl::StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensorsHeader(
     if (sh == v.end() || !sh->is_array()) return terr("missing or non-array 'shape'");
     uint64_t numel = 1;
     for (const auto& d : *sh) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) return terr("shape has a non-integer or negative dimension");
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        return terr("shape has a non-integer or negative dimension");
       const uint64_t dim = d.get<uint64_t>();
-      if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim) return terr("shape overflows");
+      if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim)
+        return terr("shape overflows");
       numel *= dim;
       e.shape.push_back(static_cast<int64_t>(dim));
     }
@@ -77,13 +82,16 @@ absl::StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensorsHeader(
     if (e.begin > e.end) return terr("data_offsets begin > end");
     if (e.end > data_size) {
       return terr(absl::StrCat("data_offsets [", e.begin, ", ", e.end,
-                               "] lie outside the data section of ", data_size, " bytes (file truncated?)"));
+                               "] lie outside the data section of ", data_size,
+                               " bytes (file truncated?)"));
     }
     if (e.end - e.begin != numel * esize) {
-      return terr(absl::StrCat("data size ", e.end - e.begin, " bytes does not match shape and dtype (",
-                               numel * esize, " bytes)"));
+      return terr(absl::StrCat("data size ", e.end - e.begin,
+                               " bytes does not match shape and dtype (", numel * esize,
+                               " bytes)"));
     }
-    if ((8 + header_len + e.begin) % esize != 0) return terr("data is not aligned to its element size");
+    if ((8 + header_len + e.begin) % esize != 0)
+      return terr("data is not aligned to its element size");
     out.emplace(name, std::move(e));
   }
   return out;
@@ -94,7 +102,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   ASSIGN_OR_RETURN(f->file_, MappedFile::Open(path));
   ASSIGN_OR_RETURN(f->entries_, ParseSafetensorsHeader(f->file_.bytes(), path));
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(f->file_.bytes()[i]);
+  for (int i = 7; i >= 0; --i)
+    header_len = (header_len << 8) | static_cast<uint8_t>(f->file_.bytes()[i]);
   f->data_start_ = 8 + header_len;
   return f;
 }

@@ -42,7 +42,8 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   out.write(len, 8);
   out.write(h.data(), static_cast<std::streamsize>(h.size()));
   for (const TensorToWrite* t : sorted) {
-    out.write(reinterpret_cast<const char*>(t->bytes.data()), static_cast<std::streamsize>(t->bytes.size()));
+    out.write(reinterpret_cast<const char*>(t->bytes.data()),
+              static_cast<std::streamsize>(t->bytes.size()));
   }
   if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
   return absl::OkStatus();

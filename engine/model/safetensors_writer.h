@@ -21,7 +21,8 @@ struct TensorToWrite {
 std::vector<uint8_t> EncodeTensor(const std::vector<float>& values, DType dtype);
 
 // Writes tensors (sorted by name, each aligned to 8 bytes) to `path`, with optional metadata.
-absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                              const std::vector<std::pair<std::string, std::string>>& metadata = {});
+absl::Status WriteSafetensors(
+    const std::string& path, const std::vector<TensorToWrite>& tensors,
+    const std::vector<std::pair<std::string, std::string>>& metadata = {});
 
 }  // namespace sparsed

@@ -8,7 +8,8 @@
 namespace sparsed {
 namespace {
 
-absl::StatusOr<Matrix> LoadMatrix(const Checkpoint& ck, const std::string& name, int64_t rows, int64_t cols) {
+absl::StatusOr<Matrix> LoadMatrix(const Checkpoint& ck, const std::string& name, int64_t rows,
+                                  int64_t cols) {
   ASSIGN_OR_RETURN(TensorView v, ck.GetShaped(name, {rows, cols}));
   Matrix m;
   m.data = v.data;
@@ -18,7 +19,8 @@ absl::StatusOr<Matrix> LoadMatrix(const Checkpoint& ck, const std::string& name,
   return m;
 }
 
-absl::StatusOr<std::vector<float>> LoadVector(const Checkpoint& ck, const std::string& name, int64_t n) {
+absl::StatusOr<std::vector<float>> LoadVector(const Checkpoint& ck, const std::string& name,
+                                              int64_t n) {
   ASSIGN_OR_RETURN(TensorView v, ck.GetShaped(name, {n}));
   std::vector<float> out(n);
   for (int64_t i = 0; i < n; ++i) out[i] = LoadAsF32(v.data, v.dtype, i);
@@ -78,7 +80,8 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const Progre
     ASSIGN_OR_RETURN(Matrix down, LoadMatrix(ck, p + "mlp.down_proj.weight", d, f));
     l.down_t = Transpose(down);
     w.layers.push_back(std::move(l));
-    if (progress) progress(static_cast<int>(i + 1), static_cast<int>(c.num_layers), "layers loaded");
+    if (progress)
+      progress(static_cast<int>(i + 1), static_cast<int>(c.num_layers), "layers loaded");
   }
   return w;
 }

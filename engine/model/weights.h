@@ -14,19 +14,19 @@ namespace sparsed {
 struct LayerWeights {
   std::vector<float> attn_norm;  // [d]
   std::vector<float> ffn_norm;   // [d]
-  Matrix q;       // [H·hd × d]
-  Matrix k;       // [KV·hd × d]
-  Matrix v;       // [KV·hd × d]
-  Matrix o;       // [d × H·hd]
-  Matrix gate;    // [F × d]; empty when the FFN is not gated
-  Matrix up;      // [F × d]
+  Matrix q;                      // [H·hd × d]
+  Matrix k;                      // [KV·hd × d]
+  Matrix v;                      // [KV·hd × d]
+  Matrix o;                      // [d × H·hd]
+  Matrix gate;                   // [F × d]; empty when the FFN is not gated
+  Matrix up;                     // [F × d]
   Matrix down_t;  // [F × d]: W_down transposed at load, so neuron i's output vector is row i
 };
 
 struct ModelWeights {
-  Matrix embed;                  // [V × d]
-  Matrix lm_head;                // [V × d]; the embedding when tied
-  std::vector<float> final_norm; // [d]
+  Matrix embed;                   // [V × d]
+  Matrix lm_head;                 // [V × d]; the embedding when tied
+  std::vector<float> final_norm;  // [d]
   std::vector<LayerWeights> layers;
 };
 

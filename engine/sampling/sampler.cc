@@ -1,20 +1,22 @@
 #include "engine/sampling/sampler.h"
 
-#include "absl/strings/string_view.h"
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace sparsed {
 
 absl::Status ValidateSamplingParams(const SamplingParams& p) {
   auto bad = [](absl::string_view field, absl::string_view range, double v) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.", field, " is ", v, "; allowed: ", range));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.", field, " is ", v, "; allowed: ", range));
   };
-  if (!(p.temperature >= 0.f) || p.temperature > 100.f) return bad("temperature", "[0, 100]", p.temperature);
+  if (!(p.temperature >= 0.f) || p.temperature > 100.f)
+    return bad("temperature", "[0, 100]", p.temperature);
   if (p.top_k < 0) return bad("top_k", "0 (off) or a positive count", p.top_k);
   if (!(p.top_p > 0.f) || p.top_p > 1.f) return bad("top_p", "(0, 1]", p.top_p);
   if (!(p.min_p >= 0.f) || p.min_p > 1.f) return bad("min_p", "[0, 1]", p.min_p);
@@ -24,7 +26,8 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
     return bad("presence_penalty", "[-2, 2]", p.presence_penalty);
   if (!(p.frequency_penalty >= -2.f && p.frequency_penalty <= 2.f))
     return bad("frequency_penalty", "[-2, 2]", p.frequency_penalty);
-  if (p.top_logprobs < 0 || p.top_logprobs > 20) return bad("top_logprobs", "[0, 20]", p.top_logprobs);
+  if (p.top_logprobs < 0 || p.top_logprobs > 20)
+    return bad("top_logprobs", "[0, 20]", p.top_logprobs);
   return absl::OkStatus();
 }
 
@@ -65,7 +68,9 @@ SampledToken Sampler::Sample(const float* logits, int vocab, const std::vector<i
     // Candidates sorted by adjusted logit (ties by id, so the order is deterministic).
     order_.resize(vocab);
     std::iota(order_.begin(), order_.end(), 0);
-    auto better = [&](int32_t a, int32_t b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+    auto better = [&](int32_t a, int32_t b) {
+      return work_[a] > work_[b] || (work_[a] == work_[b] && a < b);
+    };
     int n = vocab;
     if (p_.top_k > 0 && p_.top_k < vocab) {
       std::partial_sort(order_.begin(), order_.begin() + p_.top_k, order_.end(), better);

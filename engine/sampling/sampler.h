@@ -21,7 +21,7 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;   // [-2, 2]; generated tokens
   uint64_t seed = 0;
   bool has_seed = false;
-  int32_t top_logprobs = 0;         // number of top alternatives to report, [0, 20]
+  int32_t top_logprobs = 0;  // number of top alternatives to report, [0, 20]
 };
 
 // INVALID_ARGUMENT naming the field and its allowed range.
@@ -29,7 +29,7 @@ absl::Status ValidateSamplingParams(const SamplingParams& p);
 
 struct SampledToken {
   int32_t token = 0;
-  float logprob = 0.f;  // log-softmax of the model's raw logits
+  float logprob = 0.f;                         // log-softmax of the model's raw logits
   std::vector<std::pair<int32_t, float>> top;  // top_logprobs best (token, logprob), best first
 };
 

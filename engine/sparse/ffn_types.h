@@ -1,10 +1,10 @@
 // Types shared by every backend's FFN: the layer's weights, the sparsity mode, statistics.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/common/matrix.h"
 #include "engine/model/config.h"
 
@@ -19,8 +19,8 @@ absl::string_view SparsityModeName(SparsityMode m);
 absl::StatusOr<SparsityMode> ParseSparsityMode(absl::string_view s);
 
 struct FfnLayer {
-  const Matrix* gate = nullptr;  // [F × d]; null for a non-gated FFN
-  const Matrix* up = nullptr;    // [F × d]
+  const Matrix* gate = nullptr;    // [F × d]; null for a non-gated FFN
+  const Matrix* up = nullptr;      // [F × d]
   const Matrix* down_t = nullptr;  // [F × d]
   Activation activation = Activation::kSilu;
   float threshold = 0.f;  // FATReLU threshold
@@ -31,12 +31,14 @@ struct FfnLayer {
 // Per-layer counts of one FFN call; summed over steps by the caller.
 struct FfnStats {
   int64_t tokens = 0;
-  int64_t neurons = 0;        // F
-  int64_t active_sum = 0;     // Σ over tokens of active neurons
-  int64_t union_size = 0;     // |∪ masks| (F when dense)
-  int64_t rows_skipped = 0;   // F − rows of up and down actually read
-  bool dense = true;          // the dense path ran
-  double active_ratio() const { return tokens && neurons ? double(active_sum) / (double(tokens) * neurons) : 0; }
+  int64_t neurons = 0;       // F
+  int64_t active_sum = 0;    // Σ over tokens of active neurons
+  int64_t union_size = 0;    // |∪ masks| (F when dense)
+  int64_t rows_skipped = 0;  // F − rows of up and down actually read
+  bool dense = true;         // the dense path ran
+  double active_ratio() const {
+    return tokens && neurons ? double(active_sum) / (double(tokens) * neurons) : 0;
+  }
   double union_ratio() const { return neurons ? double(union_size) / neurons : 0; }
 };
 

@@ -66,8 +66,12 @@ int spd_id_to_piece(void* handle, int32_t id, char* out, int cap) {
 int spd_vocab_size(void* handle) {
   return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->GetPieceSize();
 }
-int spd_bos_id(void* handle) { return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->bos_id(); }
-int spd_eos_id(void* handle) { return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->eos_id(); }
+int spd_bos_id(void* handle) {
+  return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->bos_id();
+}
+int spd_eos_id(void* handle) {
+  return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->eos_id();
+}
 
 int spd_train(const char* args, char* err, size_t err_len) {
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);

@@ -1,6 +1,5 @@
 #include "engine/tokenizer/tokenizer.h"
 
-#include "absl/strings/string_view.h"
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -8,6 +7,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "engine/tokenizer/spm_plugin_api.h"
 
 #ifndef SPARSED_PLUGIN_BUILD_DIR
@@ -41,7 +41,8 @@ namespace {
 std::vector<std::string> PluginCandidates() {
   namespace fs = std::filesystem;
   std::vector<std::string> out;
-  if (const char* env = std::getenv("SPARSED_PLUGIN_DIR")) out.push_back(fs::path(env) / "libsparsed_spm.so");
+  if (const char* env = std::getenv("SPARSED_PLUGIN_DIR"))
+    out.push_back(fs::path(env) / "libsparsed_spm.so");
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
@@ -77,7 +78,8 @@ absl::StatusOr<std::shared_ptr<SpmPlugin>> SpmPlugin::Load() {
     }
     void* lib = dlopen(path.c_str(), kFlags);
     if (lib == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot load tokenizer plugin ", path, ": ", dlerror()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot load tokenizer plugin ", path, ": ", dlerror()));
     }
     auto p = std::make_shared<SpmPlugin>();
     p->lib_ = lib;
@@ -85,12 +87,13 @@ absl::StatusOr<std::shared_ptr<SpmPlugin>> SpmPlugin::Load() {
         !Sym(lib, "spd_encode", &p->encode) || !Sym(lib, "spd_decode", &p->decode) ||
         !Sym(lib, "spd_vocab_size", &p->vocab_size) || !Sym(lib, "spd_bos_id", &p->bos_id) ||
         !Sym(lib, "spd_eos_id", &p->eos_id) || !Sym(lib, "spd_train", &p->train)) {
-      return absl::FailedPreconditionError(absl::StrCat(path, ": tokenizer plugin lacks an entry point"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": tokenizer plugin lacks an entry point"));
     }
     return p;
   }
-  return absl::FailedPreconditionError(
-      absl::StrCat("tokenizer plugin libsparsed_spm.so not found (set SPARSED_PLUGIN_DIR); tried:", tried));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "tokenizer plugin libsparsed_spm.so not found (set SPARSED_PLUGIN_DIR); tried:", tried));
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_path) {
@@ -99,7 +102,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
   char err[512] = {0};
   void* h = (*plugin)->load(model_path.c_str(), err, sizeof err);
   if (h == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(model_path, ": cannot load SentencePiece model: ", err));
+    return absl::InvalidArgumentError(
+        absl::StrCat(model_path, ": cannot load SentencePiece model: ", err));
   }
   auto t = std::unique_ptr<Tokenizer>(new Tokenizer());
   t->plugin_ = *std::move(plugin);
@@ -113,7 +117,8 @@ Tokenizer::~Tokenizer() {
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text) const {
   std::vector<int32_t> ids(text.size() + 16);
-  int n = plugin_->encode(handle_, text.data(), text.size(), ids.data(), static_cast<int>(ids.size()));
+  int n =
+      plugin_->encode(handle_, text.data(), text.size(), ids.data(), static_cast<int>(ids.size()));
   if (n < 0) return absl::InvalidArgumentError("text could not be tokenized");
   if (n > static_cast<int>(ids.size())) {
     ids.resize(n);

@@ -1,13 +1,13 @@
 // SentencePiece tokenizer, reached through the isolated plugin (see spm_plugin_api.h).
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace sparsed {
 

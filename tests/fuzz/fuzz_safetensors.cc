@@ -4,12 +4,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "engine/model/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  const absl::string_view bytes(reinterpret_cast<const char*>(data), size);
   auto r = sparsed::ParseSafetensorsHeader(bytes, "fuzz.safetensors");
   if (r.ok()) {
     for (const auto& [name, e] : *r) {

@@ -13,23 +13,23 @@ namespace sparsed::gpu {
 namespace {
 
 int g_failures = 0;
-#define EXPECT_TRUE_MSG(cond, ...)                              \
-  do {                                                          \
-    if (!(cond)) {                                              \
-      ++g_failures;                                             \
+#define EXPECT_TRUE_MSG(cond, ...)                                \
+  do {                                                            \
+    if (!(cond)) {                                                \
+      ++g_failures;                                               \
       std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                                 \
-      std::printf("\n");                                        \
-    }                                                           \
+      std::printf(__VA_ARGS__);                                   \
+      std::printf("\n");                                          \
+    }                                                             \
   } while (0)
 
-#define ASSERT_OK(expr)                                                   \
-  do {                                                                    \
-    const std::string _e = (expr);                                        \
-    if (!_e.empty()) {                                                    \
+#define ASSERT_OK(expr)                                                            \
+  do {                                                                             \
+    const std::string _e = (expr);                                                 \
+    if (!_e.empty()) {                                                             \
       std::printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #expr, _e.c_str()); \
-      std::exit(1);                                                       \
-    }                                                                     \
+      std::exit(1);                                                                \
+    }                                                                              \
   } while (0)
 
 // A device buffer freed on scope exit.
@@ -40,8 +40,9 @@ struct DevBuf {
   float* f() { return static_cast<float*>(p); }
 };
 
-std::vector<float> RunSparse(cuda::CudaFfn& ffn, const std::vector<float>& x, int T, cuda::FfnActivation a, float thr,
-                             bool sparse, double break_even, std::vector<cuda::FfnTileStats>* stats = nullptr) {
+std::vector<float> RunSparse(cuda::CudaFfn& ffn, const std::vector<float>& x, int T,
+                             cuda::FfnActivation a, float thr, bool sparse, double break_even,
+                             std::vector<cuda::FfnTileStats>* stats = nullptr) {
   const int64_t d = ffn.shape().hidden;
   DevBuf dx(x.size() * 4), dy(x.size() * 4);
   ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
@@ -78,8 +79,8 @@ void TestMatchesReference() {
     auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
     ASSERT_OK(err);
     std::mt19937_64 rng(1);
-    for (auto a : {cuda::FfnActivation::kRelu, cuda::FfnActivation::kRelu2, cuda::FfnActivation::kFatRelu,
-                   cuda::FfnActivation::kSilu}) {
+    for (auto a : {cuda::FfnActivation::kRelu, cuda::FfnActivation::kRelu2,
+                   cuda::FfnActivation::kFatRelu, cuda::FfnActivation::kSilu}) {
       const float thr = a == cuda::FfnActivation::kFatRelu ? 0.05f : 0.f;
       for (int T : {1, 3, 8, 16, 17, 40}) {
         const auto x = h.Inputs(T, rng);
@@ -88,7 +89,8 @@ void TestMatchesReference() {
         const auto yd = RunSparse(*ffn, x, T, a, thr, false, 1.0);
         const auto yr = RefFfn(h, x, T, a, thr);
         const double err_s = RelMaxError(ys, yr);
-        EXPECT_TRUE_MSG(err_s < 1e-4, "%s T=%d skew=%.0f sparse rel err %.3g", Name(a), T, skew, err_s);
+        EXPECT_TRUE_MSG(err_s < 1e-4, "%s T=%d skew=%.0f sparse rel err %.3g", Name(a), T, skew,
+                        err_s);
         EXPECT_TRUE_MSG(std::memcmp(ys.data(), yd.data(), ys.size() * 4) == 0,
                         "%s T=%d sparse and every-row paths differ bitwise", Name(a), T);
         if (a != cuda::FfnActivation::kSilu) {
@@ -98,7 +100,8 @@ void TestMatchesReference() {
             EXPECT_TRUE_MSG(s.union_size <= F && s.union_size > 0, "union %d", s.union_size);
           }
           const double ratio = double(active) / (double(T) * F);
-          EXPECT_TRUE_MSG(ratio > 0.05 && ratio < 0.2, "%s T=%d active ratio %.3f (target 0.11)", Name(a), T, ratio);
+          EXPECT_TRUE_MSG(ratio > 0.05 && ratio < 0.2, "%s T=%d active ratio %.3f (target 0.11)",
+                          Name(a), T, ratio);
         }
       }
     }
@@ -128,7 +131,8 @@ void TestPhaseTimingPaths() {
   std::vector<float> y(x.size());
   ASSERT_OK(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
   const auto y2 = RunSparse(*ffn, x, T, cuda::FfnActivation::kRelu, 0.f, true, 1.0);
-  EXPECT_TRUE_MSG(std::memcmp(y.data(), y2.data(), y.size() * 4) == 0, "timed and untimed runs differ");
+  EXPECT_TRUE_MSG(std::memcmp(y.data(), y2.data(), y.size() * 4) == 0,
+                  "timed and untimed runs differ");
 }
 
 void TestBatchInvariance() {
@@ -148,7 +152,8 @@ void TestBatchInvariance() {
     for (double be : {1.0, 0.0}) {  // sparse union, and forced every-row fallback
       const auto yb = RunSparse(*ffn, xb, B, cuda::FfnActivation::kRelu, 0.f, true, be);
       EXPECT_TRUE_MSG(std::memcmp(&yb[slot * d], y0.data(), d * 4) == 0,
-                      "batch %d slot %d break-even %.0f: not bitwise equal to the token alone", B, slot, be);
+                      "batch %d slot %d break-even %.0f: not bitwise equal to the token alone", B,
+                      slot, be);
     }
   }
 }
@@ -191,6 +196,7 @@ int main() {
   sparsed::gpu::TestBatchInvariance();
   sparsed::gpu::TestPhaseTimingPaths();
   sparsed::gpu::TestDenseCublasBaseline();
-  std::printf("%s: %d failure(s)\n", sparsed::gpu::g_failures ? "FAILED" : "PASSED", sparsed::gpu::g_failures);
+  std::printf("%s: %d failure(s)\n", sparsed::gpu::g_failures ? "FAILED" : "PASSED",
+              sparsed::gpu::g_failures);
   return sparsed::gpu::g_failures ? 1 : 0;
 }

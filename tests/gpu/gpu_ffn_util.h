@@ -32,7 +32,8 @@ inline float RefAct(float g, cuda::FfnActivation a, float thr) {
 }
 
 // Dense FFN in double precision over the bf16 weights.
-inline std::vector<float> RefFfn(const HostFfn& f, const std::vector<float>& x, int T, cuda::FfnActivation a, float thr) {
+inline std::vector<float> RefFfn(const HostFfn& f, const std::vector<float>& x, int T,
+                                 cuda::FfnActivation a, float thr) {
   std::vector<float> y(T * f.d);
   for (int t = 0; t < T; ++t) {
     std::vector<double> acc(f.d, 0.0);

@@ -12,14 +12,16 @@ std::vector<float> MatMul(const std::vector<float>& x, int T, const Matrix& w) {
   for (int t = 0; t < T; ++t) {
     for (int64_t r = 0; r < w.rows; ++r) {
       double s = 0;
-      for (int64_t c = 0; c < w.cols; ++c) s += double(x[t * w.cols + c]) * LoadAsF32(w.Row(r), w.dtype, c);
+      for (int64_t c = 0; c < w.cols; ++c)
+        s += double(x[t * w.cols + c]) * LoadAsF32(w.Row(r), w.dtype, c);
       y[t * w.rows + r] = static_cast<float>(s);
     }
   }
   return y;
 }
 
-std::vector<float> RmsNorm(const std::vector<float>& x, int T, const std::vector<float>& w, double eps) {
+std::vector<float> RmsNorm(const std::vector<float>& x, int T, const std::vector<float>& w,
+                           double eps) {
   const size_t d = w.size();
   std::vector<float> y(x.size());
   for (int t = 0; t < T; ++t) {
@@ -31,8 +33,8 @@ std::vector<float> RmsNorm(const std::vector<float>& x, int T, const std::vector
   return y;
 }
 
-std::vector<float> Ffn(const std::vector<float>& x, int T, const Matrix* gate, const Matrix& up, const Matrix& down_t,
-                       Activation act, float threshold) {
+std::vector<float> Ffn(const std::vector<float>& x, int T, const Matrix* gate, const Matrix& up,
+                       const Matrix& down_t, Activation act, float threshold) {
   const int64_t F = up.rows, d = up.cols;
   std::vector<float> g = MatMul(x, T, gate ? *gate : up);
   std::vector<float> u = gate ? MatMul(x, T, up) : std::vector<float>(g.size(), 1.f);
@@ -60,19 +62,24 @@ void Rope(float* v, int head_dim, int pos, double theta, double linear_factor) {
   }
 }
 
-std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w, const std::vector<int32_t>& tokens) {
+std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w,
+                               const std::vector<int32_t>& tokens) {
   const int T = static_cast<int>(tokens.size());
   const int64_t d = c.hidden_size, H = c.num_heads, KV = c.num_kv_heads, hd = c.head_dim;
   std::vector<float> x(static_cast<size_t>(T) * d);
   for (int t = 0; t < T; ++t) {
-    for (int64_t i = 0; i < d; ++i) x[t * d + i] = static_cast<float>(LoadAsF32(w.embed.Row(tokens[t]), w.embed.dtype, i) * c.scale_emb);
+    for (int64_t i = 0; i < d; ++i)
+      x[t * d + i] =
+          static_cast<float>(LoadAsF32(w.embed.Row(tokens[t]), w.embed.dtype, i) * c.scale_emb);
   }
   for (const LayerWeights& l : w.layers) {
     std::vector<float> n = RmsNorm(x, T, l.attn_norm, c.rms_norm_eps);
     std::vector<float> q = MatMul(n, T, l.q), k = MatMul(n, T, l.k), v = MatMul(n, T, l.v);
     for (int t = 0; t < T; ++t) {
-      for (int64_t h = 0; h < H; ++h) Rope(&q[(t * H + h) * hd], hd, t, c.rope_theta, c.rope_linear_factor);
-      for (int64_t h = 0; h < KV; ++h) Rope(&k[(t * KV + h) * hd], hd, t, c.rope_theta, c.rope_linear_factor);
+      for (int64_t h = 0; h < H; ++h)
+        Rope(&q[(t * H + h) * hd], hd, t, c.rope_theta, c.rope_linear_factor);
+      for (int64_t h = 0; h < KV; ++h)
+        Rope(&k[(t * KV + h) * hd], hd, t, c.rope_theta, c.rope_linear_factor);
     }
     std::vector<float> attn(static_cast<size_t>(T) * H * hd);
     for (int t = 0; t < T; ++t) {
@@ -82,7 +89,8 @@ std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w, cons
         double mx = -1e300;
         for (int j = 0; j <= t; ++j) {
           double dot = 0;
-          for (int64_t i = 0; i < hd; ++i) dot += double(q[(t * H + h) * hd + i]) * k[(j * KV + g) * hd + i];
+          for (int64_t i = 0; i < hd; ++i)
+            dot += double(q[(t * H + h) * hd + i]) * k[(j * KV + g) * hd + i];
           s[j] = dot / std::sqrt(double(hd));
           mx = std::max(mx, s[j]);
         }
@@ -98,7 +106,8 @@ std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w, cons
     std::vector<float> o = MatMul(attn, T, l.o);
     for (size_t i = 0; i < x.size(); ++i) x[i] += static_cast<float>(c.residual_scale * o[i]);
     n = RmsNorm(x, T, l.ffn_norm, c.rms_norm_eps);
-    std::vector<float> f = Ffn(n, T, l.gate.data ? &l.gate : nullptr, l.up, l.down_t, c.activation, c.activation_threshold);
+    std::vector<float> f = Ffn(n, T, l.gate.data ? &l.gate : nullptr, l.up, l.down_t, c.activation,
+                               c.activation_threshold);
     for (size_t i = 0; i < x.size(); ++i) x[i] += static_cast<float>(c.residual_scale * f[i]);
   }
   std::vector<float> n = RmsNorm(x, T, w.final_norm, c.rms_norm_eps);

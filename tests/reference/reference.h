@@ -13,15 +13,17 @@ namespace sparsed::ref {
 
 // y[T × rows] = x[T × cols] · Wᵀ.
 std::vector<float> MatMul(const std::vector<float>& x, int T, const Matrix& w);
-std::vector<float> RmsNorm(const std::vector<float>& x, int T, const std::vector<float>& w, double eps);
+std::vector<float> RmsNorm(const std::vector<float>& x, int T, const std::vector<float>& w,
+                           double eps);
 // Dense FFN of one layer (down given transposed, [F × d]).
-std::vector<float> Ffn(const std::vector<float>& x, int T, const Matrix* gate, const Matrix& up, const Matrix& down_t,
-                       Activation act, float threshold);
+std::vector<float> Ffn(const std::vector<float>& x, int T, const Matrix* gate, const Matrix& up,
+                       const Matrix& down_t, Activation act, float threshold);
 // Rotate-half rotary embedding of one head vector at `pos`.
 void Rope(float* v, int head_dim, int pos, double theta, double linear_factor);
 
 // Full forward of one sequence (no cache): logits [T × vocab] for every position.
-std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w, const std::vector<int32_t>& tokens);
+std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w,
+                               const std::vector<int32_t>& tokens);
 
 // max |a − b| / max(max |b|, 1e-6).
 double RelMaxError(const std::vector<float>& a, const std::vector<float>& b);

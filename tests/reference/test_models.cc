@@ -39,8 +39,8 @@ std::unique_ptr<Engine> LoadEngine(const std::string& dir, const std::string& mo
   return e.ok() ? *std::move(e) : nullptr;
 }
 
-GreedyResult GreedyBatch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, int new_tokens,
-                         int first_block) {
+GreedyResult GreedyBatch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                         int new_tokens, int first_block) {
   const int bs = engine.kv_block_size();
   GreedyResult r;
   r.tokens.resize(prompts.size());

@@ -26,16 +26,17 @@ class TempDir {
 std::unique_ptr<TempDir> MakeModel(const SyntheticModelSpec& spec);
 
 // Loads an engine on `dir` with a small KV cache.
-std::unique_ptr<Engine> LoadEngine(const std::string& dir, const std::string& mode, int kv_blocks = 256);
+std::unique_ptr<Engine> LoadEngine(const std::string& dir, const std::string& mode,
+                                   int kv_blocks = 256);
 
 struct GreedyResult {
-  std::vector<std::vector<int32_t>> tokens;       // generated ids per prompt
-  std::vector<std::vector<float>> first_logits;   // logits after each prompt's prefill
+  std::vector<std::vector<int32_t>> tokens;      // generated ids per prompt
+  std::vector<std::vector<float>> first_logits;  // logits after each prompt's prefill
 };
 
 // Greedy decoding of every prompt together (one batch per step: the prompts prefill in one
 // step, then decode together), with KV blocks assigned from `first_block`.
-GreedyResult GreedyBatch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, int new_tokens,
-                         int first_block = 0);
+GreedyResult GreedyBatch(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
+                         int new_tokens, int first_block = 0);
 
 }  // namespace sparsed::testing

@@ -8,8 +8,8 @@
 
 namespace sparsed {
 
-void CpuBackend::Attention(int layer, const float* q, const float* k, const float* v, const AttentionBatch& batch,
-                           int heads, float* out) {
+void CpuBackend::Attention(int layer, const float* q, const float* k, const float* v,
+                           const AttentionBatch& batch, int heads, float* out) {
   const KvCacheShape& s = kv_shape_;
   const int kvh = s.kv_heads, hd = s.head_dim, bs = s.block_size;
   const size_t token_stride = static_cast<size_t>(kvh) * hd;
@@ -17,7 +17,8 @@ void CpuBackend::Attention(int layer, const float* q, const float* k, const floa
   float* kcache = kv_.data() + static_cast<size_t>(layer) * 2 * s.blocks * block_stride;
   float* vcache = kcache + static_cast<size_t>(s.blocks) * block_stride;
   auto slot = [&](const std::vector<int32_t>& table, int pos) {
-    return static_cast<size_t>(table[pos / bs]) * block_stride + static_cast<size_t>(pos % bs) * token_stride;
+    return static_cast<size_t>(table[pos / bs]) * block_stride +
+           static_cast<size_t>(pos % bs) * token_stride;
   };
   const int T = batch.num_tokens;
   for (int t = 0; t < T; ++t) {

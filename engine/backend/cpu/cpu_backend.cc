@@ -31,7 +31,8 @@ std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options) {
 CpuBackend::CpuBackend(const BackendOptions& options)
     : kernels_(cpu::SelectKernels(options.cpu_isa)),
       pool_(options.threads > 0 ? options.threads : DefaultThreads()),
-      dense_break_even_(options.dense_break_even >= 0 ? options.dense_break_even : kDefaultCpuBreakEven) {}
+      dense_break_even_(options.dense_break_even >= 0 ? options.dense_break_even
+                                                      : kDefaultCpuBreakEven) {}
 
 std::string CpuBackend::Describe() const {
   return absl::StrCat("cpu isa=", kernels_.isa, " threads=", pool_.num_threads());
@@ -40,12 +41,15 @@ std::string CpuBackend::Describe() const {
 absl::StatusOr<DeviceBuffer> CpuBackend::Alloc(size_t floats) {
   const size_t bytes = ((std::max<size_t>(floats, 1) * sizeof(float)) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, bytes);
-  if (p == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+  if (p == nullptr)
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
   std::memset(p, 0, bytes);
   return DeviceBuffer(static_cast<float*>(p), [](float* f) { std::free(f); });
 }
 
-void CpuBackend::CopyToHost(const float* src, size_t n, float* dst) { std::memcpy(dst, src, n * sizeof(float)); }
+void CpuBackend::CopyToHost(const float* src, size_t n, float* dst) {
+  std::memcpy(dst, src, n * sizeof(float));
+}
 
 absl::Status CpuBackend::AllocKvCache(const KvCacheShape& shape) {
   kv_shape_ = shape;
@@ -53,7 +57,8 @@ absl::Status CpuBackend::AllocKvCache(const KvCacheShape& shape) {
   try {
     kv_.assign(n, 0.f);
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate a KV cache of ", n * 4, " bytes"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate a KV cache of ", n * 4, " bytes"));
   }
   return absl::OkStatus();
 }
@@ -77,8 +82,8 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int T, int d, floa
   }
 }
 
-void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n, float* y,
-                         int64_t ldy) {
+void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n,
+                         float* y, int64_t ldy) {
   const int tasks = static_cast<int>((n + kRowsPerTask - 1) / kRowsPerTask);
   pool_.ParallelFor(tasks, [&](int task) {
     const int64_t i0 = task * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
@@ -86,8 +91,8 @@ void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* 
   });
 }
 
-void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w,
-                          float* y, bool skip_zero_rows) {
+void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows,
+                          const Matrix& w, float* y, bool skip_zero_rows) {
   // Neurons are split into kDownChunks fixed ranges of neuron ids. Each range's rows are summed
   // (in order) into its own partial, then partials are added in range order: every output
   // element's summation order depends on neuron ids only — not on the union, the batch or the
@@ -97,8 +102,11 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
   int64_t bounds[kDownChunks + 1];
   for (int c = 0; c <= kDownChunks; ++c) {
     const int64_t neuron = F * c / kDownChunks;
-    bounds[c] = rows ? std::lower_bound(rows, rows + n, static_cast<int32_t>(std::min<int64_t>(neuron, INT32_MAX))) - rows
-                     : std::min(neuron, n);
+    bounds[c] = rows
+                    ? std::lower_bound(rows, rows + n,
+                                       static_cast<int32_t>(std::min<int64_t>(neuron, INT32_MAX))) -
+                          rows
+                    : std::min(neuron, n);
   }
   const size_t slab = static_cast<size_t>(T) * cols;
   partial_.resize(kDownChunks * slab);
@@ -107,11 +115,14 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
     std::fill(p, p + slab, 0.f);
     const int64_t b = bounds[c], cnt = bounds[c + 1] - bounds[c];
     if (cnt == 0) return;
-    const void* base = rows ? w.data : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
-    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, 0, cols, p, cols, skip_zero_rows);
+    const void* base =
+        rows ? w.data : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
+    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, 0, cols,
+                       p, cols, skip_zero_rows);
   });
   const int64_t total = static_cast<int64_t>(slab);
-  const int tasks = static_cast<int>(std::min<int64_t>(pool_.num_threads() * 4, std::max<int64_t>(1, total / 1024)));
+  const int tasks = static_cast<int>(
+      std::min<int64_t>(pool_.num_threads() * 4, std::max<int64_t>(1, total / 1024)));
   pool_.ParallelFor(tasks, [&](int task) {
     const int64_t i0 = total * task / tasks, i1 = total * (task + 1) / tasks;
     for (int64_t i = i0; i < i1; ++i) {
@@ -122,9 +133,12 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
   });
 }
 
-void CpuBackend::MatMul(const float* x, int T, const Matrix& w, float* y) { DotRows(x, T, w, nullptr, w.rows, y, w.rows); }
+void CpuBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
+  DotRows(x, T, w, nullptr, w.rows, y, w.rows);
+}
 
-void CpuBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows, float* y) {
+void CpuBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
+                            float* y) {
   DotRows(x, T, w, rows, n_rows, y, n_rows);
 }
 
@@ -136,8 +150,8 @@ void CpuBackend::AddScaled(float* y, const float* x, size_t n, float scale) {
   }
 }
 
-void CpuBackend::Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads, int kv_heads,
-                      int head_dim) {
+void CpuBackend::Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
+                      int kv_heads, int head_dim) {
   const int half = head_dim / 2;
   auto rotate = [&](float* v, const float* c, const float* s) {
     for (int i = 0; i < half; ++i) {
@@ -149,8 +163,10 @@ void CpuBackend::Rope(float* q, float* k, const float* cos, const float* sin, in
   for (int t = 0; t < T; ++t) {
     const float* c = cos + static_cast<size_t>(t) * half;
     const float* s = sin + static_cast<size_t>(t) * half;
-    for (int h = 0; h < heads; ++h) rotate(q + (static_cast<size_t>(t) * heads + h) * head_dim, c, s);
-    for (int h = 0; h < kv_heads; ++h) rotate(k + (static_cast<size_t>(t) * kv_heads + h) * head_dim, c, s);
+    for (int h = 0; h < heads; ++h)
+      rotate(q + (static_cast<size_t>(t) * heads + h) * head_dim, c, s);
+    for (int h = 0; h < kv_heads; ++h)
+      rotate(k + (static_cast<size_t>(t) * kv_heads + h) * head_dim, c, s);
   }
 }
 

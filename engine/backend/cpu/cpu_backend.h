@@ -1,10 +1,10 @@
 // The CPU backend: SIMD kernels chosen at run time, a thread pool, host memory.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <memory>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/thread_pool.h"
@@ -20,19 +20,23 @@ class CpuBackend final : public Backend {
   std::string Describe() const override;
   absl::StatusOr<DeviceBuffer> Alloc(size_t floats) override;
   void CopyToHost(const float* src, size_t n, float* dst) override;
-  absl::Status PrepareWeights(const std::vector<const Matrix*>&) override { return absl::OkStatus(); }
+  absl::Status PrepareWeights(const std::vector<const Matrix*>&) override {
+    return absl::OkStatus();
+  }
   absl::Status AllocKvCache(const KvCacheShape& shape) override;
 
   void Embed(const Matrix& table, const int32_t* ids, int T, float scale, float* out) override;
   void RmsNorm(const float* x, const float* weight, int T, int d, float eps, float* out) override;
   void MatMul(const float* x, int T, const Matrix& w, float* y) override;
-  void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows, float* y) override;
+  void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
+                  float* y) override;
   void AddScaled(float* y, const float* x, size_t n, float scale) override;
   void Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads, int kv_heads,
             int head_dim) override;
-  void Attention(int layer, const float* q, const float* k, const float* v, const AttentionBatch& batch, int heads,
-                 float* out) override;
-  void Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y, FfnStats* stats) override;
+  void Attention(int layer, const float* q, const float* k, const float* v,
+                 const AttentionBatch& batch, int heads, float* out) override;
+  void Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
+           FfnStats* stats) override;
 
   double dense_break_even() const { return dense_break_even_; }
 
@@ -45,10 +49,11 @@ class CpuBackend final : public Backend {
 
  private:
   // y[T × n] = x · W[rows]ᵀ over the pool (rows null = first n rows).
-  void DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n, float* y, int64_t ldy);
+  void DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n, float* y,
+               int64_t ldy);
   // y[T × w.cols] += Σ_i h[:, i] · W[rows[i]] over the pool, in fixed neuron-id chunks.
-  void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w, float* y,
-                bool skip_zero_rows);
+  void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w,
+                float* y, bool skip_zero_rows);
 
   const cpu::KernelTable& kernels_;
   ThreadPool pool_;

@@ -7,7 +7,8 @@
 
 namespace sparsed {
 
-void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y, FfnStats* stats) {
+void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
+                     FfnStats* stats) {
   using Clock = std::chrono::steady_clock;
   auto lap = [t = Clock::now()](int64_t* acc) mutable {
     const auto now = Clock::now();
@@ -62,7 +63,8 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   lap(&phase_ns_.up);
   // 4. Down: rows of W_downᵀ summed in neuron order.
   std::fill(y, y + static_cast<size_t>(T) * d, 0.f);
-  AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y, /*skip_zero_rows=*/mode == SparsityMode::kExact);
+  AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y,
+           /*skip_zero_rows=*/mode == SparsityMode::kExact);
   lap(&phase_ns_.down);
   if (stats) {
     stats->tokens += T;

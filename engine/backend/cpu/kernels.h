@@ -2,9 +2,9 @@
 // (kernels_impl.inc) is compiled per instruction set; Select() picks the best the CPU runs.
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <cstdint>
 
+#include "absl/strings/string_view.h"
 #include "engine/common/dtype.h"
 
 namespace sparsed::cpu {
@@ -22,16 +22,23 @@ struct KernelTable {
   // Summation over i runs in index order per element, so each y[t] depends only on its own h[t].
   // skip_zero_rows: rows whose h is zero for every token are not read (exact sparsity); false
   // reads every row, as a dense FFN does. Both give the same sums (W is finite).
-  void (*axpy_rows)(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
-                    DType dt, int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows);
+  void (*axpy_rows)(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows,
+                    const void* w, DType dt, int64_t cols, int64_t c0, int64_t c1, float* y,
+                    int64_t ldy, bool skip_zero_rows);
 };
 
 // The best kernel table for this CPU (AVX-512, AVX2+FMA+F16C, or portable), or the one named
 // by `force` ("avx512", "avx2", "generic") when it is non-empty and supported.
 const KernelTable& SelectKernels(absl::string_view force = {});
 
-namespace avx512 { const KernelTable& Table(); }
-namespace avx2 { const KernelTable& Table(); }
-namespace generic { const KernelTable& Table(); }
+namespace avx512 {
+const KernelTable& Table();
+}
+namespace avx2 {
+const KernelTable& Table();
+}
+namespace generic {
+const KernelTable& Table();
+}
 
 }  // namespace sparsed::cpu

@@ -16,10 +16,12 @@ inline __m256 Load8(const void* base, int64_t k) {
   if constexpr (D == DType::kF32) {
     return _mm256_loadu_ps(static_cast<const float*>(base) + k);
   } else if constexpr (D == DType::kBF16) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + k));
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + k));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   } else {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + k));
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + k));
     return _mm256_cvtph_ps(h);
   }
 }
@@ -27,8 +29,8 @@ inline __m256 Load8(const void* base, int64_t k) {
 // Horizontal sum in a fixed order.
 inline float HSum(__m256 v) {
   const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  __m128 s = _mm_add_ps(lo, hi);                 // 4
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));        // 2
+  __m128 s = _mm_add_ps(lo, hi);                  // 4
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));         // 2
   s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));  // 1
   return _mm_cvtss_f32(s);
 }
@@ -36,7 +38,8 @@ inline float HSum(__m256 v) {
 // Dots of one weight row with NT token rows. Per token: two accumulators over alternating
 // 8-element chunks, a scalar tail, a fixed reduction — the same sequence whatever NT is.
 template <DType D, int NT>
-inline void DotRowBlock(const float* x, int64_t ldx, const void* wrow, int64_t K, float* y, int64_t ldy) {
+inline void DotRowBlock(const float* x, int64_t ldx, const void* wrow, int64_t K, float* y,
+                        int64_t ldy) {
   __m256 a0[NT], a1[NT];
   for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
   int64_t k = 0;
@@ -49,18 +52,20 @@ inline void DotRowBlock(const float* x, int64_t ldx, const void* wrow, int64_t K
   }
   for (; k + 8 <= K; k += 8) {
     const __m256 w0 = Load8<D>(wrow, k);
-    for (int t = 0; t < NT; ++t) a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * ldx + k), a0[t]);
+    for (int t = 0; t < NT; ++t)
+      a0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * ldx + k), a0[t]);
   }
   for (int t = 0; t < NT; ++t) {
     float tail = 0.f;
-    for (int64_t kk = k; kk < K; ++kk) tail += LoadAsF32(wrow, D, static_cast<size_t>(kk)) * x[t * ldx + kk];
+    for (int64_t kk = k; kk < K; ++kk)
+      tail += LoadAsF32(wrow, D, static_cast<size_t>(kk)) * x[t * ldx + kk];
     y[t * ldy] = HSum(_mm256_add_ps(a0[t], a1[t])) + tail;
   }
 }
 
 template <DType D>
-void DotRowsT(const float* x, int64_t ldx, int T, const void* w, int64_t K, const int32_t* rows, int64_t i0,
-              int64_t i1, float* y, int64_t ldy) {
+void DotRowsT(const float* x, int64_t ldx, int T, const void* w, int64_t K, const int32_t* rows,
+              int64_t i0, int64_t i1, float* y, int64_t ldy) {
   const size_t row_bytes = static_cast<size_t>(K) * DTypeSize(D);
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t r = rows ? rows[i] : i;
@@ -75,8 +80,8 @@ void DotRowsT(const float* x, int64_t ldx, int T, const void* w, int64_t K, cons
   }
 }
 
-void DotRows(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_t K, const int32_t* rows,
-             int64_t i0, int64_t i1, float* y, int64_t ldy) {
+void DotRows(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_t K,
+             const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy) {
   switch (dt) {
     case DType::kF32:
       return DotRowsT<DType::kF32>(x, ldx, T, w, K, rows, i0, i1, y, ldy);
@@ -92,8 +97,8 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_
 // inside a block adds an exact ±0, which leaves y unchanged (weights are finite), so each y
 // element is the sum of its token's non-zero terms in row order — as if zeros were skipped.
 template <DType D>
-void AxpyRowsT(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w, int64_t cols,
-               int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows) {
+void AxpyRowsT(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
+               int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows) {
   const size_t es = DTypeSize(D);
   auto row_ptr = [&](int64_t i) {
     const int64_t r = rows ? rows[i] : i;
@@ -118,12 +123,14 @@ void AxpyRowsT(const float* h, int64_t ldh, int T, int64_t n, const int32_t* row
       if (j + 8 <= nl) {
         for (int q = 4; q < 8; ++q) {
           const char* pn = static_cast<const char*>(row_ptr(live[j + q])) + c0 * es;
-          for (size_t b = 0; b < static_cast<size_t>(c1 - c0) * es; b += 64) _mm_prefetch(pn + b, _MM_HINT_T0);
+          for (size_t b = 0; b < static_cast<size_t>(c1 - c0) * es; b += 64)
+            _mm_prefetch(pn + b, _MM_HINT_T0);
         }
       }
       int64_t c = c0;
       for (; c + 8 <= c1; c += 8) {
-        const __m256 v0 = Load8<D>(w0, c), v1 = Load8<D>(w1, c), v2 = Load8<D>(w2, c), v3 = Load8<D>(w3, c);
+        const __m256 v0 = Load8<D>(w0, c), v1 = Load8<D>(w1, c), v2 = Load8<D>(w2, c),
+                     v3 = Load8<D>(w3, c);
         for (int t = 0; t < T; ++t) {
           const float* ht = h + t * ldh;
           float* yt = y + t * ldy + c;
@@ -154,19 +161,21 @@ void AxpyRowsT(const float* h, int64_t ldh, int T, int64_t n, const int32_t* row
         const __m256 v0 = Load8<D>(w0, c);
         for (int t = 0; t < T; ++t) {
           float* yt = y + t * ldy + c;
-          _mm256_storeu_ps(yt, _mm256_fmadd_ps(_mm256_set1_ps(h[t * ldh + live[j]]), v0, _mm256_loadu_ps(yt)));
+          _mm256_storeu_ps(
+              yt, _mm256_fmadd_ps(_mm256_set1_ps(h[t * ldh + live[j]]), v0, _mm256_loadu_ps(yt)));
         }
       }
       for (; c < c1; ++c) {
         const float wc = LoadAsF32(w0, D, static_cast<size_t>(c));
-        for (int t = 0; t < T; ++t) y[t * ldy + c] = std::fma(h[t * ldh + live[j]], wc, y[t * ldy + c]);
+        for (int t = 0; t < T; ++t)
+          y[t * ldy + c] = std::fma(h[t * ldh + live[j]], wc, y[t * ldy + c]);
       }
     }
   }
 }
 
-void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w, DType dt,
-              int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip) {
+void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
+              DType dt, int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip) {
   switch (dt) {
     case DType::kF32:
       return AxpyRowsT<DType::kF32>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);

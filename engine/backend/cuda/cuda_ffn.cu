@@ -14,27 +14,29 @@
 namespace sparsed::cuda {
 namespace {
 
-#define CUDA_TRY(expr)                                                              \
-  do {                                                                              \
-    cudaError_t _e = (expr);                                                        \
+#define CUDA_TRY(expr)                                                                \
+  do {                                                                                \
+    cudaError_t _e = (expr);                                                          \
     if (_e != cudaSuccess) return std::string(#expr) + ": " + cudaGetErrorString(_e); \
   } while (0)
 
-#define CUBLAS_TRY(expr)                                                            \
-  do {                                                                              \
-    cublasStatus_t _s = (expr);                                                     \
-    if (_s != CUBLAS_STATUS_SUCCESS) return std::string(#expr) + ": cuBLAS status " + std::to_string(int(_s)); \
+#define CUBLAS_TRY(expr)                                                        \
+  do {                                                                          \
+    cublasStatus_t _s = (expr);                                                 \
+    if (_s != CUBLAS_STATUS_SUCCESS)                                            \
+      return std::string(#expr) + ": cuBLAS status " + std::to_string(int(_s)); \
   } while (0)
 
-constexpr int kGateRows = 4;      // rows per warp in the dense gate
-constexpr int kGateWarps = 8;     // warps per gate block
-// Rows per warp in the gather up kernel: one for narrow tiles (more warps in flight), two otherwise.
+constexpr int kGateRows = 4;   // rows per warp in the dense gate
+constexpr int kGateWarps = 8;  // warps per gate block
+// Rows per warp in the gather up kernel: one for narrow tiles (more warps in flight), two
+// otherwise.
 template <int TT>
 __host__ __device__ constexpr int UpRows() {
   return TT <= 2 ? 1 : 2;
 }
 constexpr int kUpWarps = 4;
-constexpr int kDownUnroll = 8;    // list entries whose loads the down kernel issues together
+constexpr int kDownUnroll = 8;  // list entries whose loads the down kernel issues together
 constexpr int kDownThreads = 64;
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -69,8 +71,8 @@ __device__ __forceinline__ float Act(float g, int act, float thr) {
 // must call this (it synchronises); warps without rows pass rows[r] = -1.
 template <int TT, int R, int U>
 __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, int64_t d,
-                                          const uint16_t* __restrict__ w, const int64_t rows[R], float acc[R][TT],
-                                          float* __restrict__ xs) {
+                                          const uint16_t* __restrict__ w, const int64_t rows[R],
+                                          float acc[R][TT], float* __restrict__ xs) {
   constexpr int kSpan = 256 * U;
   const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -86,8 +88,9 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         // Weights stream through once: evict-first loads.
-        wv[u][r] = (c < d && rows[r] >= 0) ? __ldcs(reinterpret_cast<const uint4*>(w + rows[r] * d + c))
-                                           : make_uint4(0, 0, 0, 0);
+        wv[u][r] = (c < d && rows[r] >= 0)
+                       ? __ldcs(reinterpret_cast<const uint4*>(w + rows[r] * d + c))
+                       : make_uint4(0, 0, 0, 0);
       }
     }
     __syncthreads();  // the previous span's xs is no longer read
@@ -96,9 +99,10 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
     for (int i = threadIdx.x; i < TT * kSpan / 4; i += blockDim.x) {
       const int t = i / (kSpan / 4), q = i % (kSpan / 4);  // q: float4 index within the span
       const int64_t c = c0 + 4 * q;
-      const int half = q & 1, lane_u = q >> 1;             // lane_u = u·32 + lane
+      const int half = q & 1, lane_u = q >> 1;  // lane_u = u·32 + lane
       reinterpret_cast<float4*>(xs)[(t * 2 + half) * (kSpan / 8) + lane_u] =
-          (t < nt && c < d) ? __ldg(reinterpret_cast<const float4*>(x + t * d + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+          (t < nt && c < d) ? __ldg(reinterpret_cast<const float4*>(x + t * d + c))
+                            : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     __syncthreads();
 #pragma unroll
@@ -110,7 +114,8 @@ __device__ __forceinline__ void BlockDots(const float* __restrict__ x, int nt, i
 #pragma unroll
       for (int t = 0; t < TT; ++t) {
         if (t < nt) {
-          const float4* xt = reinterpret_cast<const float4*>(xs) + t * 2 * (kSpan / 8) + u * 32 + lane;
+          const float4* xt =
+              reinterpret_cast<const float4*>(xs) + t * 2 * (kSpan / 8) + u * 32 + lane;
           const float4 x0 = xt[0];
           const float4 x1 = xt[kSpan / 8];
 #pragma unroll
@@ -147,17 +152,20 @@ __host__ __device__ constexpr int SpanIters() {
 // A = act(X·W_gᵀ) for all F neurons; ORs each tile's active bits into its union bitmap.
 template <int TT>
 __global__ void __launch_bounds__(kGateWarps * 32)
-    GateKernel(const float* __restrict__ x, int T, int64_t d, const uint16_t* __restrict__ wg, int64_t F, int act,
-               float thr, float* __restrict__ a_out, uint32_t* __restrict__ bits, int32_t* __restrict__ stats) {
+    GateKernel(const float* __restrict__ x, int T, int64_t d, const uint16_t* __restrict__ wg,
+               int64_t F, int act, float thr, float* __restrict__ a_out,
+               uint32_t* __restrict__ bits, int32_t* __restrict__ stats) {
   const int tile = blockIdx.y, t0 = tile * TT, nt = min(TT, T - t0);
   const int lane = threadIdx.x & 31;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGateWarps + (threadIdx.x >> 5)) * kGateRows;
+  const int64_t row0 =
+      (static_cast<int64_t>(blockIdx.x) * kGateWarps + (threadIdx.x >> 5)) * kGateRows;
   int64_t rows[kGateRows];
 #pragma unroll
   for (int r = 0; r < kGateRows; ++r) rows[r] = row0 + r < F ? row0 + r : -1;
   __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
   float acc[kGateRows][TT];
-  BlockDots<TT, kGateRows, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wg, rows, acc, xs);
+  BlockDots<TT, kGateRows, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wg, rows, acc,
+                                            xs);
   if (row0 >= F) return;
   const int64_t words = (F + 31) / 32;
   int active = 0;
@@ -181,9 +189,10 @@ __global__ void __launch_bounds__(kGateWarps * 32)
 
 // One block per tile: bitmap → ascending index list and per-chunk list offsets; falls back to
 // every neuron when the union is denser than `break_even`.
-__global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict__ bits, int64_t F, float break_even,
-                                                      int32_t* __restrict__ list, int32_t* __restrict__ chunk_start,
-                                                      int chunks, int32_t* __restrict__ stats) {
+__global__ void __launch_bounds__(1024)
+    CompactKernel(const uint32_t* __restrict__ bits, int64_t F, float break_even,
+                  int32_t* __restrict__ list, int32_t* __restrict__ chunk_start, int chunks,
+                  int32_t* __restrict__ stats) {
   __shared__ int32_t scan[32];
   __shared__ int32_t total_s;
   const int tile = blockIdx.x;
@@ -223,7 +232,8 @@ __global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict
   constexpr int kWordsPerChunk = kChunkNeurons / 32;
   if (total > break_even * static_cast<float>(F)) {
     for (int64_t i = threadIdx.x; i < F; i += blockDim.x) out[i] = static_cast<int32_t>(i);
-    for (int c = threadIdx.x; c <= chunks; c += blockDim.x) cs[c] = static_cast<int32_t>(int64_t(c) * kChunkNeurons < F ? int64_t(c) * kChunkNeurons : F);
+    for (int c = threadIdx.x; c <= chunks; c += blockDim.x)
+      cs[c] = static_cast<int32_t>(int64_t(c) * kChunkNeurons < F ? int64_t(c) * kChunkNeurons : F);
     if (threadIdx.x == 0) stats[tile * 2] = static_cast<int32_t>(F);
     return;
   }
@@ -232,7 +242,8 @@ __global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict
     const int64_t w = w0 + i;
     if (w >= words) break;
     if (w % kWordsPerChunk == 0) cs[w / kWordsPerChunk] = offset;
-    for (uint32_t word = b[w]; word; word &= word - 1) out[offset++] = static_cast<int32_t>(w * 32 + __ffs(word) - 1);
+    for (uint32_t word = b[w]; word; word &= word - 1)
+      out[offset++] = static_cast<int32_t>(w * 32 + __ffs(word) - 1);
   }
   if (threadIdx.x == 0) {
     cs[chunks] = total;
@@ -243,20 +254,23 @@ __global__ void __launch_bounds__(1024) CompactKernel(const uint32_t* __restrict
 // H[t, k] = A[t, U_k] · (X_t · W_u[U_k]) over the tile's index list.
 template <int TT>
 __global__ void __launch_bounds__(kUpWarps * 32)
-    UpKernel(const float* __restrict__ x, int T, int64_t d, const uint16_t* __restrict__ wu, int64_t F,
-             const int32_t* __restrict__ list, const int32_t* __restrict__ stats, const float* __restrict__ a_in,
-             float* __restrict__ h) {
+    UpKernel(const float* __restrict__ x, int T, int64_t d, const uint16_t* __restrict__ wu,
+             int64_t F, const int32_t* __restrict__ list, const int32_t* __restrict__ stats,
+             const float* __restrict__ a_in, float* __restrict__ h) {
   const int tile = blockIdx.y, t0 = tile * TT, nt = min(TT, T - t0);
   const int lane = threadIdx.x & 31;
   const int count = stats[tile * 2];
-  if (static_cast<int64_t>(blockIdx.x) * kUpWarps * UpRows<TT>() >= count) return;  // whole block idle
-  const int64_t k0 = (static_cast<int64_t>(blockIdx.x) * kUpWarps + (threadIdx.x >> 5)) * UpRows<TT>();
+  if (static_cast<int64_t>(blockIdx.x) * kUpWarps * UpRows<TT>() >= count)
+    return;  // whole block idle
+  const int64_t k0 =
+      (static_cast<int64_t>(blockIdx.x) * kUpWarps + (threadIdx.x >> 5)) * UpRows<TT>();
   int64_t rows[UpRows<TT>()];
 #pragma unroll
   for (int r = 0; r < UpRows<TT>(); ++r) rows[r] = k0 + r < count ? list[tile * F + k0 + r] : -1;
   __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
   float acc[UpRows<TT>()][TT];
-  BlockDots<TT, UpRows<TT>(), SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wu, rows, acc, xs);
+  BlockDots<TT, UpRows<TT>(), SpanIters<TT>()>(x + static_cast<int64_t>(t0) * d, nt, d, wu, rows,
+                                               acc, xs);
   if (k0 >= count) return;
 #pragma unroll
   for (int r = 0; r < UpRows<TT>(); ++r)
@@ -274,9 +288,9 @@ __global__ void __launch_bounds__(kUpWarps * 32)
 // unchanged, so the sum equals the token's own active neurons in index order whatever the list.
 template <int TT>
 __global__ void __launch_bounds__(kDownThreads)
-    DownKernel(const float* __restrict__ h, int T, int64_t d, const uint16_t* __restrict__ wdt, int64_t F,
-               const int32_t* __restrict__ list, const int32_t* __restrict__ chunk_start, int chunks,
-               float* __restrict__ partial) {
+    DownKernel(const float* __restrict__ h, int T, int64_t d, const uint16_t* __restrict__ wdt,
+               int64_t F, const int32_t* __restrict__ list, const int32_t* __restrict__ chunk_start,
+               int chunks, float* __restrict__ partial) {
   const int tile = blockIdx.z, t0 = tile * TT, nt = min(TT, T - t0);
   const int chunk = blockIdx.y;
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * kDownThreads + threadIdx.x) * 8;
@@ -301,7 +315,8 @@ __global__ void __launch_bounds__(kDownThreads)
   for (; k + kDownUnroll <= n; k += kDownUnroll) {
     uint4 wv[kDownUnroll];
 #pragma unroll
-    for (int u = 0; u < kDownUnroll; ++u) wv[u] = __ldcs(reinterpret_cast<const uint4*>(wdt + int64_t(rows[k + u]) * d + col));
+    for (int u = 0; u < kDownUnroll; ++u)
+      wv[u] = __ldcs(reinterpret_cast<const uint4*>(wdt + int64_t(rows[k + u]) * d + col));
 #pragma unroll
     for (int u = 0; u < kDownUnroll; ++u) {
       float wf[8];
@@ -335,7 +350,8 @@ __global__ void __launch_bounds__(kDownThreads)
 }
 
 // y[t, c] = Σ_chunk partial[chunk][t][c], chunks in order.
-__global__ void __launch_bounds__(128) ReduceKernel(const float* __restrict__ partial, int chunks, int T, int64_t d, float* __restrict__ y) {
+__global__ void __launch_bounds__(128) ReduceKernel(const float* __restrict__ partial, int chunks,
+                                                    int T, int64_t d, float* __restrict__ y) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * d) return;
   // Loads issued eight at a time; the additions stay in chunk order.
@@ -352,9 +368,11 @@ __global__ void __launch_bounds__(128) ReduceKernel(const float* __restrict__ pa
   y[i] = s;
 }
 
-__global__ void ActMulBf16Kernel(__nv_bfloat16* g, const __nv_bfloat16* u, int64_t n, int act, float thr) {
+__global__ void ActMulBf16Kernel(__nv_bfloat16* g, const __nv_bfloat16* u, int64_t n, int act,
+                                 float thr) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) g[i] = __float2bfloat16(Act(__bfloat162float(g[i]), act, thr) * __bfloat162float(u[i]));
+  if (i < n)
+    g[i] = __float2bfloat16(Act(__bfloat162float(g[i]), act, thr) * __bfloat162float(u[i]));
 }
 
 __global__ void ToBf16Kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
@@ -385,13 +403,16 @@ int TileTokens(int T) {
 }
 
 template <int TT>
-void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* wg, const uint16_t* wu,
-                  const uint16_t* wdt, int act, float thr, float break_even, float* a, uint32_t* bits, int32_t* list,
-                  int32_t* cs, int32_t* stats, float* h, float* partial, float* y, const std::function<void(int)>& mark) {
+void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* wg,
+                  const uint16_t* wu, const uint16_t* wdt, int act, float thr, float break_even,
+                  float* a, uint32_t* bits, int32_t* list, int32_t* cs, int32_t* stats, float* h,
+                  float* partial, float* y, const std::function<void(int)>& mark) {
   const int tiles = (T + TT - 1) / TT;
   const int chunks = static_cast<int>((F + kChunkNeurons - 1) / kChunkNeurons);
-  const dim3 gate_grid(static_cast<unsigned>((F + kGateWarps * kGateRows - 1) / (kGateWarps * kGateRows)), tiles);
-  const dim3 up_grid(static_cast<unsigned>((F + kUpWarps * UpRows<TT>() - 1) / (kUpWarps * UpRows<TT>())), tiles);
+  const dim3 gate_grid(
+      static_cast<unsigned>((F + kGateWarps * kGateRows - 1) / (kGateWarps * kGateRows)), tiles);
+  const dim3 up_grid(
+      static_cast<unsigned>((F + kUpWarps * UpRows<TT>() - 1) / (kUpWarps * UpRows<TT>())), tiles);
   mark(0);
   GateKernel<TT><<<gate_grid, kGateWarps * 32>>>(x, T, d, wg, F, act, thr, a, bits, stats);
   mark(1);
@@ -399,7 +420,8 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
   mark(2);
   UpKernel<TT><<<up_grid, kUpWarps * 32>>>(x, T, d, wu, F, list, stats, a, h);
   mark(3);
-  const dim3 down_grid(static_cast<unsigned>((d / 8 + kDownThreads - 1) / kDownThreads), chunks, tiles);
+  const dim3 down_grid(static_cast<unsigned>((d / 8 + kDownThreads - 1) / kDownThreads), chunks,
+                       tiles);
   DownKernel<TT><<<down_grid, kDownThreads>>>(h, T, d, wdt, F, list, cs, chunks, partial);
   mark(4);
   const int64_t n = T * d;
@@ -454,8 +476,9 @@ std::string ProbeDevice(std::string* device_name) {
   return "";
 }
 
-std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* gate, const uint16_t* up,
-                                         const uint16_t* down_t, std::string* error) {
+std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* gate,
+                                         const uint16_t* up, const uint16_t* down_t,
+                                         std::string* error) {
   auto f = std::unique_ptr<CudaFfn>(new CudaFfn());
   f->shape_ = shape;
   auto fail = [&](const std::string& e) {
@@ -476,9 +499,10 @@ std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* 
 }
 
 CudaFfn::~CudaFfn() {
-  for (void* p : {gate_, up_, down_t_, static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
-                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(partial_), dense_g_,
-                  dense_u_}) {
+  for (void* p :
+       {gate_, up_, down_t_, static_cast<void*>(act_), static_cast<void*>(h_),
+        static_cast<void*>(bits_), static_cast<void*>(list_), static_cast<void*>(chunk_start_),
+        static_cast<void*>(partial_), dense_g_, dense_u_}) {
     if (p) cudaFree(p);
   }
   if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
@@ -487,8 +511,8 @@ CudaFfn::~CudaFfn() {
 std::string CudaFfn::EnsureScratch(int T) {
   if (T <= scratch_tokens_) return "";
   for (void* p : {static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
-                  static_cast<void*>(list_), static_cast<void*>(chunk_start_), static_cast<void*>(partial_), dense_g_,
-                  dense_u_}) {
+                  static_cast<void*>(list_), static_cast<void*>(chunk_start_),
+                  static_cast<void*>(partial_), dense_g_, dense_u_}) {
     if (p) cudaFree(p);
   }
   const int64_t F = shape_.neurons, d = shape_.hidden;
@@ -497,7 +521,8 @@ std::string CudaFfn::EnsureScratch(int T) {
   CUDA_TRY(cudaMalloc(&act_, sizeof(float) * T * F));
   CUDA_TRY(cudaMalloc(&h_, sizeof(float) * T * F));
   // The union bitmaps and the tile counters share one buffer so one memset clears both.
-  CUDA_TRY(cudaMalloc(&bits_, sizeof(uint32_t) * tiles * ((F + 31) / 32) + sizeof(int32_t) * tiles * 2));
+  CUDA_TRY(
+      cudaMalloc(&bits_, sizeof(uint32_t) * tiles * ((F + 31) / 32) + sizeof(int32_t) * tiles * 2));
   CUDA_TRY(cudaMalloc(&list_, sizeof(int32_t) * tiles * F));
   CUDA_TRY(cudaMalloc(&chunk_start_, sizeof(int32_t) * tiles * (chunks + 1)));
   CUDA_TRY(cudaMalloc(&partial_, sizeof(float) * chunks * T * d));
@@ -507,8 +532,9 @@ std::string CudaFfn::EnsureScratch(int T) {
   return "";
 }
 
-std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float threshold, bool sparse, double break_even,
-                         float* y, std::vector<FfnTileStats>* stats, std::vector<float>* phase_ms) {
+std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
+                         double break_even, float* y, std::vector<FfnTileStats>* stats,
+                         std::vector<float>* phase_ms) {
   if (T <= 0) return "T must be positive";
   std::string e = EnsureScratch(T);
   if (!e.empty()) return e;
@@ -517,7 +543,8 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   const int tiles = (T + tt - 1) / tt;
   const int64_t words = (F + 31) / 32;
   stats_ = reinterpret_cast<int32_t*>(bits_ + tiles * words);
-  CUDA_TRY(cudaMemsetAsync(bits_, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2));
+  CUDA_TRY(
+      cudaMemsetAsync(bits_, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2));
   const float be = sparse ? static_cast<float>(break_even) : -1.f;
   auto* wg = static_cast<const uint16_t*>(gate_);
   auto* wu = static_cast<const uint16_t*>(up_);
@@ -527,20 +554,24 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   const std::function<void(int)> mark = [&](int i) { timer.Mark(i); };
   switch (tt) {
     case 1:
-      LaunchSparse<1>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
+      LaunchSparse<1>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_,
+                      stats_, h_, partial_, y, mark);
       break;
     case 2:
-      LaunchSparse<2>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
+      LaunchSparse<2>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_,
+                      stats_, h_, partial_, y, mark);
       break;
     case 4:
-      LaunchSparse<4>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
+      LaunchSparse<4>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_,
+                      stats_, h_, partial_, y, mark);
       break;
     case 8:
-      LaunchSparse<8>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_, h_, partial_, y, mark);
+      LaunchSparse<8>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_,
+                      stats_, h_, partial_, y, mark);
       break;
     default:
-      LaunchSparse<kMaxTileTokens>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_, stats_,
-                                   h_, partial_, y, mark);
+      LaunchSparse<kMaxTileTokens>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_,
+                                   chunk_start_, stats_, h_, partial_, y, mark);
   }
   CUDA_TRY(cudaGetLastError());
   timer.Finish();
@@ -553,8 +584,8 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   return "";
 }
 
-std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold, void* y_bf16,
-                                   std::vector<float>* phase_ms) {
+std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold,
+                                    void* y_bf16, std::vector<float>* phase_ms) {
   PhaseTimer timer(phase_ms, 5);
   std::string e = EnsureScratch(T);
   if (!e.empty()) return e;
@@ -563,21 +594,24 @@ std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act
   const float one = 1.f, zero = 0.f;
   timer.Mark(0);
   // Column-major view: Gᵀ [F × T] = W_g (col-major d × F, transposed) · Xᵀ (d × T).
-  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, gate_, CUDA_R_16BF, d, x_bf16, CUDA_R_16BF, d,
-                          &zero, dense_g_, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, gate_, CUDA_R_16BF, d, x_bf16,
+                          CUDA_R_16BF, d, &zero, dense_g_, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
+                          CUBLAS_GEMM_DEFAULT));
   timer.Mark(1);
-  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, up_, CUDA_R_16BF, d, x_bf16, CUDA_R_16BF, d,
-                          &zero, dense_u_, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, up_, CUDA_R_16BF, d, x_bf16,
+                          CUDA_R_16BF, d, &zero, dense_u_, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
+                          CUBLAS_GEMM_DEFAULT));
   timer.Mark(2);
   const int64_t n = static_cast<int64_t>(T) * F;
-  ActMulBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(static_cast<__nv_bfloat16*>(dense_g_),
-                                                                     static_cast<const __nv_bfloat16*>(dense_u_), n,
-                                                                     ActCode(act), threshold);
+  ActMulBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(
+      static_cast<__nv_bfloat16*>(dense_g_), static_cast<const __nv_bfloat16*>(dense_u_), n,
+      ActCode(act), threshold);
   CUDA_TRY(cudaGetLastError());
   timer.Mark(3);
   // Yᵀ [d × T] = W_down (= W_dT viewed col-major, d × F) · Hᵀ (F × T).
-  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, d, T, F, &one, down_t_, CUDA_R_16BF, d, dense_g_, CUDA_R_16BF,
-                          F, &zero, y_bf16, CUDA_R_16BF, d, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, d, T, F, &one, down_t_, CUDA_R_16BF, d,
+                          dense_g_, CUDA_R_16BF, F, &zero, y_bf16, CUDA_R_16BF, d,
+                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   timer.Mark(4);
   timer.Finish();
   return "";
@@ -604,8 +638,8 @@ std::string Synchronize() {
   return "";
 }
 std::string ConvertToBf16(const float* src, void* dst, size_t n) {
-  ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(src, static_cast<__nv_bfloat16*>(dst),
-                                                                 static_cast<int64_t>(n));
+  ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(
+      src, static_cast<__nv_bfloat16*>(dst), static_cast<int64_t>(n));
   CUDA_TRY(cudaGetLastError());
   return "";
 }

@@ -10,9 +10,11 @@
 //   2. compact kernel: bitmap → sorted index list per tile, plus the list offset at every fixed
 //      chunk of kChunkNeurons neuron ids; a device-side cost model replaces the list by every
 //      neuron when the union is denser than the break-even;
-//   3. up kernel: H[t, k] = A[t, U_k] · (X_t · W_u[U_k]) over the tile's list (zero where the token's
+//   3. up kernel: H[t, k] = A[t, U_k] · (X_t · W_u[U_k]) over the tile's list (zero where the
+//   token's
 //      own activation is zero);
-//   4. down kernel: per fixed neuron chunk, partial[c][t] = Σ_{k in chunk, in order} H[t,k]·W_dT[U_k];
+//   4. down kernel: per fixed neuron chunk, partial[c][t] = Σ_{k in chunk, in order}
+//   H[t,k]·W_dT[U_k];
 //   5. reduce kernel: Y[t] = Σ_c partial[c][t] in chunk order.
 // Every (token, neuron) product and every sum runs in an order fixed by neuron ids and the hidden
 // size, so a token's Y is bitwise the same whatever tile or batch it is in.
@@ -49,8 +51,9 @@ struct FfnTileStats {
 class CudaFfn {
  public:
   // Uploads host bf16 weights (raw uint16 bits). `error` is set on failure.
-  static std::unique_ptr<CudaFfn> Create(const FfnShape& shape, const uint16_t* gate, const uint16_t* up,
-                                         const uint16_t* down_t, std::string* error);
+  static std::unique_ptr<CudaFfn> Create(const FfnShape& shape, const uint16_t* gate,
+                                         const uint16_t* up, const uint16_t* down_t,
+                                         std::string* error);
   ~CudaFfn();
   CudaFfn(const CudaFfn&) = delete;
   CudaFfn& operator=(const CudaFfn&) = delete;
@@ -60,18 +63,21 @@ class CudaFfn {
   // Tile stats are copied back only when `stats` is non-null (that synchronises).
   // phase_ms, when non-null, receives the milliseconds of gate, compact, up, down and reduce
   // (timed with events; that synchronises).
-  std::string Run(const float* x, int T, FfnActivation act, float threshold, bool sparse, double break_even,
-                  float* y, std::vector<FfnTileStats>* stats, std::vector<float>* phase_ms = nullptr);
+  std::string Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
+                  double break_even, float* y, std::vector<FfnTileStats>* stats,
+                  std::vector<float>* phase_ms = nullptr);
 
   // Dense reference the way a dense server computes it: bf16 activations, cuBLAS GEMMs
   // (tensor cores), fused act·up. x_bf16 [T × d] and y_bf16 [T × d] are device bf16 buffers.
   // phase_ms: gate GEMM, up GEMM, act·up, down GEMM.
-  std::string RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold, void* y_bf16,
-                             std::vector<float>* phase_ms = nullptr);
+  std::string RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold,
+                             void* y_bf16, std::vector<float>* phase_ms = nullptr);
 
   const FfnShape& shape() const { return shape_; }
   // Bytes of weights the sparse path reads for a union of `rows` rows.
-  double SparseBytes(double rows) const { return 2.0 * shape_.hidden * (shape_.neurons + 2 * rows); }
+  double SparseBytes(double rows) const {
+    return 2.0 * shape_.hidden * (shape_.neurons + 2 * rows);
+  }
   double DenseBytes() const { return 2.0 * shape_.hidden * shape_.neurons * 3; }
 
  private:
@@ -84,14 +90,14 @@ class CudaFfn {
   void* down_t_ = nullptr;
   void* cublas_ = nullptr;
   int scratch_tokens_ = 0;
-  float* act_ = nullptr;        // [T × F]
-  float* h_ = nullptr;          // [T × F] (by union position)
-  uint32_t* bits_ = nullptr;    // [tiles × F/32]
-  int32_t* list_ = nullptr;     // [tiles × F]
+  float* act_ = nullptr;            // [T × F]
+  float* h_ = nullptr;              // [T × F] (by union position)
+  uint32_t* bits_ = nullptr;        // [tiles × F/32]
+  int32_t* list_ = nullptr;         // [tiles × F]
   int32_t* chunk_start_ = nullptr;  // [tiles × (chunks + 1)]
-  int32_t* stats_ = nullptr;    // [tiles × 2], inside bits_ right after this call's bitmaps
-  float* partial_ = nullptr;    // [chunks × T × d]
-  void* dense_g_ = nullptr;     // bf16 [T × F] for the cuBLAS path
+  int32_t* stats_ = nullptr;        // [tiles × 2], inside bits_ right after this call's bitmaps
+  float* partial_ = nullptr;        // [chunks × T × d]
+  void* dense_g_ = nullptr;         // bf16 [T × F] for the cuBLAS path
   void* dense_u_ = nullptr;
 };
 
