@@ -1,0 +1,42 @@
+// Incremental detokenization: turns a growing list of generated ids into UTF-8-safe text deltas
+// and applies stop strings.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace sparsed {
+
+// Thread-safety: none; one per sequence.
+class IncrementalDetokenizer {
+ public:
+  // `tokenizer` must outlive this object.
+  IncrementalDetokenizer(const Tokenizer* tokenizer, std::vector<std::string> stop_strings);
+
+  struct Delta {
+    std::string text;      // newly safe text
+    bool stopped = false;  // a stop string was found; `text` ends just before it
+  };
+  // Adds generated ids; returns the text that is now final. Text is held back while it ends in
+  // an incomplete UTF-8 character (or a replacement character from a partial byte sequence) or
+  // could still be the start of a stop string.
+  absl::StatusOr<Delta> Push(const std::vector<int32_t>& ids);
+  // At the end of generation: everything not yet emitted (still cut at a stop string).
+  absl::StatusOr<std::string> Flush();
+  const std::string& emitted() const { return emitted_; }
+
+ private:
+  const Tokenizer* tokenizer_;
+  std::vector<std::string> stops_;
+  std::vector<int32_t> ids_;
+  std::string emitted_;
+};
+
+// Length of the longest prefix of `s` that ends on a complete UTF-8 character.
+size_t Utf8CompletePrefix(const std::string& s);
+
+}  // namespace sparsed

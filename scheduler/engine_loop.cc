@@ -1,0 +1,345 @@
+#include "scheduler/engine_loop.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "scheduler/detokenizer.h"
+
+namespace sparsed {
+
+struct EngineLoop::Sequence {
+  int64_t id = 0;
+  Request req;
+  std::vector<int32_t> tokens;  // prompt + generated
+  std::vector<int32_t> generated;
+  int64_t computed = 0;
+  std::vector<int32_t> blocks;
+  bool running = false;
+  int64_t arrival = 0;
+  int64_t admitted = 0;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<IncrementalDetokenizer> detok;
+  absl::Time submitted, first_scheduled = absl::InfinitePast(), first_token = absl::InfinitePast();
+  int64_t preemptions = 0;
+  double active_sum = 0, union_sum = 0;
+  int64_t stat_steps = 0;
+  bool done = false;
+};
+
+EngineLoop::EngineLoop(std::unique_ptr<Engine> engine, const EngineLoopOptions& options,
+                       std::function<void(const StepReport&)> on_step)
+    : engine_(std::move(engine)),
+      options_(options),
+      on_step_(std::move(on_step)),
+      blocks_(engine_->kv_blocks(), engine_->kv_block_size()),
+      thread_([this] { Run(); }) {}
+
+EngineLoop::~EngineLoop() {
+  Shutdown();
+  thread_.join();
+}
+
+void EngineLoop::Shutdown() {
+  absl::MutexLock l(&mu_);
+  stopping_ = true;
+}
+
+absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
+  const ModelConfig& c = engine_->config();
+  if (r.prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
+  for (size_t i = 0; i < r.prompt.size(); ++i) {
+    if (r.prompt[i] < 0 || r.prompt[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt_token_ids[", i, "] = ", r.prompt[i],
+                                                     " is outside the vocabulary [0, ",
+                                                     c.vocab_size, ")"));
+    }
+  }
+  if (auto s = ValidateSamplingParams(r.sampling); !s.ok()) return s;
+  if (auto s = ValidateStoppingParams(r.stopping); !s.ok()) return s;
+  if (!r.sink) return absl::InvalidArgumentError("request has no sink");
+  const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.stopping.max_new_tokens;
+  const int64_t capacity = std::min<int64_t>(
+      c.max_position_embeddings, static_cast<int64_t>(blocks_.num_blocks()) * blocks_.block_size());
+  if (static_cast<int64_t>(r.prompt.size()) >= capacity) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt has ", r.prompt.size(),
+                                                   " tokens; the context holds at most ",
+                                                   capacity - 1, " prompt tokens"));
+  }
+  if (total > capacity) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", r.prompt.size(), " tokens) + stopping.max_new_tokens (",
+        r.stopping.max_new_tokens, ") = ", total, " exceeds the context of ", capacity, " tokens"));
+  }
+  auto s = std::make_unique<Sequence>();
+  s->tokens = r.prompt;
+  s->submitted = absl::Now();
+  absl::MutexLock l(&mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  if (queued_ >= options_.max_waiting_requests ||
+      queued_tokens_ + static_cast<int64_t>(r.prompt.size()) > options_.max_waiting_prompt_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", queued_, " requests, ",
+                                                     queued_tokens_,
+                                                     " prompt tokens waiting); retry later"));
+  }
+  s->id = next_id_++;
+  s->arrival = s->id;
+  s->sampler =
+      std::make_unique<Sampler>(r.sampling, static_cast<uint64_t>(s->id) * 0x9e3779b97f4a7c15ull);
+  if (engine_->tokenizer())
+    s->detok = std::make_unique<IncrementalDetokenizer>(engine_->tokenizer(), r.stopping.stop);
+  s->req = std::move(r);
+  ++queued_;
+  queued_tokens_ += static_cast<int64_t>(s->tokens.size());
+  const int64_t id = s->id;
+  inbox_.push_back(std::move(s));
+  return id;
+}
+
+void EngineLoop::Cancel(int64_t id) {
+  absl::MutexLock l(&mu_);
+  cancels_.push_back(id);
+}
+
+EngineLoop::Snapshot EngineLoop::Stats() const {
+  absl::MutexLock l(&mu_);
+  return snapshot_;
+}
+
+void EngineLoop::Run() {
+  for (;;) {
+    bool stop = false;
+    {
+      absl::MutexLock l(&mu_);
+      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !inbox_.empty() || !cancels_.empty() || !seqs_.empty();
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&has_work), absl::Milliseconds(50));
+      stop = stopping_ && inbox_.empty() && cancels_.empty();
+    }
+    if (stop) {  // cancel whatever is left
+      for (auto& [id, s] : seqs_)
+        Finish(*s, FinishReason::kShutdown, absl::UnavailableError("server shut down"));
+      seqs_.clear();
+      absl::MutexLock l(&mu_);
+      snapshot_ = Snapshot{0, 0, blocks_.num_used(), blocks_.num_blocks(), preemptions_};
+      return;
+    }
+    Iterate();
+  }
+}
+
+void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& status) {
+  if (s.done) return;
+  s.done = true;
+  if (!s.blocks.empty()) blocks_.Free(s.blocks);
+  s.blocks.clear();
+  const absl::Time now = absl::Now();
+  RequestStats st;
+  st.queue_time = s.first_scheduled == absl::InfinitePast() ? now - s.submitted
+                                                            : s.first_scheduled - s.submitted;
+  st.time_to_first_token =
+      s.first_token == absl::InfinitePast() ? absl::ZeroDuration() : s.first_token - s.submitted;
+  st.total_time = now - s.submitted;
+  st.prompt_tokens = static_cast<int64_t>(s.req.prompt.size());
+  st.generated_tokens = static_cast<int64_t>(s.generated.size());
+  st.preemptions = s.preemptions;
+  if (s.stat_steps) {
+    st.mean_active_ratio = s.active_sum / s.stat_steps;
+    st.mean_union_ratio = s.union_sum / s.stat_steps;
+  }
+  if (!s.running) {
+    absl::MutexLock l(&mu_);
+    --queued_;
+    queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
+  }
+  s.req.sink->OnFinish(reason, status, st);
+}
+
+void EngineLoop::Emit(Sequence& s, const std::vector<int32_t>& ids,
+                      const std::vector<float>& logprobs, bool final) {
+  TokenEvent ev;
+  ev.token_ids = ids;
+  ev.logprobs = logprobs;
+  if (s.detok) {
+    auto d = s.detok->Push(ids);
+    if (d.ok()) ev.text = d->text;
+    if (final) {
+      auto rest = s.detok->Flush();
+      if (rest.ok()) ev.text += *rest;
+    }
+  }
+  if (!ev.text.empty() || !ev.token_ids.empty()) s.req.sink->OnTokens(ev);
+}
+
+void EngineLoop::Iterate() {
+  const absl::Time t_start = absl::Now();
+  std::vector<std::unique_ptr<Sequence>> arrivals;
+  std::vector<int64_t> cancels;
+  {
+    absl::MutexLock l(&mu_);
+    arrivals.swap(inbox_);
+    cancels.swap(cancels_);
+  }
+  for (auto& s : arrivals) seqs_[s->id] = std::move(s);
+  for (int64_t id : cancels) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) continue;
+    Finish(*it->second, FinishReason::kCancelled, absl::CancelledError("request cancelled"));
+    seqs_.erase(it);
+  }
+  const absl::Time now = absl::Now();
+  for (auto it = seqs_.begin(); it != seqs_.end();) {
+    if (it->second->req.deadline < now) {
+      Finish(*it->second, FinishReason::kDeadline,
+             absl::DeadlineExceededError("deadline exceeded"));
+      it = seqs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+
+  // Schedule.
+  std::vector<SeqView> running, waiting;
+  for (auto& [id, s] : seqs_) {
+    SeqView v{id,
+              s->req.priority,
+              s->arrival,
+              s->admitted,
+              static_cast<int64_t>(s->tokens.size()),
+              s->computed,
+              static_cast<int>(s->blocks.size())};
+    (s->running ? running : waiting).push_back(v);
+  }
+  const ScheduleDecision d =
+      Schedule(running, waiting, blocks_.num_free(), blocks_.block_size(), options_.limits);
+  StepReport report;
+  for (int64_t id : d.preempted) {
+    Sequence& s = *seqs_[id];
+    blocks_.Free(s.blocks);
+    s.blocks.clear();
+    s.computed = 0;
+    s.running = false;
+    ++s.preemptions;
+    ++preemptions_;
+    ++report.preempted;
+    absl::MutexLock l(&mu_);
+    ++queued_;
+    queued_tokens_ += static_cast<int64_t>(s.req.prompt.size());
+  }
+  Batch batch;
+  std::vector<Sequence*> order;
+  for (const ScheduledChunk& c : d.scheduled) {
+    Sequence& s = *seqs_[c.id];
+    auto nb = blocks_.Allocate(c.new_blocks);
+    if (!nb.ok()) continue;  // cannot happen: the policy counted free blocks
+    s.blocks.insert(s.blocks.end(), nb->begin(), nb->end());
+    if (c.from_waiting) {
+      s.running = true;
+      s.admitted = admit_counter_++;
+      if (s.first_scheduled == absl::InfinitePast()) s.first_scheduled = now;
+      absl::MutexLock l(&mu_);
+      --queued_;
+      queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
+    }
+    const bool is_decode = c.tokens == 1 && !s.generated.empty() &&
+                           s.computed + 1 == static_cast<int64_t>(s.tokens.size());
+    BatchSequence bs;
+    bs.block_table = s.blocks;
+    bs.start_position = static_cast<int32_t>(s.computed);
+    bs.num_tokens = c.tokens;
+    bs.need_logits = s.computed + c.tokens == static_cast<int64_t>(s.tokens.size());
+    batch.token_ids.insert(batch.token_ids.end(), s.tokens.begin() + s.computed,
+                           s.tokens.begin() + s.computed + c.tokens);
+    batch.sequences.push_back(std::move(bs));
+    order.push_back(&s);
+    report.tokens += c.tokens;
+    (is_decode ? report.decode_tokens : report.prefill_tokens) += c.tokens;
+  }
+  report.sequences = static_cast<int>(order.size());
+  const absl::Time t_sched = absl::Now();
+  report.schedule_time = t_sched - t_start;
+
+  if (!order.empty()) {
+    auto out = engine_->Step(batch);
+    const absl::Time t_fwd = absl::Now();
+    report.forward_time = t_fwd - t_sched;
+    if (!out.ok()) {
+      for (Sequence* s : order) {
+        Finish(*s, FinishReason::kError, out.status());
+        seqs_.erase(s->id);
+      }
+    } else {
+      double active = 0, uni = 0;
+      for (const FfnStats& st : out->layer_stats) {
+        active += st.active_ratio() / out->layer_stats.size();
+        uni += st.union_ratio() / out->layer_stats.size();
+      }
+      report.layer_stats = out->layer_stats;
+      const int V = static_cast<int>(engine_->config().vocab_size);
+      size_t logit_row = 0;
+      std::vector<int64_t> finished;
+      for (size_t i = 0; i < order.size(); ++i) {
+        Sequence& s = *order[i];
+        s.computed += batch.sequences[i].num_tokens;
+        s.active_sum += active;
+        s.union_sum += uni;
+        ++s.stat_steps;
+        if (!batch.sequences[i].need_logits) continue;
+        const float* logits = out->logits.data() + logit_row++ * V;
+        const SampledToken tok = s.sampler->Sample(logits, V, s.req.prompt, s.generated);
+        s.generated.push_back(tok.token);
+        s.tokens.push_back(tok.token);
+        if (s.first_token == absl::InfinitePast()) s.first_token = absl::Now();
+        const StoppingParams& stop = s.req.stopping;
+        const auto& eos = engine_->config().eos_token_ids;
+        bool stopped =
+            (!stop.ignore_eos && std::find(eos.begin(), eos.end(), tok.token) != eos.end()) ||
+            std::find(stop.stop_token_ids.begin(), stop.stop_token_ids.end(), tok.token) !=
+                stop.stop_token_ids.end();
+        const bool length = static_cast<int>(s.generated.size()) >= stop.max_new_tokens;
+        // Stop strings are found by the detokenizer; its text then ends before the string.
+        if (s.detok && !stop.stop.empty()) {
+          auto dl = s.detok->Push({tok.token});
+          if (dl.ok()) {
+            TokenEvent ev;
+            ev.token_ids = {tok.token};
+            ev.logprobs = {tok.logprob};
+            ev.text = dl->text;
+            if (dl->stopped) {
+              s.req.sink->OnTokens(ev);
+              Finish(s, FinishReason::kStop, absl::OkStatus());
+              finished.push_back(s.id);
+              continue;
+            }
+            if (length || stopped) {
+              auto rest = s.detok->Flush();
+              if (rest.ok()) ev.text += *rest;
+            }
+            s.req.sink->OnTokens(ev);
+          }
+        } else {
+          Emit(s, {tok.token}, {tok.logprob}, length || stopped);
+        }
+        if (stopped || length) {
+          Finish(s, stopped ? FinishReason::kStop : FinishReason::kLength, absl::OkStatus());
+          finished.push_back(s.id);
+        }
+      }
+      for (int64_t id : finished) seqs_.erase(id);
+      report.sample_time = absl::Now() - t_fwd;
+    }
+  }
+  int nrun = 0, nwait = 0;
+  for (auto& [id, s] : seqs_) (s->running ? nrun : nwait)++;
+  report.running = nrun;
+  report.waiting = nwait;
+  report.kv_blocks_used = blocks_.num_used();
+  report.kv_blocks_total = blocks_.num_blocks();
+  {
+    absl::MutexLock l(&mu_);
+    snapshot_ = Snapshot{nrun, nwait, blocks_.num_used(), blocks_.num_blocks(), preemptions_};
+  }
+  if (on_step_ && report.sequences > 0) on_step_(report);
+}
+
+}  // namespace sparsed

@@ -1,0 +1,99 @@
+// The engine-loop thread: owns the engine and its KV cache, runs continuous batching.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/engine.h"
+#include "scheduler/block_manager.h"
+#include "scheduler/policy.h"
+#include "scheduler/request.h"
+
+namespace sparsed {
+
+struct EngineLoopOptions {
+  SchedulerLimits limits;
+  int max_waiting_requests = 256;  // backpressure: queued (not yet running) requests
+  int64_t max_waiting_prompt_tokens = 1 << 20;
+};
+
+// What one step did, for metrics.
+struct StepReport {
+  int sequences = 0;
+  int tokens = 0;
+  int prefill_tokens = 0;
+  int decode_tokens = 0;
+  int preempted = 0;
+  absl::Duration schedule_time, forward_time, sample_time;
+  std::vector<FfnStats> layer_stats;
+  int running = 0, waiting = 0, kv_blocks_used = 0, kv_blocks_total = 0;
+};
+
+// Thread-safety: Submit, Cancel and Stats may be called from any thread; everything else runs
+// on the loop's own thread, which is the only one that touches the engine.
+class EngineLoop {
+ public:
+  // Takes ownership of the engine and starts the thread. `on_step`, if set, is called on the
+  // loop thread after every step (keep it cheap).
+  EngineLoop(std::unique_ptr<Engine> engine, const EngineLoopOptions& options,
+             std::function<void(const StepReport&)> on_step = {});
+  // Cancels everything still queued or running (FinishReason::kShutdown) and joins the thread.
+  ~EngineLoop();
+  EngineLoop(const EngineLoop&) = delete;
+  EngineLoop& operator=(const EngineLoop&) = delete;
+
+  // Queues a request and returns its id. INVALID_ARGUMENT for bad fields (naming them),
+  // RESOURCE_EXHAUSTED at once when the waiting queue is full, UNAVAILABLE after Shutdown.
+  // On success the sink will receive OnFinish exactly once.
+  absl::StatusOr<int64_t> Submit(Request request);
+  // Cancels a request if it is still queued or running (no-op otherwise). Its sink is told
+  // kCancelled and its KV blocks are freed at the next iteration.
+  void Cancel(int64_t id);
+  // Stops accepting requests; lets the loop finish what it has (Drain) or not.
+  void Shutdown();
+
+  struct Snapshot {
+    int running = 0, waiting = 0, kv_blocks_used = 0, kv_blocks_total = 0;
+    int64_t preemptions = 0;
+  };
+  Snapshot Stats() const;
+  const Engine& engine() const { return *engine_; }
+
+ private:
+  struct Sequence;
+  void Run();
+  void Iterate();
+  void Finish(Sequence& s, FinishReason reason, const absl::Status& status);
+  void Emit(Sequence& s, const std::vector<int32_t>& ids, const std::vector<float>& logprobs,
+            bool final);
+
+  std::unique_ptr<Engine> engine_;
+  const EngineLoopOptions options_;
+  std::function<void(const StepReport&)> on_step_;
+
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<Sequence>> inbox_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> cancels_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  int queued_ ABSL_GUARDED_BY(mu_) = 0;  // in inbox_ or waiting
+  int64_t queued_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
+
+  // Loop-thread state.
+  BlockManager blocks_;
+  std::map<int64_t, std::unique_ptr<Sequence>> seqs_;  // waiting and running, by id
+  int64_t admit_counter_ = 0;
+  int64_t preemptions_ = 0;
+
+  std::thread thread_;  // last: starts after everything above is initialised
+};
+
+}  // namespace sparsed

@@ -1,0 +1,52 @@
+// The continuous-batching policy: a pure function from the running and waiting sequences and
+// the free KV blocks to the next step's batch and the sequences to preempt. No model, no
+// threads — tested by iteration tables (tests/scheduler_policy_test.cc).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace sparsed {
+
+struct SchedulerLimits {
+  int max_num_seqs = 64;             // sequences per step
+  int max_num_batched_tokens = 512;  // tokens per step (decodes + prefill chunks)
+  int max_prefill_chunk = 256;       // tokens one prefill may take per step
+};
+
+// What the policy sees of a sequence.
+struct SeqView {
+  int64_t id = 0;
+  int priority = 0;          // higher is served first among waiting sequences
+  int64_t arrival = 0;       // submission order (ties of priority)
+  int64_t admitted = 0;      // order of (re)admission to running; the latest is preempted first
+  int64_t total_tokens = 0;  // prompt + generated so far
+  int64_t computed = 0;      // tokens whose K/V are in the cache
+  int blocks_held = 0;
+};
+
+struct ScheduledChunk {
+  int64_t id = 0;
+  int tokens = 0;      // tokens to run this step: [computed, computed + tokens)
+  int new_blocks = 0;  // blocks to allocate first
+  bool from_waiting = false;
+};
+
+struct ScheduleDecision {
+  std::vector<ScheduledChunk> scheduled;  // running sequences first, then newly admitted ones
+  std::vector<int64_t> preempted;  // running sequences to evict (blocks freed, recomputed later)
+  int batched_tokens = 0;
+};
+
+// Decides one step:
+//  1. running sequences, oldest admission first: a decode takes 1 token, an unfinished prefill
+//     a chunk of at most max_prefill_chunk; when its blocks do not fit, the most recently
+//     admitted running sequence is preempted (possibly itself) until they do — never deadlock;
+//  2. waiting sequences by priority, then arrival: each admitted with a prefill chunk while the
+//     token budget, the sequence limit and the free blocks allow; the first that does not fit
+//     stops admission (no overtaking, so a long prompt is not starved).
+// Requires: every waiting sequence fits the whole cache on its own (checked at submission).
+ScheduleDecision Schedule(const std::vector<SeqView>& running, const std::vector<SeqView>& waiting,
+                          int free_blocks, int block_size, const SchedulerLimits& limits);
+
+}  // namespace sparsed

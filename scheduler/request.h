@@ -1,0 +1,67 @@
+// A generation request as the scheduler receives it, and the sink that receives its output.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/sampling/sampler.h"
+
+namespace sparsed {
+
+struct StoppingParams {
+  int32_t max_new_tokens = 16;
+  std::vector<std::string> stop;        // stop strings; the text stops before them (not emitted)
+  std::vector<int32_t> stop_token_ids;  // generation stops after emitting one of these
+  bool ignore_eos = false;
+};
+
+// INVALID_ARGUMENT naming the field and the allowed range.
+absl::Status ValidateStoppingParams(const StoppingParams& p);
+
+enum class FinishReason { kLength, kStop, kCancelled, kDeadline, kError, kShutdown };
+const char* FinishReasonName(FinishReason r);
+
+struct TokenEvent {
+  std::string text;  // UTF-8-complete text delta (may be empty while bytes are pending)
+  std::vector<int32_t> token_ids;  // tokens generated since the previous event
+  std::vector<float> logprobs;     // one per token
+};
+
+struct RequestStats {
+  absl::Duration queue_time;  // submission → first scheduled
+  absl::Duration time_to_first_token;
+  absl::Duration total_time;
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  int64_t preemptions = 0;
+  double mean_active_ratio =
+      0;                        // FFN neurons active per token, over the request's steps and layers
+  double mean_union_ratio = 0;  // union ratio of the batches it was in
+};
+
+// Receives a request's output. Called on the engine-loop thread: implementations must return
+// quickly and never block (queue the event for a writer thread instead). OnFinish is called
+// exactly once and is the last call.
+class TokenSink {
+ public:
+  virtual ~TokenSink() = default;
+  virtual void OnTokens(const TokenEvent& event) = 0;
+  virtual void OnFinish(FinishReason reason, const absl::Status& status,
+                        const RequestStats& stats) = 0;
+};
+
+struct Request {
+  std::string request_id;  // the client's id, for logs
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  StoppingParams stopping;
+  absl::Time deadline = absl::InfiniteFuture();
+  int priority = 0;
+  std::shared_ptr<TokenSink> sink;
+};
+
+}  // namespace sparsed

@@ -1,0 +1,251 @@
+// The engine loop with a real (synthetic) model: batched equals alone, stop conditions,
+// cancellation, deadlines, backpressure, preemption under a small KV cache.
+#include "scheduler/engine_loop.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/synchronization/notification.h"
+#include "tests/reference/test_models.h"
+
+namespace sparsed {
+namespace {
+
+using ::testing::HasSubstr;
+
+class CollectingSink : public TokenSink {
+ public:
+  void OnTokens(const TokenEvent& e) override {
+    absl::MutexLock l(&mu_);
+    text_ += e.text;
+    ids_.insert(ids_.end(), e.token_ids.begin(), e.token_ids.end());
+    ++events_;
+  }
+  void OnFinish(FinishReason r, const absl::Status& s, const RequestStats& st) override {
+    {
+      absl::MutexLock l(&mu_);
+      reason_ = r;
+      status_ = s;
+      stats_ = st;
+      ++finishes_;
+    }
+    done_.Notify();
+  }
+  bool Wait(absl::Duration d = absl::Seconds(60)) {
+    return done_.WaitForNotificationWithTimeout(d);
+  }
+  std::vector<int32_t> ids() const {
+    absl::MutexLock l(&mu_);
+    return ids_;
+  }
+  std::string text() const {
+    absl::MutexLock l(&mu_);
+    return text_;
+  }
+  FinishReason reason() const {
+    absl::MutexLock l(&mu_);
+    return reason_;
+  }
+  RequestStats stats() const {
+    absl::MutexLock l(&mu_);
+    return stats_;
+  }
+  int finishes() const {
+    absl::MutexLock l(&mu_);
+    return finishes_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::string text_;
+  std::vector<int32_t> ids_;
+  int events_ = 0;
+  FinishReason reason_ = FinishReason::kError;
+  absl::Status status_;
+  RequestStats stats_;
+  int finishes_ = 0;
+  absl::Notification done_;
+};
+
+class EngineLoopTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    SyntheticModelSpec s;
+    s.activation = "relu2";
+    s.active_ratio = 0.2;
+    dir_ = testing::MakeModel(s).release();
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  std::unique_ptr<EngineLoop> Loop(int kv_blocks, EngineLoopOptions o = {}) {
+    return std::make_unique<EngineLoop>(testing::LoadEngine(dir_->path(), "", kv_blocks), o);
+  }
+  Request Req(std::vector<int32_t> prompt, int max_new, std::shared_ptr<TokenSink> sink) {
+    Request r;
+    r.prompt = std::move(prompt);
+    r.sampling.temperature = 0;
+    r.stopping.max_new_tokens = max_new;
+    r.stopping.ignore_eos = true;
+    r.sink = std::move(sink);
+    return r;
+  }
+  static std::vector<std::vector<int32_t>> Prompts() {
+    return {{1, 17, 300, 5, 99},
+            {1, 900, 3},
+            {1, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60},
+            {1, 2, 3, 4},
+            {1, 600, 601, 602, 603, 604, 605, 606, 607}};
+  }
+  static testing::TempDir* dir_;
+};
+testing::TempDir* EngineLoopTest::dir_ = nullptr;
+
+TEST_F(EngineLoopTest, ConcurrentRequestsMatchEachAlone) {
+  auto ref_engine = testing::LoadEngine(dir_->path(), "");
+  auto loop = Loop(256);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (const auto& p : Prompts()) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(loop->Submit(Req(p, 12, sinks.back())).ok());
+  }
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    EXPECT_EQ(sinks[i]->reason(), FinishReason::kLength);
+    const auto alone = testing::GreedyBatch(*ref_engine, {Prompts()[i]}, 12);
+    EXPECT_EQ(sinks[i]->ids(), alone.tokens[0]) << "request " << i;
+    // The streamed text is exactly the decoded ids.
+    EXPECT_EQ(sinks[i]->text(), *ref_engine->tokenizer()->Decode(sinks[i]->ids()));
+    const RequestStats st = sinks[i]->stats();
+    EXPECT_EQ(st.generated_tokens, 12);
+    EXPECT_EQ(st.prompt_tokens, static_cast<int64_t>(Prompts()[i].size()));
+    EXPECT_GT(st.mean_active_ratio, 0.0);
+    EXPECT_LE(st.mean_active_ratio, st.mean_union_ratio + 1e-9);
+    EXPECT_LE(st.time_to_first_token, st.total_time);
+  }
+  // Everything freed.
+  for (int i = 0; i < 100 && loop->Stats().kv_blocks_used != 0; ++i)
+    absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(loop->Stats().kv_blocks_used, 0);
+}
+
+TEST_F(EngineLoopTest, PreemptionUnderSmallCacheKeepsOutputs) {
+  auto ref_engine = testing::LoadEngine(dir_->path(), "");
+  // 5 blocks of 16 tokens: the five requests (up to 18 + 24 tokens each) cannot all stay resident.
+  EngineLoopOptions o;
+  auto loop = Loop(5, o);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (const auto& p : Prompts()) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(loop->Submit(Req(p, 24, sinks.back())).ok());
+  }
+  int64_t preempted = 0;
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    ASSERT_EQ(sinks[i]->reason(), FinishReason::kLength);
+    const auto alone = testing::GreedyBatch(*ref_engine, {Prompts()[i]}, 24);
+    EXPECT_EQ(sinks[i]->ids(), alone.tokens[0]) << "request " << i;
+    preempted += sinks[i]->stats().preemptions;
+  }
+  EXPECT_GT(preempted, 0);
+  EXPECT_EQ(loop->Stats().preemptions, preempted);
+}
+
+TEST_F(EngineLoopTest, StopTokenIdsAndLength) {
+  auto ref_engine = testing::LoadEngine(dir_->path(), "");
+  const auto alone = testing::GreedyBatch(*ref_engine, {Prompts()[0]}, 8);
+  auto loop = Loop(64);
+  auto sink = std::make_shared<CollectingSink>();
+  Request r = Req(Prompts()[0], 8, sink);
+  r.stopping.stop_token_ids = {alone.tokens[0][3]};
+  ASSERT_TRUE(loop->Submit(std::move(r)).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->reason(), FinishReason::kStop);
+  const auto ids = sink->ids();
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.back(), alone.tokens[0][3]);
+  EXPECT_LE(ids.size(), 4u);
+}
+
+TEST_F(EngineLoopTest, CancelFreesBlocks) {
+  auto loop = Loop(64);
+  auto sink = std::make_shared<CollectingSink>();
+  auto id = loop->Submit(Req(Prompts()[2], 40, sink));
+  ASSERT_TRUE(id.ok());
+  loop->Cancel(*id);
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->reason(), FinishReason::kCancelled);
+  EXPECT_EQ(sink->finishes(), 1);
+  for (int i = 0; i < 100 && loop->Stats().kv_blocks_used != 0; ++i)
+    absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(loop->Stats().kv_blocks_used, 0);
+  loop->Cancel(*id);  // unknown or finished ids are ignored
+}
+
+TEST_F(EngineLoopTest, DeadlineExpires) {
+  auto loop = Loop(64);
+  auto sink = std::make_shared<CollectingSink>();
+  Request r = Req(Prompts()[1], 40, sink);
+  r.deadline = absl::Now() - absl::Seconds(1);
+  ASSERT_TRUE(loop->Submit(std::move(r)).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->reason(), FinishReason::kDeadline);
+}
+
+TEST_F(EngineLoopTest, BackpressureRefusesAtOnce) {
+  EngineLoopOptions o;
+  o.max_waiting_requests = 2;
+  o.limits.max_num_seqs = 1;
+  auto loop = Loop(64, o);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  int refused = 0;
+  for (int i = 0; i < 12; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    auto id = loop->Submit(Req(Prompts()[i % 5], 30, sinks.back()));
+    if (!id.ok()) {
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      EXPECT_THAT(std::string(id.status().message()), HasSubstr("queue is full"));
+      ++refused;
+      sinks.pop_back();
+    }
+  }
+  EXPECT_GT(refused, 0);
+  for (auto& s : sinks) ASSERT_TRUE(s->Wait());
+}
+
+TEST_F(EngineLoopTest, RejectsBadRequestsWithTheField) {
+  auto loop = Loop(8);  // 128 tokens of context
+  auto sink = std::make_shared<CollectingSink>();
+  auto msg = [&](Request r) {
+    auto id = loop->Submit(std::move(r));
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(id.status().message());
+  };
+  EXPECT_THAT(msg(Req({}, 4, sink)), HasSubstr("prompt is empty"));
+  EXPECT_THAT(msg(Req({1, 99999}, 4, sink)), HasSubstr("prompt_token_ids[1]"));
+  EXPECT_THAT(msg(Req({1, 2}, 0, sink)), HasSubstr("stopping.max_new_tokens"));
+  EXPECT_THAT(msg(Req(std::vector<int32_t>(200, 5), 4, sink)),
+              HasSubstr("at most 127 prompt tokens"));
+  EXPECT_THAT(msg(Req({1, 2, 3}, 126, sink)), HasSubstr("exceeds the context of 128"));
+  Request r = Req({1, 2}, 4, sink);
+  r.sampling.top_p = 2;
+  EXPECT_THAT(msg(std::move(r)), HasSubstr("sampling.top_p"));
+  EXPECT_EQ(sink->finishes(), 0);
+}
+
+TEST_F(EngineLoopTest, ShutdownFinishesEveryRequestOnce) {
+  auto sink = std::make_shared<CollectingSink>();
+  {
+    auto loop = Loop(64);
+    ASSERT_TRUE(loop->Submit(Req(Prompts()[2], 60, sink)).ok());
+    loop->Shutdown();
+    auto late = loop->Submit(Req(Prompts()[1], 4, std::make_shared<CollectingSink>()));
+    EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
+  }
+  ASSERT_TRUE(sink->Wait(absl::Seconds(1)));
+  EXPECT_EQ(sink->finishes(), 1);
+}
+
+}  // namespace
+}  // namespace sparsed
