@@ -39,9 +39,18 @@ EngineLoop::~EngineLoop() {
   thread_.join();
 }
 
+void EngineLoop::StopAccepting() {
+  std::lock_guard<std::mutex> l(mu_);
+  accepting_ = false;
+}
+
 void EngineLoop::Shutdown() {
-  absl::MutexLock l(&mu_);
-  stopping_ = true;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    accepting_ = false;
+    stopping_ = true;
+  }
+  cv_.notify_all();
 }
 
 absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
@@ -73,8 +82,8 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   auto s = std::make_unique<Sequence>();
   s->tokens = r.prompt;
   s->submitted = absl::Now();
-  absl::MutexLock l(&mu_);
-  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  std::lock_guard<std::mutex> l(mu_);
+  if (!accepting_) return absl::UnavailableError("the server is shutting down; retry on another replica");
   if (queued_ >= options_.max_waiting_requests ||
       queued_tokens_ + static_cast<int64_t>(r.prompt.size()) > options_.max_waiting_prompt_tokens) {
     return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", queued_, " requests, ",
@@ -92,16 +101,20 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   queued_tokens_ += static_cast<int64_t>(s->tokens.size());
   const int64_t id = s->id;
   inbox_.push_back(std::move(s));
+  cv_.notify_all();
   return id;
 }
 
 void EngineLoop::Cancel(int64_t id) {
-  absl::MutexLock l(&mu_);
-  cancels_.push_back(id);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    cancels_.push_back(id);
+  }
+  cv_.notify_all();
 }
 
 EngineLoop::Snapshot EngineLoop::Stats() const {
-  absl::MutexLock l(&mu_);
+  std::lock_guard<std::mutex> l(mu_);
   return snapshot_;
 }
 
@@ -109,18 +122,19 @@ void EngineLoop::Run() {
   for (;;) {
     bool stop = false;
     {
-      absl::MutexLock l(&mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !inbox_.empty() || !cancels_.empty() || !seqs_.empty();
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&has_work), absl::Milliseconds(50));
+      std::unique_lock<std::mutex> l(mu_);
+      // Idle: sleep until something arrives. Busy: only check in, never wait.
+      if (seqs_.empty()) {
+        cv_.wait_for(l, std::chrono::milliseconds(50),
+                     [this] { return stopping_ || !inbox_.empty() || !cancels_.empty(); });
+      }
       stop = stopping_ && inbox_.empty() && cancels_.empty();
     }
     if (stop) {  // cancel whatever is left
       for (auto& [id, s] : seqs_)
         Finish(*s, FinishReason::kShutdown, absl::UnavailableError("server shut down"));
       seqs_.clear();
-      absl::MutexLock l(&mu_);
+      std::lock_guard<std::mutex> l(mu_);
       snapshot_ = Snapshot{0, 0, blocks_.num_used(), blocks_.num_blocks(), preemptions_};
       return;
     }
@@ -148,7 +162,7 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
     st.mean_union_ratio = s.union_sum / s.stat_steps;
   }
   if (!s.running) {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     --queued_;
     queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
   }
@@ -176,7 +190,7 @@ void EngineLoop::Iterate() {
   std::vector<std::unique_ptr<Sequence>> arrivals;
   std::vector<int64_t> cancels;
   {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     arrivals.swap(inbox_);
     cancels.swap(cancels_);
   }
@@ -222,7 +236,7 @@ void EngineLoop::Iterate() {
     ++s.preemptions;
     ++preemptions_;
     ++report.preempted;
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     ++queued_;
     queued_tokens_ += static_cast<int64_t>(s.req.prompt.size());
   }
@@ -237,7 +251,7 @@ void EngineLoop::Iterate() {
       s.running = true;
       s.admitted = admit_counter_++;
       if (s.first_scheduled == absl::InfinitePast()) s.first_scheduled = now;
-      absl::MutexLock l(&mu_);
+      std::lock_guard<std::mutex> l(mu_);
       --queued_;
       queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
     }
@@ -336,7 +350,7 @@ void EngineLoop::Iterate() {
   report.kv_blocks_used = blocks_.num_used();
   report.kv_blocks_total = blocks_.num_blocks();
   {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     snapshot_ = Snapshot{nrun, nwait, blocks_.num_used(), blocks_.num_blocks(), preemptions_};
   }
   if (on_step_ && report.sequences > 0) on_step_(report);

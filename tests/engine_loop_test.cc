@@ -5,7 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "absl/synchronization/notification.h"
+#include <condition_variable>
+#include <mutex>
 #include "tests/reference/test_models.h"
 
 namespace sparsed {
@@ -16,47 +17,49 @@ using ::testing::HasSubstr;
 class CollectingSink : public TokenSink {
  public:
   void OnTokens(const TokenEvent& e) override {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     text_ += e.text;
     ids_.insert(ids_.end(), e.token_ids.begin(), e.token_ids.end());
     ++events_;
   }
   void OnFinish(FinishReason r, const absl::Status& s, const RequestStats& st) override {
     {
-      absl::MutexLock l(&mu_);
+      std::lock_guard<std::mutex> l(mu_);
       reason_ = r;
       status_ = s;
       stats_ = st;
       ++finishes_;
     }
-    done_.Notify();
+    cv_.notify_all();
   }
   bool Wait(absl::Duration d = absl::Seconds(60)) {
-    return done_.WaitForNotificationWithTimeout(d);
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, absl::ToChronoMilliseconds(d), [this] { return finishes_ > 0; });
   }
   std::vector<int32_t> ids() const {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     return ids_;
   }
   std::string text() const {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     return text_;
   }
   FinishReason reason() const {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     return reason_;
   }
   RequestStats stats() const {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     return stats_;
   }
   int finishes() const {
-    absl::MutexLock l(&mu_);
+    std::lock_guard<std::mutex> l(mu_);
     return finishes_;
   }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
   std::string text_;
   std::vector<int32_t> ids_;
   int events_ = 0;
@@ -64,7 +67,6 @@ class CollectingSink : public TokenSink {
   absl::Status status_;
   RequestStats stats_;
   int finishes_ = 0;
-  absl::Notification done_;
 };
 
 class EngineLoopTest : public ::testing::Test {

@@ -1,0 +1,88 @@
+#include "server/convert.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace sparsed::server {
+
+absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const Engine& engine) {
+  Request r;
+  r.request_id = in.request_id();
+  r.priority = in.priority();
+  switch (in.input_case()) {
+    case v1::GenerateRequest::kPrompt: {
+      if (in.prompt().empty()) return absl::InvalidArgumentError("prompt is empty");
+      if (engine.tokenizer() == nullptr)
+        return absl::FailedPreconditionError("the model has no tokenizer; send prompt_token_ids");
+      auto ids = engine.tokenizer()->Encode(in.prompt());
+      if (!ids.ok())
+        return absl::InvalidArgumentError(absl::StrCat("prompt: ", ids.status().message()));
+      if (in.add_bos()) r.prompt.push_back(engine.config().bos_token_id);
+      r.prompt.insert(r.prompt.end(), ids->begin(), ids->end());
+      break;
+    }
+    case v1::GenerateRequest::kPromptTokenIds:
+      r.prompt.assign(in.prompt_token_ids().ids().begin(), in.prompt_token_ids().ids().end());
+      break;
+    default:
+      return absl::InvalidArgumentError("one of prompt or prompt_token_ids is required");
+  }
+  const v1::SamplingParams& s = in.sampling();
+  if (s.has_temperature()) r.sampling.temperature = s.temperature();
+  r.sampling.top_k = s.top_k();
+  if (s.has_top_p()) r.sampling.top_p = s.top_p();
+  r.sampling.min_p = s.min_p();
+  if (s.has_repetition_penalty()) r.sampling.repetition_penalty = s.repetition_penalty();
+  r.sampling.presence_penalty = s.presence_penalty();
+  r.sampling.frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) {
+    r.sampling.seed = s.seed();
+    r.sampling.has_seed = true;
+  }
+  if (in.options().logprobs() > 20) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.logprobs is ", in.options().logprobs(), "; allowed: [0, 20]"));
+  }
+  r.sampling.top_logprobs = static_cast<int32_t>(in.options().logprobs());
+  if (auto st = ValidateSamplingParams(r.sampling); !st.ok()) return st;
+  const v1::StoppingParams& p = in.stopping();
+  if (p.max_new_tokens() > (1u << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stopping.max_new_tokens is ", p.max_new_tokens(), "; allowed: [1, 1048576]"));
+  }
+  r.stopping.max_new_tokens =
+      p.max_new_tokens() == 0 ? 16 : static_cast<int32_t>(p.max_new_tokens());
+  r.stopping.stop.assign(p.stop().begin(), p.stop().end());
+  r.stopping.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
+  r.stopping.ignore_eos = p.ignore_eos();
+  if (auto st = ValidateStoppingParams(r.stopping); !st.ok()) return st;
+  for (int32_t id : r.stopping.stop_token_ids) {
+    if (id < 0 || id >= engine.config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stopping.stop_token_ids has ", id, "; allowed: [0, ", engine.config().vocab_size, ")"));
+    }
+  }
+  return r;
+}
+
+v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+    case FinishReason::kDeadline:
+      return v1::FINISH_REASON_DEADLINE;
+    default:
+      return v1::FINISH_REASON_UNSPECIFIED;
+  }
+}
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())),
+                      std::string(s.message()));
+}
+
+}  // namespace sparsed::server

@@ -1,0 +1,22 @@
+// The one place where proto messages become internal types and statuses become gRPC statuses.
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+#include "scheduler/request.h"
+#include "sparsed/v1/sparsed.pb.h"
+
+namespace sparsed::server {
+
+// Validates and converts a GenerateRequest (tokenizing a text prompt). Every bad field is an
+// INVALID_ARGUMENT naming the field and its allowed range. The sink and deadline are left unset.
+absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const Engine& engine);
+
+v1::FinishReason ToProto(FinishReason r);
+
+// absl::Status → grpc::Status, same code and message.
+grpc::Status ToGrpc(const absl::Status& s);
+
+}  // namespace sparsed::server

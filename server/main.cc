@@ -1,0 +1,186 @@
+// sparsed: serves a sparse-FFN LLM over gRPC (sparsed.v1), with health, reflection and metrics.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "engine/engine.h"
+#include "scheduler/engine_loop.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/service.h"
+
+ABSL_FLAG(std::string, model, "models/sparsed-tiny",
+          "Model directory (config.json, *.safetensors, tokenizer.model).");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address.");
+ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
+          "Prometheus /metrics listen address (empty: off).");
+ABSL_FLAG(std::string, device, "auto",
+          "auto | cpu | cuda. The CUDA forward pass is not available yet: auto uses the CPU.");
+ABSL_FLAG(std::string, sparsity, "",
+          "FFN sparsity: exact | off (default: exact for ReLU-family models, else off).");
+ABSL_FLAG(int64_t, kv_cache_mb, 512, "KV cache size in MiB.");
+ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV cache block.");
+ABSL_FLAG(int, max_num_seqs, 64, "Sequences per engine step.");
+ABSL_FLAG(int, max_num_batched_tokens, 512, "Tokens per engine step.");
+ABSL_FLAG(int, max_prefill_chunk, 256, "Tokens one prompt may prefill per step.");
+ABSL_FLAG(int, max_waiting_requests, 256,
+          "Queued requests beyond which new ones get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, threads, 0, "CPU threads for the engine (0 = all cores).");
+ABSL_FLAG(double, shutdown_timeout_s, 30,
+          "On SIGTERM/SIGINT, how long in-flight requests may finish.");
+ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error.");
+
+namespace sparsed::server {
+namespace {
+
+constexpr char kServiceName[] = "sparsed.v1.Sparsed";
+
+LogLevel ParseLevel(const std::string& s) {
+  if (s == "debug") return LogLevel::kDebug;
+  if (s == "warn") return LogLevel::kWarn;
+  if (s == "error") return LogLevel::kError;
+  return LogLevel::kInfo;
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves a Hugging Face LLaMA-family model over gRPC (sparsed.v1.Sparsed), skipping inactive "
+      "FFN neurons.\n"
+      "Example: sparsed --model models/sparsed-tiny --listen 0.0.0.0:50051 --metrics_listen "
+      "0.0.0.0:9464");
+  absl::ParseCommandLine(argc, argv);
+  const Logger log(ParseLevel(absl::GetFlag(FLAGS_log_level)));
+
+  // Signals are taken by a dedicated sigwait below: block them in every thread first.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "auto" && device != "cpu" && device != "cuda") {
+    log.Log(LogLevel::kError, "bad flag",
+            absl::StrCat("flag=--device value=", device, " allowed=auto|cpu|cuda"));
+    return 2;
+  }
+  if (device == "cuda") {
+    log.Log(LogLevel::kError,
+            "the CUDA forward pass is not available in this build; use --device=cpu or auto");
+    return 2;
+  }
+  // Health first, so probes see NOT_SERVING while the model loads.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  EngineOptions eo;
+  eo.model_dir = absl::GetFlag(FLAGS_model);
+  eo.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
+  eo.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  eo.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
+  eo.backend.threads = absl::GetFlag(FLAGS_threads);
+  eo.progress = [&log](int done, int total, const std::string&) {
+    if (done == total || done % 8 == 0)
+      log.Log(LogLevel::kInfo, "loading model", absl::StrCat("layers=", done, "/", total));
+  };
+  log.Log(LogLevel::kInfo, "loading model", absl::StrCat("dir=", eo.model_dir));
+  const absl::Time t0 = absl::Now();
+  auto engine = Engine::Load(eo);
+  if (!engine.ok()) {
+    log.Log(LogLevel::kError, "cannot load model",
+            absl::StrCat("error=\"", engine.status().message(), "\""));
+    return 1;
+  }
+  const ModelConfig& c = (*engine)->config();
+  log.Log(LogLevel::kInfo, "model loaded",
+          absl::StrCat("type=", c.model_type, " layers=", c.num_layers, " hidden=", c.hidden_size,
+                       " ffn=", c.intermediate_size, " activation=", ActivationName(c.activation),
+                       " seconds=", absl::ToDoubleSeconds(absl::Now() - t0)));
+  log.Log(LogLevel::kInfo, "device",
+          absl::StrCat("device=cpu backend=\"", (*engine)->backend().Describe(), "\"",
+                       device == "auto" ? " reason=\"CUDA forward pass not built yet\"" : ""));
+  log.Log(LogLevel::kInfo, "sparsity",
+          absl::StrCat("mode=", SparsityModeName((*engine)->sparsity_mode())));
+  log.Log(
+      LogLevel::kInfo, "kv cache",
+      absl::StrCat("blocks=", (*engine)->kv_blocks(), " block_size=", (*engine)->kv_block_size(),
+                   " tokens=", (*engine)->kv_blocks() * (*engine)->kv_block_size()));
+  const std::string mode(SparsityModeName((*engine)->sparsity_mode()));
+  const int layers = static_cast<int>(c.num_layers);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  Metrics metrics(*registry, layers, mode);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_listen));
+    } catch (const std::exception& e) {
+      log.Log(LogLevel::kError, "cannot serve metrics",
+              absl::StrCat("listen=", absl::GetFlag(FLAGS_metrics_listen), " error=\"", e.what(),
+                           "\""));
+      return 1;
+    }
+    exposer->RegisterCollectable(registry);
+  }
+
+  EngineLoopOptions lo;
+  lo.limits.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  lo.limits.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  lo.limits.max_prefill_chunk = absl::GetFlag(FLAGS_max_prefill_chunk);
+  lo.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);
+  EngineLoop loop(*std::move(engine), lo, [&metrics](const StepReport& r) { metrics.OnStep(r); });
+  SparsedService service(&loop, &metrics, eo.model_dir, "cpu");
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    log.Log(LogLevel::kError, "cannot listen",
+            absl::StrCat("listen=", absl::GetFlag(FLAGS_listen)));
+    return 1;
+  }
+  auto* health = server->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus("", true);
+  log.Log(LogLevel::kInfo, "serving",
+          absl::StrCat("grpc=", absl::GetFlag(FLAGS_listen), " port=", port,
+                       " metrics=", absl::GetFlag(FLAGS_metrics_listen)));
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  log.Log(LogLevel::kInfo, "draining",
+          absl::StrCat("signal=", sig, " timeout_s=", absl::GetFlag(FLAGS_shutdown_timeout_s)));
+  health->SetServingStatus(kServiceName, false);
+  health->SetServingStatus("", false);
+  loop.StopAccepting();
+  const absl::Time until = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_timeout_s));
+  while (absl::Now() < until) {
+    const auto s = loop.Stats();
+    if (s.running == 0 && s.waiting == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  const auto left = loop.Stats();
+  loop.Shutdown();  // cancels whatever is left
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  log.Log(LogLevel::kInfo, "stopped", absl::StrCat("cancelled=", left.running + left.waiting));
+  return 0;
+}
+
+}  // namespace
+}  // namespace sparsed::server
+
+int main(int argc, char** argv) { return sparsed::server::Main(argc, argv); }

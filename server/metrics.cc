@@ -1,0 +1,193 @@
+#include "server/metrics.h"
+
+#include <string>
+
+namespace sparsed::server {
+namespace {
+
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+}
+
+}  // namespace
+
+Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& sparsity_mode)
+    : queue_(prometheus::BuildHistogram()
+                 .Name("sparsed_queue_time_seconds")
+                 .Help("Time from submission to first scheduling")
+                 .Register(reg)
+                 .Add({}, LatencyBuckets())),
+      ttft_(prometheus::BuildHistogram()
+                .Name("sparsed_time_to_first_token_seconds")
+                .Help("Time from submission to the first generated token")
+                .Register(reg)
+                .Add({}, LatencyBuckets())),
+      itl_(prometheus::BuildHistogram()
+               .Name("sparsed_inter_token_latency_seconds")
+               .Help("Time between consecutive streamed tokens of a request")
+               .Register(reg)
+               .Add({}, LatencyBuckets())),
+      e2e_(prometheus::BuildHistogram()
+               .Name("sparsed_request_duration_seconds")
+               .Help("Time from submission to the end of a request")
+               .Register(reg)
+               .Add({}, LatencyBuckets())),
+      requests_(prometheus::BuildCounter()
+                    .Name("sparsed_requests_total")
+                    .Help("Requests by outcome")
+                    .Register(reg)),
+      prompt_tokens_(prometheus::BuildCounter()
+                         .Name("sparsed_prompt_tokens_total")
+                         .Help("Prompt tokens of finished requests")
+                         .Register(reg)
+                         .Add({})),
+      generated_tokens_(prometheus::BuildCounter()
+                            .Name("sparsed_generated_tokens_total")
+                            .Help("Generated tokens")
+                            .Register(reg)
+                            .Add({})),
+      running_(prometheus::BuildGauge()
+                   .Name("sparsed_running_sequences")
+                   .Help("Sequences in the running batch")
+                   .Register(reg)
+                   .Add({})),
+      waiting_(prometheus::BuildGauge()
+                   .Name("sparsed_waiting_sequences")
+                   .Help("Sequences waiting for admission")
+                   .Register(reg)
+                   .Add({})),
+      kv_used_(prometheus::BuildGauge()
+                   .Name("sparsed_kv_blocks_used")
+                   .Help("KV cache blocks in use")
+                   .Register(reg)
+                   .Add({})),
+      kv_total_(prometheus::BuildGauge()
+                    .Name("sparsed_kv_blocks_capacity")
+                    .Help("KV cache blocks")
+                    .Register(reg)
+                    .Add({})),
+      preemptions_(prometheus::BuildCounter()
+                       .Name("sparsed_preemptions_total")
+                       .Help("Sequences preempted for lack of KV blocks")
+                       .Register(reg)
+                       .Add({})),
+      batch_size_(
+          prometheus::BuildHistogram()
+              .Name("sparsed_batch_sequences")
+              .Help("Sequences per engine step")
+              .Register(reg)
+              .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128})),
+      batch_tokens_(
+          prometheus::BuildHistogram()
+              .Name("sparsed_batch_tokens")
+              .Help("Tokens per engine step")
+              .Register(reg)
+              .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256,
+                                                               512, 1024, 2048})),
+      step_phase_(prometheus::BuildHistogram()
+                      .Name("sparsed_step_phase_seconds")
+                      .Help("Engine step time by phase")
+                      .Register(reg)),
+      union_ratio_(
+          prometheus::BuildHistogram()
+              .Name("sparsed_ffn_union_ratio")
+              .Help(
+                  "Union of active FFN neurons per step over layers, as a fraction of the neurons")
+              .Register(reg)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+                                                               0.6, 0.7, 0.8, 0.9, 0.95, 1.0})),
+      rows_skipped_(prometheus::BuildCounter()
+                        .Name("sparsed_ffn_rows_skipped_total")
+                        .Help("FFN up/down weight rows not read thanks to sparsity")
+                        .Register(reg)
+                        .Add({})),
+      rows_total_(prometheus::BuildCounter()
+                      .Name("sparsed_ffn_rows_total")
+                      .Help("FFN up/down weight rows a dense step would read")
+                      .Register(reg)
+                      .Add({})) {
+  const prometheus::Histogram::BucketBoundaries phase_buckets{0.0001, 0.0005, 0.001, 0.005, 0.01,
+                                                              0.05,   0.1,    0.5,   1,     5};
+  phase_schedule_ = &step_phase_.Add({{"phase", "schedule"}}, phase_buckets);
+  phase_forward_ = &step_phase_.Add({{"phase", "forward"}}, phase_buckets);
+  phase_sample_ = &step_phase_.Add({{"phase", "sample"}}, phase_buckets);
+  auto& active =
+      prometheus::BuildGauge()
+          .Name("sparsed_ffn_active_ratio")
+          .Help("Mean fraction of FFN neurons active per token in the last step, by layer")
+          .Register(reg);
+  auto& uni = prometheus::BuildGauge()
+                  .Name("sparsed_ffn_layer_union_ratio")
+                  .Help("Union of active FFN neurons in the last step, by layer")
+                  .Register(reg);
+  for (int l = 0; l < num_layers; ++l) {
+    layer_active_.push_back(&active.Add({{"layer", std::to_string(l)}}));
+    layer_union_.push_back(&uni.Add({{"layer", std::to_string(l)}}));
+  }
+  prometheus::BuildGauge()
+      .Name("sparsed_sparsity_mode_info")
+      .Help("The FFN sparsity mode (value 1)")
+      .Register(reg)
+      .Add({{"mode", sparsity_mode}})
+      .Set(1);
+  for (const char* outcome :
+       {"finished", "stopped", "cancelled", "deadline", "rejected", "error"}) {
+    requests_.Add({{"outcome", outcome}});
+  }
+}
+
+void Metrics::OnStep(const StepReport& r) {
+  running_.Set(r.running);
+  waiting_.Set(r.waiting);
+  kv_used_.Set(r.kv_blocks_used);
+  kv_total_.Set(r.kv_blocks_total);
+  if (r.preempted) preemptions_.Increment(r.preempted);
+  batch_size_.Observe(r.sequences);
+  batch_tokens_.Observe(r.tokens);
+  phase_schedule_->Observe(absl::ToDoubleSeconds(r.schedule_time));
+  phase_forward_->Observe(absl::ToDoubleSeconds(r.forward_time));
+  phase_sample_->Observe(absl::ToDoubleSeconds(r.sample_time));
+  double uni_mean = 0;
+  for (size_t l = 0; l < r.layer_stats.size() && l < layer_active_.size(); ++l) {
+    const FfnStats& s = r.layer_stats[l];
+    layer_active_[l]->Set(s.active_ratio());
+    layer_union_[l]->Set(s.union_ratio());
+    uni_mean += s.union_ratio() / r.layer_stats.size();
+    rows_skipped_.Increment(2.0 * s.rows_skipped);
+    rows_total_.Increment(2.0 * s.neurons);
+  }
+  if (!r.layer_stats.empty()) union_ratio_.Observe(uni_mean);
+}
+
+void Metrics::OnFinished(FinishReason reason, const RequestStats& st) {
+  const char* outcome = "error";
+  switch (reason) {
+    case FinishReason::kLength:
+      outcome = "finished";
+      break;
+    case FinishReason::kStop:
+      outcome = "stopped";
+      break;
+    case FinishReason::kCancelled:
+    case FinishReason::kShutdown:
+      outcome = "cancelled";
+      break;
+    case FinishReason::kDeadline:
+      outcome = "deadline";
+      break;
+    case FinishReason::kError:
+      break;
+  }
+  requests_.Add({{"outcome", outcome}}).Increment();
+  queue_.Observe(absl::ToDoubleSeconds(st.queue_time));
+  if (st.generated_tokens > 0) ttft_.Observe(absl::ToDoubleSeconds(st.time_to_first_token));
+  e2e_.Observe(absl::ToDoubleSeconds(st.total_time));
+  prompt_tokens_.Increment(static_cast<double>(st.prompt_tokens));
+  generated_tokens_.Increment(static_cast<double>(st.generated_tokens));
+}
+
+void Metrics::OnRejected() { requests_.Add({{"outcome", "rejected"}}).Increment(); }
+
+void Metrics::OnInterToken(double seconds) { itl_.Observe(seconds); }
+
+}  // namespace sparsed::server

@@ -1,0 +1,53 @@
+// Prometheus metrics of the daemon (prefix sparsed_, base units). The registry is injected.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <vector>
+
+#include "scheduler/engine_loop.h"
+#include "scheduler/request.h"
+
+namespace sparsed::server {
+
+// Thread-safety: all methods may be called from any thread (prometheus-cpp metrics are atomic).
+class Metrics {
+ public:
+  Metrics(prometheus::Registry& registry, int num_layers, const std::string& sparsity_mode);
+
+  void OnStep(const StepReport& r);
+  void OnFinished(FinishReason reason, const RequestStats& st);
+  void OnRejected();
+  void OnInterToken(double seconds);
+
+ private:
+  prometheus::Histogram& queue_;
+  prometheus::Histogram& ttft_;
+  prometheus::Histogram& itl_;
+  prometheus::Histogram& e2e_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Counter& prompt_tokens_;
+  prometheus::Counter& generated_tokens_;
+  prometheus::Gauge& running_;
+  prometheus::Gauge& waiting_;
+  prometheus::Gauge& kv_used_;
+  prometheus::Gauge& kv_total_;
+  prometheus::Counter& preemptions_;
+  prometheus::Histogram& batch_size_;
+  prometheus::Histogram& batch_tokens_;
+  prometheus::Family<prometheus::Histogram>& step_phase_;
+  prometheus::Histogram* phase_schedule_;
+  prometheus::Histogram* phase_forward_;
+  prometheus::Histogram* phase_sample_;
+  std::vector<prometheus::Gauge*> layer_active_;
+  std::vector<prometheus::Gauge*> layer_union_;
+  prometheus::Histogram& union_ratio_;
+  prometheus::Counter& rows_skipped_;
+  prometheus::Counter& rows_total_;
+};
+
+}  // namespace sparsed::server

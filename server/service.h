@@ -1,0 +1,38 @@
+// The sparsed.v1.Sparsed gRPC service over the engine loop.
+#pragma once
+
+#include <string>
+
+#include "scheduler/engine_loop.h"
+#include "server/metrics.h"
+#include "sparsed/v1/sparsed.grpc.pb.h"
+
+namespace sparsed::server {
+
+// Thread-safety: gRPC calls the handlers from its thread pool; each handler blocks its thread
+// while its request runs, polling for client cancellation.
+class SparsedService final : public v1::Sparsed::Service {
+ public:
+  // `loop` and `metrics` must outlive the service.
+  SparsedService(EngineLoop* loop, Metrics* metrics, std::string model_dir, std::string device);
+
+  grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                        v1::GenerateResponse* resp) override;
+  grpc::Status GenerateStream(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                              grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status GetModelInfo(grpc::ServerContext* ctx, const v1::GetModelInfoRequest* req,
+                            v1::ModelInfo* resp) override;
+  grpc::Status Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
+                        v1::TokenizeResponse* resp) override;
+
+ private:
+  grpc::Status Run(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
+                   grpc::ServerWriter<v1::GenerateResponse>* writer, v1::GenerateResponse* unary);
+
+  EngineLoop* loop_;
+  Metrics* metrics_;
+  std::string model_dir_;
+  std::string device_;
+};
+
+}  // namespace sparsed::server

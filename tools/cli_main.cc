@@ -1,0 +1,127 @@
+// sparsed-cli: a command-line gRPC client of sparsed.
+//   sparsed-cli health [--service NAME]         exit 0 when SERVING (container health probes)
+//   sparsed-cli info                            model information
+//   sparsed-cli generate --prompt TEXT [--stream] [--max_new_tokens N] [--temperature T]
+//   sparsed-cli tokenize --prompt TEXT
+#include <grpcpp/grpcpp.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "sparsed/v1/sparsed.grpc.pb.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address.");
+ABSL_FLAG(std::string, service, "", "health: service name to check (\"\" = whole server).");
+ABSL_FLAG(std::string, prompt, "", "generate/tokenize: prompt text.");
+ABSL_FLAG(int, max_new_tokens, 32, "generate: tokens to generate.");
+ABSL_FLAG(double, temperature, 0.0, "generate: sampling temperature (0 = greedy).");
+ABSL_FLAG(bool, stream, false, "generate: stream the text as it is produced.");
+ABSL_FLAG(bool, add_bos, true, "generate/tokenize: prepend the model's BOS token.");
+ABSL_FLAG(double, timeout_s, 60, "Call deadline in seconds.");
+
+namespace {
+
+int Fail(const grpc::Status& s) {
+  std::fprintf(stderr, "error: %s (%d): %s\n",
+               s.error_code() == grpc::StatusCode::UNAVAILABLE ? "UNAVAILABLE" : "rpc failed",
+               static_cast<int>(s.error_code()), s.error_message().c_str());
+  return 1;
+}
+
+void SetDeadline(grpc::ClientContext* ctx) {
+  ctx->set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout_s) * 1000)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("sparsed-cli health|info|generate|tokenize [flags]");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) {
+    std::fprintf(stderr,
+                 "usage: sparsed-cli health|info|generate|tokenize [--target host:port] ...\n");
+    return 2;
+  }
+  const std::string cmd = args[1];
+  auto channel =
+      grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials());
+  if (cmd == "health") {
+    auto stub = grpc::health::v1::Health::NewStub(channel);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(absl::GetFlag(FLAGS_service));
+    grpc::health::v1::HealthCheckResponse resp;
+    const grpc::Status s = stub->Check(&ctx, req, &resp);
+    if (!s.ok()) return Fail(s);
+    const bool serving = resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+    std::printf("%s\n", serving ? "SERVING" : "NOT_SERVING");
+    return serving ? 0 : 1;
+  }
+  auto stub = sparsed::v1::Sparsed::NewStub(channel);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  if (cmd == "info") {
+    sparsed::v1::ModelInfo info;
+    const grpc::Status s = stub->GetModelInfo(&ctx, {}, &info);
+    if (!s.ok()) return Fail(s);
+    std::printf("%s", info.DebugString().c_str());
+    return 0;
+  }
+  if (cmd == "tokenize") {
+    sparsed::v1::TokenizeRequest req;
+    req.set_text(absl::GetFlag(FLAGS_prompt));
+    req.set_add_bos(absl::GetFlag(FLAGS_add_bos));
+    sparsed::v1::TokenizeResponse resp;
+    const grpc::Status s = stub->Tokenize(&ctx, req, &resp);
+    if (!s.ok()) return Fail(s);
+    for (int32_t id : resp.token_ids()) std::printf("%d ", id);
+    std::printf("\n");
+    return 0;
+  }
+  if (cmd == "generate") {
+    sparsed::v1::GenerateRequest req;
+    req.set_prompt(absl::GetFlag(FLAGS_prompt));
+    req.set_add_bos(absl::GetFlag(FLAGS_add_bos));
+    req.mutable_sampling()->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+    req.mutable_stopping()->set_max_new_tokens(
+        static_cast<uint32_t>(absl::GetFlag(FLAGS_max_new_tokens)));
+    req.mutable_options()->set_sparsity_stats(true);
+    sparsed::v1::GenerateResponse last;
+    if (absl::GetFlag(FLAGS_stream)) {
+      auto reader = stub->GenerateStream(&ctx, req);
+      sparsed::v1::GenerateResponse msg;
+      std::printf("%s", req.prompt().c_str());
+      while (reader->Read(&msg)) {
+        std::printf("%s", msg.text().c_str());
+        std::fflush(stdout);
+        last = msg;
+      }
+      const grpc::Status s = reader->Finish();
+      std::printf("\n");
+      if (!s.ok()) return Fail(s);
+    } else {
+      const grpc::Status s = stub->Generate(&ctx, req, &last);
+      if (!s.ok()) return Fail(s);
+      std::printf("%s%s\n", req.prompt().c_str(), last.text().c_str());
+    }
+    std::fprintf(stderr,
+                 "finish=%s prompt_tokens=%u generated_tokens=%u first_token_s=%.3f total_s=%.3f "
+                 "active=%.3f union=%.3f\n",
+                 sparsed::v1::FinishReason_Name(last.finish_reason()).c_str(),
+                 last.usage().prompt_tokens(), last.usage().generated_tokens(),
+                 last.timings().first_token_seconds(), last.timings().total_seconds(),
+                 last.sparsity().mean_active_ratio(), last.sparsity().mean_union_ratio());
+    return 0;
+  }
+  std::fprintf(stderr, "unknown command '%s'; use health, info, generate or tokenize\n",
+               cmd.c_str());
+  return 2;
+}
