@@ -11,6 +11,7 @@ PKGS=(
   libsentencepiece-dev sentencepiece
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   prometheus-cpp-dev
+  python3-grpcio python3-grpc-tools prometheus curl
 )
 missing=()
 for p in "${PKGS[@]}"; do
