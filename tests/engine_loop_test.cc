@@ -5,8 +5,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <random>
+
 #include "tests/reference/test_models.h"
 
 namespace sparsed {
@@ -247,6 +250,157 @@ TEST_F(EngineLoopTest, ShutdownFinishesEveryRequestOnce) {
   }
   ASSERT_TRUE(sink->Wait(absl::Seconds(1)));
   EXPECT_EQ(sink->finishes(), 1);
+}
+
+std::vector<int32_t> PromptOfLength(int n, int seed) {
+  std::vector<int32_t> p = {1};
+  for (int i = 1; i < n; ++i) p.push_back(3 + (seed * 37 + i * 11) % 900);
+  return p;
+}
+
+TEST_F(EngineLoopTest, SixteenDifferentRequestsGreedyAndSeededMatchAlone) {
+  auto loop = Loop(512);
+  auto make = [&](int i, std::shared_ptr<TokenSink> sink) {
+    Request r = Req(PromptOfLength(1 + (i * 7) % 40, i), 4 + i % 9, std::move(sink));
+    if (i % 2) {  // half sampled with a seed
+      r.sampling.temperature = 0.8f;
+      r.sampling.top_p = 0.9f;
+      r.sampling.seed = 1000 + i;
+      r.sampling.has_seed = true;
+    }
+    return r;
+  };
+  std::vector<std::vector<int32_t>> alone(16);
+  for (int i = 0; i < 16; ++i) {
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(loop->Submit(make(i, sink)).ok());
+    ASSERT_TRUE(sink->Wait());
+    alone[i] = sink->ids();
+  }
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (int i = 0; i < 16; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    ASSERT_TRUE(loop->Submit(make(i, sinks.back())).ok());
+  }
+  for (int i = 0; i < 16; ++i) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    EXPECT_EQ(sinks[i]->ids(), alone[i])
+        << "request " << i << (i % 2 ? " (seeded sampling)" : " (greedy)");
+  }
+}
+
+TEST_F(EngineLoopTest, CancellingHalfOf64FreesBlocksAtOnceAndKeepsTheOthers) {
+  auto ref_engine = testing::LoadEngine(dir_->path(), "");
+  std::atomic<int> steps{0};
+  EngineLoopOptions o;
+  o.limits.max_num_seqs = 64;
+  o.limits.max_num_batched_tokens = 2048;
+  EngineLoop loop(testing::LoadEngine(dir_->path(), "", 512), o,
+                  [&](const StepReport&) { ++steps; });
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 64; ++i) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    auto id = loop.Submit(Req(PromptOfLength(2 + i % 13, i), 30, sinks.back()));
+    ASSERT_TRUE(id.ok());
+    ids.push_back(*id);
+  }
+  // Wait until every request is decoding, then cancel the even ones.
+  for (int t = 0; t < 2000; ++t) {
+    bool all = true;
+    for (auto& s : sinks) all &= !s->ids().empty();
+    if (all) break;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  const int at_cancel = steps.load();
+  for (int i = 0; i < 64; i += 2) loop.Cancel(ids[i]);
+  for (int i = 0; i < 64; i += 2) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    if (sinks[i]->reason() == FinishReason::kCancelled) {
+      // The cancellation is taken at the start of the next iteration.
+      EXPECT_LE(steps.load(), at_cancel + 2) << "request " << i;
+    }
+  }
+  for (int i = 1; i < 64; i += 2) {
+    ASSERT_TRUE(sinks[i]->Wait());
+    ASSERT_EQ(sinks[i]->reason(), FinishReason::kLength);
+    const auto alone = testing::GreedyBatch(*ref_engine, {PromptOfLength(2 + i % 13, i)}, 30);
+    EXPECT_EQ(sinks[i]->ids(), alone.tokens[0]) << "request " << i;
+  }
+  for (int t = 0; t < 200 && loop.Stats().kv_blocks_used != 0; ++t)
+    absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_EQ(loop.Stats().kv_blocks_used, 0);
+}
+
+TEST_F(EngineLoopTest, RandomizedArrivalsCancellationsAndDeadlines) {
+  // Many short requests against a small cache (preemptions happen), some cancelled, some with
+  // tight deadlines. Every request ends exactly once with a reason its fate allows, admission is
+  // first-come-first-served, and every block comes back.
+  EngineLoopOptions o;
+  o.limits.max_num_seqs = 16;
+  o.limits.max_num_batched_tokens = 128;
+  o.limits.max_prefill_chunk = 32;
+  auto loop = Loop(24, o);
+  std::mt19937_64 rng(2026);
+  constexpr int kRequests = 1200;
+  struct Item {
+    std::shared_ptr<CollectingSink> sink;
+    int64_t id;
+    int fate;  // 0 normal, 1 cancelled, 2 deadline
+    absl::Time submitted;
+  };
+  std::vector<Item> items;
+  for (int i = 0; i < kRequests; ++i) {
+    Item it{std::make_shared<CollectingSink>(), 0, static_cast<int>(rng() % 10), absl::Now()};
+    it.fate = it.fate < 7 ? 0 : it.fate < 9 ? 1 : 2;
+    Request r = Req(PromptOfLength(1 + static_cast<int>(rng() % 40), i),
+                    1 + static_cast<int>(rng() % 12), it.sink);
+    if (it.fate == 2)
+      r.deadline = absl::Now() + absl::Microseconds(static_cast<int64_t>(rng() % 3000));
+    for (;;) {
+      it.submitted = absl::Now();
+      auto id = loop->Submit(r);
+      if (id.ok()) {
+        it.id = *id;
+        break;
+      }
+      ASSERT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      absl::SleepFor(absl::Microseconds(200));
+    }
+    if (it.fate == 1 && rng() % 2) loop->Cancel(it.id);
+    items.push_back(std::move(it));
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].fate == 1) loop->Cancel(items[i].id);  // the rest of the cancellations, late
+  }
+  absl::Time last_admission = absl::InfinitePast();
+  int64_t preempted = 0;
+  for (const Item& it : items) {
+    ASSERT_TRUE(it.sink->Wait()) << "request " << it.id << " never finished";
+    EXPECT_EQ(it.sink->finishes(), 1);
+    const FinishReason r = it.sink->reason();
+    if (it.fate == 0) EXPECT_EQ(r, FinishReason::kLength) << it.id;
+    if (it.fate == 1)
+      EXPECT_TRUE(r == FinishReason::kLength || r == FinishReason::kCancelled) << it.id;
+    if (it.fate == 2)
+      EXPECT_TRUE(r == FinishReason::kLength || r == FinishReason::kDeadline) << it.id;
+    const RequestStats st = it.sink->stats();
+    preempted += st.preemptions;
+    if (it.fate == 0) {
+      // Admission is first-come-first-served: nobody admitted before an earlier request.
+      const absl::Time admitted = it.submitted + st.queue_time;
+      EXPECT_GE(admitted + absl::Milliseconds(2), last_admission)
+          << "request " << it.id << " overtaken";
+      last_admission = std::max(last_admission, admitted);
+    }
+  }
+  for (int t = 0; t < 200 && loop->Stats().kv_blocks_used != 0; ++t)
+    absl::SleepFor(absl::Milliseconds(5));
+  const auto snap = loop->Stats();
+  EXPECT_EQ(snap.kv_blocks_used, 0);
+  EXPECT_EQ(snap.running + snap.waiting, 0);
+  EXPECT_GT(snap.preemptions, 0);
+  EXPECT_EQ(snap.preemptions, preempted);
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "scheduler/block_manager.h"
 #include "scheduler/policy.h"
 
@@ -118,6 +121,123 @@ TEST(Policy, PreemptedSequenceComesBackFirst) {
   auto d = Schedule({Seq(1, 21, 20, 2, 0)}, {Seq(5, 4, 0, 0, 9), Seq(2, 33, 0, 0, 1)}, 10, 16, lim);
   EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{1, 1}, std::pair<int64_t, int>{2, 33},
                                      std::pair<int64_t, int>{5, 4}));
+}
+
+}  // namespace
+}  // namespace sparsed
+
+namespace sparsed {
+namespace {
+
+// A step-by-step simulation of the policy: sequences arrive at given steps with prompt lengths,
+// each scheduled token is "computed", a sequence that completes its prompt generates one token per
+// step until `gen` tokens. The table records, per step, "id:tokens" of every scheduled chunk.
+struct SimSeq {
+  int64_t id;
+  int arrive_step;
+  int prompt;
+  int gen;
+  int priority = 0;
+};
+
+std::vector<std::string> Simulate(const std::vector<SimSeq>& seqs, int blocks, int block_size,
+                                  const SchedulerLimits& lim, int steps) {
+  struct State {
+    SeqView v;
+    bool running = false, done = false;
+    int generated = 0;
+    int gen = 0;
+  };
+  std::map<int64_t, State> st;
+  int free_blocks = blocks;
+  int64_t admit = 0;
+  std::vector<std::string> table;
+  for (int step = 0; step < steps; ++step) {
+    for (const SimSeq& s : seqs) {
+      if (s.arrive_step == step) {
+        State x;
+        x.v.id = s.id;
+        x.v.arrival = s.id;
+        x.v.priority = s.priority;
+        x.v.total_tokens = s.prompt;
+        x.gen = s.gen;
+        st[s.id] = x;
+      }
+    }
+    std::vector<SeqView> running, waiting;
+    for (auto& [id, x] : st) {
+      if (!x.done) (x.running ? running : waiting).push_back(x.v);
+    }
+    const ScheduleDecision d = Schedule(running, waiting, free_blocks, block_size, lim);
+    std::string row;
+    for (int64_t id : d.preempted) {
+      State& x = st[id];
+      free_blocks += x.v.blocks_held;
+      x.v.blocks_held = 0;
+      x.v.computed = 0;
+      x.running = false;
+      row += "P" + std::to_string(id) + " ";
+    }
+    for (const ScheduledChunk& c : d.scheduled) {
+      State& x = st[c.id];
+      free_blocks -= c.new_blocks;
+      x.v.blocks_held += c.new_blocks;
+      if (c.from_waiting) {
+        x.running = true;
+        x.v.admitted = admit++;
+      }
+      x.v.computed += c.tokens;
+      row += std::to_string(c.id) + ":" + std::to_string(c.tokens) + " ";
+      if (x.v.computed == x.v.total_tokens) {  // the step produced a token
+        if (++x.generated >= x.gen) {
+          x.done = true;
+          free_blocks += x.v.blocks_held;
+          x.v.blocks_held = 0;
+        } else {
+          ++x.v.total_tokens;
+        }
+      }
+    }
+    if (!row.empty()) row.pop_back();
+    table.push_back(row);
+  }
+  return table;
+}
+
+TEST(PolicyTable, ChunkedPrefillBoundedShareAndMaxSeqs) {
+  // Budget 8 tokens per step, one prefill may take 6: the 20-token prompt of 2 is split and never
+  // takes the whole step; decodes of 1 keep running; max_num_seqs 2 holds 3 back.
+  SchedulerLimits lim{2, 8, 6};
+  const auto t = Simulate({{1, 0, 3, 4}, {2, 1, 20, 2}, {3, 1, 2, 2}}, 100, 4, lim, 9);
+  EXPECT_THAT(t, ElementsAre("1:3",      // 1 prefills its 3 tokens (and produces its first token)
+                             "1:1 2:6",  // 1 decodes; 2 takes one bounded chunk; 3 waits (2 seqs)
+                             "1:1 2:6",
+                             "1:1 2:6",  // 1 has its 4 tokens: done
+                             "2:2 3:2",  // 2 finishes its prompt; 3 is admitted
+                             "2:1 3:1",  // both produce their second token: done
+                             "", "", ""));
+}
+
+TEST(PolicyTable, PreemptionAndResumption) {
+  // 3 blocks of 4 tokens: 1 and 2 grow until blocks run out; the later one (2) is preempted,
+  // recomputes its prompt and generated token later, and finishes.
+  SchedulerLimits lim{4, 64, 64};
+  const auto t = Simulate({{1, 0, 4, 5}, {2, 0, 3, 3}}, 3, 4, lim, 10);
+  EXPECT_THAT(
+      t, ElementsAre("1:4 2:3",  // both prefill: 1 block each
+                     "1:1 2:1",  // 1 takes the last block (pos 4); 2 stays in its block (pos 3)
+                     "P2 1:1",   // 2 needs a block at pos 4, none left: 2 (latest) is preempted
+                     "1:1",      // 2 waits: its 5 tokens need 2 blocks, 1 is free
+                     "1:1",      // 1 produces its 5th token and frees its blocks
+                     "2:5",      // 2 resumes: recomputes 3 prompt + 2 generated tokens, then done
+                     "", "", "", ""));
+}
+
+TEST(PolicyTable, PriorityServedFirst) {
+  SchedulerLimits lim{1, 64, 64};
+  const auto t =
+      Simulate({{1, 0, 2, 1}, {2, 0, 2, 1}, {3, 0, 2, 1, /*priority=*/1}}, 10, 4, lim, 4);
+  EXPECT_THAT(t, ElementsAre("3:2", "1:2", "2:2", ""));
 }
 
 }  // namespace
