@@ -69,13 +69,20 @@ int Main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has = i + 1 < argc;
-    if (a == "--model" && has) model = argv[++i];
-    else if (a == "--requests" && has) requests = std::atoi(argv[++i]);
-    else if (a == "--rate" && has) rate = std::atof(argv[++i]);
-    else if (a == "--max_new" && has) max_new = std::atoi(argv[++i]);
-    else if (a == "--mode" && has) mode = argv[++i];
+    if (a == "--model" && has)
+      model = argv[++i];
+    else if (a == "--requests" && has)
+      requests = std::atoi(argv[++i]);
+    else if (a == "--rate" && has)
+      rate = std::atof(argv[++i]);
+    else if (a == "--max_new" && has)
+      max_new = std::atoi(argv[++i]);
+    else if (a == "--mode" && has)
+      mode = argv[++i];
     else {
-      std::fprintf(stderr, "usage: serving_bench [--model DIR] [--requests N] [--rate R] [--max_new N] [--mode exact|off]\n");
+      std::fprintf(stderr,
+                   "usage: serving_bench [--model DIR] [--requests N] [--rate R] [--max_new N] "
+                   "[--mode exact|off]\n");
       return 2;
     }
   }
@@ -124,7 +131,8 @@ int Main(int argc, char** argv) {
   lo.limits.max_num_batched_tokens = 512;
   lo.max_waiting_requests = 4096;
   EngineLoop loop(*std::move(engine), lo, [&](const StepReport& r) {
-    if (r.prefill_tokens > 0) return;  // decode-only steps: one token per sequence
+    if (r.prefill_tokens > 0 || r.sequences == 0)
+      return;  // decode-only steps: one token per sequence
     std::lock_guard<std::mutex> l(mu);
     auto& u = union_sum[r.sequences];
     u.resize(r.layer_stats.size(), 0.0);
@@ -145,7 +153,8 @@ int Main(int argc, char** argv) {
     Request r;
     const int len = 8 + static_cast<int>(rng() % 56);
     r.prompt.push_back(1);
-    for (int j = 1; j < len; ++j) r.prompt.push_back(3 + static_cast<int>(rng() % (cfg.vocab_size - 3)));
+    for (int j = 1; j < len; ++j)
+      r.prompt.push_back(3 + static_cast<int>(rng() % (cfg.vocab_size - 3)));
     r.sampling.temperature = 0;
     r.stopping.max_new_tokens = max_new;
     r.stopping.ignore_eos = true;
@@ -169,17 +178,25 @@ int Main(int argc, char** argv) {
     for (size_t i = 1; i < t.size(); ++i) itl.push_back(absl::ToDoubleSeconds(t[i] - t[i - 1]));
   }
   std::printf("model %s (d=%lld, F=%lld, %lld layers, %s); backend %s; mode %s\n", model.c_str(),
-              (long long)cfg.hidden_size, (long long)cfg.intermediate_size, (long long)cfg.num_layers,
-              std::string(ActivationName(cfg.activation)).c_str(), backend.c_str(), mode.c_str());
-  std::printf("%d requests, Poisson arrivals at %.0f/s, prompts 8-63 tokens, %d new tokens each\n\n", requests, rate,
-              max_new);
-  std::printf("| throughput tok/s | TTFT p50 / p95 / p99 ms | ITL p50 / p95 / p99 ms | queue p95 ms | e2e p50 / p95 s |\n");
+              (long long)cfg.hidden_size, (long long)cfg.intermediate_size,
+              (long long)cfg.num_layers, std::string(ActivationName(cfg.activation)).c_str(),
+              backend.c_str(), mode.c_str());
+  std::printf(
+      "%d requests, Poisson arrivals at %.0f/s, prompts 8-63 tokens, %d new tokens each\n\n",
+      requests, rate, max_new);
+  std::printf(
+      "| throughput tok/s | TTFT p50 / p95 / p99 ms | ITL p50 / p95 / p99 ms | queue p95 ms | e2e "
+      "p50 / p95 s |\n");
   std::printf("|---|---|---|---|---|\n");
-  std::printf("| %.1f | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %.1f | %.2f / %.2f |\n\n", tokens / secs,
-              1e3 * Pct(ttft, .5), 1e3 * Pct(ttft, .95), 1e3 * Pct(ttft, .99), 1e3 * Pct(itl, .5), 1e3 * Pct(itl, .95),
-              1e3 * Pct(itl, .99), 1e3 * Pct(queue, .95), Pct(e2e, .5), Pct(e2e, .95));
-  std::printf("Union ratio of active FFN neurons by decode batch size (mean over decode-only steps):\n\n");
-  std::printf("| batch | steps | active/token | union (mean of layers) | independence 1-(1-a)^B | per layer |\n|---|---|---|---|---|---|\n");
+  std::printf("| %.1f | %.1f / %.1f / %.1f | %.1f / %.1f / %.1f | %.1f | %.2f / %.2f |\n\n",
+              tokens / secs, 1e3 * Pct(ttft, .5), 1e3 * Pct(ttft, .95), 1e3 * Pct(ttft, .99),
+              1e3 * Pct(itl, .5), 1e3 * Pct(itl, .95), 1e3 * Pct(itl, .99), 1e3 * Pct(queue, .95),
+              Pct(e2e, .5), Pct(e2e, .95));
+  std::printf(
+      "Union ratio of active FFN neurons by decode batch size (mean over decode-only steps):\n\n");
+  std::printf(
+      "| batch | steps | active/token | union (mean of layers) | independence 1-(1-a)^B | per "
+      "layer |\n|---|---|---|---|---|---|\n");
   for (auto& [b, u] : union_sum) {
     const int n = steps_at[b];
     double mean = 0;

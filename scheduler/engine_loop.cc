@@ -83,7 +83,8 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   s->tokens = r.prompt;
   s->submitted = absl::Now();
   std::lock_guard<std::mutex> l(mu_);
-  if (!accepting_) return absl::UnavailableError("the server is shutting down; retry on another replica");
+  if (!accepting_)
+    return absl::UnavailableError("the server is shutting down; retry on another replica");
   if (queued_ >= options_.max_waiting_requests ||
       queued_tokens_ + static_cast<int64_t>(r.prompt.size()) > options_.max_waiting_prompt_tokens) {
     return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", queued_, " requests, ",
@@ -353,7 +354,11 @@ void EngineLoop::Iterate() {
     std::lock_guard<std::mutex> l(mu_);
     snapshot_ = Snapshot{nrun, nwait, blocks_.num_used(), blocks_.num_blocks(), preemptions_};
   }
-  if (on_step_ && report.sequences > 0) on_step_(report);
+  // Report steps that ran, and idle iterations that freed blocks (cancellations, deadlines), so
+  // gauges such as KV usage never go stale.
+  const bool freed = !cancels.empty() || report.kv_blocks_used != last_reported_blocks_;
+  if (on_step_ && (report.sequences > 0 || freed)) on_step_(report);
+  last_reported_blocks_ = report.kv_blocks_used;
 }
 
 }  // namespace sparsed

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -41,7 +41,8 @@ struct StepReport {
 class EngineLoop {
  public:
   // Takes ownership of the engine and starts the thread. `on_step`, if set, is called on the
-  // loop thread after every step (keep it cheap).
+  // loop thread after every step, and after idle iterations that freed KV blocks (sequences == 0
+  // in the report then); keep it cheap.
   EngineLoop(std::unique_ptr<Engine> engine, const EngineLoopOptions& options,
              std::function<void(const StepReport&)> on_step = {});
   // Cancels everything still queued or running (FinishReason::kShutdown) and joins the thread.
@@ -99,6 +100,7 @@ class EngineLoop {
   std::map<int64_t, std::unique_ptr<Sequence>> seqs_;  // waiting and running, by id
   int64_t admit_counter_ = 0;
   int64_t preemptions_ = 0;
+  int last_reported_blocks_ = -1;
 
   std::thread thread_;  // last: starts after everything above is initialised
 };

@@ -20,5 +20,5 @@ if [[ " $* " != *" --model"* ]]; then
   fi
   args=(--model "$model" "${args[@]}")
 fi
-echo "try: build/bin/sparsed-cli generate --prompt 'Hello' --stream" >&2
+echo "try: build/bin/sparsed-cli stream Hello" >&2
 exec build/bin/sparsed "${args[@]}"

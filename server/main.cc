@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 #include <signal.h>
 
@@ -95,12 +96,34 @@ int Main(int argc, char** argv) {
     if (done == total || done % 8 == 0)
       log.Log(LogLevel::kInfo, "loading model", absl::StrCat("layers=", done, "/", total));
   };
+
+  // The server listens first: while the model loads, health says NOT_SERVING and calls get
+  // UNAVAILABLE, so orchestrators can tell "starting" from "dead".
+  SparsedService service(eo.model_dir, "cpu");
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    log.Log(LogLevel::kError, "cannot listen",
+            absl::StrCat("listen=", absl::GetFlag(FLAGS_listen)));
+    return 1;
+  }
+  auto* health = server->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, false);
+  health->SetServingStatus("", false);
+  log.Log(
+      LogLevel::kInfo, "listening",
+      absl::StrCat("grpc=", absl::GetFlag(FLAGS_listen), " port=", port, " status=NOT_SERVING"));
+
   log.Log(LogLevel::kInfo, "loading model", absl::StrCat("dir=", eo.model_dir));
   const absl::Time t0 = absl::Now();
   auto engine = Engine::Load(eo);
   if (!engine.ok()) {
     log.Log(LogLevel::kError, "cannot load model",
             absl::StrCat("error=\"", engine.status().message(), "\""));
+    server->Shutdown();
     return 1;
   }
   const ModelConfig& c = (*engine)->config();
@@ -122,6 +145,21 @@ int Main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   Metrics metrics(*registry, layers, mode);
+  prometheus::BuildGauge()
+      .Name("sparsed_build_info")
+      .Help("Build information (value 1)")
+      .Register(*registry)
+      .Add({{"version", "0.1.0"}})
+      .Set(1);
+  prometheus::BuildGauge()
+      .Name("sparsed_model_info")
+      .Help("The served model (value 1)")
+      .Register(*registry)
+      .Add({{"model_type", c.model_type},
+            {"activation", std::string(ActivationName(c.activation))},
+            {"dtype", std::string(DTypeName((*engine)->weights().embed.dtype))},
+            {"layers", std::to_string(layers)}})
+      .Set(1);
   std::unique_ptr<prometheus::Exposer> exposer;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     try {
@@ -130,6 +168,7 @@ int Main(int argc, char** argv) {
       log.Log(LogLevel::kError, "cannot serve metrics",
               absl::StrCat("listen=", absl::GetFlag(FLAGS_metrics_listen), " error=\"", e.what(),
                            "\""));
+      server->Shutdown();
       return 1;
     }
     exposer->RegisterCollectable(registry);
@@ -141,24 +180,12 @@ int Main(int argc, char** argv) {
   lo.limits.max_prefill_chunk = absl::GetFlag(FLAGS_max_prefill_chunk);
   lo.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);
   EngineLoop loop(*std::move(engine), lo, [&metrics](const StepReport& r) { metrics.OnStep(r); });
-  SparsedService service(&loop, &metrics, eo.model_dir, "cpu");
-
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) {
-    log.Log(LogLevel::kError, "cannot listen",
-            absl::StrCat("listen=", absl::GetFlag(FLAGS_listen)));
-    return 1;
-  }
-  auto* health = server->GetHealthCheckService();
+  service.Attach(&loop, &metrics);
   health->SetServingStatus(kServiceName, true);
   health->SetServingStatus("", true);
   log.Log(LogLevel::kInfo, "serving",
-          absl::StrCat("grpc=", absl::GetFlag(FLAGS_listen), " port=", port,
-                       " metrics=", absl::GetFlag(FLAGS_metrics_listen)));
+          absl::StrCat("grpc=", absl::GetFlag(FLAGS_listen),
+                       " metrics=", absl::GetFlag(FLAGS_metrics_listen), " status=SERVING"));
 
   int sig = 0;
   sigwait(&sigs, &sig);

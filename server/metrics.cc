@@ -142,6 +142,7 @@ void Metrics::OnStep(const StepReport& r) {
   kv_used_.Set(r.kv_blocks_used);
   kv_total_.Set(r.kv_blocks_total);
   if (r.preempted) preemptions_.Increment(r.preempted);
+  if (r.sequences == 0) return;  // an idle iteration that only freed blocks
   batch_size_.Observe(r.sequences);
   batch_tokens_.Observe(r.tokens);
   phase_schedule_->Observe(absl::ToDoubleSeconds(r.schedule_time));

@@ -103,29 +103,35 @@ void FillFinal(const QueueSink& sink, const v1::GenerateRequest& req, v1::Genera
 
 }  // namespace
 
-SparsedService::SparsedService(EngineLoop* loop, Metrics* metrics, std::string model_dir,
-                               std::string device)
-    : loop_(loop),
-      metrics_(metrics),
-      model_dir_(std::move(model_dir)),
-      device_(std::move(device)) {}
+const grpc::Status kLoading(grpc::StatusCode::UNAVAILABLE, "the model is loading; retry shortly");
+
+SparsedService::SparsedService(std::string model_dir, std::string device)
+    : model_dir_(std::move(model_dir)), device_(std::move(device)) {}
+
+void SparsedService::Attach(EngineLoop* loop, Metrics* metrics) {
+  metrics_.store(metrics);
+  loop_.store(loop);
+}
 
 grpc::Status SparsedService::Run(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                                  grpc::ServerWriter<v1::GenerateResponse>* writer,
                                  v1::GenerateResponse* unary) {
-  auto request = ToRequest(req, loop_->engine());
+  EngineLoop* loop = loop_.load();
+  Metrics* metrics = metrics_.load();
+  if (loop == nullptr) return kLoading;
+  auto request = ToRequest(req, loop->engine());
   if (!request.ok()) {
-    metrics_->OnRejected();
+    metrics->OnRejected();
     return ToGrpc(request.status());
   }
-  auto sink = std::make_shared<QueueSink>(metrics_);
+  auto sink = std::make_shared<QueueSink>(metrics);
   request->sink = sink;
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max())
     request->deadline = absl::FromChrono(deadline);
-  auto id = loop_->Submit(*std::move(request));
+  auto id = loop->Submit(*std::move(request));
   if (!id.ok()) {
-    metrics_->OnRejected();
+    metrics->OnRejected();
     return ToGrpc(id.status());
   }
   bool cancel_sent = false, write_failed = false;
@@ -153,7 +159,7 @@ grpc::Status SparsedService::Run(grpc::ServerContext* ctx, const v1::GenerateReq
       break;
     }
     if (!cancel_sent && (ctx->IsCancelled() || write_failed)) {
-      loop_->Cancel(*id);
+      loop->Cancel(*id);
       cancel_sent = true;
     }
   }
@@ -190,7 +196,8 @@ grpc::Status SparsedService::GenerateStream(grpc::ServerContext* ctx,
 
 grpc::Status SparsedService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
                                           v1::ModelInfo* r) {
-  const Engine& e = loop_->engine();
+  if (loop_.load() == nullptr) return kLoading;
+  const Engine& e = loop_.load()->engine();
   const ModelConfig& c = e.config();
   r->set_model_dir(model_dir_);
   r->set_architecture(c.architecture);
@@ -212,7 +219,8 @@ grpc::Status SparsedService::GetModelInfo(grpc::ServerContext*, const v1::GetMod
 
 grpc::Status SparsedService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* req,
                                       v1::TokenizeResponse* r) {
-  const Engine& e = loop_->engine();
+  if (loop_.load() == nullptr) return kLoading;
+  const Engine& e = loop_.load()->engine();
   if (e.tokenizer() == nullptr)
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the model has no tokenizer");
   auto ids = e.tokenizer()->Encode(req->text());

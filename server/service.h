@@ -1,6 +1,7 @@
 // The sparsed.v1.Sparsed gRPC service over the engine loop.
 #pragma once
 
+#include <atomic>
 #include <string>
 
 #include "scheduler/engine_loop.h"
@@ -13,8 +14,10 @@ namespace sparsed::server {
 // while its request runs, polling for client cancellation.
 class SparsedService final : public v1::Sparsed::Service {
  public:
-  // `loop` and `metrics` must outlive the service.
-  SparsedService(EngineLoop* loop, Metrics* metrics, std::string model_dir, std::string device);
+  // The service answers UNAVAILABLE ("model is loading") until Attach().
+  SparsedService(std::string model_dir, std::string device);
+  // `loop` and `metrics` must outlive the service. Called once, after the model has loaded.
+  void Attach(EngineLoop* loop, Metrics* metrics);
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         v1::GenerateResponse* resp) override;
@@ -29,8 +32,9 @@ class SparsedService final : public v1::Sparsed::Service {
   grpc::Status Run(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                    grpc::ServerWriter<v1::GenerateResponse>* writer, v1::GenerateResponse* unary);
 
-  EngineLoop* loop_;
-  Metrics* metrics_;
+  // Set once by Attach(); read by handler threads.
+  std::atomic<EngineLoop*> loop_{nullptr};
+  std::atomic<Metrics*> metrics_{nullptr};
   std::string model_dir_;
   std::string device_;
 };

@@ -1,8 +1,9 @@
-// sparsed-cli: a command-line gRPC client of sparsed.
-//   sparsed-cli health [--service NAME]         exit 0 when SERVING (container health probes)
-//   sparsed-cli info                            model information
-//   sparsed-cli generate --prompt TEXT [--stream] [--max_new_tokens N] [--temperature T]
-//   sparsed-cli tokenize --prompt TEXT
+// sparsed-cli: a command-line gRPC client of sparsed. Text goes to stdout, errors to stderr with a
+// non-zero exit.
+//   sparsed-cli [--server HOST:PORT] health [--service NAME]   exit 0 when SERVING (probes)
+//   sparsed-cli info                                          model information
+//   sparsed-cli generate|stream [--max_new_tokens N] [--temperature T] [--seed S] PROMPT
+//   sparsed-cli tokenize PROMPT
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
@@ -15,12 +16,13 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "sparsed/v1/sparsed.grpc.pb.h"
 
-ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address.");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(std::string, service, "", "health: service name to check (\"\" = whole server).");
-ABSL_FLAG(std::string, prompt, "", "generate/tokenize: prompt text.");
+ABSL_FLAG(std::string, prompt, "",
+          "generate/stream/tokenize: prompt text (or give it as the last arguments).");
+ABSL_FLAG(int64_t, seed, -1, "generate/stream: sampling seed (-1: none).");
 ABSL_FLAG(int, max_new_tokens, 32, "generate: tokens to generate.");
 ABSL_FLAG(double, temperature, 0.0, "generate: sampling temperature (0 = greedy).");
-ABSL_FLAG(bool, stream, false, "generate: stream the text as it is produced.");
 ABSL_FLAG(bool, add_bos, true, "generate/tokenize: prepend the model's BOS token.");
 ABSL_FLAG(double, timeout_s, 60, "Call deadline in seconds.");
 
@@ -42,7 +44,8 @@ void SetDeadline(grpc::ClientContext* ctx) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("sparsed-cli health|info|generate|tokenize [flags]");
+  absl::SetProgramUsageMessage(
+      "sparsed-cli [--server HOST:PORT] health|info|generate|stream|tokenize [flags] [PROMPT]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr,
@@ -50,8 +53,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string cmd = args[1];
+  std::string prompt = absl::GetFlag(FLAGS_prompt);
+  for (size_t i = 2; i < args.size(); ++i)
+    prompt += (prompt.empty() ? "" : " ") + std::string(args[i]);
   auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials());
+      grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
   if (cmd == "health") {
     auto stub = grpc::health::v1::Health::NewStub(channel);
     grpc::ClientContext ctx;
@@ -77,7 +83,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "tokenize") {
     sparsed::v1::TokenizeRequest req;
-    req.set_text(absl::GetFlag(FLAGS_prompt));
+    req.set_text(prompt);
     req.set_add_bos(absl::GetFlag(FLAGS_add_bos));
     sparsed::v1::TokenizeResponse resp;
     const grpc::Status s = stub->Tokenize(&ctx, req, &resp);
@@ -86,16 +92,22 @@ int main(int argc, char** argv) {
     std::printf("\n");
     return 0;
   }
-  if (cmd == "generate") {
+  if (cmd == "generate" || cmd == "stream") {
+    if (prompt.empty()) {
+      std::fprintf(stderr, "error: give a prompt (sparsed-cli %s \"text\")\n", cmd.c_str());
+      return 2;
+    }
     sparsed::v1::GenerateRequest req;
-    req.set_prompt(absl::GetFlag(FLAGS_prompt));
+    req.set_prompt(prompt);
+    if (absl::GetFlag(FLAGS_seed) >= 0)
+      req.mutable_sampling()->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
     req.set_add_bos(absl::GetFlag(FLAGS_add_bos));
     req.mutable_sampling()->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
     req.mutable_stopping()->set_max_new_tokens(
         static_cast<uint32_t>(absl::GetFlag(FLAGS_max_new_tokens)));
     req.mutable_options()->set_sparsity_stats(true);
     sparsed::v1::GenerateResponse last;
-    if (absl::GetFlag(FLAGS_stream)) {
+    if (cmd == "stream") {
       auto reader = stub->GenerateStream(&ctx, req);
       sparsed::v1::GenerateResponse msg;
       std::printf("%s", req.prompt().c_str());

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 FAILURES = []
@@ -69,7 +70,8 @@ def main():
 
     model = os.path.join(work, "model")
     subprocess.run([os.path.join(a.bin, "sparsed-make-model"), "--out", model, "--preset", "small",
-                    "--activation", "relu2", "--active_ratio", "0.15"], check=True, capture_output=True)
+                    "--activation", "relu2", "--active_ratio", "0.15", "--hidden", "512", "--intermediate", "1536",
+                    "--layers", "6"], check=True, capture_output=True)
     port, mport = free_port(), free_port()
     log = open(os.path.join(work, "sparsed.log"), "w")
     proc = subprocess.Popen([os.path.join(a.bin, "sparsed"), "--model", model, "--listen", f"127.0.0.1:{port}",
@@ -80,6 +82,15 @@ def main():
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=60)
         health = health_pb2_grpc.HealthStub(channel)
+        # Across start-up: the server listens before the model is loaded, NOT_SERVING until ready.
+        seen = []
+        for r in health.Watch(health_pb2.HealthCheckRequest(service="sparsed.v1.Sparsed"), timeout=60):
+            seen.append(r.status)
+            if r.status == health_pb2.HealthCheckResponse.SERVING:
+                break
+        ok_seq = seen[-1] == health_pb2.HealthCheckResponse.SERVING and all(
+            x == health_pb2.HealthCheckResponse.NOT_SERVING for x in seen[:-1])
+        check(ok_seq, f"health Watch across start-up: {[health_pb2.HealthCheckResponse.ServingStatus.Name(x) for x in seen]}")
         for name in ["", "sparsed.v1.Sparsed"]:
             r = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             check(r.status == health_pb2.HealthCheckResponse.SERVING, f"health Check('{name}') is SERVING")
@@ -94,7 +105,7 @@ def main():
 
         stub = pbg.SparsedStub(channel)
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
-        check(info.activation == "relu2" and info.sparsity_mode == "exact" and info.num_layers == 4,
+        check(info.activation == "relu2" and info.sparsity_mode == "exact" and info.num_layers == 6,
               f"GetModelInfo: {info.activation}, {info.sparsity_mode}, {info.num_layers} layers")
         toks = stub.Tokenize(pb.TokenizeRequest(text="The quick brown fox", add_bos=True), timeout=5)
         check(len(toks.token_ids) > 2 and toks.token_ids[0] == 1, f"Tokenize: {list(toks.token_ids)[:8]}")
@@ -141,6 +152,39 @@ def main():
             t.join()
         check(all(list(results[i]) == list(unary.token_ids) for i in range(6)), "6 concurrent requests match alone")
 
+        # The C++ client (sparsed-cli) agrees with the Python one.
+        cli = os.path.join(a.bin, "sparsed-cli")
+        srv = ["--server", f"127.0.0.1:{port}"]
+        out = subprocess.run([cli] + srv + ["health"], capture_output=True, text=True)
+        check(out.returncode == 0 and out.stdout.strip() == "SERVING", f"sparsed-cli health: {out.stdout.strip()}")
+        out = subprocess.run([cli] + srv + ["--max_new_tokens", "16", "generate", "The quick brown fox"],
+                             capture_output=True, text=True)
+        check(out.returncode == 0 and out.stdout == "The quick brown fox" + unary.text + "\n",
+              "sparsed-cli generate prints the same text as the Python client")
+        out = subprocess.run([cli] + srv + ["--max_new_tokens", "16", "stream", "The quick brown fox"],
+                             capture_output=True, text=True)
+        check(out.returncode == 0 and out.stdout == "The quick brown fox" + unary.text + "\n", "sparsed-cli stream")
+        out = subprocess.run([cli] + srv + ["tokenize", "The quick brown fox"], capture_output=True, text=True)
+        check(out.stdout.split() == [str(t) for t in toks.token_ids], "sparsed-cli tokenize")
+        out = subprocess.run([cli] + srv + ["info"], capture_output=True, text=True)
+        check(out.returncode == 0 and 'activation: "relu2"' in out.stdout, "sparsed-cli info")
+        out = subprocess.run([cli] + srv + ["--temperature", "-1", "generate", "x"], capture_output=True, text=True)
+        check(out.returncode != 0 and "sampling.temperature" in out.stderr and out.stdout == "",
+              "sparsed-cli reports a bad field on stderr with a non-zero exit")
+        out = subprocess.run([cli, "--server", "127.0.0.1:1", "--timeout_s", "2", "health"], capture_output=True, text=True)
+        check(out.returncode != 0 and "error" in out.stderr, "sparsed-cli reports an unreachable server")
+
+        # 32 concurrent streaming clients get what one client gets alone.
+        streams = {}
+        def stream_one(i):
+            streams[i] = "".join(m.text for m in stub.GenerateStream(req, timeout=120))
+        threads = [threading.Thread(target=stream_one, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        check(len(streams) == 32 and all(v == unary.text for v in streams.values()), "32 concurrent streams match one alone")
+
         def code_of(fn):
             try:
                 fn()
@@ -155,6 +199,29 @@ def main():
         check(code == grpc.StatusCode.INVALID_ARGUMENT and "prompt_token_ids[1]" in msg, f"bad token id: {code} {msg}")
         code, msg = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt_token_ids=pb.PromptTokenIds(ids=[5] * 5000)), timeout=5))
         check(code == grpc.StatusCode.INVALID_ARGUMENT and "5000" in msg, f"prompt too long: {code} {msg}")
+        bad_fields = [
+            ("sampling.temperature", pb.SamplingParams(temperature=-0.5), None, None),
+            ("sampling.top_k", pb.SamplingParams(top_k=-1), None, None),
+            ("sampling.top_p", pb.SamplingParams(top_p=0.0), None, None),
+            ("sampling.min_p", pb.SamplingParams(min_p=1.5), None, None),
+            ("sampling.repetition_penalty", pb.SamplingParams(repetition_penalty=0.0), None, None),
+            ("sampling.presence_penalty", pb.SamplingParams(presence_penalty=3.0), None, None),
+            ("sampling.frequency_penalty", pb.SamplingParams(frequency_penalty=-3.0), None, None),
+            ("options.logprobs", None, None, pb.GenerateOptions(logprobs=21)),
+            ("stopping.max_new_tokens", None, pb.StoppingParams(max_new_tokens=2000000), None),
+            ("stopping.stop", None, pb.StoppingParams(stop=["s"] * 17), None),
+            ("stopping.stop_token_ids", None, pb.StoppingParams(stop_token_ids=[-4]), None),
+        ]
+        for field, sp, st, op in bad_fields:
+            r = pb.GenerateRequest(prompt="x")
+            if sp is not None:
+                r.sampling.CopyFrom(sp)
+            if st is not None:
+                r.stopping.CopyFrom(st)
+            if op is not None:
+                r.options.CopyFrom(op)
+            code, msg = code_of(lambda: stub.Generate(r, timeout=5))
+            check(code == grpc.StatusCode.INVALID_ARGUMENT and field in msg, f"bad {field}: {code} {msg}")
         code, msg = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(max_new_tokens=2000, ignore_eos=True)), timeout=0.001))
         check(code == grpc.StatusCode.DEADLINE_EXCEEDED, f"client deadline honoured: {code}")
 
@@ -166,6 +233,18 @@ def main():
         time.sleep(0.5)
         after = stub.Generate(req, timeout=30)
         check(list(after.token_ids) == list(unary.token_ids), "serves normally after a cancelled stream")
+        # A deadline that expires mid-generation (not before the call starts) also frees its blocks.
+        code, _ = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(max_new_tokens=4000, ignore_eos=True)), timeout=0.3))
+        check(code == grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline mid-generation: {code}")
+        used = None
+        for _ in range(40):
+            m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            line = [l for l in m.splitlines() if l.startswith("sparsed_kv_blocks_used ")]
+            used = float(line[0].split()[1]) if line else None
+            if used == 0:
+                break
+            time.sleep(0.05)
+        check(used == 0, f"KV blocks freed after cancel and deadline (sparsed_kv_blocks_used = {used})")
 
         # Metrics: format, content, and a real Prometheus scrape.
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
@@ -175,7 +254,8 @@ def main():
                      "sparsed_inter_token_latency_seconds_bucket", 'sparsed_ffn_active_ratio{layer="0"}',
                      "sparsed_ffn_rows_skipped_total", "sparsed_kv_blocks_used", "sparsed_batch_sequences_bucket"]:
             check(name in metrics, f"/metrics has {name}")
-        check('sparsed_requests_total{outcome="rejected"} 4' in metrics, "rejected requests counted")
+        check(f'sparsed_requests_total{{outcome="rejected"}} {5 + len(bad_fields)}' in metrics, "rejected requests counted")
+        check('sparsed_model_info{' in metrics and 'sparsed_build_info{' in metrics, "build and model info series")
         pport = free_port()
         cfg = os.path.join(work, "prometheus.yml")
         with open(cfg, "w") as f:
@@ -196,12 +276,27 @@ def main():
                     break
             except Exception:
                 pass
-        check(value is not None and value >= 16 * 10, f"Prometheus scraped sparsed_generated_tokens_total = {value}")
+        check(value is not None and value >= 16 * 40, f"Prometheus scraped sparsed_generated_tokens_total = {value}")
+        def prom_query(q):
+            r = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{pport}/api/v1/query?query=" + urllib.parse.quote(q), timeout=5).read())
+            return r["data"]["result"]
+        ttft = prom_query("histogram_quantile(0.5, sparsed_time_to_first_token_seconds_bucket)")
+        check(ttft and 0 < float(ttft[0]["value"][1]) < 30, f"TTFT p50 from Prometheus: {ttft and ttft[0]['value'][1]}")
+        layers = prom_query("sparsed_ffn_active_ratio")
+        check(len(layers) == 6 and all(0 < float(x["value"][1]) < 0.6 for x in layers),
+              f"per-layer activation ratio series: {[round(float(x['value'][1]), 3) for x in layers]}")
+        unions = prom_query("sparsed_ffn_layer_union_ratio")
+        check(len(unions) == 6 and all(0 < float(x["value"][1]) <= 1 for x in unions), "per-layer union ratio series")
 
         # SIGTERM: NOT_SERVING, in-flight work finishes, exit 0.
         inflight = stub.GenerateStream(pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(max_new_tokens=64, ignore_eos=True)), timeout=60)
         next(inflight)
+        drain_watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        first = next(drain_watch).status
         proc.send_signal(signal.SIGTERM)
+        second = next(drain_watch).status
+        check(first == health_pb2.HealthCheckResponse.SERVING and second == health_pb2.HealthCheckResponse.NOT_SERVING,
+              "health Watch reports NOT_SERVING on SIGTERM")
         got = sum(1 for _ in inflight)
         check(got > 0, f"in-flight stream finished during drain ({got} more messages)")
         rc = proc.wait(timeout=30)
