@@ -170,22 +170,6 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
   s.req.sink->OnFinish(reason, status, st);
 }
 
-void EngineLoop::Emit(Sequence& s, const std::vector<int32_t>& ids,
-                      const std::vector<float>& logprobs, bool final) {
-  TokenEvent ev;
-  ev.token_ids = ids;
-  ev.logprobs = logprobs;
-  if (s.detok) {
-    auto d = s.detok->Push(ids);
-    if (d.ok()) ev.text = d->text;
-    if (final) {
-      auto rest = s.detok->Flush();
-      if (rest.ok()) ev.text += *rest;
-    }
-  }
-  if (!ev.text.empty() || !ev.token_ids.empty()) s.req.sink->OnTokens(ev);
-}
-
 void EngineLoop::Iterate() {
   const absl::Time t_start = absl::Now();
   std::vector<std::unique_ptr<Sequence>> arrivals;
@@ -312,31 +296,27 @@ void EngineLoop::Iterate() {
             std::find(stop.stop_token_ids.begin(), stop.stop_token_ids.end(), tok.token) !=
                 stop.stop_token_ids.end();
         const bool length = static_cast<int>(s.generated.size()) >= stop.max_new_tokens;
-        // Stop strings are found by the detokenizer; its text then ends before the string.
-        if (s.detok && !stop.stop.empty()) {
+        // Stop strings are found by the detokenizer: its text then ends before the string.
+        TokenEvent ev;
+        ev.token_ids = {tok.token};
+        ev.logprobs = {tok.logprob};
+        if (s.req.sampling.top_logprobs > 0) ev.top_logprobs = {tok.top};
+        bool stop_string = false;
+        if (s.detok) {
           auto dl = s.detok->Push({tok.token});
           if (dl.ok()) {
-            TokenEvent ev;
-            ev.token_ids = {tok.token};
-            ev.logprobs = {tok.logprob};
             ev.text = dl->text;
-            if (dl->stopped) {
-              s.req.sink->OnTokens(ev);
-              Finish(s, FinishReason::kStop, absl::OkStatus());
-              finished.push_back(s.id);
-              continue;
-            }
-            if (length || stopped) {
-              auto rest = s.detok->Flush();
-              if (rest.ok()) ev.text += *rest;
-            }
-            s.req.sink->OnTokens(ev);
+            stop_string = dl->stopped;
           }
-        } else {
-          Emit(s, {tok.token}, {tok.logprob}, length || stopped);
+          if (!stop_string && (length || stopped)) {
+            auto rest = s.detok->Flush();
+            if (rest.ok()) ev.text += *rest;
+          }
         }
-        if (stopped || length) {
-          Finish(s, stopped ? FinishReason::kStop : FinishReason::kLength, absl::OkStatus());
+        s.req.sink->OnTokens(ev);
+        if (stop_string || stopped || length) {
+          Finish(s, stop_string || stopped ? FinishReason::kStop : FinishReason::kLength,
+                 absl::OkStatus());
           finished.push_back(s.id);
         }
       }

@@ -74,8 +74,6 @@ class EngineLoop {
   void Run();
   void Iterate();
   void Finish(Sequence& s, FinishReason reason, const absl::Status& status);
-  void Emit(Sequence& s, const std::vector<int32_t>& ids, const std::vector<float>& logprobs,
-            bool final);
 
   std::unique_ptr<Engine> engine_;
   const EngineLoopOptions options_;

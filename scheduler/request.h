@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -29,6 +30,8 @@ struct TokenEvent {
   std::string text;  // UTF-8-complete text delta (may be empty while bytes are pending)
   std::vector<int32_t> token_ids;  // tokens generated since the previous event
   std::vector<float> logprobs;     // one per token
+  // When the request asked for top_logprobs: per token, the best (token, logprob) pairs.
+  std::vector<std::vector<std::pair<int32_t, float>>> top_logprobs;
 };
 
 struct RequestStats {

@@ -82,6 +82,13 @@ void AppendEvent(const TokenEvent& e, const v1::GenerateRequest& req, v1::Genera
       v1::TokenLogprob* lp = r->add_logprobs();
       lp->set_token_id(e.token_ids[i]);
       if (i < e.logprobs.size()) lp->set_logprob(e.logprobs[i]);
+      if (i < e.top_logprobs.size()) {
+        for (const auto& [id, logprob] : e.top_logprobs[i]) {
+          v1::TopLogprob* t = lp->add_top();
+          t->set_token_id(id);
+          t->set_logprob(logprob);
+        }
+      }
     }
   }
 }

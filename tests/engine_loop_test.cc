@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -401,6 +402,33 @@ TEST_F(EngineLoopTest, RandomizedArrivalsCancellationsAndDeadlines) {
   EXPECT_EQ(snap.running + snap.waiting, 0);
   EXPECT_GT(snap.preemptions, 0);
   EXPECT_EQ(snap.preemptions, preempted);
+}
+
+TEST_F(EngineLoopTest, StopStringEndsTheTextBeforeIt) {
+  auto loop = Loop(64);
+  auto free_run = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(loop->Submit(Req(Prompts()[4], 24, free_run)).ok());
+  ASSERT_TRUE(free_run->Wait());
+  const std::string text = free_run->text();
+  // A 3-byte ASCII stop string from the second half of the text.
+  size_t at = std::string::npos;
+  for (size_t i = text.size() / 2; i + 3 <= text.size(); ++i) {
+    if (std::all_of(text.begin() + i, text.begin() + i + 3,
+                    [](char c) { return c > 32 && c < 127; })) {
+      at = i;
+      break;
+    }
+  }
+  if (at == std::string::npos) GTEST_SKIP() << "no ASCII run in: " << text;
+  const std::string stop = text.substr(at, 3);
+  auto sink = std::make_shared<CollectingSink>();
+  Request r = Req(Prompts()[4], 24, sink);
+  r.stopping.stop = {stop};
+  ASSERT_TRUE(loop->Submit(std::move(r)).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->reason(), FinishReason::kStop);
+  EXPECT_EQ(sink->text(), text.substr(0, text.find(stop)));
+  EXPECT_LT(sink->ids().size(), free_run->ids().size());
 }
 
 }  // namespace

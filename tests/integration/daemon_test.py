@@ -113,13 +113,16 @@ def main():
         req = pb.GenerateRequest(prompt="The quick brown fox", add_bos=True,
                                  sampling=pb.SamplingParams(temperature=0.0),
                                  stopping=pb.StoppingParams(max_new_tokens=16, ignore_eos=True),
-                                 options=pb.GenerateOptions(include_token_ids=True, logprobs=1, sparsity_stats=True),
+                                 options=pb.GenerateOptions(include_token_ids=True, logprobs=3, sparsity_stats=True),
                                  request_id="it-1")
         unary = stub.Generate(req, timeout=30)
         check(unary.finish_reason == pb.FINISH_REASON_LENGTH and len(unary.token_ids) == 16,
               f"Generate: {len(unary.token_ids)} tokens, finish {unary.finish_reason}")
         check(unary.usage.generated_tokens == 16 and unary.usage.prompt_tokens == len(toks.token_ids), "usage counts")
         check(len(unary.logprobs) == 16 and all(lp.logprob <= 0 for lp in unary.logprobs), "logprobs per token")
+        check(all(len(lp.top) == 3 and lp.top[0].logprob >= lp.top[1].logprob >= lp.top[2].logprob and
+                  lp.top[0].token_id == lp.token_id and abs(lp.top[0].logprob - lp.logprob) < 1e-6
+                  for lp in unary.logprobs), "top-3 alternatives per token, best first (greedy picks the best)")
         check(0 < unary.sparsity.mean_active_ratio <= unary.sparsity.mean_union_ratio <= 1,
               f"sparsity stats: active {unary.sparsity.mean_active_ratio:.3f}, union {unary.sparsity.mean_union_ratio:.3f}")
         check(unary.request_id == "it-1", "request_id echoed")
