@@ -8,7 +8,7 @@
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/safetensors_writer.h"
 #include "tests/reference/reference.h"
-#include "tools/neuron_rates.h"
+#include "tools/ffn_fixture.h"
 
 namespace sparsed {
 namespace {
@@ -38,15 +38,7 @@ struct TestFfn {
     down_t = {down_b.data(), dt, F, d, nullptr};
   }
 
-  std::vector<float> Input(int T, std::mt19937_64& rng) const {
-    std::normal_distribution<float> nd(0.f, 1.f);
-    std::vector<float> x(T * d);
-    for (int t = 0; t < T; ++t) {
-      x[t * d] = 1.f;
-      for (int64_t c = 1; c < d; ++c) x[t * d + c] = nd(rng);
-    }
-    return x;
-  }
+  std::vector<float> Input(int T, std::mt19937_64& rng) const { return BiasChannelInputs(T, d, rng); }
   FfnLayer Layer(Activation act, float thr, bool gated = true) const {
     return FfnLayer{gated ? &gate : nullptr, gated ? &up : &gate, &down_t, act, thr};
   }

@@ -43,6 +43,17 @@ inline std::vector<uint16_t> RandomBf16(size_t n, float std, uint64_t seed) {
   return v;
 }
 
+// T input rows of width d for the fixtures' gates: x[0] = 1 (the bias channel), x[1:] ~ N(0, 1).
+inline std::vector<float> BiasChannelInputs(int T, int64_t d, std::mt19937_64& rng) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(T * d);
+  for (int t = 0; t < T; ++t) {
+    x[t * d] = 1.f;
+    for (int64_t c = 1; c < d; ++c) x[t * d + c] = nd(rng);
+  }
+  return x;
+}
+
 // Gate and up [F × d], down transposed [F × d], all bf16. Inputs() draws x with x[0] = 1, which
 // the gate's column 0 turns into a per-neuron bias set by SetRates().
 struct SyntheticFfn {
@@ -70,15 +81,7 @@ struct SyntheticFfn {
           FixtureToBf16(static_cast<float>(-NormalQuantile(1.0 - rates[i]) * gate_norm[i]));
     }
   }
-  std::vector<float> Inputs(int T, std::mt19937_64& rng) const {
-    std::normal_distribution<float> nd(0.f, 1.f);
-    std::vector<float> x(T * d);
-    for (int t = 0; t < T; ++t) {
-      x[t * d] = 1.f;
-      for (int64_t c = 1; c < d; ++c) x[t * d + c] = nd(rng);
-    }
-    return x;
-  }
+  std::vector<float> Inputs(int T, std::mt19937_64& rng) const { return BiasChannelInputs(T, d, rng); }
 };
 
 }  // namespace sparsed
