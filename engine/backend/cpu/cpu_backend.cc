@@ -12,9 +12,10 @@
 namespace sparsed {
 namespace {
 
-// Measured with bench/ffn_bench on AVX-512 (see README): the sparse path costs the same per row
-// as the dense one, so only the union bookkeeping is saved by falling back.
-constexpr double kDefaultCpuBreakEven = 0.9;
+// From bench/ffn_bench (bench/results/cpu_ffn_bench.md): the gathered path wins at a union of
+// 69% (1.11-1.16x) and loses at 93-94% (0.92-0.99x); past this ratio the fallback reads every
+// up row (still skipping all-zero down rows in exact mode).
+constexpr double kDefaultCpuBreakEven = 0.85;
 constexpr int64_t kRowsPerTask = 32;
 
 int DefaultThreads() {
