@@ -158,6 +158,7 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
   st.prompt_tokens = static_cast<int64_t>(s.req.prompt.size());
   st.generated_tokens = static_cast<int64_t>(s.generated.size());
   st.preemptions = s.preemptions;
+  st.first_scheduled = s.first_scheduled;
   if (s.stat_steps) {
     st.mean_active_ratio = s.active_sum / s.stat_steps;
     st.mean_union_ratio = s.union_sum / s.stat_steps;

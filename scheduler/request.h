@@ -35,7 +35,8 @@ struct TokenEvent {
 };
 
 struct RequestStats {
-  absl::Duration queue_time;  // submission → first scheduled
+  absl::Duration queue_time;                          // submission → first scheduled
+  absl::Time first_scheduled = absl::InfinitePast();  // when the loop first admitted it
   absl::Duration time_to_first_token;
   absl::Duration total_time;
   int64_t prompt_tokens = 0;
