@@ -11,10 +11,13 @@ PKGS=(
   libsentencepiece-dev sentencepiece
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   prometheus-cpp-dev
-  python3-grpcio python3-grpc-tools prometheus curl
+)
+# Only for the tests: independent clients, a Prometheus server, manifest parsing.
+TEST_PKGS=(
+  python3-grpcio python3-grpc-tools python3-yaml prometheus curl
 )
 missing=()
-for p in "${PKGS[@]}"; do
+for p in "${PKGS[@]}" "${TEST_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

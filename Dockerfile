@@ -1,0 +1,47 @@
+# sparsed container image. Multi-stage: build on the CUDA 13 development image, run on the
+# matching runtime image. The same image serves on CPU-only hosts (--device=auto falls back).
+#   docker build -t sparsed .                      (CUDA_ARCHS defaults to "80;90")
+#   docker run -p 50051:50051 -p 9464:9464 sparsed
+ARG CUDA_VERSION=13.0.0
+ARG UBUNTU=ubuntu24.04
+
+FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build
+ARG CUDA_ARCHS="80;90"
+ENV DEBIAN_FRONTEND=noninteractive
+# The same library packages scripts/install-deps.sh installs on Debian.
+RUN apt-get update && apt-get install -y --no-install-recommends \
+      build-essential cmake ninja-build pkg-config git \
+      libabsl-dev nlohmann-json3-dev \
+      libgtest-dev libgmock-dev libbenchmark-dev \
+      libsentencepiece-dev sentencepiece \
+      libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
+      prometheus-cpp-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}" \
+    && cmake --build /build --target sparsed sparsed-cli sparsed-make-model sparsed_spm
+# Collect the binaries, the tokenizer plugin and every shared library they load (except the C
+# runtime and CUDA's own, which the runtime image provides).
+RUN mkdir -p /out/bin /out/lib \
+    && cp /build/bin/sparsed /build/bin/sparsed-cli /build/bin/sparsed-make-model /out/bin/ \
+    && cp /build/lib/libsparsed_spm.so /out/lib/ \
+    && for f in /out/bin/* /out/lib/libsparsed_spm.so; do \
+         ldd "$f" | awk '/=> \// {print $3}' ; done | sort -u \
+       | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libcudart|libcublas)[.-]' \
+       | xargs -r cp -L -t /out/lib/ \
+    && if [ -d models/sparsed-tiny ]; then cp -r models /out/models; else mkdir -p /out/models; fi
+
+FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU} AS runtime
+RUN useradd --system --uid 10001 --home /opt/sparsed sparsed
+COPY --from=build /out/bin/ /opt/sparsed/bin/
+COPY --from=build /out/lib/ /opt/sparsed/lib/
+COPY --from=build /out/models/ /opt/sparsed/models/
+ENV LD_LIBRARY_PATH=/opt/sparsed/lib PATH=/opt/sparsed/bin:$PATH
+WORKDIR /opt/sparsed
+USER sparsed
+EXPOSE 50051 9464
+HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
+  CMD ["sparsed-cli", "--server", "127.0.0.1:50051", "--timeout_s", "2", "health"]
+ENTRYPOINT ["sparsed", "--listen", "0.0.0.0:50051", "--metrics_listen", "0.0.0.0:9464"]
+CMD ["--model", "/opt/sparsed/models/sparsed-tiny"]

@@ -1,0 +1,276 @@
+#!/usr/bin/python3
+"""Checks the deployment files with the real tools and a running daemon.
+
+1. promtool check config / check rules / test rules on deploy/prometheus.
+2. deploy/compose.yaml and every Kubernetes manifest parse and are consistent: kinds, API
+   versions, ports and probes that match the daemon's flags, selectors that match labels.
+3. Every metric the dashboard and the alert rules use exists in a running daemon's /metrics.
+4. A real Prometheus with the shipped scrape config (rewritten only for loopback ports) scrapes
+   the daemon under traffic; every dashboard panel's query returns data; the rules load.
+5. The Dockerfile's build stage installs exactly the packages scripts/install-deps.sh installs.
+No Docker engine runs here: the image itself is not built by this test.
+
+Usage: deploy_test.py --bin BUILD/bin --source REPO [--work DIR]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import yaml
+
+FAILURES = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILURES.append(what)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def flag_value(args, name):
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def subset(a, b):
+    return all(b.get(k) == v for k, v in (a or {}).items())
+
+
+def check_prometheus(deploy):
+    prom = os.path.join(deploy, "prometheus")
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+        r = run(["promtool"] + args, cwd=prom)
+        check(r.returncode == 0, "promtool " + " ".join(args) + ("" if r.returncode == 0 else ": " + r.stdout + r.stderr))
+    rules = yaml.safe_load(open(os.path.join(prom, "alerts.yml")))["groups"][0]["rules"]
+    tested = open(os.path.join(prom, "alerts_test.yml")).read()
+    for r in rules:
+        check(f"alertname: {r['alert']}" in tested, f"alert {r['alert']} has a unit test")
+    return rules
+
+
+def check_compose(deploy, dockerfile_ports):
+    c = yaml.safe_load(open(os.path.join(deploy, "compose.yaml")))
+    sv = c["services"]
+    check({"sparsed", "sparsed-gpu", "prometheus", "grafana"} <= set(sv), f"compose services: {sorted(sv)}")
+    check(sv["sparsed"]["profiles"] == ["cpu"] and sv["sparsed-gpu"]["profiles"] == ["gpu"], "cpu and gpu profiles")
+    devices = sv["sparsed-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    check(devices[0]["capabilities"] == ["gpu"], "GPU reservation in the gpu profile")
+    for name in ("sparsed", "sparsed-gpu"):
+        ports = {p.split(":")[1] for p in sv[name]["ports"]}
+        check(ports == dockerfile_ports, f"{name} publishes the daemon's ports {sorted(ports)}")
+        check("health" in sv[name]["healthcheck"]["test"], f"{name} health check calls the gRPC health service")
+    for vol in sv["prometheus"]["volumes"] + sv["grafana"]["volumes"]:
+        src = vol.split(":")[0]
+        check(os.path.exists(os.path.join(deploy, src)), f"compose volume {src} exists")
+    scrape = yaml.safe_load(open(os.path.join(deploy, "prometheus", "prometheus.yml")))
+    target = scrape["scrape_configs"][0]["static_configs"][0]["targets"][0]
+    check(target == "sparsed:9464", f"Prometheus scrapes the compose service's metrics port ({target})")
+    check("sparsed" in sv["sparsed-gpu"]["networks"]["default"]["aliases"], "gpu service answers as 'sparsed' too")
+
+
+def load_kustomize(path):
+    k = yaml.safe_load(open(os.path.join(path, "kustomization.yaml")))
+    docs = []
+    for res in k.get("resources", []):
+        p = os.path.join(path, res)
+        if os.path.isdir(p):
+            docs += load_kustomize(p)[0]
+        else:
+            docs += [d for d in yaml.safe_load_all(open(p)) if d]
+    return docs, k
+
+
+def check_k8s(deploy, dockerfile_ports):
+    known = {"Deployment": "apps/v1", "Service": "v1", "ServiceMonitor": "monitoring.coreos.com/v1",
+             "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1"}
+    base, _ = load_kustomize(os.path.join(deploy, "k8s", "base"))
+    for d in base:
+        check(known.get(d["kind"]) == d["apiVersion"], f"{d['kind']} {d['metadata']['name']}: apiVersion {d['apiVersion']}")
+    by = {}
+    for d in base:
+        by.setdefault(d["kind"], []).append(d)
+    dep = by["Deployment"][0]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    check(subset(dep["spec"]["selector"]["matchLabels"], pod_labels), "Deployment selector matches its pod labels")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    check({str(v) for v in ports.values()} == dockerfile_ports, f"container ports {ports} match the image's listen flags")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        check(c[probe]["grpc"]["port"] == ports["grpc"], f"{probe} is a gRPC health probe on the gRPC port")
+    shutdown = float(flag_value(c["args"], "--shutdown_timeout_s"))
+    pre = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    check(grace > shutdown + pre, f"termination grace {grace}s > drain {shutdown}s + preStop {pre}s")
+    check("requests" in c["resources"], "resource requests set")
+    services = by["Service"]
+    for s in services:
+        check(subset(s["spec"]["selector"], pod_labels), f"Service {s['metadata']['name']} selects the pods")
+        for p in s["spec"]["ports"]:
+            check(p["targetPort"] in ports, f"Service {s['metadata']['name']} port {p['name']} targets a container port")
+    check(any(s["spec"].get("clusterIP") == "None" for s in services), "a headless Service for client-side balancing")
+    sm = by["ServiceMonitor"][0]
+    svc = next(s for s in services if subset(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"]))
+    check(any(p["name"] == sm["spec"]["endpoints"][0]["port"] for p in svc["spec"]["ports"]),
+          "ServiceMonitor scrapes a named Service port")
+    hpa = by["HorizontalPodAutoscaler"][0]
+    check(hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"] and hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment",
+          "HPA targets the Deployment")
+    hpa_metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    pdb = by["PodDisruptionBudget"][0]
+    check(subset(pdb["spec"]["selector"]["matchLabels"], pod_labels), "PDB selects the pods")
+    overlay = yaml.safe_load(open(os.path.join(deploy, "k8s", "overlays", "gpu", "kustomization.yaml")))
+    patch = yaml.safe_load(open(os.path.join(deploy, "k8s", "overlays", "gpu", overlay["patches"][0]["path"])))
+    check(patch["metadata"]["name"] == dep["metadata"]["name"], "GPU overlay patches the Deployment")
+    pc = patch["spec"]["template"]["spec"]["containers"][0]
+    check(pc["name"] == c["name"] and pc["resources"]["limits"].get("nvidia.com/gpu") == 1, "GPU overlay asks for one GPU")
+    if shutil.which("kubectl"):
+        for kdir in ("base", "overlays/gpu"):
+            r = run(["kubectl", "kustomize", os.path.join(deploy, "k8s", kdir)])
+            check(r.returncode == 0, f"kubectl kustomize {kdir} renders")
+    return hpa_metric
+
+
+def dockerfile_facts(source):
+    text = open(os.path.join(source, "Dockerfile")).read()
+    build = text.split("FROM ")[1]
+    install = re.search(r"apt-get install[^\n]*\\\n((?:.*\\\n)+)", build).group(1)
+    pkgs = set(install.replace("\\", " ").split()) - {"&&", "rm", "-rf", "/var/lib/apt/lists/*"}
+    ep = re.search(r'ENTRYPOINT \[(.*)\]', text).group(1)
+    ports = set(re.findall(r':(\d+)"', ep))
+    exposed = set(re.search(r"EXPOSE ([\d ]+)", text).group(1).split())
+    return pkgs, ports, exposed, text
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--work", default=None)
+    a = ap.parse_args()
+    deploy = os.path.join(a.source, "deploy")
+    work = a.work or tempfile.mkdtemp(prefix="sparsed_deploy_")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+
+    pkgs, ports, exposed, dockerfile = dockerfile_facts(a.source)
+    script = open(os.path.join(a.source, "scripts", "install-deps.sh")).read()
+    wanted = set(re.search(r"PKGS=\(\n(.*?)\n\)", script, re.S).group(1).split())
+    check(pkgs == wanted, f"Dockerfile build stage installs exactly install-deps.sh's packages (diff {sorted(pkgs ^ wanted)})")
+    check(ports == exposed == {"50051", "9464"}, f"Dockerfile listens on and exposes {sorted(ports)}")
+    check("USER sparsed" in dockerfile and "HEALTHCHECK" in dockerfile, "non-root user and a health check")
+
+    rules = check_prometheus(deploy)
+    check_compose(deploy, ports)
+    hpa_metric = check_k8s(deploy, ports)
+
+    dash = json.load(open(os.path.join(deploy, "grafana", "dashboards", "sparsed.json")))
+    queries = [(p["title"], t["expr"]) for p in dash["panels"] for t in p["targets"]]
+    used = set()
+    for _, e in queries + [(r["alert"], r["expr"]) for r in rules]:
+        used |= set(re.findall(r"sparsed_[a-z0-9_]+", e))
+    used.add(hpa_metric)
+
+    model = os.path.join(work, "model")
+    subprocess.run([os.path.join(a.bin, "sparsed-make-model"), "--out", model, "--preset", "small",
+                    "--activation", "relu2"], check=True, capture_output=True)
+    port, mport, pport = free_port(), free_port(), free_port()
+    log = open(os.path.join(work, "sparsed.log"), "w")
+    proc = subprocess.Popen([os.path.join(a.bin, "sparsed"), "--model", model, "--listen", f"127.0.0.1:{port}",
+                             "--metrics_listen", f"127.0.0.1:{mport}", "--kv_cache_mb", "64"], stderr=log)
+    prom = None
+    try:
+        cli = [os.path.join(a.bin, "sparsed-cli"), "--server", f"127.0.0.1:{port}"]
+        for _ in range(100):
+            if run(cli + ["--timeout_s", "1", "health"]).returncode == 0:
+                break
+            time.sleep(0.1)
+        # Prometheus with the shipped configuration, rewritten only for loopback ports.
+        cfg = yaml.safe_load(open(os.path.join(deploy, "prometheus", "prometheus.yml")))
+        cfg["global"]["scrape_interval"] = "1s"
+        cfg["global"]["evaluation_interval"] = "1s"
+        cfg["rule_files"] = [os.path.abspath(os.path.join(deploy, "prometheus", f)) for f in cfg["rule_files"]]
+        cfg["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{mport}"]
+        with open(os.path.join(work, "prometheus.yml"), "w") as f:
+            yaml.safe_dump(cfg, f)
+        prom = subprocess.Popen(["prometheus", f"--config.file={work}/prometheus.yml", f"--storage.tsdb.path={work}/tsdb",
+                                 f"--web.listen-address=127.0.0.1:{pport}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        def query(expr):
+            url = f"http://127.0.0.1:{pport}/api/v1/query?query=" + urllib.parse.quote(expr)
+            return json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["result"]
+        for _ in range(120):  # Prometheus up and scraping the daemon
+            try:
+                if any(v["value"][1] == "1" for v in query('up{job="sparsed"}')):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        # Steady traffic in the background while the panels are evaluated, so every rate() over
+        # [1m] sees increases.
+        stop = threading.Event()
+        def traffic():
+            i = 0
+            while not stop.is_set():
+                run(cli + ["--max_new_tokens", "16", "generate", f"request {i}"])
+                i += 1
+                time.sleep(0.2)
+        loader = threading.Thread(target=traffic)
+        loader.start()
+        time.sleep(4)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+        names = set(re.findall(r"^(sparsed_[a-z0-9_]+)", metrics, re.M))
+        for n in sorted(used):
+            check(n in names, f"metric {n} (dashboard/alerts/HPA) exists in /metrics")
+        for title, expr in queries:
+            res = []
+            for _ in range(20):
+                res = query(expr)
+                if res and any(v["value"][1] not in ("NaN",) for v in res):
+                    break
+                time.sleep(0.5)
+            check(bool(res) and any(v["value"][1] != "NaN" for v in res), f"panel '{title}': {expr[:70]} -> {len(res)} series")
+        stop.set()
+        loader.join()
+        groups = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{pport}/api/v1/rules", timeout=5).read())["data"]["groups"]
+        loaded = sum(len(g["rules"]) for g in groups)
+        check(loaded == len(rules), f"Prometheus loaded the {loaded} alert rules")
+    finally:
+        if prom:
+            prom.terminate()
+            prom.wait(timeout=10)
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    if FAILURES:
+        print(f"{len(FAILURES)} failure(s)")
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+    print("all deployment checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
