@@ -38,7 +38,9 @@ struct TestFfn {
     down_t = {down_b.data(), dt, F, d, nullptr};
   }
 
-  std::vector<float> Input(int T, std::mt19937_64& rng) const { return BiasChannelInputs(T, d, rng); }
+  std::vector<float> Input(int T, std::mt19937_64& rng) const {
+    return BiasChannelInputs(T, d, rng);
+  }
   FfnLayer Layer(Activation act, float thr, bool gated = true) const {
     return FfnLayer{gated ? &gate : nullptr, gated ? &up : &gate, &down_t, act, thr};
   }

@@ -81,7 +81,9 @@ struct SyntheticFfn {
           FixtureToBf16(static_cast<float>(-NormalQuantile(1.0 - rates[i]) * gate_norm[i]));
     }
   }
-  std::vector<float> Inputs(int T, std::mt19937_64& rng) const { return BiasChannelInputs(T, d, rng); }
+  std::vector<float> Inputs(int T, std::mt19937_64& rng) const {
+    return BiasChannelInputs(T, d, rng);
+  }
 };
 
 }  // namespace sparsed
