@@ -67,6 +67,13 @@ def main():
                              "--max_waiting_requests", "64", "--shutdown_timeout_s", "10"], stderr=log)
     prom = None
     try:
+        # Connect as soon as the daemon listens (it does so before loading the model), so the
+        # health Watch below sees the load.
+        for _ in range(600):
+            with open(os.path.join(work, "sparsed.log")) as f:
+                if 'msg="listening"' in f.read():
+                    break
+            time.sleep(0.005)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=60)
         health = health_pb2_grpc.HealthStub(channel)
