@@ -18,6 +18,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/backend/device.h"
 #include "engine/engine.h"
 #include "scheduler/engine_loop.h"
 #include "server/log.h"
@@ -80,15 +81,10 @@ int Main(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  const std::string device = absl::GetFlag(FLAGS_device);
-  if (device != "auto" && device != "cpu" && device != "cuda") {
-    log.Log(LogLevel::kError, "bad flag",
-            absl::StrCat("flag=--device value=", device, " allowed=auto|cpu|cuda"));
-    return 2;
-  }
-  if (device == "cuda") {
-    log.Log(LogLevel::kError,
-            "the CUDA forward pass is not available in this build; use --device=cpu or auto");
+  auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    log.Log(LogLevel::kError, "cannot use the requested device",
+            absl::StrCat("error=\"", device.status().message(), "\""));
     return 2;
   }
   // Health first, so probes see NOT_SERVING while the model loads.
@@ -108,7 +104,7 @@ int Main(int argc, char** argv) {
 
   // The server listens first: while the model loads, health says NOT_SERVING and calls get
   // UNAVAILABLE, so orchestrators can tell "starting" from "dead".
-  SparsedService service(eo.model_dir, "cpu");
+  SparsedService service(eo.model_dir, device->device);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
@@ -141,8 +137,8 @@ int Main(int argc, char** argv) {
                        " ffn=", c.intermediate_size, " activation=", ActivationName(c.activation),
                        " seconds=", absl::ToDoubleSeconds(absl::Now() - t0)));
   log.Log(LogLevel::kInfo, "device",
-          absl::StrCat("device=cpu backend=\"", (*engine)->backend().Describe(), "\"",
-                       device == "auto" ? " reason=\"CUDA forward pass not built yet\"" : ""));
+          absl::StrCat("device=", device->device, " backend=\"", (*engine)->backend().Describe(),
+                       "\" reason=\"", device->reason, "\""));
   log.Log(LogLevel::kInfo, "sparsity",
           absl::StrCat("mode=", SparsityModeName((*engine)->sparsity_mode())));
   log.Log(

@@ -44,3 +44,8 @@ foreach(pair "sparsed;--max_num_seqs" "sparsed-cli;--server" "sparsed-make-model
     message(FATAL_ERROR "${exe} --help does not list ${flag}: ${out}${err}")
   endif()
 endforeach()
+# --device=cuda fails at start-up with the reason when it cannot be honoured.
+execute_process(COMMAND ${BIN}/sparsed --device cuda --model ${WORK}/none --metrics_listen "" RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "--device=cuda")
+  message(FATAL_ERROR "sparsed --device=cuda did not fail clearly: ${rc} ${err}")
+endif()

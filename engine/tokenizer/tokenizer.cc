@@ -8,11 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "engine/common/plugin_path.h"
 #include "engine/tokenizer/spm_plugin_api.h"
-
-#ifndef SPARSED_PLUGIN_BUILD_DIR
-#define SPARSED_PLUGIN_BUILD_DIR ""
-#endif
 
 namespace sparsed {
 
@@ -38,24 +35,6 @@ class SpmPlugin {
 
 namespace {
 
-std::vector<std::string> PluginCandidates() {
-  namespace fs = std::filesystem;
-  std::vector<std::string> out;
-  if (const char* env = std::getenv("SPARSED_PLUGIN_DIR"))
-    out.push_back(fs::path(env) / "libsparsed_spm.so");
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    out.push_back(exe.parent_path() / "libsparsed_spm.so");
-    out.push_back(exe.parent_path().parent_path() / "lib" / "libsparsed_spm.so");
-    out.push_back(exe.parent_path().parent_path() / "lib" / "sparsed" / "libsparsed_spm.so");
-  }
-  if (std::string(SPARSED_PLUGIN_BUILD_DIR).size()) {
-    out.push_back(fs::path(SPARSED_PLUGIN_BUILD_DIR) / "libsparsed_spm.so");
-  }
-  return out;
-}
-
 template <typename F>
 bool Sym(void* lib, const char* name, F* out) {
   *out = reinterpret_cast<F>(dlsym(lib, name));
@@ -71,7 +50,7 @@ absl::StatusOr<std::shared_ptr<SpmPlugin>> SpmPlugin::Load() {
   constexpr int kFlags = RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND;
 #endif
   std::string tried;
-  for (const std::string& path : PluginCandidates()) {
+  for (const std::string& path : PluginCandidates("libsparsed_spm.so")) {
     if (!std::filesystem::exists(path)) {
       absl::StrAppend(&tried, " ", path);
       continue;

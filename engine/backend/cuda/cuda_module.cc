@@ -1,0 +1,30 @@
+// C entry points of libsparsed_cuda.so, the CUDA backend the engine loads with dlopen.
+#include <cstring>
+#include <string>
+
+#include "engine/backend/cuda/cuda_ffn.h"
+
+namespace {
+
+void Copy(const std::string& s, char* out, int cap) {
+  if (out == nullptr || cap <= 0) return;
+  const size_t n = std::min(s.size(), static_cast<size_t>(cap - 1));
+  std::memcpy(out, s.data(), n);
+  out[n] = '\0';
+}
+
+}  // namespace
+
+extern "C" {
+// 0 when a CUDA device is usable (its name in `device`); otherwise the reason in `msg`.
+int sparsed_cuda_probe(char* msg, int msg_cap, char* device, int device_cap) {
+  std::string name;
+  const std::string why = sparsed::cuda::ProbeDevice(&name);
+  if (!why.empty()) {
+    Copy(why, msg, msg_cap);
+    return 1;
+  }
+  Copy(name, device, device_cap);
+  return 0;
+}
+}
