@@ -23,6 +23,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   } else {
     ASSIGN_OR_RETURN(e->mode_, ParseSparsityMode(options.sparsity_mode));
   }
+  if (e->mode_ == SparsityMode::kThreshold) {
+    return absl::FailedPreconditionError(
+        "sparsity mode 'threshold' needs calibrated per-layer thresholds (sparsity.json), which "
+        "this "
+        "version cannot load yet; use exact or off");
+  }
   e->backend_ = MakeCpuBackend(options.backend);
   std::vector<const Matrix*> mats = {&e->weights_.embed, &e->weights_.lm_head};
   for (const LayerWeights& l : e->weights_.layers) {

@@ -121,6 +121,20 @@ TEST(Engine, DefaultsToExactForReluFamilyOnly) {
   EXPECT_EQ(testing::LoadEngine(relu2->path(), "")->sparsity_mode(), SparsityMode::kExact);
 }
 
+TEST(Engine, ThresholdModeNeedsCalibration) {
+  SyntheticModelSpec s;
+  auto dir = testing::MakeModel(s);
+  EngineOptions o;
+  o.model_dir = dir->path();
+  o.sparsity_mode = "threshold";
+  auto e = Engine::Load(o);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(e.status().message()), ::testing::HasSubstr("sparsity.json"));
+  o.sparsity_mode = "fuzzy";
+  EXPECT_THAT(std::string(Engine::Load(o).status().message()),
+              ::testing::HasSubstr("off, exact, threshold"));
+}
+
 TEST(Engine, RejectsBadBatches) {
   SyntheticModelSpec s;
   auto dir = testing::MakeModel(s);

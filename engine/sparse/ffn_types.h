@@ -13,6 +13,9 @@ namespace sparsed {
 enum class SparsityMode {
   kOff,    // dense FFN
   kExact,  // skip neurons whose activation is exactly zero (ReLU family)
+  // any activation: a neuron counts as active when |x1| reaches its calibrated threshold
+  // (ε / ‖W_down[:, i]‖, see cett.h); gate and up stay dense, the down projection is sparse
+  kThreshold,
 };
 
 absl::string_view SparsityModeName(SparsityMode m);
@@ -23,7 +26,8 @@ struct FfnLayer {
   const Matrix* up = nullptr;      // [F × d]
   const Matrix* down_t = nullptr;  // [F × d]
   Activation activation = Activation::kSilu;
-  float threshold = 0.f;  // FATReLU threshold
+  float threshold = 0.f;                     // FATReLU threshold
+  const float* neuron_thresholds = nullptr;  // [F] thresholds on |x1| (threshold mode)
   int64_t neurons() const { return up->rows; }
   int64_t hidden() const { return up->cols; }
 };

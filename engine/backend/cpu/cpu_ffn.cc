@@ -1,6 +1,7 @@
 // The union sparse FFN on the CPU backend (DESIGN.md, "The union sparse FFN").
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/sparse/mask.h"
@@ -60,18 +61,35 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
       for (int64_t k = 0; k < n; ++k) h[k] = a[rows ? rows[k] : k];
     }
   }
+  // Threshold mode: a neuron is active for a token when |x1| reaches its threshold; the rest
+  // are zeroed here, so the down projection below skips rows inactive for the whole batch.
+  int64_t down_rows = n;
+  if (mode == SparsityMode::kThreshold && layer.neuron_thresholds != nullptr) {
+    NeuronUnion tuni(F);
+    active_sum = 0;
+    for (int t = 0; t < T; ++t) {
+      float* h = h_.data() + static_cast<size_t>(t) * n;  // n == F: every row was computed
+      for (int64_t k = 0; k < n; ++k) {
+        if (std::fabs(h[k]) < layer.neuron_thresholds[k]) h[k] = 0.f;
+        active_sum += h[k] != 0.f;
+      }
+      tuni.AddNonZero(h);
+    }
+    down_rows = tuni.Count();
+  }
   lap(&phase_ns_.up);
   // 4. Down: rows of W_downᵀ summed in neuron order.
   std::fill(y, y + static_cast<size_t>(T) * d, 0.f);
   AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y,
-           /*skip_zero_rows=*/mode == SparsityMode::kExact);
+           /*skip_zero_rows=*/mode != SparsityMode::kOff);
   lap(&phase_ns_.down);
   if (stats) {
     stats->tokens += T;
     stats->neurons = F;
     stats->active_sum += active_sum;
-    stats->union_size = union_size;
-    stats->rows_skipped = F - n;
+    stats->union_size = mode == SparsityMode::kThreshold ? down_rows : union_size;
+    // Threshold mode reads every up row: only down rows are skipped (counted as half a neuron).
+    stats->rows_skipped = mode == SparsityMode::kThreshold ? (F - down_rows) / 2 : F - n;
     stats->dense = dense;
   }
 }

@@ -1,0 +1,42 @@
+// CETT (cumulative error of tail truncation) of one FFN layer, and the threshold search.
+//
+// For a token x, neuron i's output is n_i = x1_i · W_down[:, i] with x1 = act(W_gate·x) ⊙ (W_up·x),
+// so ‖n_i‖ = |x1_i| · ‖W_down[:, i]‖. Dropping the neurons with ‖n_i‖ < ε leaves the error
+// ‖Σ_{‖n_i‖<ε} n_i‖; CETT(ε) is that error over ‖FFN(x)‖, averaged over tokens. It grows with ε,
+// so ε for a target CETT is found by bisection.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/backend/backend.h"
+
+namespace sparsed {
+
+// Per-token neuron activations and output norms of one layer on calibration inputs.
+struct LayerActivations {
+  int64_t tokens = 0, neurons = 0, hidden = 0;
+  std::vector<float> x1;          // [T × F]: act(gate) · up (or act(up) when not gated)
+  std::vector<float> down_norms;  // [F]: ‖W_down[:, i]‖ (row norms of W_downᵀ)
+};
+
+// Runs the layer's gate/up on x [T × d] through `backend` (host memory: the CPU backend).
+LayerActivations ComputeLayerActivations(Backend& backend, const FfnLayer& layer, const float* x,
+                                         int T);
+
+// CETT(ε) averaged over the tokens. Reads the down weights row by row (exact, fp32 sums).
+double Cett(const LayerActivations& a, const Matrix& down_t, double epsilon);
+
+// The ε whose CETT is `target` within `tolerance` (bisection between 0 and the largest neuron
+// output norm; 60 halvings at most).
+double FindEpsilon(const LayerActivations& a, const Matrix& down_t, double target,
+                   double tolerance = 1e-3);
+
+// Per-neuron thresholds on |x1| for threshold mode: ε / ‖W_down[:, i]‖ (infinite for a zero
+// column).
+std::vector<float> NeuronThresholds(const std::vector<float>& down_norms, double epsilon);
+
+// Row norms of W_downᵀ [F × d], i.e. column norms of W_down.
+std::vector<float> DownColumnNorms(const Matrix& down_t);
+
+}  // namespace sparsed

@@ -1,0 +1,165 @@
+// CETT against a brute-force computation, its monotonicity, the ε search, and the threshold-mode
+// FFN (output error equals CETT, batch invariance).
+#include "engine/sparse/cett.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/model/safetensors_writer.h"
+
+namespace sparsed {
+namespace {
+
+struct SmallLayer {
+  int64_t F = 96, d = 24;
+  std::vector<uint8_t> g, u, dn;
+  Matrix gate, up, down_t;
+  explicit SmallLayer(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> nd(0.f, 0.3f);
+    auto mk = [&](std::vector<uint8_t>* b, Matrix* m) {
+      std::vector<float> v(F * d);
+      for (float& x : v) x = nd(rng);
+      *b = EncodeTensor(v, DType::kF32);
+      *m = Matrix{b->data(), DType::kF32, F, d, nullptr};
+    };
+    mk(&g, &gate);
+    mk(&u, &up);
+    mk(&dn, &down_t);
+  }
+  FfnLayer Layer(Activation act, const float* thr = nullptr) const {
+    FfnLayer l{&gate, &up, &down_t, act, 0.f};
+    l.neuron_thresholds = thr;
+    return l;
+  }
+};
+
+std::vector<float> Inputs(int T, int64_t d, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(T * d);
+  for (float& v : x) v = nd(rng);
+  return x;
+}
+
+// Brute force: materialise every neuron's output vector n_i, drop those with ‖n_i‖ < ε.
+double BruteCett(const SmallLayer& L, const std::vector<float>& x, int T, Activation act,
+                 double eps) {
+  double sum = 0;
+  for (int t = 0; t < T; ++t) {
+    std::vector<double> full(L.d, 0), tail(L.d, 0);
+    for (int64_t i = 0; i < L.F; ++i) {
+      double gsum = 0, usum = 0;
+      for (int64_t c = 0; c < L.d; ++c) {
+        gsum += double(x[t * L.d + c]) * LoadAsF32(L.gate.Row(i), DType::kF32, c);
+        usum += double(x[t * L.d + c]) * LoadAsF32(L.up.Row(i), DType::kF32, c);
+      }
+      const double x1 = double(Activate(static_cast<float>(gsum), act, 0.f)) * usum;
+      std::vector<double> n(L.d);
+      double norm = 0;
+      for (int64_t c = 0; c < L.d; ++c) {
+        n[c] = x1 * LoadAsF32(L.down_t.Row(i), DType::kF32, c);
+        norm += n[c] * n[c];
+      }
+      for (int64_t c = 0; c < L.d; ++c) {
+        full[c] += n[c];
+        if (std::sqrt(norm) < eps) tail[c] += n[c];
+      }
+    }
+    double nf = 0, nt = 0;
+    for (int64_t c = 0; c < L.d; ++c) nf += full[c] * full[c], nt += tail[c] * tail[c];
+    sum += std::sqrt(nt / nf);
+  }
+  return sum / T;
+}
+
+std::unique_ptr<CpuBackend> Cpu() {
+  BackendOptions o;
+  o.threads = 2;
+  return std::make_unique<CpuBackend>(o);
+}
+
+TEST(Cett, MatchesBruteForceAndIsMonotone) {
+  for (Activation act : {Activation::kSilu, Activation::kRelu, Activation::kRelu2}) {
+    SmallLayer L(3);
+    const int T = 7;
+    const auto x = Inputs(T, L.d, 5);
+    auto be = Cpu();
+    const LayerActivations a = ComputeLayerActivations(*be, L.Layer(act), x.data(), T);
+    double prev = -1;
+    for (double eps : {0.0, 0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0}) {
+      const double c = Cett(a, L.down_t, eps);
+      EXPECT_NEAR(c, BruteCett(L, x, T, act, eps), 1e-5) << ActivationName(act) << " eps " << eps;
+      EXPECT_GE(c, prev - 1e-12) << "CETT must not fall as eps grows";
+      prev = c;
+    }
+    EXPECT_EQ(Cett(a, L.down_t, 0.0), 0.0);
+    EXPECT_NEAR(Cett(a, L.down_t, 1e9), 1.0, 1e-9);  // everything dropped
+  }
+}
+
+TEST(Cett, EpsilonSearchHitsTheTarget) {
+  SmallLayer L(9);
+  const int T = 16;
+  const auto x = Inputs(T, L.d, 1);
+  auto be = Cpu();
+  const LayerActivations a = ComputeLayerActivations(*be, L.Layer(Activation::kSilu), x.data(), T);
+  for (double target : {0.05, 0.2, 0.5}) {
+    const double eps = FindEpsilon(a, L.down_t, target, 1e-3);
+    EXPECT_NEAR(Cett(a, L.down_t, eps), target, 2e-3) << "target " << target;
+  }
+}
+
+TEST(ThresholdMode, OutputErrorEqualsCettAndSkipsDownRows) {
+  SmallLayer L(4);
+  const int T = 9;
+  const auto x = Inputs(T, L.d, 2);
+  auto be = Cpu();
+  const FfnLayer dense_layer = L.Layer(Activation::kSilu);
+  const LayerActivations a = ComputeLayerActivations(*be, dense_layer, x.data(), T);
+  const double eps = FindEpsilon(a, L.down_t, 0.2, 1e-3);
+  const std::vector<float> thr = NeuronThresholds(a.down_norms, eps);
+  std::vector<float> yd(T * L.d), yt(T * L.d);
+  be->Ffn(dense_layer, x.data(), T, SparsityMode::kOff, yd.data(), nullptr);
+  FfnStats st;
+  be->Ffn(L.Layer(Activation::kSilu, thr.data()), x.data(), T, SparsityMode::kThreshold, yt.data(),
+          &st);
+  double err = 0;
+  for (int t = 0; t < T; ++t) {
+    double e = 0, n = 0;
+    for (int64_t c = 0; c < L.d; ++c) {
+      const double diff = double(yd[t * L.d + c]) - yt[t * L.d + c];
+      e += diff * diff;
+      n += double(yd[t * L.d + c]) * yd[t * L.d + c];
+    }
+    err += std::sqrt(e / n) / T;
+  }
+  EXPECT_NEAR(err, Cett(a, L.down_t, eps), 2e-4);
+  EXPECT_LT(st.active_ratio(), 1.0);  // SiLU has no exact zeros: thresholds made it sparse
+  EXPECT_GT(st.active_ratio(), 0.0);
+}
+
+TEST(ThresholdMode, BitwiseBatchInvariant) {
+  SmallLayer L(6);
+  auto be = Cpu();
+  const auto x0 = Inputs(1, L.d, 11);
+  const LayerActivations a = ComputeLayerActivations(*be, L.Layer(Activation::kSilu), x0.data(), 1);
+  const std::vector<float> thr = NeuronThresholds(a.down_norms, 0.05);
+  const FfnLayer layer = L.Layer(Activation::kSilu, thr.data());
+  std::vector<float> y0(L.d);
+  be->Ffn(layer, x0.data(), 1, SparsityMode::kThreshold, y0.data(), nullptr);
+  for (int B : {2, 5, 17}) {
+    auto xb = Inputs(B, L.d, 100 + B);
+    std::memcpy(&xb[(B - 1) * L.d], x0.data(), L.d * sizeof(float));
+    std::vector<float> yb(B * L.d);
+    be->Ffn(layer, xb.data(), B, SparsityMode::kThreshold, yb.data(), nullptr);
+    EXPECT_EQ(0, std::memcmp(&yb[(B - 1) * L.d], y0.data(), L.d * sizeof(float))) << "batch " << B;
+  }
+}
+
+}  // namespace
+}  // namespace sparsed
