@@ -185,7 +185,6 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
   }
   if (!logit_rows.empty()) {
     const int n = static_cast<int>(logit_rows.size());
-    std::vector<float> host_rows(static_cast<size_t>(n) * d);
     // Final norm only on the rows that need logits.
     for (int i = 0; i < n; ++i) {
       b.RmsNorm(x + static_cast<size_t>(logit_rows[i]) * d, weights_.final_norm.data(), 1, d, eps,
