@@ -15,10 +15,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend/device.h"
+#include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "scheduler/engine_loop.h"
 #include "server/log.h"
@@ -59,13 +58,7 @@ LogLevel ParseLevel(const std::string& s) {
 }
 
 int Main(int argc, char** argv) {
-  // --help lists the flags defined in this file (Abseil matches only files named after the binary).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+  sparsed::ListHelpFlagsFrom("main.cc");
   absl::SetProgramUsageMessage(
       "Serves a Hugging Face LLaMA-family model over gRPC (sparsed.v1.Sparsed), skipping inactive "
       "FFN neurons.\n"

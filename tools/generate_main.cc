@@ -9,8 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
+#include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sampling/sampler.h"
 
@@ -36,13 +35,7 @@ int Fail(const absl::Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --help lists the flags defined in this file (Abseil matches only files named after the binary).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "generate_main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+  sparsed::ListHelpFlagsFrom("generate_main.cc");
   absl::SetProgramUsageMessage("Generates a continuation of --prompt with the model in --model.");
   absl::ParseCommandLine(argc, argv);
   using namespace sparsed;

@@ -5,9 +5,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "engine/common/dtype.h"
+#include "engine/common/help_flags.h"
 #include "tools/synthetic.h"
 
 ABSL_FLAG(std::string, out, "", "Output directory (required).");
@@ -34,13 +33,7 @@ ABSL_FLAG(int64_t, vocab, 0, "Override vocab_size.");
 ABSL_FLAG(bool, tie_embeddings, false, "Tie the LM head to the embeddings.");
 
 int main(int argc, char** argv) {
-  // --help lists the flags defined in this file (Abseil matches only files named after the binary).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "make_model_main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+  sparsed::ListHelpFlagsFrom("make_model_main.cc");
   absl::SetProgramUsageMessage(
       "Writes a synthetic LLaMA-family checkpoint (config.json, safetensors, tokenizer.model).\n"
       "Example: sparsed-make-model --out /tmp/m --preset tinyllama-1.1b --activation fatrelu "
