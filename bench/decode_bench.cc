@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/bandwidth.h"
@@ -93,12 +94,8 @@ int Main(int argc, char** argv) {
   }
   Engine& engine = **engine_or;
   const ModelConfig& c = engine.config();
-  const int threads = engine.backend().Describe().find("threads=") != std::string::npos
-                          ? std::atoi(engine.backend()
-                                          .Describe()
-                                          .substr(engine.backend().Describe().find("threads=") + 8)
-                                          .c_str())
-                          : 1;
+  // The engine runs on every core (backend threads = 0), so the bandwidth is measured on as many.
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::fprintf(stderr, "backend: %s\n", engine.backend().Describe().c_str());
   const double bw = MeasureReadBandwidthGBs(size_t(1) << 30, threads);
   const int prompt_len = 8;
