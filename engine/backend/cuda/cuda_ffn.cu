@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_ffn.h"
@@ -552,26 +553,26 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   const int a = ActCode(act);
   PhaseTimer timer(phase_ms, 6);
   const std::function<void(int)> mark = [&](int i) { timer.Mark(i); };
+  // One instantiation per tile width; the arguments are the same for all.
+  auto launch = [&](auto tile) {
+    LaunchSparse<decltype(tile)::value>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_,
+                                        list_, chunk_start_, stats_, h_, partial_, y, mark);
+  };
   switch (tt) {
     case 1:
-      LaunchSparse<1>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_,
-                      stats_, h_, partial_, y, mark);
+      launch(std::integral_constant<int, 1>{});
       break;
     case 2:
-      LaunchSparse<2>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_,
-                      stats_, h_, partial_, y, mark);
+      launch(std::integral_constant<int, 2>{});
       break;
     case 4:
-      LaunchSparse<4>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_,
-                      stats_, h_, partial_, y, mark);
+      launch(std::integral_constant<int, 4>{});
       break;
     case 8:
-      LaunchSparse<8>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_, chunk_start_,
-                      stats_, h_, partial_, y, mark);
+      launch(std::integral_constant<int, 8>{});
       break;
     default:
-      LaunchSparse<kMaxTileTokens>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_, list_,
-                                   chunk_start_, stats_, h_, partial_, y, mark);
+      launch(std::integral_constant<int, kMaxTileTokens>{});
   }
   CUDA_TRY(cudaGetLastError());
   timer.Finish();
