@@ -103,7 +103,10 @@ int Main(int argc, char** argv) {
   for (int round = 0; round < rounds; ++round) {
     for (int B : batches) {
       for (SparsityMode mode : {SparsityMode::kExact, SparsityMode::kOff}) {
-        engine.set_sparsity_mode(mode);
+        if (const absl::Status s = engine.SetSparsityMode(mode); !s.ok()) {
+          std::fprintf(stderr, "%s\n", s.ToString().c_str());
+          return 1;
+        }
         const int bs = engine.kv_block_size();
         const int blocks_per_seq = (prompt_len + steps + 1 + bs - 1) / bs;
         Batch prefill;

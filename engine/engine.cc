@@ -6,6 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "engine/common/status_macros.h"
+#include "engine/model/fingerprint.h"
+#include "engine/sparse/cett.h"
 
 namespace sparsed {
 
@@ -23,12 +25,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   } else {
     ASSIGN_OR_RETURN(e->mode_, ParseSparsityMode(options.sparsity_mode));
   }
-  if (e->mode_ == SparsityMode::kThreshold) {
-    return absl::FailedPreconditionError(
-        "sparsity mode 'threshold' needs calibrated per-layer thresholds (sparsity.json), which "
-        "this "
-        "version cannot load yet; use exact or off");
-  }
+  ASSIGN_OR_RETURN(e->fingerprint_, ModelFingerprint(*e->checkpoint_));
   e->backend_ = MakeCpuBackend(options.backend);
   std::vector<const Matrix*> mats = {&e->weights_.embed, &e->weights_.lm_head};
   for (const LayerWeights& l : e->weights_.layers) {
@@ -58,7 +55,62 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   for (int i = 0; i < half; ++i) {
     e->inv_freq_.push_back(static_cast<float>(1.0 / std::pow(c.rope_theta, 2.0 * i / c.head_dim)));
   }
+  if (e->mode_ == SparsityMode::kThreshold) RETURN_IF_ERROR(e->LoadSparsityFile(options));
   return e;
+}
+
+absl::Status Engine::LoadSparsityFile(const EngineOptions& options) {
+  const std::string path =
+      options.sparsity_file.empty()
+          ? (std::filesystem::path(options.model_dir) / "sparsity.json").string()
+          : options.sparsity_file;
+  if (!std::filesystem::exists(path)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sparsity mode 'threshold' needs calibrated thresholds, and ", path,
+                     " does not exist: run sparsed-calibrate --model ", options.model_dir,
+                     " (or pass the file with --sparsity_file)"));
+  }
+  ASSIGN_OR_RETURN(SparsityProfile p, ReadSparsityProfile(path));
+  const ModelConfig& c = config();
+  RETURN_IF_ERROR(CheckProfileMatchesModel(p, path, fingerprint_, static_cast<int>(c.num_layers),
+                                           static_cast<int>(c.intermediate_size)));
+  std::vector<double> eps;
+  for (const SparsityLayer& l : p.layers) eps.push_back(l.epsilon);
+  RETURN_IF_ERROR(SetThresholds(eps));
+  profile_ = std::move(p);
+  return absl::OkStatus();
+}
+
+const std::vector<float>& Engine::DownNorms(int layer) {
+  if (down_norms_.empty()) down_norms_.resize(weights_.layers.size());
+  std::vector<float>& n = down_norms_[layer];
+  if (n.empty()) n = DownColumnNorms(weights_.layers[layer].down_t);
+  return n;
+}
+
+absl::Status Engine::SetThresholds(const std::vector<double>& epsilons) {
+  if (epsilons.size() != weights_.layers.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(epsilons.size(), " thresholds for ", weights_.layers.size(), " layers"));
+  }
+  std::vector<std::vector<float>> t;
+  for (size_t l = 0; l < epsilons.size(); ++l) {
+    if (!(epsilons[l] >= 0) || std::isinf(epsilons[l])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("threshold of layer ", l, " must be finite and non-negative"));
+    }
+    t.push_back(NeuronThresholds(DownNorms(static_cast<int>(l)), epsilons[l]));
+  }
+  neuron_thresholds_ = std::move(t);
+  return absl::OkStatus();
+}
+
+absl::Status Engine::SetSparsityMode(SparsityMode m) {
+  if (m == SparsityMode::kThreshold && neuron_thresholds_.empty()) {
+    return absl::FailedPreconditionError("threshold mode needs thresholds (sparsity.json)");
+  }
+  mode_ = m;
+  return absl::OkStatus();
 }
 
 double Engine::WeightBytesPerStep(double ffn_active_fraction) const {
@@ -145,7 +197,12 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
       positions[row] = q.start_position + j;
       tables[row] = &q.block_table;
     }
-    if (q.need_logits) {
+    if (q.all_logits) {
+      for (int j = row - q.num_tokens; j < row; ++j) {
+        logit_rows.push_back(j);
+        out.logit_sequences.push_back(s);
+      }
+    } else if (q.need_logits) {
       logit_rows.push_back(row - 1);
       out.logit_sequences.push_back(s);
     }
@@ -180,6 +237,8 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
     b.RmsNorm(x, w.ffn_norm.data(), T, d, eps, normed_.get());
     FfnLayer fl{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, c.activation,
                 c.activation_threshold};
+    if (mode_ == SparsityMode::kThreshold) fl.neuron_thresholds = neuron_thresholds_[l].data();
+    if (ffn_observer_) ffn_observer_(l, normed_.get(), T);
     b.Ffn(fl, normed_.get(), T, mode_, proj_.get(), &out.layer_stats[l]);
     b.AddScaled(x, proj_.get(), static_cast<size_t>(T) * d, rs);
   }

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/weights.h"
+#include "engine/sparse/sparsity_profile.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace sparsed {
@@ -18,6 +21,8 @@ struct EngineOptions {
   std::string model_dir;
   // Empty: exact for ReLU-family activations, off otherwise.
   std::string sparsity_mode;
+  // Threshold mode's calibrated thresholds; empty: MODEL_DIR/sparsity.json.
+  std::string sparsity_file;
   int kv_block_size = 16;
   int kv_blocks = 0;  // 0: derived from kv_cache_bytes
   int64_t kv_cache_bytes = 256ll << 20;
@@ -33,6 +38,7 @@ struct BatchSequence {
   int32_t start_position = 0;
   int32_t num_tokens = 0;
   bool need_logits = false;  // logits of the slice's last token
+  bool all_logits = false;   // logits of every token of the slice (perplexity); overrides the above
 };
 
 struct Batch {
@@ -41,11 +47,16 @@ struct Batch {
 };
 
 struct StepOutput {
-  // One row of vocab_size logits per sequence with need_logits, in batch order.
+  // One row of vocab_size logits per sequence with need_logits (num_tokens rows, in token order,
+  // with all_logits), in batch order.
   std::vector<float> logits;
   std::vector<int> logit_sequences;   // index into Batch::sequences of each logits row
   std::vector<FfnStats> layer_stats;  // one per layer
 };
+
+// Called during Step() with each layer's FFN input (after its RMSNorm), x [tokens × hidden] in
+// host memory, before the FFN runs. For calibration and profiling tools.
+using FfnInputObserver = std::function<void(int layer, const float* x, int tokens)>;
 
 // Thread-safety: Step() must be called from one thread at a time (the engine-loop thread).
 // tokenizer() may be used from any thread.
@@ -61,7 +72,18 @@ class Engine {
   const ModelConfig& config() const { return checkpoint_->config(); }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   SparsityMode sparsity_mode() const { return mode_; }
-  void set_sparsity_mode(SparsityMode m) { mode_ = m; }
+  // Switching to threshold mode needs thresholds (loaded from sparsity.json or SetThresholds).
+  absl::Status SetSparsityMode(SparsityMode m);
+  // Threshold mode: neuron i of layer l is active when |x1_i| ≥ epsilons[l] / ‖W_down[:, i]‖.
+  absl::Status SetThresholds(const std::vector<double>& epsilons);
+  // The profile loaded from sparsity.json (threshold mode), if any.
+  const std::optional<SparsityProfile>& sparsity_profile() const { return profile_; }
+  // ModelFingerprint() of the loaded checkpoint.
+  const std::string& fingerprint() const { return fingerprint_; }
+  // ‖W_down[:, i]‖ per layer (computed on first use).
+  const std::vector<float>& DownNorms(int layer);
+  // CPU backend only (the observer reads host memory); null to remove.
+  void set_ffn_observer(FfnInputObserver observer) { ffn_observer_ = std::move(observer); }
   int kv_blocks() const { return kv_shape_.blocks; }
   int kv_block_size() const { return kv_shape_.block_size; }
   Backend& backend() { return *backend_; }
@@ -74,6 +96,7 @@ class Engine {
   Engine() = default;
   absl::Status Validate(const Batch& batch) const;
   absl::Status EnsureWorkspace(int tokens);
+  absl::Status LoadSparsityFile(const EngineOptions& options);
 
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelWeights weights_;
@@ -82,6 +105,11 @@ class Engine {
   SparsityMode mode_ = SparsityMode::kOff;
   KvCacheShape kv_shape_;
   std::vector<float> inv_freq_;  // [head_dim / 2]
+  std::string fingerprint_;
+  std::optional<SparsityProfile> profile_;
+  std::vector<std::vector<float>> down_norms_;         // per layer, lazily
+  std::vector<std::vector<float>> neuron_thresholds_;  // per layer; empty until set
+  FfnInputObserver ffn_observer_;
   int workspace_tokens_ = 0;
   DeviceBuffer hidden_, normed_, q_, k_, v_, attn_, proj_, logits_in_, logits_;
 };

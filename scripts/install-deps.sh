@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package sparsed needs to build, test and serve.
-# Usage: scripts/install-deps.sh   (as root, or with sudo available)
+# Usage: scripts/install-deps.sh [build|all]   (as root, or with sudo available)
+#   build: what building and serving need; all (default): also the tests' and the training
+#   recipe's packages.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -16,8 +18,15 @@ PKGS=(
 TEST_PKGS=(
   python3-grpcio python3-grpc-tools python3-yaml prometheus curl
 )
+# The bundled models' training recipe (tools/train/) and its reproducibility test: PyTorch,
+# SentencePiece's Python module, and the corpus sources (KJV text and its reader, WordNet).
+TRAIN_PKGS=(
+  python3-torch python3-numpy python3-sentencepiece python3-matplotlib bible-kjv wordnet-base
+)
+wanted=("${PKGS[@]}")
+if [ "${1:-all}" != build ]; then wanted+=("${TEST_PKGS[@]}" "${TRAIN_PKGS[@]}"); fi
 missing=()
-for p in "${PKGS[@]}" "${TEST_PKGS[@]}"; do
+for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

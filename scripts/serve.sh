@@ -5,7 +5,7 @@
 # shipped, a synthetic stand-in (random weights, ReLU², ~15% active neurons) is made under build/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh build
 cmake --preset default >/dev/null
 cmake --build --preset default -j"$(nproc)" --target sparsed sparsed-cli sparsed-make-model
 args=("$@")

@@ -32,7 +32,10 @@ ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
 ABSL_FLAG(std::string, device, "auto",
           "auto | cpu | cuda. The CUDA forward pass is not available yet: auto uses the CPU.");
 ABSL_FLAG(std::string, sparsity, "",
-          "FFN sparsity: exact | off (default: exact for ReLU-family models, else off).");
+          "FFN sparsity: exact | threshold | off (default: exact for ReLU-family models, else "
+          "off). threshold reads the calibrated thresholds of sparsity.json.");
+ABSL_FLAG(std::string, sparsity_file, "",
+          "Threshold mode's calibration (sparsed-calibrate); default MODEL/sparsity.json.");
 ABSL_FLAG(int64_t, kv_cache_mb, 512, "KV cache size in MiB.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV cache block.");
 ABSL_FLAG(int, max_num_seqs, 64, "Sequences per engine step.");
@@ -87,6 +90,7 @@ int Main(int argc, char** argv) {
   EngineOptions eo;
   eo.model_dir = absl::GetFlag(FLAGS_model);
   eo.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
+  eo.sparsity_file = absl::GetFlag(FLAGS_sparsity_file);
   eo.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
   eo.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
   eo.backend.threads = absl::GetFlag(FLAGS_threads);
@@ -132,8 +136,10 @@ int Main(int argc, char** argv) {
   log.Log(LogLevel::kInfo, "device",
           absl::StrCat("device=", device->device, " backend=\"", (*engine)->backend().Describe(),
                        "\" reason=\"", device->reason, "\""));
+  const auto& profile = (*engine)->sparsity_profile();
   log.Log(LogLevel::kInfo, "sparsity",
-          absl::StrCat("mode=", SparsityModeName((*engine)->sparsity_mode())));
+          absl::StrCat("mode=", SparsityModeName((*engine)->sparsity_mode()),
+                       profile ? absl::StrCat(" cett=", profile->cett) : ""));
   log.Log(
       LogLevel::kInfo, "kv cache",
       absl::StrCat("blocks=", (*engine)->kv_blocks(), " block_size=", (*engine)->kv_block_size(),
@@ -158,6 +164,14 @@ int Main(int argc, char** argv) {
             {"dtype", std::string(DTypeName((*engine)->weights().embed.dtype))},
             {"layers", std::to_string(layers)}})
       .Set(1);
+  if (profile) {
+    prometheus::BuildGauge()
+        .Name("sparsed_cett_target")
+        .Help("The CETT target of threshold mode's calibration (sparsity.json)")
+        .Register(*registry)
+        .Add({})
+        .Set(profile->cett);
+  }
   std::unique_ptr<prometheus::Exposer> exposer;
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     try {

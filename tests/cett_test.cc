@@ -161,5 +161,35 @@ TEST(ThresholdMode, BitwiseBatchInvariant) {
   }
 }
 
+// The one-pass curve equals Cett() at every grid point, and interpolation inverts it.
+TEST(CettCurveTest, MatchesPointwiseCettAndInterpolationInvertsIt) {
+  const SmallLayer L(21);
+  auto backend_ptr = Cpu();
+  Backend& backend = *backend_ptr;
+  for (Activation act : {Activation::kSilu, Activation::kRelu2}) {
+    const int T = 24;
+    const auto x = Inputs(T, L.d, 5);
+    const LayerActivations a = ComputeLayerActivations(backend, L.Layer(act), x.data(), T);
+    const std::vector<double> grid = EpsilonGrid(a, 40);
+    ASSERT_GE(grid.size(), 10u);
+    EXPECT_EQ(grid.front(), 0.0);
+    const std::vector<double> curve = CettCurve(a, L.down_t, grid);
+    for (size_t g = 0; g < grid.size(); ++g) {
+      EXPECT_NEAR(curve[g], Cett(a, L.down_t, grid[g]), 1e-9) << "grid point " << g;
+      if (g) EXPECT_GE(curve[g], curve[g - 1] - 1e-12);
+    }
+    EXPECT_EQ(curve.front(), 0.0);
+    EXPECT_NEAR(curve.back(), 1.0, 1e-9);  // everything dropped
+    for (double target : {0.05, 0.2, 0.5}) {
+      const double eps = InterpolateEpsilon(grid, curve, target);
+      EXPECT_NEAR(Cett(a, L.down_t, eps), target, 0.05) << "target " << target;
+    }
+    // Active ratio: all at ε = 0, none past the largest output norm, monotone between.
+    EXPECT_EQ(ActiveRatio(a, 0.0), 1.0);
+    EXPECT_EQ(ActiveRatio(a, grid.back()), 0.0);
+    EXPECT_GE(ActiveRatio(a, grid[3]), ActiveRatio(a, grid[20]));
+  }
+}
+
 }  // namespace
 }  // namespace sparsed

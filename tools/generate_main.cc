@@ -17,7 +17,7 @@ ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, 
 ABSL_FLAG(std::string, prompt, "The quick brown fox", "Prompt text.");
 ABSL_FLAG(int, max_new_tokens, 32, "Tokens to generate.");
 ABSL_FLAG(std::string, sparsity, "",
-          "exact | off (default: exact for ReLU-family models, else off).");
+          "exact | threshold | off (default: exact for ReLU-family models, else off).");
 ABSL_FLAG(double, temperature, 0.0, "0 = greedy.");
 ABSL_FLAG(int, top_k, 0, "Top-k (0 = off).");
 ABSL_FLAG(double, top_p, 1.0, "Top-p.");

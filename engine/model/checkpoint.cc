@@ -95,4 +95,10 @@ absl::StatusOr<TensorView> Checkpoint::GetShaped(const std::string& name,
   return v;
 }
 
+std::vector<std::string> Checkpoint::TensorNames() const {
+  std::vector<std::string> names;
+  for (const auto& [name, file] : where_) names.push_back(name);
+  return names;
+}
+
 }  // namespace sparsed

@@ -25,6 +25,8 @@ class Checkpoint {
   // Like Get(), and checks the shape; the error names file, tensor, expected and actual shape.
   absl::StatusOr<TensorView> GetShaped(const std::string& name, std::vector<int64_t> shape) const;
   bool Has(const std::string& name) const { return where_.count(name) != 0; }
+  // Every tensor name across the shards, sorted.
+  std::vector<std::string> TensorNames() const;
   std::string FileOf(const std::string& name) const;
   // Total bytes of all safetensors files.
   uint64_t total_bytes() const { return total_bytes_; }

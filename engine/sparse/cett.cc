@@ -94,6 +94,93 @@ double FindEpsilon(const LayerActivations& a, const Matrix& down_t, double targe
   return 0.5 * (lo + hi);
 }
 
+std::vector<double> CettCurve(const LayerActivations& a, const Matrix& down_t,
+                              const std::vector<double>& epsilons) {
+  const int64_t F = a.neurons, d = a.hidden;
+  const size_t G = epsilons.size();
+  std::vector<double> sum(G, 0.0), full(d), tail(d);
+  std::vector<std::pair<float, int32_t>> order;
+  int64_t counted = 0;
+  auto add_row = [&](std::vector<double>& acc, int64_t i, float x) {
+    const void* row = down_t.Row(i);
+    for (int64_t c = 0; c < d; ++c) acc[c] += double(x) * LoadAsF32(row, down_t.dtype, c);
+  };
+  auto norm2 = [](const std::vector<double>& v) {
+    double n = 0;
+    for (double x : v) n += x * x;
+    return n;
+  };
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    const float* x1 = a.x1.data() + t * F;
+    order.clear();
+    std::fill(full.begin(), full.end(), 0.0);
+    for (int64_t i = 0; i < F; ++i) {
+      if (x1[i] == 0.f) continue;
+      order.emplace_back(std::fabs(x1[i]) * a.down_norms[i], static_cast<int32_t>(i));
+      add_row(full, i, x1[i]);
+    }
+    const double nf = norm2(full);
+    if (nf <= 0) continue;
+    ++counted;
+    std::sort(order.begin(), order.end());
+    std::fill(tail.begin(), tail.end(), 0.0);
+    size_t next = 0;
+    for (size_t g = 0; g < G; ++g) {
+      while (next < order.size() && order[next].first < epsilons[g]) {
+        add_row(tail, order[next].second, x1[order[next].second]);
+        ++next;
+      }
+      sum[g] += std::sqrt(norm2(tail) / nf);
+    }
+  }
+  for (double& v : sum) v = counted ? v / counted : 0.0;
+  return sum;
+}
+
+std::vector<double> EpsilonGrid(const LayerActivations& a, int points) {
+  std::vector<float> norms;
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    for (int64_t i = 0; i < a.neurons; ++i) {
+      const float x = a.x1[t * a.neurons + i];
+      if (x != 0.f) norms.push_back(std::fabs(x) * a.down_norms[i]);
+    }
+  }
+  std::vector<double> grid = {0.0};
+  if (norms.empty()) return grid;
+  std::sort(norms.begin(), norms.end());
+  for (int p = 1; p <= points; ++p) {
+    const size_t k = std::min(norms.size() - 1, norms.size() * p / (points + 1));
+    if (norms[k] > grid.back()) grid.push_back(norms[k]);
+  }
+  grid.push_back(double(norms.back()) * 1.0000001 + 1e-30);
+  return grid;
+}
+
+double InterpolateEpsilon(const std::vector<double>& epsilons, const std::vector<double>& cett,
+                          double target) {
+  if (epsilons.empty()) return 0.0;
+  if (target <= cett.front()) return epsilons.front();
+  for (size_t g = 1; g < epsilons.size(); ++g) {
+    if (cett[g] >= target) {
+      const double span = cett[g] - cett[g - 1];
+      const double f = span > 0 ? (target - cett[g - 1]) / span : 1.0;
+      return epsilons[g - 1] + f * (epsilons[g] - epsilons[g - 1]);
+    }
+  }
+  return epsilons.back();
+}
+
+double ActiveRatio(const LayerActivations& a, double epsilon) {
+  int64_t active = 0;
+  for (int64_t t = 0; t < a.tokens; ++t) {
+    for (int64_t i = 0; i < a.neurons; ++i) {
+      active += double(std::fabs(a.x1[t * a.neurons + i])) * a.down_norms[i] >= epsilon;
+    }
+  }
+  const double n = double(a.tokens) * double(a.neurons);
+  return n > 0 ? double(active) / n : 0.0;
+}
+
 std::vector<float> NeuronThresholds(const std::vector<float>& down_norms, double epsilon) {
   std::vector<float> t(down_norms.size());
   for (size_t i = 0; i < t.size(); ++i) {

@@ -32,6 +32,24 @@ double Cett(const LayerActivations& a, const Matrix& down_t, double epsilon);
 double FindEpsilon(const LayerActivations& a, const Matrix& down_t, double target,
                    double tolerance = 1e-3);
 
+// CETT at every ε of `epsilons` (ascending) in one pass over the tokens: per token, neurons are
+// taken in increasing order of output norm and the truncated sum grows along that order, so the
+// whole curve costs two passes over the active down rows per token (Cett() costs one per ε).
+std::vector<double> CettCurve(const LayerActivations& a, const Matrix& down_t,
+                              const std::vector<double>& epsilons);
+
+// An ascending ε grid for CettCurve: 0, `points` quantiles of the non-zero neuron output norms,
+// and just above the largest.
+std::vector<double> EpsilonGrid(const LayerActivations& a, int points);
+
+// The ε at which the piecewise-linear curve (epsilons ascending, cett non-decreasing) reaches
+// `target`; the last ε when it never does.
+double InterpolateEpsilon(const std::vector<double>& epsilons, const std::vector<double>& cett,
+                          double target);
+
+// Share of (token, neuron) pairs whose output norm reaches ε (active in threshold mode).
+double ActiveRatio(const LayerActivations& a, double epsilon);
+
 // Per-neuron thresholds on |x1| for threshold mode: ε / ‖W_down[:, i]‖ (infinite for a zero
 // column).
 std::vector<float> NeuronThresholds(const std::vector<float>& down_norms, double epsilon);

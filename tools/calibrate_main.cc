@@ -1,0 +1,120 @@
+// sparsed-calibrate: CETT calibration for threshold mode. Runs the model over calibration text,
+// finds each layer's threshold ε for a target CETT (or the CETT whose perplexity rises by P% over
+// dense, --ppl_increase), and writes sparsity.json beside the model.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "engine/common/help_flags.h"
+#include "engine/engine.h"
+#include "tools/calibration.h"
+#include "tools/text_eval.h"
+
+ABSL_FLAG(std::string, model, "", "Model directory.");
+ABSL_FLAG(std::string, text, "models/corpus/heldout.txt",
+          "Calibration text, one document per line (default: the bundled corpus's held-out "
+          "slice).");
+ABSL_FLAG(double, cett, 0.2, "Target CETT per layer (ignored with --ppl_increase).");
+ABSL_FLAG(double, ppl_increase, 0,
+          "Percent: find the CETT at which perplexity on --text rises by this much over dense "
+          "(CETT-PPL-p%); 0 = use --cett.");
+ABSL_FLAG(double, tolerance_pp, 0.05, "Stop the --ppl_increase search within this many points.");
+ABSL_FLAG(int64_t, calibration_tokens, 4096, "Tokens whose activations set the thresholds.");
+ABSL_FLAG(int64_t, eval_tokens, 16384, "Tokens of --text scored for perplexity.");
+ABSL_FLAG(int, window, 256, "Tokens per window of text.");
+ABSL_FLAG(int, grid_points, 256, "Points of each layer's CETT(ε) curve.");
+ABSL_FLAG(std::string, out, "", "Output file (default: MODEL/sparsity.json).");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores).");
+
+namespace {
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sparsed::ListHelpFlagsFrom("calibrate_main.cc");
+  absl::SetProgramUsageMessage(
+      "Calibrates threshold mode (CETT) on --text and writes sparsity.json.\n"
+      "  sparsed-calibrate --model DIR [--cett 0.2 | --ppl_increase 1]");
+  absl::ParseCommandLine(argc, argv);
+  using namespace sparsed;
+  const std::string model = absl::GetFlag(FLAGS_model);
+  if (model.empty()) {
+    std::fprintf(stderr, "error: --model is required\n");
+    return 2;
+  }
+  const int window = absl::GetFlag(FLAGS_window);
+  CalibrationOptions co;
+  co.cett = absl::GetFlag(FLAGS_cett);
+  if (absl::GetFlag(FLAGS_ppl_increase) > 0)
+    co.ppl_increase_percent = absl::GetFlag(FLAGS_ppl_increase);
+  co.tolerance_pp = absl::GetFlag(FLAGS_tolerance_pp);
+  if (co.cett < 0 || co.cett > 1) {
+    std::fprintf(stderr, "error: --cett must be within [0, 1]\n");
+    return 2;
+  }
+  EngineOptions o;
+  o.model_dir = model;
+  o.sparsity_mode = "off";
+  o.backend.threads = absl::GetFlag(FLAGS_threads);
+  o.kv_block_size = 16;
+  o.kv_blocks = co.batch * ((window + 15) / 16);
+  auto engine_or = Engine::Load(o);
+  if (!engine_or.ok()) return Fail(engine_or.status());
+  Engine& e = **engine_or;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto progress = [&](const std::string& what, int done, int total) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "\rcalibrate: %s %d/%d (%.0f s)%s", what.c_str(), done, total, s,
+                 done == total ? "\n" : "");
+  };
+  const std::string text = absl::GetFlag(FLAGS_text);
+  auto calib = TokenWindows(e, text, window, absl::GetFlag(FLAGS_calibration_tokens));
+  if (!calib.ok()) return Fail(calib.status());
+  auto eval = TokenWindows(e, text, window, absl::GetFlag(FLAGS_eval_tokens));
+  if (!eval.ok()) return Fail(eval.status());
+  auto layers = CollectCalibration(e, *calib, absl::GetFlag(FLAGS_grid_points), progress);
+  if (!layers.ok()) return Fail(layers.status());
+  if (co.ppl_increase_percent) std::fprintf(stderr, "\n");
+  auto result = Calibrate(e, *layers, *eval, co, progress);
+  if (!result.ok()) return Fail(result.status());
+  if (co.ppl_increase_percent) std::fprintf(stderr, "\n");
+
+  SparsityProfile p;
+  p.fingerprint = e.fingerprint();
+  p.num_layers = static_cast<int>(e.config().num_layers);
+  p.intermediate_size = static_cast<int>(e.config().intermediate_size);
+  p.cett = result->cett;
+  for (size_t l = 0; l < result->epsilons.size(); ++l) {
+    p.layers.push_back({result->epsilons[l], result->active_ratios[l]});
+  }
+  p.perplexity = SparsityPerplexity{result->dense_ppl, result->sparse_ppl, co.ppl_increase_percent};
+  p.calibration_text = std::filesystem::path(text).filename().string();
+  int64_t tokens = 0;
+  for (const auto& w : *calib) tokens += static_cast<int64_t>(w.size());
+  p.calibration_tokens = tokens;
+  std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) out = (std::filesystem::path(model) / "sparsity.json").string();
+  if (auto s = WriteSparsityProfile(p, out); !s.ok()) return Fail(s);
+
+  double mean = 0;
+  std::printf("layer  epsilon       active\n");
+  for (size_t l = 0; l < p.layers.size(); ++l) {
+    std::printf("%5zu  %-12.6g  %5.1f%%\n", l, p.layers[l].epsilon, 100 * p.layers[l].active_ratio);
+    mean += p.layers[l].active_ratio / p.layers.size();
+  }
+  std::printf(
+      "CETT %.4f: active %.1f%% (mean over layers); perplexity %.4f dense, %.4f threshold "
+      "(%+.2f%%) over %zu windows\nwrote %s\n",
+      p.cett, 100 * mean, result->dense_ppl, result->sparse_ppl, result->increase_percent(),
+      eval->size(), out.c_str());
+  return 0;
+}

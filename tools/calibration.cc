@@ -1,0 +1,116 @@
+#include "tools/calibration.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "engine/common/status_macros.h"
+#include "tools/text_eval.h"
+
+namespace sparsed {
+namespace {
+
+FfnLayer LayerOf(const Engine& engine, int l) {
+  const LayerWeights& w = engine.weights().layers[l];
+  const ModelConfig& c = engine.config();
+  return FfnLayer{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, c.activation,
+                  c.activation_threshold};
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<LayerCalibration>> CollectCalibration(
+    Engine& engine, const std::vector<std::vector<int32_t>>& windows, int grid_points,
+    const CalibrationProgress& progress) {
+  const int L = static_cast<int>(engine.config().num_layers);
+  const int64_t d = engine.config().hidden_size;
+  std::vector<std::vector<float>> inputs(L);
+  engine.set_ffn_observer([&](int layer, const float* x, int tokens) {
+    inputs[layer].insert(inputs[layer].end(), x, x + tokens * d);
+  });
+  const int bs = engine.kv_block_size();
+  for (size_t w = 0; w < windows.size(); ++w) {
+    Batch b;
+    BatchSequence q;
+    q.num_tokens = static_cast<int32_t>(windows[w].size());
+    for (int k = 0; k < (q.num_tokens + bs - 1) / bs; ++k) q.block_table.push_back(k);
+    b.token_ids = windows[w];
+    b.sequences.push_back(std::move(q));
+    auto out = engine.Step(b);
+    if (!out.ok()) {
+      engine.set_ffn_observer(nullptr);
+      return out.status();
+    }
+    if (progress) progress("forward", static_cast<int>(w + 1), static_cast<int>(windows.size()));
+  }
+  engine.set_ffn_observer(nullptr);
+  std::vector<LayerCalibration> layers(L);
+  for (int l = 0; l < L; ++l) {
+    const int T = static_cast<int>(inputs[l].size() / d);
+    layers[l].activations =
+        ComputeLayerActivations(engine.backend(), LayerOf(engine, l), inputs[l].data(), T);
+    std::vector<float>().swap(inputs[l]);
+    layers[l].epsilons = EpsilonGrid(layers[l].activations, grid_points);
+    layers[l].cett =
+        CettCurve(layers[l].activations, engine.weights().layers[l].down_t, layers[l].epsilons);
+    if (progress) progress("cett curves", l + 1, L);
+  }
+  return layers;
+}
+
+std::vector<double> EpsilonsForCett(const std::vector<LayerCalibration>& layers, double target) {
+  std::vector<double> eps;
+  for (const LayerCalibration& l : layers) {
+    eps.push_back(InterpolateEpsilon(l.epsilons, l.cett, target));
+  }
+  return eps;
+}
+
+absl::StatusOr<CalibrationResult> Calibrate(Engine& engine,
+                                            const std::vector<LayerCalibration>& layers,
+                                            const std::vector<std::vector<int32_t>>& eval_windows,
+                                            const CalibrationOptions& options,
+                                            const CalibrationProgress& progress) {
+  CalibrationResult r;
+  RETURN_IF_ERROR(engine.SetSparsityMode(SparsityMode::kOff));
+  ASSIGN_OR_RETURN(PerplexityResult dense, Perplexity(engine, eval_windows, options.batch));
+  r.dense_ppl = dense.perplexity();
+  auto evaluate = [&](double cett) -> absl::StatusOr<double> {
+    RETURN_IF_ERROR(engine.SetThresholds(EpsilonsForCett(layers, cett)));
+    RETURN_IF_ERROR(engine.SetSparsityMode(SparsityMode::kThreshold));
+    ASSIGN_OR_RETURN(PerplexityResult p, Perplexity(engine, eval_windows, options.batch));
+    ++r.evaluations;
+    if (progress) progress("perplexity search", r.evaluations, options.max_evaluations);
+    return p.perplexity();
+  };
+  if (!options.ppl_increase_percent) {
+    r.cett = options.cett;
+    ASSIGN_OR_RETURN(r.sparse_ppl, evaluate(r.cett));
+  } else {
+    const double target = *options.ppl_increase_percent;
+    if (target <= 0) return absl::InvalidArgumentError("--ppl_increase must be positive");
+    double lo = 0, hi = 1;
+    double best_gap = INFINITY;
+    while (r.evaluations < options.max_evaluations) {
+      const double mid = 0.5 * (lo + hi);
+      ASSIGN_OR_RETURN(double ppl, evaluate(mid));
+      const double inc = 100 * (ppl / r.dense_ppl - 1);
+      if (std::fabs(inc - target) < best_gap) {
+        best_gap = std::fabs(inc - target);
+        r.cett = mid;
+        r.sparse_ppl = ppl;
+      }
+      if (std::fabs(inc - target) <= options.tolerance_pp) break;
+      (inc < target ? lo : hi) = mid;
+    }
+    RETURN_IF_ERROR(engine.SetThresholds(EpsilonsForCett(layers, r.cett)));
+    RETURN_IF_ERROR(engine.SetSparsityMode(SparsityMode::kThreshold));
+  }
+  r.epsilons = EpsilonsForCett(layers, r.cett);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    r.active_ratios.push_back(ActiveRatio(layers[l].activations, r.epsilons[l]));
+  }
+  return r;
+}
+
+}  // namespace sparsed

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Exports a training checkpoint to a Hugging Face model directory.
+
+Writes config.json (LlamaForCausalLM; hidden_act as transformers spells it), model.safetensors
+(bf16, tensor names of transformers' LlamaForCausalLM; lm_head omitted when tied), and copies
+tokenizer.model. The safetensors file is written here from its specification (an 8-byte
+little-endian header length, a JSON header of dtype/shape/data_offsets, then the raw data).
+"""
+import argparse
+import json
+import os
+import shutil
+import struct
+import sys
+
+import torch
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: name -> contiguous CPU tensor (bfloat16, float16 or float32)."""
+    names = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        raw = t.view(torch.int16).numpy().tobytes() if t.dtype == torch.bfloat16 else \
+            t.numpy().tobytes()
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if metadata:
+        header["__metadata__"] = metadata
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+
+
+def read_safetensors(path):
+    """name -> float32 tensor (bf16/f16/f32 files)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        raw = bytearray(data[begin:end])
+        if entry["dtype"] == "BF16":
+            t = torch.frombuffer(raw, dtype=torch.int16).to(torch.int32) << 16
+            t = t.view(torch.float32)
+        elif entry["dtype"] == "F16":
+            t = torch.frombuffer(raw, dtype=torch.float16).float()
+        else:
+            t = torch.frombuffer(raw, dtype=torch.float32).clone()
+        out[name] = t.reshape(entry["shape"])
+    return out
+
+
+def hf_config(shape, bos_id, eos_id):
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": shape["vocab_size"],
+        "hidden_size": shape["hidden_size"],
+        "intermediate_size": shape["intermediate_size"],
+        "num_hidden_layers": shape["num_hidden_layers"],
+        "num_attention_heads": shape["num_attention_heads"],
+        "num_key_value_heads": shape["num_key_value_heads"],
+        "max_position_embeddings": shape["max_position_embeddings"],
+        "rms_norm_eps": shape["rms_norm_eps"],
+        "rope_theta": shape["rope_theta"],
+        "hidden_act": shape["hidden_act"],
+        "tie_word_embeddings": shape["tie_word_embeddings"],
+        "attention_bias": False,
+        "mlp_bias": False,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "torch_dtype": "bfloat16",
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of a training run")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    import sentencepiece
+    sp = sentencepiece.SentencePieceProcessor(model_file=args.tokenizer)
+    state = torch.load(args.checkpoint, map_location="cpu")
+    shape = state["shape"]
+    tensors = {k: v.to(torch.bfloat16) for k, v in state["model"].items()}
+    if shape["tie_word_embeddings"]:
+        tensors.pop("lm_head.weight", None)
+    os.makedirs(args.out, exist_ok=True)
+    write_safetensors(os.path.join(args.out, "model.safetensors"), tensors, {"format": "pt"})
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump(hf_config(shape, sp.bos_id(), sp.eos_id()), f, indent=2)
+        f.write("\n")
+    shutil.copyfile(args.tokenizer, os.path.join(args.out, "tokenizer.model"))
+    print(f"export: {args.out} ({len(tensors)} tensors, step {state['step']})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
