@@ -2,6 +2,8 @@
 // FFN shapes, batch 1-64, active ratios 5-50%, independent and hot-neuron masks.
 // Reports µs, ratio to dense, achieved GB/s for the bytes actually read, and the fraction of the
 // device's measured copy bandwidth. Usage: ffn_gpu_bench [--quick] [--csv FILE]
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -33,6 +35,83 @@ struct Filter {
   double ratio = -1;  // <0 = all
   double skew = -1;   // <0 = both
 };
+
+// Threshold mode (SwiGLU): gate and up dense, |x1| against one threshold per neuron chosen so
+// that `ratio` of the calibration tokens' (token, neuron) pairs pass; down union sparse.
+void ThresholdTable(bool quick, const Filter& only, double peak) {
+  std::printf("\nThreshold mode, SiLU (gate and up dense, down union sparse) vs dense cuBLAS:\n");
+  std::printf("| shape | batch | active | union | threshold µs | dense µs | speedup | GB/s | "
+              "of peak |\n|---|---|---|---|---|---|---|---|---|\n");
+  const Shape sh = {"llama2-7b", 4096, 11008};
+  if (!only.shape.empty() && only.shape != sh.name) return;
+  HostFfn host(sh.F, sh.d, 99);
+  host.SetRates(NeuronRates(sh.F, 0.5, 0.0, 3));
+  std::string err;
+  auto ffn = cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(),
+                                   host.down_t.data(), &err);
+  Check(err);
+  const auto act = cuda::FfnActivation::kSilu;
+  std::mt19937_64 rng(8);
+  // |x1| of a few calibration tokens on the host, for the thresholds.
+  const int calib = 4;
+  const auto xc = host.Inputs(calib, rng);
+  std::vector<float> mags;
+  for (int t = 0; t < calib; ++t) {
+    for (int64_t i = 0; i < sh.F; ++i) {
+      float g = 0, u = 0;
+      for (int64_t c = 0; c < sh.d; ++c) {
+        g += FromBf16(host.gate[i * sh.d + c]) * xc[t * sh.d + c];
+        u += FromBf16(host.up[i * sh.d + c]) * xc[t * sh.d + c];
+      }
+      mags.push_back(std::fabs(RefAct(g, act, 0.f) * u));
+    }
+  }
+  std::sort(mags.begin(), mags.end());
+  for (double ratio : quick ? std::vector<double>{0.3} : std::vector<double>{0.1, 0.3}) {
+    const float t = mags[static_cast<size_t>((1 - ratio) * (mags.size() - 1))];
+    const std::vector<float> thr(sh.F, t);
+    void* dthr;
+    Check(cuda::DeviceAlloc(sh.F * 4, &dthr));
+    Check(cuda::CopyToDevice(dthr, thr.data(), sh.F * 4));
+    const float* th = static_cast<const float*>(dthr);
+    for (int T : quick ? std::vector<int>{1, 8} : std::vector<int>{1, 2, 4, 8, 16, 64}) {
+      const auto x = host.Inputs(T, rng);
+      void *dx, *dy, *xb, *yb;
+      Check(cuda::DeviceAlloc(x.size() * 4, &dx));
+      Check(cuda::DeviceAlloc(x.size() * 4, &dy));
+      Check(cuda::DeviceAlloc(x.size() * 2, &xb));
+      Check(cuda::DeviceAlloc(x.size() * 2, &yb));
+      Check(cuda::CopyToDevice(dx, x.data(), x.size() * 4));
+      Check(cuda::ConvertToBf16(static_cast<float*>(dx), xb, x.size()));
+      std::vector<cuda::FfnTileStats> st;
+      Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy), &st,
+                     nullptr, th));
+      double union_rows = 0, active = 0;
+      for (const auto& s : st) {
+        union_rows += s.union_size;
+        active += s.active_sum;
+      }
+      const double ms = cuda::TimeMs(
+          [&] {
+            ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
+                     nullptr, nullptr, th);
+          },
+          3, quick ? 10 : 30);
+      const double dense_ms = cuda::TimeMs([&] { ffn->RunDenseCublas(xb, T, act, 0.f, yb); }, 3,
+                                           quick ? 10 : 30);
+      Check(cuda::Synchronize());
+      // Gate and up read whole per tile; down reads the union rows.
+      const double bytes = 2.0 * sh.d * (double(st.size()) * 2 * sh.F + union_rows);
+      const double gbs = bytes / (ms * 1e-3) / 1e9;
+      std::printf("| %s | %d | %.0f%% | %.0f%% | %.1f | %.1f | %.2f× | %.0f | %.0f%% |\n", sh.name,
+                  T, 100 * active / (double(T) * sh.F),
+                  100 * union_rows / (double(st.size()) * sh.F), ms * 1e3, dense_ms * 1e3,
+                  dense_ms / ms, gbs, 100 * gbs / peak);
+      for (void* p : {dx, dy, xb, yb}) cuda::DeviceFree(p);
+    }
+    cuda::DeviceFree(dthr);
+  }
+}
 
 int Run(bool quick, const std::string& csv_path, const Filter& only) {
   std::string device;
@@ -135,6 +214,7 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
       }
     }
   }
+  ThresholdTable(quick, only, peak);
   std::printf("\n11%% active, per operator (mean µs, event-timed, sparse / dense):\n");
   std::printf(
       "| shape | batch | masks | gate (fused act+mask / cuBLAS) | up (gather / cuBLAS) | down "

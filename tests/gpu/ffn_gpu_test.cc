@@ -1,6 +1,8 @@
 // GPU tests of the CUDA union sparse FFN against a double-precision reference, plus bitwise
 // batch invariance. Exits 77 (CTest: skipped) when no CUDA device is present.
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -42,14 +44,18 @@ struct DevBuf {
 
 std::vector<float> RunSparse(cuda::CudaFfn& ffn, const std::vector<float>& x, int T,
                              cuda::FfnActivation a, float thr, bool sparse, double break_even,
-                             std::vector<cuda::FfnTileStats>* stats = nullptr) {
+                             std::vector<cuda::FfnTileStats>* stats = nullptr,
+                             const std::vector<float>* neuron_thr = nullptr) {
   const int64_t d = ffn.shape().hidden;
   DevBuf dx(x.size() * 4), dy(x.size() * 4);
+  DevBuf dt(neuron_thr ? neuron_thr->size() * 4 : 4);
   ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+  if (neuron_thr) ASSERT_OK(cuda::CopyToDevice(dt.p, neuron_thr->data(), neuron_thr->size() * 4));
   // Poison the output so an unwritten element shows.
   std::vector<float> y(T * d, std::nanf(""));
   ASSERT_OK(cuda::CopyToDevice(dy.p, y.data(), y.size() * 4));
-  ASSERT_OK(ffn.Run(dx.f(), T, a, thr, sparse, break_even, dy.f(), stats));
+  ASSERT_OK(ffn.Run(dx.f(), T, a, thr, sparse, break_even, dy.f(), stats, nullptr,
+                    neuron_thr ? dt.f() : nullptr));
   ASSERT_OK(cuda::Synchronize());
   ASSERT_OK(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
   return y;
@@ -105,6 +111,82 @@ void TestMatchesReference() {
         }
       }
     }
+  }
+}
+
+// Threshold mode against a double reference that keeps neuron i of token t when
+// |x1[t, i]| ≥ thr[i]. Tokens with a neuron within 1e-4 of its threshold are skipped (fp32 and
+// double may fall on different sides); zero thresholds reproduce the every-row path bitwise; a
+// token's output is the same in any batch.
+void TestThresholdMode() {
+  const int64_t F = 1100, d = 264;
+  HostFfn h(F, d, 31);
+  h.SetRates(NeuronRates(F, 0.3, 0.0, 6));
+  std::string err;
+  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
+  ASSERT_OK(err);
+  std::mt19937_64 rng(4);
+  for (auto a : {cuda::FfnActivation::kSilu, cuda::FfnActivation::kRelu2}) {
+    const int T = 19;
+    const auto x = h.Inputs(T, rng);
+    // x1 in double, and thresholds at the 70th percentile of each neuron's |x1| over tokens.
+    std::vector<double> x1(T * F);
+    for (int t = 0; t < T; ++t) {
+      for (int64_t i = 0; i < F; ++i) {
+        double g = 0, u = 0;
+        for (int64_t c = 0; c < d; ++c) {
+          g += double(FromBf16(h.gate[i * d + c])) * x[t * d + c];
+          u += double(FromBf16(h.up[i * d + c])) * x[t * d + c];
+        }
+        x1[t * F + i] = RefAct(static_cast<float>(g), a, 0.f) * u;
+      }
+    }
+    std::vector<float> thr(F);
+    for (int64_t i = 0; i < F; ++i) {
+      std::vector<double> col;
+      for (int t = 0; t < T; ++t) col.push_back(std::fabs(x1[t * F + i]));
+      std::sort(col.begin(), col.end());
+      thr[i] = static_cast<float>(col[T * 7 / 10] * 0.999 + 1e-7);
+    }
+    std::vector<cuda::FfnTileStats> st;
+    const auto y = RunSparse(*ffn, x, T, a, 0.f, true, 1.0, &st, &thr);
+    int64_t active = 0, checked = 0;
+    for (int t = 0; t < T; ++t) {
+      std::vector<double> acc(d, 0.0);
+      bool borderline = false;
+      for (int64_t i = 0; i < F; ++i) {
+        const double v = x1[t * F + i];
+        if (std::fabs(std::fabs(v) - thr[i]) <= 1e-4 * thr[i]) borderline = true;
+        if (std::fabs(v) < thr[i]) continue;
+        ++active;
+        for (int64_t c = 0; c < d; ++c) acc[c] += v * FromBf16(h.down_t[i * d + c]);
+      }
+      if (borderline) continue;
+      ++checked;
+      std::vector<float> ref(acc.begin(), acc.end());
+      std::vector<float> got(y.begin() + t * d, y.begin() + (t + 1) * d);
+      const double e = RelMaxError(got, ref);
+      EXPECT_TRUE_MSG(e < 1e-4, "threshold %s token %d rel err %.3g", Name(a), t, e);
+    }
+    EXPECT_TRUE_MSG(checked >= T / 2, "only %lld of %d tokens away from thresholds",
+                    static_cast<long long>(checked), T);
+    int64_t gpu_active = 0;
+    for (const auto& s : st) gpu_active += s.active_sum;
+    EXPECT_TRUE_MSG(std::llabs(gpu_active - active) <= F / 100,
+                    "threshold %s: %lld active on GPU, %lld in the reference", Name(a),
+                    static_cast<long long>(gpu_active), static_cast<long long>(active));
+
+    const std::vector<float> zero(F, 0.f);
+    const auto y0 = RunSparse(*ffn, x, T, a, 0.f, true, 1.0, nullptr, &zero);
+    const auto yd = RunSparse(*ffn, x, T, a, 0.f, false, 1.0);
+    EXPECT_TRUE_MSG(std::memcmp(y0.data(), yd.data(), y0.size() * 4) == 0,
+                    "threshold %s with zero thresholds differs from the every-row path", Name(a));
+
+    const auto one = RunSparse(*ffn, std::vector<float>(x.begin(), x.begin() + d), 1, a, 0.f, true,
+                               1.0, nullptr, &thr);
+    EXPECT_TRUE_MSG(std::memcmp(one.data(), y.data(), d * 4) == 0,
+                    "threshold %s: token 0 alone differs from token 0 in a batch of %d", Name(a),
+                    T);
   }
 }
 
@@ -194,6 +276,7 @@ int main() {
   std::printf("device: %s\n", name.c_str());
   sparsed::gpu::TestMatchesReference();
   sparsed::gpu::TestBatchInvariance();
+  sparsed::gpu::TestThresholdMode();
   sparsed::gpu::TestPhaseTimingPaths();
   sparsed::gpu::TestDenseCublasBaseline();
   std::printf("%s: %d failure(s)\n", sparsed::gpu::g_failures ? "FAILED" : "PASSED",

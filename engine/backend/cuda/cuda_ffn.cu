@@ -369,6 +369,49 @@ __global__ void __launch_bounds__(128) ReduceKernel(const float* __restrict__ pa
   y[i] = s;
 }
 
+// Threshold mode: on H by neuron id (identity lists), zeroes x1 where |x1| < thr[i] and writes
+// each tile's union bitmap (one warp owns one 32-neuron word: no atomics) and active count.
+__global__ void __launch_bounds__(256)
+    ThresholdMaskKernel(float* __restrict__ h, int T, int tile_tokens, int64_t F,
+                        const float* __restrict__ thr, uint32_t* __restrict__ bits,
+                        int32_t* __restrict__ stats) {
+  const int tile = blockIdx.y, t0 = tile * tile_tokens, nt = min(tile_tokens, T - t0);
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  bool any = false;
+  int active = 0;
+  if (i < F) {
+    const float limit = thr[i];
+    for (int t = 0; t < nt; ++t) {
+      float* v = h + (t0 + t) * F + i;
+      if (fabsf(*v) >= limit) {
+        any = true;
+        ++active;
+      } else {
+        *v = 0.f;
+      }
+    }
+  }
+  const uint32_t word = __ballot_sync(kFull, any);
+  for (int off = 16; off > 0; off >>= 1) active += __shfl_xor_sync(kFull, active, off);
+  const int64_t words = (F + 31) / 32;
+  if ((threadIdx.x & 31) == 0 && i < F) {
+    bits[tile * words + i / 32] = word;
+    if (active) atomicAdd(&stats[tile * 2 + 1], active);
+  }
+}
+
+// h2[t, k] = h[t, list[k]]: H by neuron id → H by union position, for the down kernel.
+__global__ void __launch_bounds__(256)
+    GatherUnionKernel(const float* __restrict__ h, int T, int tile_tokens, int64_t F,
+                      const int32_t* __restrict__ list, const int32_t* __restrict__ stats,
+                      float* __restrict__ h2) {
+  const int tile = blockIdx.y, t0 = tile * tile_tokens, nt = min(tile_tokens, T - t0);
+  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= stats[tile * 2]) return;
+  const int32_t id = list[tile * F + k];
+  for (int t = 0; t < nt; ++t) h2[(t0 + t) * F + k] = h[(t0 + t) * F + id];
+}
+
 __global__ void ActMulBf16Kernel(__nv_bfloat16* g, const __nv_bfloat16* u, int64_t n, int act,
                                  float thr) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -406,8 +449,9 @@ int TileTokens(int T) {
 template <int TT>
 void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* wg,
                   const uint16_t* wu, const uint16_t* wdt, int act, float thr, float break_even,
-                  float* a, uint32_t* bits, int32_t* list, int32_t* cs, int32_t* stats, float* h,
-                  float* partial, float* y, const std::function<void(int)>& mark) {
+                  const float* neuron_thr, float* a, uint32_t* bits, int32_t* list, int32_t* cs,
+                  int32_t* stats, float* h, float* partial, float* y,
+                  const std::function<void(int)>& mark) {
   const int tiles = (T + TT - 1) / TT;
   const int chunks = static_cast<int>((F + kChunkNeurons - 1) / kChunkNeurons);
   const dim3 gate_grid(
@@ -417,13 +461,29 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
   mark(0);
   GateKernel<TT><<<gate_grid, kGateWarps * 32>>>(x, T, d, wg, F, act, thr, a, bits, stats);
   mark(1);
-  CompactKernel<<<tiles, 1024>>>(bits, F, break_even, list, cs, chunks, stats);
-  mark(2);
-  UpKernel<TT><<<up_grid, kUpWarps * 32>>>(x, T, d, wu, F, list, stats, a, h);
+  float* h_down = h;
+  if (neuron_thr == nullptr) {
+    CompactKernel<<<tiles, 1024>>>(bits, F, break_even, list, cs, chunks, stats);
+    mark(2);
+    UpKernel<TT><<<up_grid, kUpWarps * 32>>>(x, T, d, wu, F, list, stats, a, h);
+  } else {
+    // Threshold mode: x1 of every neuron (identity lists), then the per-token masks by
+    // threshold, their per-tile unions, and H gathered by union position (into `a`, now free).
+    CompactKernel<<<tiles, 1024>>>(bits, F, -1.f, list, cs, chunks, stats);
+    mark(2);
+    UpKernel<TT><<<up_grid, kUpWarps * 32>>>(x, T, d, wu, F, list, stats, a, h);
+    const int64_t words = (F + 31) / 32;
+    cudaMemsetAsync(bits, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2);
+    const dim3 by_neuron(static_cast<unsigned>((F + 255) / 256), tiles);
+    ThresholdMaskKernel<<<by_neuron, 256>>>(h, T, TT, F, neuron_thr, bits, stats);
+    CompactKernel<<<tiles, 1024>>>(bits, F, break_even, list, cs, chunks, stats);
+    GatherUnionKernel<<<by_neuron, 256>>>(h, T, TT, F, list, stats, a);
+    h_down = a;
+  }
   mark(3);
   const dim3 down_grid(static_cast<unsigned>((d / 8 + kDownThreads - 1) / kDownThreads), chunks,
                        tiles);
-  DownKernel<TT><<<down_grid, kDownThreads>>>(h, T, d, wdt, F, list, cs, chunks, partial);
+  DownKernel<TT><<<down_grid, kDownThreads>>>(h_down, T, d, wdt, F, list, cs, chunks, partial);
   mark(4);
   const int64_t n = T * d;
   ReduceKernel<<<static_cast<unsigned>((n + 127) / 128), 128>>>(partial, chunks, T, d, y);
@@ -535,7 +595,7 @@ std::string CudaFfn::EnsureScratch(int T) {
 
 std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
                          double break_even, float* y, std::vector<FfnTileStats>* stats,
-                         std::vector<float>* phase_ms) {
+                         std::vector<float>* phase_ms, const float* neuron_thresholds) {
   if (T <= 0) return "T must be positive";
   std::string e = EnsureScratch(T);
   if (!e.empty()) return e;
@@ -555,8 +615,9 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   const std::function<void(int)> mark = [&](int i) { timer.Mark(i); };
   // One instantiation per tile width; the arguments are the same for all.
   auto launch = [&](auto tile) {
-    LaunchSparse<decltype(tile)::value>(x, T, d, F, wg, wu, wd, a, threshold, be, act_, bits_,
-                                        list_, chunk_start_, stats_, h_, partial_, y, mark);
+    LaunchSparse<decltype(tile)::value>(x, T, d, F, wg, wu, wd, a, threshold, be,
+                                        neuron_thresholds, act_, bits_, list_, chunk_start_,
+                                        stats_, h_, partial_, y, mark);
   };
   switch (tt) {
     case 1:

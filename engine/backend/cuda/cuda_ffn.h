@@ -1,4 +1,5 @@
-// The union sparse FFN on CUDA (exact mode), and a dense cuBLAS FFN it is measured against.
+// The union sparse FFN on CUDA (exact and threshold modes), and a dense cuBLAS FFN it is
+// measured against.
 //
 // No CUDA types appear here: pointers are device pointers passed as float* / void*. The library
 // depends only on the CUDA runtime and cuBLAS, so tests/gpu can build it on a GPU host alone.
@@ -63,9 +64,15 @@ class CudaFfn {
   // Tile stats are copied back only when `stats` is non-null (that synchronises).
   // phase_ms, when non-null, receives the milliseconds of gate, compact, up, down and reduce
   // (timed with events; that synchronises).
+  // neuron_thresholds (device fp32 [F]), when non-null, selects threshold mode: gate and up run
+  // for every neuron, neuron i counts as active for token t when |x1[t, i]| ≥ thresholds[i]
+  // (x1 = act(gate)·up; inactive entries become exact zeros), and only the down projection is
+  // union sparse. Stats then count threshold-active neurons. Batch invariance holds as in exact
+  // mode.
   std::string Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
                   double break_even, float* y, std::vector<FfnTileStats>* stats,
-                  std::vector<float>* phase_ms = nullptr);
+                  std::vector<float>* phase_ms = nullptr,
+                  const float* neuron_thresholds = nullptr);
 
   // Dense reference the way a dense server computes it: bf16 activations, cuBLAS GEMMs
   // (tensor cores), fused act·up. x_bf16 [T × d] and y_bf16 [T × d] are device bf16 buffers.
