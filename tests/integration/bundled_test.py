@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""The bundled models served by the daemon, end to end.
+
+1. `sparsed` on models/sparsed-tiny with default flags (what scripts/serve.sh runs): a greedy
+   continuation requested over gRPC equals the PyTorch reference's (tests/data fixture).
+2. sparsed-calibrate on models/sparsed-tiny-swiglu (CETT 0.2) writes sparsity.json; `sparsed
+   --sparsity threshold` serves it: model info says threshold, /metrics exports the CETT target and
+   per-layer activation ratios below 1 after a request.
+3. The same sparsity.json given for the other model: the daemon refuses to start and names it.
+
+Usage: bundled_test.py --bin BUILD/bin --source REPO [--work DIR]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import FAILURES, check, free_port  # noqa: E402
+from daemon_test import gen_stubs  # noqa: E402
+
+
+class Daemon:
+    def __init__(self, bin_dir, work, name, args):
+        self.port, self.mport = free_port(), free_port()
+        self.log_path = os.path.join(work, name + ".log")
+        self.proc = subprocess.Popen(
+            [os.path.join(bin_dir, "sparsed"), "--listen", f"127.0.0.1:{self.port}",
+             "--metrics_listen", f"127.0.0.1:{self.mport}", "--kv_cache_mb", "32"] + args,
+            stderr=open(self.log_path, "w"))
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+def metric_values(text, name):
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            out.append(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    import grpc
+    gen_stubs(a.source, os.path.join(a.work, "stubs"))
+    from sparsed.v1 import sparsed_pb2 as pb, sparsed_pb2_grpc as pbg
+
+    sparse = os.path.join(a.source, "models/sparsed-tiny")
+    swiglu = os.path.join(a.source, "models/sparsed-tiny-swiglu")
+    with open(os.path.join(a.source, "tests/data/sparsed-tiny-reference.json")) as f:
+        reference = json.load(f)["prompts"][0]
+
+    def stub_for(d):
+        channel = grpc.insecure_channel(f"127.0.0.1:{d.port}")
+        grpc.channel_ready_future(channel).result(timeout=60)
+        stub = pbg.SparsedStub(channel)
+        for _ in range(600):  # until the model is loaded
+            try:
+                return stub, stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                time.sleep(0.1)
+        raise RuntimeError("the daemon never became ready")
+
+    # 1. The default model, default flags.
+    d = Daemon(a.bin, a.work, "default", ["--model", sparse])
+    try:
+        stub, info = stub_for(d)
+        check(info.activation == "relu2" and info.sparsity_mode == "exact",
+              f"default model: {info.activation}, mode {info.sparsity_mode}")
+        n = len(reference["greedy"])
+        r = stub.Generate(pb.GenerateRequest(
+            prompt=reference["prompt"], add_bos=True, sampling=pb.SamplingParams(temperature=0.0),
+            stopping=pb.StoppingParams(max_new_tokens=n, ignore_eos=True),
+            options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
+        check(list(r.token_ids) == reference["greedy"],
+              f"served greedy continuation equals PyTorch's: {r.text!r}")
+    finally:
+        d.stop()
+
+    # 2. Calibrate the SwiGLU twin and serve it in threshold mode.
+    prof = os.path.join(a.work, "sparsity.json")
+    cal = subprocess.run([os.path.join(a.bin, "sparsed-calibrate"), "--model", swiglu, "--cett",
+                          "0.2", "--text", os.path.join(a.source, "models/corpus/heldout.txt"),
+                          "--calibration_tokens", "1024", "--eval_tokens", "1024", "--out", prof],
+                         capture_output=True, text=True)
+    check(cal.returncode == 0 and os.path.exists(prof), f"sparsed-calibrate: {cal.stdout[-300:]}")
+    d = Daemon(a.bin, a.work, "threshold",
+               ["--model", swiglu, "--sparsity", "threshold", "--sparsity_file", prof])
+    try:
+        stub, info = stub_for(d)
+        check(info.activation == "silu" and info.sparsity_mode == "threshold",
+              f"SwiGLU twin: {info.activation}, mode {info.sparsity_mode}")
+        r = stub.Generate(pb.GenerateRequest(
+            prompt="And the king said unto his servants,", add_bos=True,
+            sampling=pb.SamplingParams(temperature=0.0),
+            stopping=pb.StoppingParams(max_new_tokens=12, ignore_eos=True),
+            options=pb.GenerateOptions(sparsity_stats=True)), timeout=60)
+        check(len(r.text) > 0 and 0 < r.sparsity.mean_active_ratio < 1,
+              f"threshold mode generates ({r.text!r}), active {r.sparsity.mean_active_ratio:.3f}")
+        text = d.metrics()
+        check(metric_values(text, "sparsed_cett_target") == [0.2], "sparsed_cett_target 0.2")
+        ratios = metric_values(text, "sparsed_ffn_active_ratio")
+        check(ratios and all(0 < v < 1 for v in ratios),
+              f"per-layer activation ratios in threshold mode: {ratios}")
+    finally:
+        d.stop()
+
+    # 3. A file made for another model is refused at start-up, naming the file.
+    d = Daemon(a.bin, a.work, "mismatch",
+               ["--model", sparse, "--sparsity", "threshold", "--sparsity_file", prof])
+    try:
+        rc = d.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # it served: wrong
+        d.stop()
+        rc = 0
+    check(rc != 0 and prof in d.log() and "another model" in d.log(),
+          f"mismatched sparsity.json refused (exit {rc})")
+
+    print(f"{len(FAILURES)} failure(s)")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
