@@ -19,7 +19,7 @@ namespace sparsed {
 namespace {
 
 // bf16 weights widened to fp32 on both sides; only the order of fp32 sums differs.
-constexpr float kLogitTolerance = 2e-3f;
+constexpr float kLogitTolerance = 2e-4f;  // measured: 1.4e-5
 
 struct ReferencePrompt {
   std::string text;
