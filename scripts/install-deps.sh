@@ -22,6 +22,7 @@ TEST_PKGS=(
 # SentencePiece's Python module, and the corpus sources (KJV text and its reader, WordNet).
 TRAIN_PKGS=(
   python3-torch python3-numpy python3-sentencepiece python3-matplotlib bible-kjv wordnet-base
+  gnuplot-nox
 )
 wanted=("${PKGS[@]}")
 if [ "${1:-all}" != build ]; then wanted+=("${TEST_PKGS[@]}" "${TRAIN_PKGS[@]}"); fi
