@@ -190,6 +190,41 @@ void TestThresholdMode() {
   }
 }
 
+// Graph capture and replay give the same bits as launching kernel by kernel, across replays, a
+// change of batch size (recapture) and threshold mode.
+void TestGraphReplay() {
+  const int64_t F = 1024, d = 256;
+  HostFfn h(F, d, 41);
+  h.SetRates(NeuronRates(F, 0.11, 1.0, 3));
+  std::string err;
+  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
+  ASSERT_OK(err);
+  std::mt19937_64 rng(12);
+  for (int T : {1, 5, 1, 16}) {
+    const auto x = h.Inputs(T, rng);
+    DevBuf dx(x.size() * 4), dy(x.size() * 4);
+    ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+    std::vector<float> plain(x.size()), replay(x.size());
+    ffn->set_use_graphs(false);
+    ASSERT_OK(ffn->Run(dx.f(), T, cuda::FfnActivation::kRelu2, 0.f, true, 1.0, dy.f(), nullptr));
+    ASSERT_OK(cuda::Synchronize());
+    ASSERT_OK(cuda::CopyToHost(plain.data(), dy.p, plain.size() * 4));
+    ffn->set_use_graphs(true);
+    for (int rep = 0; rep < 3; ++rep) {  // capture, then two replays
+      ASSERT_OK(cuda::CopyToDevice(dy.p, std::vector<float>(x.size(), std::nanf("")).data(),
+                                   x.size() * 4));
+      std::vector<cuda::FfnTileStats> st;
+      ASSERT_OK(ffn->Run(dx.f(), T, cuda::FfnActivation::kRelu2, 0.f, true, 1.0, dy.f(),
+                         rep == 2 ? &st : nullptr));
+      ASSERT_OK(cuda::Synchronize());
+      ASSERT_OK(cuda::CopyToHost(replay.data(), dy.p, replay.size() * 4));
+      EXPECT_TRUE_MSG(std::memcmp(plain.data(), replay.data(), plain.size() * 4) == 0,
+                      "T=%d run %d: graph replay differs from plain launches", T, rep);
+      if (rep == 2) EXPECT_TRUE_MSG(!st.empty() && st[0].union_size > 0, "stats after replay");
+    }
+  }
+}
+
 void TestPhaseTimingPaths() {
   const int64_t F = 512, d = 128;
   HostFfn h(F, d, 21);
@@ -277,6 +312,7 @@ int main() {
   sparsed::gpu::TestMatchesReference();
   sparsed::gpu::TestBatchInvariance();
   sparsed::gpu::TestThresholdMode();
+  sparsed::gpu::TestGraphReplay();
   sparsed::gpu::TestPhaseTimingPaths();
   sparsed::gpu::TestDenseCublasBaseline();
   std::printf("%s: %d failure(s)\n", sparsed::gpu::g_failures ? "FAILED" : "PASSED",

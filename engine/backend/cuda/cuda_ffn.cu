@@ -450,7 +450,7 @@ template <int TT>
 void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* wg,
                   const uint16_t* wu, const uint16_t* wdt, int act, float thr, float break_even,
                   const float* neuron_thr, float* a, uint32_t* bits, int32_t* list, int32_t* cs,
-                  int32_t* stats, float* h, float* partial, float* y,
+                  int32_t* stats, float* h, float* partial, float* y, cudaStream_t st,
                   const std::function<void(int)>& mark) {
   const int tiles = (T + TT - 1) / TT;
   const int chunks = static_cast<int>((F + kChunkNeurons - 1) / kChunkNeurons);
@@ -459,41 +459,42 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
   const dim3 up_grid(
       static_cast<unsigned>((F + kUpWarps * UpRows<TT>() - 1) / (kUpWarps * UpRows<TT>())), tiles);
   mark(0);
-  GateKernel<TT><<<gate_grid, kGateWarps * 32>>>(x, T, d, wg, F, act, thr, a, bits, stats);
+  GateKernel<TT><<<gate_grid, kGateWarps * 32, 0, st>>>(x, T, d, wg, F, act, thr, a, bits, stats);
   mark(1);
   float* h_down = h;
   if (neuron_thr == nullptr) {
-    CompactKernel<<<tiles, 1024>>>(bits, F, break_even, list, cs, chunks, stats);
+    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, break_even, list, cs, chunks, stats);
     mark(2);
-    UpKernel<TT><<<up_grid, kUpWarps * 32>>>(x, T, d, wu, F, list, stats, a, h);
+    UpKernel<TT><<<up_grid, kUpWarps * 32, 0, st>>>(x, T, d, wu, F, list, stats, a, h);
   } else {
     // Threshold mode: x1 of every neuron (identity lists), then the per-token masks by
     // threshold, their per-tile unions, and H gathered by union position (into `a`, now free).
-    CompactKernel<<<tiles, 1024>>>(bits, F, -1.f, list, cs, chunks, stats);
+    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, -1.f, list, cs, chunks, stats);
     mark(2);
-    UpKernel<TT><<<up_grid, kUpWarps * 32>>>(x, T, d, wu, F, list, stats, a, h);
+    UpKernel<TT><<<up_grid, kUpWarps * 32, 0, st>>>(x, T, d, wu, F, list, stats, a, h);
     const int64_t words = (F + 31) / 32;
-    cudaMemsetAsync(bits, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2);
+    cudaMemsetAsync(bits, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st);
     const dim3 by_neuron(static_cast<unsigned>((F + 255) / 256), tiles);
-    ThresholdMaskKernel<<<by_neuron, 256>>>(h, T, TT, F, neuron_thr, bits, stats);
-    CompactKernel<<<tiles, 1024>>>(bits, F, break_even, list, cs, chunks, stats);
-    GatherUnionKernel<<<by_neuron, 256>>>(h, T, TT, F, list, stats, a);
+    ThresholdMaskKernel<<<by_neuron, 256, 0, st>>>(h, T, TT, F, neuron_thr, bits, stats);
+    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, break_even, list, cs, chunks, stats);
+    GatherUnionKernel<<<by_neuron, 256, 0, st>>>(h, T, TT, F, list, stats, a);
     h_down = a;
   }
   mark(3);
   const dim3 down_grid(static_cast<unsigned>((d / 8 + kDownThreads - 1) / kDownThreads), chunks,
                        tiles);
-  DownKernel<TT><<<down_grid, kDownThreads>>>(h_down, T, d, wdt, F, list, cs, chunks, partial);
+  DownKernel<TT><<<down_grid, kDownThreads, 0, st>>>(h_down, T, d, wdt, F, list, cs, chunks, partial);
   mark(4);
   const int64_t n = T * d;
-  ReduceKernel<<<static_cast<unsigned>((n + 127) / 128), 128>>>(partial, chunks, T, d, y);
+  ReduceKernel<<<static_cast<unsigned>((n + 127) / 128), 128, 0, st>>>(partial, chunks, T, d, y);
   mark(5);
 }
 
 // Records events between launches when asked, and turns them into per-phase milliseconds.
 class PhaseTimer {
  public:
-  PhaseTimer(std::vector<float>* out, int marks) : out_(out) {
+  PhaseTimer(std::vector<float>* out, int marks, cudaStream_t stream = nullptr)
+      : out_(out), stream_(stream) {
     if (out_) {
       events_.resize(marks);
       for (auto& e : events_) cudaEventCreate(&e);
@@ -503,7 +504,7 @@ class PhaseTimer {
     for (auto& e : events_) cudaEventDestroy(e);
   }
   void Mark(int i) {
-    if (out_) cudaEventRecord(events_[i]);
+    if (out_) cudaEventRecord(events_[i], stream_);
   }
   void Finish() {
     if (!out_) return;
@@ -518,6 +519,7 @@ class PhaseTimer {
 
  private:
   std::vector<float>* out_;
+  cudaStream_t stream_;
   std::vector<cudaEvent_t> events_;
 };
 
@@ -556,6 +558,12 @@ std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* 
   cublasHandle_t h;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return fail("cublasCreate failed");
   f->cublas_ = h;
+  // A blocking stream: ordered with the legacy default stream that callers synchronise on.
+  cudaStream_t st;
+  if (const cudaError_t e = cudaStreamCreate(&st); e != cudaSuccess) {
+    return fail(std::string("cudaStreamCreate: ") + cudaGetErrorString(e));
+  }
+  f->stream_ = st;
   return f;
 }
 
@@ -567,6 +575,8 @@ CudaFfn::~CudaFfn() {
     if (p) cudaFree(p);
   }
   if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+  if (graph_exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec_));
+  if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
 }
 
 std::string CudaFfn::EnsureScratch(int T) {
@@ -590,6 +600,7 @@ std::string CudaFfn::EnsureScratch(int T) {
   CUDA_TRY(cudaMalloc(&dense_g_, 2 * T * F));
   CUDA_TRY(cudaMalloc(&dense_u_, 2 * T * F));
   scratch_tokens_ = T;
+  ++scratch_generation_;  // captured graphs point at the old buffers
   return "";
 }
 
@@ -599,47 +610,76 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   if (T <= 0) return "T must be positive";
   std::string e = EnsureScratch(T);
   if (!e.empty()) return e;
+  auto st = static_cast<cudaStream_t>(stream_);
   const int64_t F = shape_.neurons, d = shape_.hidden;
   const int tt = TileTokens(T);
   const int tiles = (T + tt - 1) / tt;
   const int64_t words = (F + 31) / 32;
   stats_ = reinterpret_cast<int32_t*>(bits_ + tiles * words);
-  CUDA_TRY(
-      cudaMemsetAsync(bits_, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2));
   const float be = sparse ? static_cast<float>(break_even) : -1.f;
-  auto* wg = static_cast<const uint16_t*>(gate_);
-  auto* wu = static_cast<const uint16_t*>(up_);
-  auto* wd = static_cast<const uint16_t*>(down_t_);
-  const int a = ActCode(act);
-  PhaseTimer timer(phase_ms, 6);
-  const std::function<void(int)> mark = [&](int i) { timer.Mark(i); };
-  // One instantiation per tile width; the arguments are the same for all.
-  auto launch = [&](auto tile) {
-    LaunchSparse<decltype(tile)::value>(x, T, d, F, wg, wu, wd, a, threshold, be,
-                                        neuron_thresholds, act_, bits_, list_, chunk_start_,
-                                        stats_, h_, partial_, y, mark);
-  };
-  switch (tt) {
-    case 1:
-      launch(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      launch(std::integral_constant<int, 2>{});
-      break;
-    case 4:
-      launch(std::integral_constant<int, 4>{});
-      break;
-    case 8:
-      launch(std::integral_constant<int, 8>{});
-      break;
-    default:
-      launch(std::integral_constant<int, kMaxTileTokens>{});
+  const GraphKey key{x, y, neuron_thresholds, T, static_cast<int>(act), threshold, be,
+                     scratch_generation_};
+  // Replay: the same call on the same buffers as the captured one.
+  const bool graphable = use_graphs_ && phase_ms == nullptr;
+  if (graphable && graph_exec_ != nullptr && key == graph_key_) {
+    CUDA_TRY(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec_), st));
+  } else {
+    if (graphable) CUDA_TRY(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    CUDA_TRY(cudaMemsetAsync(
+        bits_, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st));
+    auto* wg = static_cast<const uint16_t*>(gate_);
+    auto* wu = static_cast<const uint16_t*>(up_);
+    auto* wd = static_cast<const uint16_t*>(down_t_);
+    const int a = ActCode(act);
+    PhaseTimer timer(phase_ms, 6, st);
+    const std::function<void(int)> mark = [&](int i) { timer.Mark(i); };
+    // One instantiation per tile width; the arguments are the same for all.
+    auto launch = [&](auto tile) {
+      LaunchSparse<decltype(tile)::value>(x, T, d, F, wg, wu, wd, a, threshold, be,
+                                          neuron_thresholds, act_, bits_, list_, chunk_start_,
+                                          stats_, h_, partial_, y, st, mark);
+    };
+    switch (tt) {
+      case 1:
+        launch(std::integral_constant<int, 1>{});
+        break;
+      case 2:
+        launch(std::integral_constant<int, 2>{});
+        break;
+      case 4:
+        launch(std::integral_constant<int, 4>{});
+        break;
+      case 8:
+        launch(std::integral_constant<int, 8>{});
+        break;
+      default:
+        launch(std::integral_constant<int, kMaxTileTokens>{});
+    }
+    const cudaError_t launched = cudaGetLastError();
+    if (graphable) {
+      cudaGraph_t graph = nullptr;
+      const cudaError_t ended = cudaStreamEndCapture(st, &graph);
+      CUDA_TRY(launched);
+      CUDA_TRY(ended);
+      if (graph_exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec_));
+      graph_exec_ = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      CUDA_TRY(inst);
+      graph_exec_ = exec;
+      graph_key_ = key;
+      CUDA_TRY(cudaGraphLaunch(exec, st));
+    } else {
+      CUDA_TRY(launched);
+    }
+    timer.Finish();
   }
-  CUDA_TRY(cudaGetLastError());
-  timer.Finish();
   if (stats) {
     std::vector<int32_t> host(2 * tiles);
-    CUDA_TRY(cudaMemcpy(host.data(), stats_, sizeof(int32_t) * 2 * tiles, cudaMemcpyDeviceToHost));
+    CUDA_TRY(cudaMemcpyAsync(host.data(), stats_, sizeof(int32_t) * 2 * tiles,
+                             cudaMemcpyDeviceToHost, st));
+    CUDA_TRY(cudaStreamSynchronize(st));
     stats->resize(tiles);
     for (int i = 0; i < tiles; ++i) (*stats)[i] = FfnTileStats{host[2 * i], host[2 * i + 1]};
   }

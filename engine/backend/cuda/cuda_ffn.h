@@ -80,6 +80,11 @@ class CudaFfn {
   std::string RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold,
                              void* y_bf16, std::vector<float>* phase_ms = nullptr);
 
+  // Run() captures its launches into a CUDA graph and replays it while the call repeats on the
+  // same buffers and parameters (the engine's decode steps), removing the launch gaps. Phase
+  // timing runs uncaptured. On by default.
+  void set_use_graphs(bool on) { use_graphs_ = on; }
+
   const FfnShape& shape() const { return shape_; }
   // Bytes of weights the sparse path reads for a union of `rows` rows.
   double SparseBytes(double rows) const {
@@ -91,7 +96,25 @@ class CudaFfn {
   CudaFfn() = default;
   std::string EnsureScratch(int T);
 
+  struct GraphKey {
+    const float* x = nullptr;
+    const float* y = nullptr;
+    const float* thresholds = nullptr;
+    int T = 0, act = 0;
+    float threshold = 0, break_even = 0;
+    int64_t scratch = 0;
+    bool operator==(const GraphKey& o) const {
+      return x == o.x && y == o.y && thresholds == o.thresholds && T == o.T && act == o.act &&
+             threshold == o.threshold && break_even == o.break_even && scratch == o.scratch;
+    }
+  };
+
   FfnShape shape_;
+  void* stream_ = nullptr;      // cudaStream_t
+  void* graph_exec_ = nullptr;  // cudaGraphExec_t of the last captured call
+  GraphKey graph_key_;
+  bool use_graphs_ = true;
+  int64_t scratch_generation_ = 0;
   void* gate_ = nullptr;
   void* up_ = nullptr;
   void* down_t_ = nullptr;
