@@ -176,7 +176,9 @@ TEST(CettCurveTest, MatchesPointwiseCettAndInterpolationInvertsIt) {
     const std::vector<double> curve = CettCurve(a, L.down_t, grid);
     for (size_t g = 0; g < grid.size(); ++g) {
       EXPECT_NEAR(curve[g], Cett(a, L.down_t, grid[g]), 1e-9) << "grid point " << g;
-      if (g) EXPECT_GE(curve[g], curve[g - 1] - 1e-12);
+      if (g) {
+        EXPECT_GE(curve[g], curve[g - 1] - 1e-12);
+      }
     }
     EXPECT_EQ(curve.front(), 0.0);
     EXPECT_NEAR(curve.back(), 1.0, 1e-9);  // everything dropped

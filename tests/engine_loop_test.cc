@@ -380,11 +380,13 @@ TEST_F(EngineLoopTest, RandomizedArrivalsCancellationsAndDeadlines) {
     ASSERT_TRUE(it.sink->Wait()) << "request " << it.id << " never finished";
     EXPECT_EQ(it.sink->finishes(), 1);
     const FinishReason r = it.sink->reason();
-    if (it.fate == 0) EXPECT_EQ(r, FinishReason::kLength) << it.id;
-    if (it.fate == 1)
+    if (it.fate == 0) {
+      EXPECT_EQ(r, FinishReason::kLength) << it.id;
+    } else if (it.fate == 1) {
       EXPECT_TRUE(r == FinishReason::kLength || r == FinishReason::kCancelled) << it.id;
-    if (it.fate == 2)
+    } else if (it.fate == 2) {
       EXPECT_TRUE(r == FinishReason::kLength || r == FinishReason::kDeadline) << it.id;
+    }
     const RequestStats st = it.sink->stats();
     preempted += st.preemptions;
     if (it.fate == 0) {
