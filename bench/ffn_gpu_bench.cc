@@ -40,8 +40,9 @@ struct Filter {
 // that `ratio` of the calibration tokens' (token, neuron) pairs pass; down union sparse.
 void ThresholdTable(bool quick, const Filter& only, double peak) {
   std::printf("\nThreshold mode, SiLU (gate and up dense, down union sparse) vs dense cuBLAS:\n");
-  std::printf("| shape | batch | active | union | threshold µs | dense µs | speedup | GB/s | "
-              "of peak |\n|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| shape | batch | active | union | threshold µs | dense µs | speedup | GB/s | "
+      "of peak |\n|---|---|---|---|---|---|---|---|---|\n");
   const Shape sh = {"llama2-7b", 4096, 11008};
   if (!only.shape.empty() && only.shape != sh.name) return;
   HostFfn host(sh.F, sh.d, 99);
@@ -97,8 +98,8 @@ void ThresholdTable(bool quick, const Filter& only, double peak) {
                      nullptr, nullptr, th);
           },
           3, quick ? 10 : 30);
-      const double dense_ms = cuda::TimeMs([&] { ffn->RunDenseCublas(xb, T, act, 0.f, yb); }, 3,
-                                           quick ? 10 : 30);
+      const double dense_ms =
+          cuda::TimeMs([&] { ffn->RunDenseCublas(xb, T, act, 0.f, yb); }, 3, quick ? 10 : 30);
       Check(cuda::Synchronize());
       // Gate and up read whole per tile; down reads the union rows.
       const double bytes = 2.0 * sh.d * (double(st.size()) * 2 * sh.F + union_rows);
@@ -194,8 +195,8 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
             ffn->set_use_graphs(false);
             const double plain_ms = cuda::TimeMs(
                 [&] {
-                  ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0,
-                           static_cast<float*>(dy), nullptr);
+                  ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
+                           nullptr);
                 },
                 3, reps);
             ffn->set_use_graphs(true);
@@ -230,8 +231,10 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
       }
     }
   }
-  std::printf("\nCUDA graphs (11%% active): sparse µs replayed from a graph vs launched one by one:\n");
-  std::printf("| shape | batch | masks | graph µs | launches µs | speedup vs cuBLAS without graphs |\n");
+  std::printf(
+      "\nCUDA graphs (11%% active): sparse µs replayed from a graph vs launched one by one:\n");
+  std::printf(
+      "| shape | batch | masks | graph µs | launches µs | speedup vs cuBLAS without graphs |\n");
   std::printf("|---|---|---|---|---|---|\n");
   for (const auto& l : graph_lines) std::printf("%s\n", l.c_str());
   ThresholdTable(quick, only, peak);

@@ -81,6 +81,12 @@ absl::Status Engine::LoadSparsityFile(const EngineOptions& options) {
   return absl::OkStatus();
 }
 
+FfnLayer Engine::FfnOf(int layer) const {
+  const LayerWeights& w = weights_.layers[layer];
+  return FfnLayer{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, config().activation,
+                  config().activation_threshold};
+}
+
 const std::vector<float>& Engine::DownNorms(int layer) {
   if (down_norms_.empty()) down_norms_.resize(weights_.layers.size());
   std::vector<float>& n = down_norms_[layer];
@@ -235,8 +241,7 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
     b.MatMul(attn_.get(), T, w.o, proj_.get());
     b.AddScaled(x, proj_.get(), static_cast<size_t>(T) * d, rs);
     b.RmsNorm(x, w.ffn_norm.data(), T, d, eps, normed_.get());
-    FfnLayer fl{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, c.activation,
-                c.activation_threshold};
+    FfnLayer fl = FfnOf(l);
     if (mode_ == SparsityMode::kThreshold) fl.neuron_thresholds = neuron_thresholds_[l].data();
     if (ffn_observer_) ffn_observer_(l, normed_.get(), T);
     b.Ffn(fl, normed_.get(), T, mode_, proj_.get(), &out.layer_stats[l]);

@@ -80,6 +80,8 @@ class Engine {
   const std::optional<SparsityProfile>& sparsity_profile() const { return profile_; }
   // ModelFingerprint() of the loaded checkpoint.
   const std::string& fingerprint() const { return fingerprint_; }
+  // Layer `layer`'s FFN weights and activation (no thresholds attached).
+  FfnLayer FfnOf(int layer) const;
   // ‖W_down[:, i]‖ per layer (computed on first use).
   const std::vector<float>& DownNorms(int layer);
   // CPU backend only (the observer reads host memory); null to remove.

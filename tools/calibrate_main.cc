@@ -12,6 +12,7 @@
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "tools/calibration.h"
+#include "tools/cli_status.h"
 #include "tools/text_eval.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory.");
@@ -29,15 +30,6 @@ ABSL_FLAG(int, window, 256, "Tokens per window of text.");
 ABSL_FLAG(int, grid_points, 256, "Points of each layer's CETT(ε) curve.");
 ABSL_FLAG(std::string, out, "", "Output file (default: MODEL/sparsity.json).");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores).");
-
-namespace {
-
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-  return 1;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   sparsed::ListHelpFlagsFrom("calibrate_main.cc");
@@ -68,7 +60,7 @@ int main(int argc, char** argv) {
   o.kv_block_size = 16;
   o.kv_blocks = co.batch * ((window + 15) / 16);
   auto engine_or = Engine::Load(o);
-  if (!engine_or.ok()) return Fail(engine_or.status());
+  if (!engine_or.ok()) return FailWith(engine_or.status());
   Engine& e = **engine_or;
   const auto t0 = std::chrono::steady_clock::now();
   auto progress = [&](const std::string& what, int done, int total) {
@@ -78,14 +70,14 @@ int main(int argc, char** argv) {
   };
   const std::string text = absl::GetFlag(FLAGS_text);
   auto calib = TokenWindows(e, text, window, absl::GetFlag(FLAGS_calibration_tokens));
-  if (!calib.ok()) return Fail(calib.status());
+  if (!calib.ok()) return FailWith(calib.status());
   auto eval = TokenWindows(e, text, window, absl::GetFlag(FLAGS_eval_tokens));
-  if (!eval.ok()) return Fail(eval.status());
+  if (!eval.ok()) return FailWith(eval.status());
   auto layers = CollectCalibration(e, *calib, absl::GetFlag(FLAGS_grid_points), progress);
-  if (!layers.ok()) return Fail(layers.status());
+  if (!layers.ok()) return FailWith(layers.status());
   if (co.ppl_increase_percent) std::fprintf(stderr, "\n");
   auto result = Calibrate(e, *layers, *eval, co, progress);
-  if (!result.ok()) return Fail(result.status());
+  if (!result.ok()) return FailWith(result.status());
   if (co.ppl_increase_percent) std::fprintf(stderr, "\n");
 
   SparsityProfile p;
@@ -103,7 +95,7 @@ int main(int argc, char** argv) {
   p.calibration_tokens = tokens;
   std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) out = (std::filesystem::path(model) / "sparsity.json").string();
-  if (auto s = WriteSparsityProfile(p, out); !s.ok()) return Fail(s);
+  if (auto s = WriteSparsityProfile(p, out); !s.ok()) return FailWith(s);
 
   double mean = 0;
   std::printf("layer  epsilon       active\n");

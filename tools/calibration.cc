@@ -8,17 +8,6 @@
 #include "tools/text_eval.h"
 
 namespace sparsed {
-namespace {
-
-FfnLayer LayerOf(const Engine& engine, int l) {
-  const LayerWeights& w = engine.weights().layers[l];
-  const ModelConfig& c = engine.config();
-  return FfnLayer{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, c.activation,
-                  c.activation_threshold};
-}
-
-}  // namespace
-
 absl::StatusOr<std::vector<LayerCalibration>> CollectCalibration(
     Engine& engine, const std::vector<std::vector<int32_t>>& windows, int grid_points,
     const CalibrationProgress& progress) {
@@ -48,7 +37,7 @@ absl::StatusOr<std::vector<LayerCalibration>> CollectCalibration(
   for (int l = 0; l < L; ++l) {
     const int T = static_cast<int>(inputs[l].size() / d);
     layers[l].activations =
-        ComputeLayerActivations(engine.backend(), LayerOf(engine, l), inputs[l].data(), T);
+        ComputeLayerActivations(engine.backend(), engine.FfnOf(l), inputs[l].data(), T);
     std::vector<float>().swap(inputs[l]);
     layers[l].epsilons = EpsilonGrid(layers[l].activations, grid_points);
     layers[l].cett =

@@ -12,6 +12,7 @@
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sampling/sampler.h"
+#include "tools/cli_status.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, tokenizer.model).");
 ABSL_FLAG(std::string, prompt, "The quick brown fox", "Prompt text.");
@@ -24,15 +25,6 @@ ABSL_FLAG(double, top_p, 1.0, "Top-p.");
 ABSL_FLAG(uint64_t, seed, 0, "Sampling seed.");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores).");
 ABSL_FLAG(bool, stats, false, "Print per-layer active and union ratios.");
-
-namespace {
-
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-  return 1;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   sparsed::ListHelpFlagsFrom("generate_main.cc");
@@ -49,7 +41,7 @@ int main(int argc, char** argv) {
   o.backend.threads = absl::GetFlag(FLAGS_threads);
   o.kv_cache_bytes = 512ll << 20;
   auto engine_or = Engine::Load(o);
-  if (!engine_or.ok()) return Fail(engine_or.status());
+  if (!engine_or.ok()) return FailWith(engine_or.status());
   Engine& e = **engine_or;
   SamplingParams sp;
   sp.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
@@ -57,9 +49,9 @@ int main(int argc, char** argv) {
   sp.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
   sp.seed = absl::GetFlag(FLAGS_seed);
   sp.has_seed = true;
-  if (auto s = ValidateSamplingParams(sp); !s.ok()) return Fail(s);
+  if (auto s = ValidateSamplingParams(sp); !s.ok()) return FailWith(s);
   auto ids = e.tokenizer()->Encode(absl::GetFlag(FLAGS_prompt));
-  if (!ids.ok()) return Fail(ids.status());
+  if (!ids.ok()) return FailWith(ids.status());
   std::vector<int32_t> prompt = {e.config().bos_token_id};
   prompt.insert(prompt.end(), ids->begin(), ids->end());
   const int max_new = absl::GetFlag(FLAGS_max_new_tokens);
@@ -81,7 +73,7 @@ int main(int argc, char** argv) {
   b.sequences.push_back({table, 0, static_cast<int32_t>(prompt.size()), true});
   for (int step = 0; step < max_new; ++step) {
     auto out = e.Step(b);
-    if (!out.ok()) return Fail(out.status());
+    if (!out.ok()) return FailWith(out.status());
     if (step == 0)
       first_token_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (size_t l = 0; l < out->layer_stats.size(); ++l) {
@@ -101,7 +93,7 @@ int main(int argc, char** argv) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto text = e.tokenizer()->Decode(generated);
-  if (!text.ok()) return Fail(text.status());
+  if (!text.ok()) return FailWith(text.status());
   std::printf("%s%s\n", absl::GetFlag(FLAGS_prompt).c_str(), text->c_str());
   std::fprintf(
       stderr,

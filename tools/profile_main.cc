@@ -18,6 +18,7 @@
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sparse/cett.h"
+#include "tools/cli_status.h"
 #include "tools/text_eval.h"
 #include "tools/union_profile.h"
 
@@ -33,11 +34,6 @@ ABSL_FLAG(std::string, out, "profile", "Output prefix: PREFIX.md, PREFIX.csv, PR
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores).");
 
 namespace {
-
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-  return 1;
-}
 
 std::string Pct(double v) { return std::isnan(v) ? "–" : absl::StrFormat("%.1f%%", 100 * v); }
 
@@ -62,19 +58,19 @@ int main(int argc, char** argv) {
   o.kv_blocks = (absl::GetFlag(FLAGS_window) + 15) / 16;
   if (o.sparsity_mode.empty()) {
     auto c = Checkpoint::Open(model);
-    if (!c.ok()) return Fail(c.status());
+    if (!c.ok()) return FailWith(c.status());
     o.sparsity_mode = IsReluFamily((*c)->config().activation) ? "exact" : "threshold";
   }
   auto engine_or = Engine::Load(o);
-  if (!engine_or.ok()) return Fail(engine_or.status());
+  if (!engine_or.ok()) return FailWith(engine_or.status());
   Engine& e = **engine_or;
   const bool threshold = e.sparsity_mode() == SparsityMode::kThreshold;
   if (!threshold && e.sparsity_mode() != SparsityMode::kExact) {
-    return Fail(absl::InvalidArgumentError("--sparsity must be exact or threshold"));
+    return FailWith(absl::InvalidArgumentError("--sparsity must be exact or threshold"));
   }
   auto windows = TokenWindows(e, absl::GetFlag(FLAGS_text), absl::GetFlag(FLAGS_window),
                               absl::GetFlag(FLAGS_tokens));
-  if (!windows.ok()) return Fail(windows.status());
+  if (!windows.ok()) return FailWith(windows.status());
 
   const int L = static_cast<int>(e.config().num_layers);
   const int F = static_cast<int>(e.config().intermediate_size);
@@ -86,10 +82,7 @@ int main(int argc, char** argv) {
   int current_seq = 0;
   std::vector<uint8_t> active(F);
   e.set_ffn_observer([&](int l, const float* x, int T) {
-    const LayerWeights& w = e.weights().layers[l];
-    FfnLayer fl{w.gate.data ? &w.gate : nullptr, &w.up, &w.down_t, e.config().activation,
-                e.config().activation_threshold};
-    const LayerActivations a = ComputeLayerActivations(e.backend(), fl, x, T);
+    const LayerActivations a = ComputeLayerActivations(e.backend(), e.FfnOf(l), x, T);
     for (int t = 0; t < T; ++t) {
       for (int i = 0; i < F; ++i) {
         const float v = a.x1[static_cast<size_t>(t) * F + i];
@@ -106,7 +99,7 @@ int main(int argc, char** argv) {
     for (int k = 0; k < (q.num_tokens + 15) / 16; ++k) q.block_table.push_back(k);
     b.token_ids = (*windows)[wi];
     b.sequences.push_back(q);
-    if (auto out = e.Step(b); !out.ok()) return Fail(out.status());
+    if (auto out = e.Step(b); !out.ok()) return FailWith(out.status());
     std::fprintf(stderr, "\rprofile: recorded %zu/%zu windows", wi + 1, windows->size());
   }
   std::fprintf(stderr, "\n");

@@ -71,8 +71,7 @@ class CudaFfn {
   // mode.
   std::string Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
                   double break_even, float* y, std::vector<FfnTileStats>* stats,
-                  std::vector<float>* phase_ms = nullptr,
-                  const float* neuron_thresholds = nullptr);
+                  std::vector<float>* phase_ms = nullptr, const float* neuron_thresholds = nullptr);
 
   // Dense reference the way a dense server computes it: bf16 activations, cuBLAS GEMMs
   // (tensor cores), fused act·up. x_bf16 [T × d] and y_bf16 [T × d] are device bf16 buffers.
