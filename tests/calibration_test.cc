@@ -15,6 +15,12 @@ namespace {
 
 const std::string kModel = std::string(SPARSED_SOURCE_DIR) + "/models/sparsed-tiny-swiglu";
 const std::string kText = std::string(SPARSED_SOURCE_DIR) + "/models/corpus/heldout.txt";
+#ifdef SPARSED_SANITIZED
+// Sanitizer runtimes slow the forward pass 10–30×: a smaller text keeps the search under a minute.
+constexpr int kCalibrationTokens = 512, kEvalTokens = 1024;
+#else
+constexpr int kCalibrationTokens = 2048, kEvalTokens = 4096;
+#endif
 
 std::unique_ptr<Engine> Load(const std::string& mode, const std::string& file = "") {
   EngineOptions o;
@@ -48,8 +54,8 @@ TEST(CalibrationTest, ZeroThresholdsGiveDenseLogits) {
 TEST(CalibrationTest, PplIncreaseSearchLandsOnTargetAndFileReproducesIt) {
   auto e = Load("off");
   ASSERT_NE(e, nullptr);
-  auto calib = TokenWindows(*e, kText, 128, 2048);
-  auto eval = TokenWindows(*e, kText, 128, 4096);
+  auto calib = TokenWindows(*e, kText, 128, kCalibrationTokens);
+  auto eval = TokenWindows(*e, kText, 128, kEvalTokens);
   ASSERT_TRUE(calib.ok() && eval.ok());
   auto layers = CollectCalibration(*e, *calib, 128, nullptr);
   ASSERT_TRUE(layers.ok()) << layers.status();
