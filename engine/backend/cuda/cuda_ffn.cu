@@ -483,7 +483,8 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
   mark(3);
   const dim3 down_grid(static_cast<unsigned>((d / 8 + kDownThreads - 1) / kDownThreads), chunks,
                        tiles);
-  DownKernel<TT><<<down_grid, kDownThreads, 0, st>>>(h_down, T, d, wdt, F, list, cs, chunks, partial);
+  DownKernel<TT>
+      <<<down_grid, kDownThreads, 0, st>>>(h_down, T, d, wdt, F, list, cs, chunks, partial);
   mark(4);
   const int64_t n = T * d;
   ReduceKernel<<<static_cast<unsigned>((n + 127) / 128), 128, 0, st>>>(partial, chunks, T, d, y);
@@ -617,16 +618,16 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   const int64_t words = (F + 31) / 32;
   stats_ = reinterpret_cast<int32_t*>(bits_ + tiles * words);
   const float be = sparse ? static_cast<float>(break_even) : -1.f;
-  const GraphKey key{x, y, neuron_thresholds, T, static_cast<int>(act), threshold, be,
-                     scratch_generation_};
+  const GraphKey key{x,         y,  neuron_thresholds,  T, static_cast<int>(act),
+                     threshold, be, scratch_generation_};
   // Replay: the same call on the same buffers as the captured one.
   const bool graphable = use_graphs_ && phase_ms == nullptr;
   if (graphable && graph_exec_ != nullptr && key == graph_key_) {
     CUDA_TRY(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec_), st));
   } else {
     if (graphable) CUDA_TRY(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    CUDA_TRY(cudaMemsetAsync(
-        bits_, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st));
+    CUDA_TRY(cudaMemsetAsync(bits_, 0,
+                             sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st));
     auto* wg = static_cast<const uint16_t*>(gate_);
     auto* wu = static_cast<const uint16_t*>(up_);
     auto* wd = static_cast<const uint16_t*>(down_t_);
