@@ -14,8 +14,11 @@ namespace sparsed {
 // Thread-safety: none; one per sequence.
 class IncrementalDetokenizer {
  public:
-  // `tokenizer` must outlive this object.
-  IncrementalDetokenizer(const Tokenizer* tokenizer, std::vector<std::string> stop_strings);
+  // `tokenizer` must outlive this object. `context`: ids just before the generated ones (the
+  // prompt's last token); the generated ids are decoded after it, so a first piece that starts
+  // a word keeps its leading space (SentencePiece drops it at the start of a text).
+  IncrementalDetokenizer(const Tokenizer* tokenizer, std::vector<std::string> stop_strings,
+                         std::vector<int32_t> context = {});
 
   struct Delta {
     std::string text;      // newly safe text
@@ -30,8 +33,13 @@ class IncrementalDetokenizer {
   const std::string& emitted() const { return emitted_; }
 
  private:
+  // The generated ids' text: decoded after the context, the context's own text removed.
+  absl::StatusOr<std::string> DecodeGenerated() const;
+
   const Tokenizer* tokenizer_;
   std::vector<std::string> stops_;
+  std::vector<int32_t> context_;
+  std::string context_text_;
   std::vector<int32_t> ids_;
   std::string emitted_;
 };

@@ -95,8 +95,12 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   s->arrival = s->id;
   s->sampler =
       std::make_unique<Sampler>(r.sampling, static_cast<uint64_t>(s->id) * 0x9e3779b97f4a7c15ull);
-  if (engine_->tokenizer())
-    s->detok = std::make_unique<IncrementalDetokenizer>(engine_->tokenizer(), r.stopping.stop);
+  if (engine_->tokenizer()) {
+    std::vector<int32_t> context;
+    if (!s->tokens.empty()) context.push_back(s->tokens.back());
+    s->detok =
+        std::make_unique<IncrementalDetokenizer>(engine_->tokenizer(), r.stopping.stop, context);
+  }
   s->req = std::move(r);
   ++queued_;
   queued_tokens_ += static_cast<int64_t>(s->tokens.size());

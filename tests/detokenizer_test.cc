@@ -54,6 +54,29 @@ TEST_F(Detok, StreamsUtf8SafeDeltasOneTokenAtATime) {
   EXPECT_EQ(streamed, text);
 }
 
+// A continuation keeps the space before its first word when decoded after the prompt's last
+// token; without context SentencePiece drops it.
+TEST_F(Detok, ContinuationKeepsItsLeadingSpaceAfterContext) {
+  auto ids = tok_->Encode("The quick brown fox");
+  ASSERT_TRUE(ids.ok());
+  ASSERT_GE(ids->size(), 2u);
+  const std::vector<int32_t> rest(ids->begin() + 1, ids->end());
+  auto first = tok_->Decode({ids->front()});
+  ASSERT_TRUE(first.ok());
+  IncrementalDetokenizer with(tok_, {}, {ids->front()});
+  IncrementalDetokenizer without(tok_, {});
+  std::string a, b;
+  for (int32_t id : rest) {
+    a += with.Push({id})->text;
+    b += without.Push({id})->text;
+  }
+  a += *with.Flush();
+  b += *without.Flush();
+  EXPECT_EQ(*first + a, "The quick brown fox");
+  EXPECT_EQ(a.front(), ' ') << a;
+  EXPECT_NE(b.front(), ' ') << b;
+}
+
 TEST_F(Detok, StopStringIsNotEmittedEvenAcrossTokens) {
   const std::string text = "The quick brown fox jumps over the lazy dog";
   auto ids = tok_->Encode(text);
