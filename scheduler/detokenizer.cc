@@ -27,32 +27,12 @@ size_t Utf8CompletePrefix(const std::string& s) {
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer,
                                                std::vector<std::string> stop_strings,
                                                std::vector<int32_t> context)
-    : tokenizer_(tokenizer), stops_(std::move(stop_strings)), context_(std::move(context)) {
-  auto text = context_.empty() ? absl::StatusOr<std::string>("") : tokenizer_->Decode(context_);
-  if (text.ok()) {
-    context_text_ = *std::move(text);
-  } else {
-    context_.clear();
-  }
-}
-
-absl::StatusOr<std::string> IncrementalDetokenizer::DecodeGenerated() const {
-  if (!context_.empty()) {
-    std::vector<int32_t> all = context_;
-    all.insert(all.end(), ids_.begin(), ids_.end());
-    auto full = tokenizer_->Decode(all);
-    if (!full.ok()) return full.status();
-    if (full->compare(0, context_text_.size(), context_text_) == 0) {
-      return full->substr(context_text_.size());
-    }
-  }
-  return tokenizer_->Decode(ids_);  // no context, or one that merged with the generated text
-}
+    : tokenizer_(tokenizer), stops_(std::move(stop_strings)), context_(std::move(context)) {}
 
 absl::StatusOr<IncrementalDetokenizer::Delta> IncrementalDetokenizer::Push(
     const std::vector<int32_t>& ids) {
   ids_.insert(ids_.end(), ids.begin(), ids.end());
-  auto full = DecodeGenerated();
+  auto full = tokenizer_->DecodeAfter(context_, ids_);
   if (!full.ok()) return full.status();
   std::string text = *std::move(full);
   Delta d;
@@ -97,7 +77,7 @@ absl::StatusOr<IncrementalDetokenizer::Delta> IncrementalDetokenizer::Push(
 }
 
 absl::StatusOr<std::string> IncrementalDetokenizer::Flush() {
-  auto full = DecodeGenerated();
+  auto full = tokenizer_->DecodeAfter(context_, ids_);
   if (!full.ok()) return full.status();
   std::string text = *std::move(full);
   size_t end = text.size();

@@ -33,13 +33,9 @@ class IncrementalDetokenizer {
   const std::string& emitted() const { return emitted_; }
 
  private:
-  // The generated ids' text: decoded after the context, the context's own text removed.
-  absl::StatusOr<std::string> DecodeGenerated() const;
-
   const Tokenizer* tokenizer_;
   std::vector<std::string> stops_;
   std::vector<int32_t> context_;
-  std::string context_text_;
   std::vector<int32_t> ids_;
   std::string emitted_;
 };

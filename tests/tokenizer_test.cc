@@ -32,6 +32,26 @@ TEST(Tokenizer, RoundTripsThroughTheLibrary) {
   EXPECT_EQ(*odd, "");
 }
 
+// A continuation decoded after its context keeps the space before its first word; the pieces
+// decoded alone lose it; an empty context is plain decoding.
+TEST(Tokenizer, DecodeAfterKeepsTheContinuationsLeadingSpace) {
+  auto dir = testing::MakeModel(SyntheticModelSpec{});
+  auto tok = Tokenizer::Load(dir->File("tokenizer.model"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  auto ids = (*tok)->Encode("The quick brown fox");
+  ASSERT_TRUE(ids.ok());
+  ASSERT_GE(ids->size(), 2u);
+  const std::vector<int32_t> first = {ids->front()};
+  const std::vector<int32_t> rest(ids->begin() + 1, ids->end());
+  auto after = (*tok)->DecodeAfter(first, rest);
+  auto alone = (*tok)->Decode(rest);
+  auto head = (*tok)->Decode(first);
+  ASSERT_TRUE(after.ok() && alone.ok() && head.ok());
+  EXPECT_EQ(*head + *after, "The quick brown fox");
+  EXPECT_EQ(*after, " " + *alone);
+  EXPECT_EQ(*(*tok)->DecodeAfter({}, rest), *alone);
+}
+
 TEST(Tokenizer, BadModelFileNamed) {
   testing::TempDir dir;
   std::ofstream(dir.File("tokenizer.model")) << "not a sentencepiece model";

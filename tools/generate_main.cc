@@ -92,7 +92,8 @@ int main(int argc, char** argv) {
     b.sequences[0].num_tokens = 1;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  auto text = e.tokenizer()->Decode(generated);
+  // Decoded after the prompt's last token, so the continuation keeps its leading space.
+  auto text = e.tokenizer()->DecodeAfter({prompt.back()}, generated);
   if (!text.ok()) return FailWith(text.status());
   std::printf("%s%s\n", absl::GetFlag(FLAGS_prompt).c_str(), text->c_str());
   std::fprintf(

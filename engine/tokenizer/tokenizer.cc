@@ -107,6 +107,20 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text) c
   return ids;
 }
 
+absl::StatusOr<std::string> Tokenizer::DecodeAfter(const std::vector<int32_t>& context,
+                                                   const std::vector<int32_t>& ids) const {
+  if (!context.empty()) {
+    auto prefix = Decode(context);
+    if (!prefix.ok()) return prefix.status();
+    std::vector<int32_t> all = context;
+    all.insert(all.end(), ids.begin(), ids.end());
+    auto full = Decode(all);
+    if (!full.ok()) return full.status();
+    if (full->compare(0, prefix->size(), *prefix) == 0) return full->substr(prefix->size());
+  }
+  return Decode(ids);
+}
+
 absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids) const {
   std::vector<int32_t> known;
   known.reserve(ids.size());

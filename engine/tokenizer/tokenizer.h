@@ -24,6 +24,12 @@ class Tokenizer {
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const;
   // Ids outside the tokenizer's vocabulary decode to nothing.
   absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const;
+  // The text of `ids` as it reads after `context` (e.g. a prompt's last token): decoded together,
+  // with the context's own text removed, so a first piece that starts a word keeps its leading
+  // space (SentencePiece drops it at the start of a text). Plain Decode(ids) when the context is
+  // empty or its text merges with the continuation's (byte pieces).
+  absl::StatusOr<std::string> DecodeAfter(const std::vector<int32_t>& context,
+                                          const std::vector<int32_t>& ids) const;
   int vocab_size() const;
   int bos_id() const;
   int eos_id() const;
