@@ -36,8 +36,8 @@ absl::StatusOr<std::vector<LayerCalibration>> CollectCalibration(
   std::vector<LayerCalibration> layers(L);
   for (int l = 0; l < L; ++l) {
     const int T = static_cast<int>(inputs[l].size() / d);
-    layers[l].activations =
-        ComputeLayerActivations(engine.backend(), engine.FfnOf(l), inputs[l].data(), T);
+    layers[l].activations = ComputeLayerActivations(engine.backend(), engine.FfnOf(l),
+                                                    inputs[l].data(), T, &engine.DownNorms(l));
     std::vector<float>().swap(inputs[l]);
     layers[l].epsilons = EpsilonGrid(layers[l].activations, grid_points);
     layers[l].cett =

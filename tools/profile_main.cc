@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
   int current_seq = 0;
   std::vector<uint8_t> active(F);
   e.set_ffn_observer([&](int l, const float* x, int T) {
-    const LayerActivations a = ComputeLayerActivations(e.backend(), e.FfnOf(l), x, T);
+    const LayerActivations a =
+        ComputeLayerActivations(e.backend(), e.FfnOf(l), x, T, &e.DownNorms(l));
     for (int t = 0; t < T; ++t) {
       for (int i = 0; i < F; ++i) {
         const float v = a.x1[static_cast<size_t>(t) * F + i];

@@ -22,7 +22,7 @@ std::vector<float> DownColumnNorms(const Matrix& down_t) {
 }
 
 LayerActivations ComputeLayerActivations(Backend& backend, const FfnLayer& layer, const float* x,
-                                         int T) {
+                                         int T, const std::vector<float>* down_norms) {
   LayerActivations a;
   a.tokens = T;
   a.neurons = layer.neurons();
@@ -39,7 +39,7 @@ LayerActivations ComputeLayerActivations(Backend& backend, const FfnLayer& layer
     const float act = Activate(a.x1[i], layer.activation, layer.threshold);
     a.x1[i] = gated ? act * up[i] : act;
   }
-  a.down_norms = DownColumnNorms(*layer.down_t);
+  a.down_norms = down_norms ? *down_norms : DownColumnNorms(*layer.down_t);
   return a;
 }
 

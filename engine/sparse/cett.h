@@ -21,8 +21,10 @@ struct LayerActivations {
 };
 
 // Runs the layer's gate/up on x [T × d] through `backend` (host memory: the CPU backend).
+// `down_norms`, when given, are the layer's DownColumnNorms (callers that run many batches cache
+// them, e.g. Engine::DownNorms); otherwise they are computed here.
 LayerActivations ComputeLayerActivations(Backend& backend, const FfnLayer& layer, const float* x,
-                                         int T);
+                                         int T, const std::vector<float>* down_norms = nullptr);
 
 // CETT(ε) averaged over the tokens. Reads the down weights row by row (exact, fp32 sums).
 double Cett(const LayerActivations& a, const Matrix& down_t, double epsilon);
