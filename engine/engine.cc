@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "engine/backend/device.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/fingerprint.h"
 #include "engine/sparse/cett.h"
@@ -26,14 +27,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     ASSIGN_OR_RETURN(e->mode_, ParseSparsityMode(options.sparsity_mode));
   }
   ASSIGN_OR_RETURN(e->fingerprint_, ModelFingerprint(*e->checkpoint_));
-  e->backend_ = MakeCpuBackend(options.backend);
+  ASSIGN_OR_RETURN(e->backend_, MakeBackend(options.device, options.backend));
   std::vector<const Matrix*> mats = {&e->weights_.embed, &e->weights_.lm_head};
   for (const LayerWeights& l : e->weights_.layers) {
-    for (const Matrix* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down_t}) {
+    for (const Matrix* m : {&l.q, &l.k, &l.v, &l.o}) {
       if (m->data) mats.push_back(m);
     }
   }
   RETURN_IF_ERROR(e->backend_->PrepareWeights(mats));
+  for (int l = 0; l < c.num_layers; ++l) RETURN_IF_ERROR(e->backend_->PrepareFfn(e->FfnOf(l)));
 
   if (options.kv_block_size <= 0)
     return absl::InvalidArgumentError("kv_block_size must be positive");
@@ -225,6 +227,8 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
   AttentionBatch ab{T, positions.data(), tables.data()};
 
   Backend& b = *backend_;
+  b.BeginStep(ab, cos.data(), sin.data());
+  std::vector<float> observed;  // the observer's host copy on device backends
   float* x = hidden_.get();
   b.Embed(weights_.embed, batch.token_ids.data(), T, static_cast<float>(c.scale_emb), x);
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -243,7 +247,13 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
     b.RmsNorm(x, w.ffn_norm.data(), T, d, eps, normed_.get());
     FfnLayer fl = FfnOf(l);
     if (mode_ == SparsityMode::kThreshold) fl.neuron_thresholds = neuron_thresholds_[l].data();
-    if (ffn_observer_) ffn_observer_(l, normed_.get(), T);
+    if (ffn_observer_ && b.name() == "cpu") {
+      ffn_observer_(l, normed_.get(), T);
+    } else if (ffn_observer_) {
+      observed.resize(static_cast<size_t>(T) * d);
+      b.CopyToHost(normed_.get(), observed.size(), observed.data());
+      ffn_observer_(l, observed.data(), T);
+    }
     b.Ffn(fl, normed_.get(), T, mode_, proj_.get(), &out.layer_stats[l]);
     b.AddScaled(x, proj_.get(), static_cast<size_t>(T) * d, rs);
   }
@@ -257,10 +267,11 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
     b.MatMul(logits_in_.get(), n, weights_.lm_head, logits_.get());
     out.logits.resize(static_cast<size_t>(n) * c.vocab_size);
     b.CopyToHost(logits_.get(), out.logits.size(), out.logits.data());
-    if (c.logit_scale != 1.0) {
-      const float ls = static_cast<float>(c.logit_scale);
-      for (float& v : out.logits) v *= ls;
-    }
+  }
+  RETURN_IF_ERROR(b.FinishStep());
+  if (c.logit_scale != 1.0) {
+    const float ls = static_cast<float>(c.logit_scale);
+    for (float& v : out.logits) v *= ls;
   }
   return out;
 }

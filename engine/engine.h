@@ -27,6 +27,7 @@ struct EngineOptions {
   int kv_blocks = 0;  // 0: derived from kv_cache_bytes
   int64_t kv_cache_bytes = 256ll << 20;
   bool load_tokenizer = true;  // false: no tokenizer.model needed (kernel benchmarks)
+  std::string device = "cpu";  // "cpu" | "cuda" (resolve "auto" with ResolveDevice first)
   BackendOptions backend;
   ProgressFn progress;  // model-load progress
 };
@@ -84,7 +85,7 @@ class Engine {
   FfnLayer FfnOf(int layer) const;
   // ‖W_down[:, i]‖ per layer (computed on first use).
   const std::vector<float>& DownNorms(int layer);
-  // CPU backend only (the observer reads host memory); null to remove.
+  // The observer gets host memory (copied from the device on CUDA); null to remove.
   void set_ffn_observer(FfnInputObserver observer) { ffn_observer_ = std::move(observer); }
   int kv_blocks() const { return kv_shape_.blocks; }
   int kv_block_size() const { return kv_shape_.block_size; }

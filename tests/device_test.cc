@@ -15,22 +15,35 @@ TEST(Device, CpuOnRequest) {
   EXPECT_EQ(d->device, "cpu");
 }
 
-TEST(Device, AutoFallsBackToCpuAndSaysWhy) {
+// Whether this machine has a usable CUDA device and library (what ResolveDevice("cuda") says).
+bool HaveCuda() { return ResolveDevice("cuda").ok(); }
+
+TEST(Device, AutoPicksCudaOrFallsBackToCpuAndSaysWhy) {
   auto d = ResolveDevice("auto");
   ASSERT_TRUE(d.ok()) << d.status();
-  EXPECT_EQ(d->device, "cpu");  // the CUDA forward pass is not built yet, GPU or not
+  EXPECT_EQ(d->device, HaveCuda() ? "cuda" : "cpu");
   EXPECT_FALSE(d->reason.empty());
+  if (d->device == "cpu") {
+    EXPECT_THAT(d->reason, HasSubstr("no CUDA device"));
+  }
 }
 
-TEST(Device, CudaFailsClearly) {
+TEST(Device, CudaFailsClearlyWithoutADevice) {
+  if (HaveCuda()) GTEST_SKIP() << "a CUDA device is present";
   auto d = ResolveDevice("cuda");
   ASSERT_FALSE(d.ok());
-  // No GPU (or no CUDA library): FAILED_PRECONDITION; a GPU: UNIMPLEMENTED until the forward
-  // pass exists. Either way the message names the flag.
-  EXPECT_TRUE(d.status().code() == absl::StatusCode::kFailedPrecondition ||
-              d.status().code() == absl::StatusCode::kUnimplemented)
-      << d.status();
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kFailedPrecondition) << d.status();
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("--device=cuda"));
+  auto b = MakeBackend("cuda", BackendOptions{});
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kFailedPrecondition) << b.status();
+}
+
+TEST(Device, MakesTheCpuBackend) {
+  auto b = MakeBackend("cpu", BackendOptions{});
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->name(), "cpu");
+  EXPECT_EQ(MakeBackend("tpu", BackendOptions{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Device, UnknownIsInvalid) {

@@ -49,6 +49,8 @@ class Backend {
 
   virtual absl::StatusOr<DeviceBuffer> Alloc(size_t floats) = 0;
   virtual void CopyToHost(const float* src, size_t n, float* dst) = 0;
+  // dst (a buffer of this backend) ← host src, n floats.
+  virtual void CopyFromHost(const float* src, size_t n, float* dst) = 0;
   // Makes the matrices usable by this backend (upload, layout); called once at load.
   virtual absl::Status PrepareWeights(const std::vector<const Matrix*>& matrices) = 0;
   // Allocates the paged KV cache.
@@ -75,9 +77,21 @@ class Backend {
   virtual void Attention(int layer, const float* q, const float* k, const float* v,
                          const AttentionBatch& batch, int heads, float* out) = 0;
   // y [T × d] = FFN(x [T × d]); exact mode skips inactive neurons through union sparse GEMMs.
-  // A token's y is bitwise the same whatever the other T − 1 rows hold.
+  // A token's y is bitwise the same whatever the other T − 1 rows hold. `stats` is complete once
+  // FinishStep() has returned.
   virtual void Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
                    FfnStats* stats) = 0;
+
+  // Optional hooks around the engine's step; the defaults do nothing.
+  // Called once per FFN layer at load (after PrepareWeights), so a device backend can upload the
+  // layer's weights in its own layout; errors name what the backend cannot run.
+  virtual absl::Status PrepareFfn(const FfnLayer&) { return absl::OkStatus(); }
+  // Called before a step's first operation with the host data the step's Rope and Attention
+  // calls will pass, so a device backend uploads it once instead of once per layer.
+  virtual void BeginStep(const AttentionBatch&, const float* /*cos*/, const float* /*sin*/) {}
+  // Called after a step's last operation: waits for the device, completes FfnStats, and reports
+  // the first error any operation of the step met (the void operations cannot).
+  virtual absl::Status FinishStep() { return absl::OkStatus(); }
 };
 
 struct BackendOptions {
@@ -85,6 +99,9 @@ struct BackendOptions {
   std::string cpu_isa;  // CPU: force "avx512" | "avx2" | "generic"
   double dense_break_even =
       -1;  // union ratio above which exact mode runs dense; <0 = backend default
+  // CUDA: FFN calls of at least this many tokens run dense cuBLAS GEMMs (bf16 tensor cores; faster
+  // for large batches, but a token's result then depends on the batch size). 0 = never.
+  int cublas_min_tokens = 0;
 };
 
 std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options);

@@ -50,10 +50,33 @@ absl::StatusOr<DeviceChoice> ResolveDevice(const std::string& flag) {
     if (flag == "cuda") return absl::FailedPreconditionError(absl::StrCat("--device=cuda: ", why));
     return DeviceChoice{"cpu", absl::StrCat("no CUDA device (", why, ")")};
   }
-  const std::string not_built =
-      absl::StrCat("found ", name, ", but the CUDA forward pass is not built yet");
-  if (flag == "cuda") return absl::UnimplementedError(absl::StrCat("--device=cuda: ", not_built));
-  return DeviceChoice{"cpu", not_built};
+  return DeviceChoice{"cuda", absl::StrCat(flag == "cuda" ? "requested, " : "", "found ", name)};
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device,
+                                                     const BackendOptions& options) {
+  if (device == "cpu") return MakeCpuBackend(options);
+  if (device != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown device '", device, "'"));
+  }
+  for (const std::string& path : PluginCandidates("libsparsed_cuda.so")) {
+    if (!std::filesystem::exists(path)) continue;
+    // Never closed: the backend's code lives in the library.
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot load ", path, ": ", dlerror()));
+    }
+    using MakeFn = void* (*)(const BackendOptions*, char*, int);
+    auto make = reinterpret_cast<MakeFn>(dlsym(lib, "sparsed_cuda_make_backend"));
+    if (make == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(path, " lacks sparsed_cuda_make_backend"));
+    }
+    char msg[256] = {0};
+    void* b = make(&options, msg, sizeof msg);
+    if (b == nullptr) return absl::FailedPreconditionError(absl::StrCat("CUDA backend: ", msg));
+    return std::unique_ptr<Backend>(static_cast<Backend*>(b));
+  }
+  return absl::FailedPreconditionError("the CUDA backend library is not installed");
 }
 
 }  // namespace sparsed

@@ -27,6 +27,10 @@ inline float RefAct(float g, cuda::FfnActivation a, float thr) {
       return g >= thr && g > 0 ? g : 0;
     case cuda::FfnActivation::kSilu:
       return g / (1 + std::exp(-g));
+    case cuda::FfnActivation::kGelu:
+      return 0.5f * g * (1 + std::erf(g * 0.70710678118654752f));
+    case cuda::FfnActivation::kGeluTanh:
+      return 0.5f * g * (1 + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
   }
   return g;
 }

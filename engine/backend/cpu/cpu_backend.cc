@@ -52,6 +52,10 @@ void CpuBackend::CopyToHost(const float* src, size_t n, float* dst) {
   std::memcpy(dst, src, n * sizeof(float));
 }
 
+void CpuBackend::CopyFromHost(const float* src, size_t n, float* dst) {
+  std::memcpy(dst, src, n * sizeof(float));
+}
+
 absl::Status CpuBackend::AllocKvCache(const KvCacheShape& shape) {
   kv_shape_ = shape;
   const size_t n = shape.BytesPerBlock() / sizeof(float) * shape.blocks;

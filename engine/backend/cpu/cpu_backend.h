@@ -20,6 +20,7 @@ class CpuBackend final : public Backend {
   std::string Describe() const override;
   absl::StatusOr<DeviceBuffer> Alloc(size_t floats) override;
   void CopyToHost(const float* src, size_t n, float* dst) override;
+  void CopyFromHost(const float* src, size_t n, float* dst) override;
   absl::Status PrepareWeights(const std::vector<const Matrix*>&) override {
     return absl::OkStatus();
   }

@@ -35,7 +35,7 @@ constexpr int kChunkNeurons = 128;  // fixes the summation order of the down pro
 // "" when a usable CUDA device is present, else why not (driver missing, no device, ...).
 std::string ProbeDevice(std::string* device_name = nullptr);
 
-enum class FfnActivation { kRelu, kRelu2, kFatRelu, kSilu };
+enum class FfnActivation { kRelu, kRelu2, kFatRelu, kSilu, kGelu, kGeluTanh };
 
 struct FfnShape {
   int64_t neurons = 0;  // F
@@ -72,6 +72,10 @@ class CudaFfn {
   std::string Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
                   double break_even, float* y, std::vector<FfnTileStats>* stats,
                   std::vector<float>* phase_ms = nullptr, const float* neuron_thresholds = nullptr);
+
+  // Tile stats of the last Run() (synchronises its stream); lets a caller run every layer of a
+  // step before reading any of them back.
+  std::string ReadStats(std::vector<FfnTileStats>* stats);
 
   // Dense reference the way a dense server computes it: bf16 activations, cuBLAS GEMMs
   // (tensor cores), fused act·up. x_bf16 [T × d] and y_bf16 [T × d] are device bf16 buffers.
@@ -114,6 +118,7 @@ class CudaFfn {
   GraphKey graph_key_;
   bool use_graphs_ = true;
   int64_t scratch_generation_ = 0;
+  int last_tiles_ = 0;
   void* gate_ = nullptr;
   void* up_ = nullptr;
   void* down_t_ = nullptr;

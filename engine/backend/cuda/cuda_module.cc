@@ -1,7 +1,9 @@
 // C entry points of libsparsed_cuda.so, the CUDA backend the engine loads with dlopen.
+#include <algorithm>
 #include <cstring>
 #include <string>
 
+#include "engine/backend/cuda/cuda_backend.h"
 #include "engine/backend/cuda/cuda_ffn.h"
 
 namespace {
@@ -26,5 +28,16 @@ int sparsed_cuda_probe(char* msg, int msg_cap, char* device, int device_cap) {
   }
   Copy(name, device, device_cap);
   return 0;
+}
+
+// A new CUDA backend (a sparsed::Backend*, owned by the caller and deleted through its virtual
+// destructor), or null with the reason in `msg`.
+void* sparsed_cuda_make_backend(const sparsed::BackendOptions* options, char* msg, int msg_cap) {
+  auto b = sparsed::CudaBackend::Create(*options);
+  if (!b.ok()) {
+    Copy(std::string(b.status().message()), msg, msg_cap);
+    return nullptr;
+  }
+  return static_cast<sparsed::Backend*>(b->release());
 }
 }

@@ -1,0 +1,475 @@
+#include "engine/backend/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/common/dtype.h"
+
+namespace sparsed {
+namespace {
+
+// Exact mode's union ratio above which a tile reads every row (the gathered kernels lose their
+// edge there; ffn_gpu_bench's every-row rows).
+constexpr double kDefaultCudaBreakEven = 0.9;
+
+std::string Err(const char* what, cudaError_t e) {
+  return absl::StrCat(what, ": ", cudaGetErrorString(e));
+}
+
+absl::StatusOr<cuda::FfnActivation> ToCuda(Activation a) {
+  switch (a) {
+    case Activation::kRelu:
+      return cuda::FfnActivation::kRelu;
+    case Activation::kRelu2:
+      return cuda::FfnActivation::kRelu2;
+    case Activation::kFatRelu:
+      return cuda::FfnActivation::kFatRelu;
+    case Activation::kSilu:
+      return cuda::FfnActivation::kSilu;
+    case Activation::kGelu:
+      return cuda::FfnActivation::kGelu;
+    case Activation::kGeluTanh:
+      return cuda::FfnActivation::kGeluTanh;
+  }
+  return absl::InvalidArgumentError("unknown activation");
+}
+
+// The matrix as bf16 bits (a view when it already is bf16).
+const uint16_t* AsBf16(const Matrix& m, std::vector<uint16_t>* storage) {
+  if (m.dtype == DType::kBF16) return static_cast<const uint16_t*>(m.data);
+  const size_t n = static_cast<size_t>(m.rows * m.cols);
+  storage->resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const float f = m.dtype == DType::kF32 ? static_cast<const float*>(m.data)[i]
+                                           : F16ToF32(static_cast<const uint16_t*>(m.data)[i]);
+    (*storage)[i] = F32ToBf16(f);
+  }
+  return storage->data();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& options) {
+  std::string name;
+  if (const std::string why = cuda::ProbeDevice(&name); !why.empty()) {
+    return absl::FailedPreconditionError(why);
+  }
+  auto b = std::unique_ptr<CudaBackend>(new CudaBackend(options));
+  cudaDeviceProp p{};
+  if (const cudaError_t e = cudaGetDeviceProperties(&p, 0); e != cudaSuccess) {
+    return absl::FailedPreconditionError(Err("cudaGetDeviceProperties", e));
+  }
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  b->description_ =
+      absl::StrFormat("cuda %s sm_%d%d, %d SMs, %.1f GiB free of %.1f", p.name, p.major, p.minor,
+                      p.multiProcessorCount, free_b / 1073741824.0, total_b / 1073741824.0);
+  return b;
+}
+
+CudaBackend::~CudaBackend() {
+  cudaDeviceSynchronize();
+  ffns_.clear();
+  for (auto& [host, dev] : weights_) cudaFree(dev);
+  for (auto& [host, u] : vectors_) cudaFree(u.device);
+  for (Scratch* s : {&ints_, &trig_, &ids_, &rows_, &x_bf16_, &y_bf16_}) cudaFree(s->p);
+  cudaFree(kv_);
+}
+
+bool CudaBackend::Failed(const std::string& error) {
+  if (!error.empty() && error_.empty()) error_ = error;
+  return !error_.empty();
+}
+
+void* CudaBackend::Grow(Scratch& s, size_t bytes) {
+  if (bytes <= s.bytes) return s.p;
+  cudaFree(s.p);
+  s.p = nullptr;
+  s.bytes = 0;
+  const size_t want = std::max<size_t>(bytes, 2 * s.bytes);
+  if (const cudaError_t e = cudaMalloc(&s.p, want); e != cudaSuccess) {
+    Failed(absl::StrCat("cannot allocate ", want,
+                        " bytes of device scratch: ", cudaGetErrorString(e)));
+    s.p = nullptr;
+    return nullptr;
+  }
+  s.bytes = want;
+  return s.p;
+}
+
+absl::StatusOr<DeviceBuffer> CudaBackend::Alloc(size_t floats) {
+  void* p = nullptr;
+  const size_t bytes = std::max<size_t>(floats, 1) * sizeof(float);
+  if (const cudaError_t e = cudaMalloc(&p, bytes); e != cudaSuccess) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot allocate ", bytes, " bytes of device memory: ", cudaGetErrorString(e)));
+  }
+  cudaMemset(p, 0, bytes);
+  return DeviceBuffer(static_cast<float*>(p), [](float* f) { cudaFree(f); });
+}
+
+void CudaBackend::CopyToHost(const float* src, size_t n, float* dst) {
+  if (!error_.empty()) {
+    std::fill(dst, dst + n, 0.f);
+    return;
+  }
+  if (const cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost);
+      e != cudaSuccess) {
+    Failed(Err("copying results to the host", e));
+  }
+}
+
+void CudaBackend::CopyFromHost(const float* src, size_t n, float* dst) {
+  if (!error_.empty()) return;
+  if (const cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice);
+      e != cudaSuccess) {
+    Failed(Err("copying inputs to the device", e));
+  }
+}
+
+const uint16_t* CudaBackend::DeviceWeights(const Matrix& m) {
+  auto it = weights_.find(m.data);
+  if (it != weights_.end()) return static_cast<const uint16_t*>(it->second);
+  std::vector<uint16_t> storage;
+  const uint16_t* src = AsBf16(m, &storage);
+  void* dev = nullptr;
+  const size_t bytes = static_cast<size_t>(m.rows * m.cols) * 2;
+  if (const cudaError_t e = cudaMalloc(&dev, bytes); e != cudaSuccess) {
+    Failed(absl::StrCat("cannot allocate ", bytes, " bytes for a ", m.rows, "×", m.cols,
+                        " weight matrix: ", cudaGetErrorString(e)));
+    return nullptr;
+  }
+  if (const cudaError_t e = cudaMemcpy(dev, src, bytes, cudaMemcpyHostToDevice); e != cudaSuccess) {
+    cudaFree(dev);
+    Failed(Err("uploading weights", e));
+    return nullptr;
+  }
+  weights_[m.data] = dev;
+  return static_cast<const uint16_t*>(dev);
+}
+
+const float* CudaBackend::DeviceVector(const float* host, size_t n, bool check_contents) {
+  auto it = vectors_.find(host);
+  if (it != vectors_.end() && it->second.host.size() == n &&
+      (!check_contents || std::memcmp(it->second.host.data(), host, n * sizeof(float)) == 0)) {
+    return static_cast<const float*>(it->second.device);
+  }
+  Uploaded& u = vectors_[host];
+  if (u.host.size() != n) {
+    cudaFree(u.device);
+    u.device = nullptr;
+    if (const cudaError_t e = cudaMalloc(&u.device, std::max<size_t>(n, 1) * sizeof(float));
+        e != cudaSuccess) {
+      vectors_.erase(host);
+      Failed(Err("allocating a weight vector", e));
+      return nullptr;
+    }
+  }
+  u.host.assign(host, host + n);
+  if (const cudaError_t e = cudaMemcpy(u.device, host, n * sizeof(float), cudaMemcpyHostToDevice);
+      e != cudaSuccess) {
+    Failed(Err("uploading a weight vector", e));
+    return nullptr;
+  }
+  return static_cast<const float*>(u.device);
+}
+
+absl::Status CudaBackend::PrepareWeights(const std::vector<const Matrix*>& matrices) {
+  for (const Matrix* m : matrices) {
+    if (m->cols % 8 != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the CUDA backend needs weight rows of a multiple of 8 elements; a ",
+                       m->rows, "×", m->cols, " matrix has ", m->cols));
+    }
+    DeviceWeights(*m);
+    if (!error_.empty()) return absl::ResourceExhaustedError(std::exchange(error_, ""));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
+  if (layer.gate == nullptr) {
+    return absl::UnimplementedError(
+        "the CUDA backend runs gated FFNs (gate, up, down) only; this model has no gate_proj");
+  }
+  if (auto act = ToCuda(layer.activation); !act.ok()) return act.status();
+  if (ffns_.count(layer.up->data)) return absl::OkStatus();
+  std::vector<uint16_t> g, u, d;
+  std::string error;
+  cuda::FfnShape shape{layer.neurons(), layer.hidden()};
+  auto f = cuda::CudaFfn::Create(shape, AsBf16(*layer.gate, &g), AsBf16(*layer.up, &u),
+                                 AsBf16(*layer.down_t, &d), &error);
+  if (!f) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot place an FFN layer (", shape.neurons,
+                                                     "×", shape.hidden, ") on the GPU: ", error));
+  }
+  ffns_[layer.up->data] = std::move(f);
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::AllocKvCache(const KvCacheShape& shape) {
+  cudaFree(kv_);
+  kv_ = nullptr;
+  const size_t bytes = shape.BytesPerBlock() * shape.blocks;
+  if (const cudaError_t e = cudaMalloc(&kv_, bytes); e != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate a KV cache of ", bytes >> 20,
+                                                     " MiB on the GPU (", free_b >> 20,
+                                                     " MiB free): lower --kv_cache_mb"));
+  }
+  cudaMemset(kv_, 0, bytes);
+  kv_shape_ = shape;
+  max_attention_positions_ = cuda::MaxAttentionPositions(shape.head_dim);
+  return absl::OkStatus();
+}
+
+cuda::PagedLayer CudaBackend::Layer(int layer) const {
+  const size_t plane = kv_shape_.BytesPerBlock() / 2 / kv_shape_.layers / sizeof(float) *
+                       static_cast<size_t>(kv_shape_.blocks);
+  float* base = static_cast<float*>(kv_) + static_cast<size_t>(layer) * 2 * plane;
+  return {base, base + plane, kv_shape_.block_size, kv_shape_.kv_heads, kv_shape_.head_dim};
+}
+
+void CudaBackend::Embed(const Matrix& table, const int32_t* ids, int T, float scale, float* out) {
+  if (!error_.empty()) return;
+  const uint16_t* w = DeviceWeights(table);
+  auto* dev = static_cast<int32_t*>(Grow(ids_, sizeof(int32_t) * T));
+  if (!w || !dev) return;
+  if (const cudaError_t e = cudaMemcpy(dev, ids, sizeof(int32_t) * T, cudaMemcpyHostToDevice);
+      e != cudaSuccess) {
+    Failed(Err("uploading token ids", e));
+    return;
+  }
+  Failed(cuda::Embed(w, table.cols, dev, T, scale, out));
+}
+
+void CudaBackend::RmsNorm(const float* x, const float* weight, int T, int d, float eps,
+                          float* out) {
+  if (!error_.empty()) return;
+  const float* w = DeviceVector(weight, d, /*check_contents=*/false);
+  if (w) Failed(cuda::RmsNorm(x, w, T, d, eps, out));
+}
+
+void CudaBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
+  if (!error_.empty()) return;
+  const uint16_t* dw = DeviceWeights(w);
+  if (dw) Failed(cuda::MatMul(x, T, dw, w.cols, nullptr, w.rows, y));
+}
+
+void CudaBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows,
+                             int n_rows, float* y) {
+  if (!error_.empty()) return;
+  const uint16_t* dw = DeviceWeights(w);
+  auto* dev = static_cast<int32_t*>(Grow(rows_, sizeof(int32_t) * std::max(n_rows, 1)));
+  if (!dw || !dev) return;
+  if (const cudaError_t e = cudaMemcpy(dev, rows, sizeof(int32_t) * n_rows, cudaMemcpyHostToDevice);
+      e != cudaSuccess) {
+    Failed(Err("uploading row ids", e));
+    return;
+  }
+  Failed(cuda::MatMul(x, T, dw, w.cols, dev, n_rows, y));
+}
+
+void CudaBackend::AddScaled(float* y, const float* x, size_t n, float scale) {
+  if (!error_.empty()) return;
+  Failed(cuda::AddScaled(y, x, n, scale));
+}
+
+bool CudaBackend::UploadTrig(const float* cos, const float* sin, int T) {
+  const size_t n = static_cast<size_t>(T) * (kv_shape_.head_dim / 2);
+  auto* dev = static_cast<float*>(Grow(trig_, 2 * n * sizeof(float)));
+  if (!dev) return false;
+  if (cudaMemcpy(dev, cos, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess ||
+      cudaMemcpy(dev + n, sin, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) {
+    Failed(Err("uploading rotary tables", cudaGetLastError()));
+    return false;
+  }
+  step_.cos_host = cos;
+  step_.cos = dev;
+  step_.sin = dev + n;
+  return true;
+}
+
+bool CudaBackend::UploadAttention(const AttentionBatch& batch) {
+  const int T = batch.num_tokens, bs = kv_shape_.block_size;
+  // [positions T][slots T][table_start T][tables...]; tokens of one sequence share its table.
+  std::vector<int32_t> h(3 * static_cast<size_t>(T));
+  std::unordered_map<const std::vector<int32_t>*, int32_t> start;
+  int max_len = 0;
+  for (int t = 0; t < T; ++t) {
+    const std::vector<int32_t>* table = batch.block_tables[t];
+    const int32_t pos = batch.positions[t];
+    h[t] = pos;
+    h[T + t] = (*table)[pos / bs] * bs + pos % bs;
+    auto [it, fresh] = start.emplace(table, static_cast<int32_t>(h.size()));
+    if (fresh) h.insert(h.end(), table->begin(), table->end());
+    h[2 * T + t] = it->second - 3 * T;
+    max_len = std::max(max_len, pos + 1);
+  }
+  if (max_len > max_attention_positions_) {
+    Failed(absl::StrCat("a sequence reaches position ", max_len - 1,
+                        "; the CUDA attention kernel holds at most ", max_attention_positions_,
+                        " positions on this device"));
+    return false;
+  }
+  auto* dev = static_cast<int32_t*>(Grow(ints_, h.size() * sizeof(int32_t)));
+  if (!dev) return false;
+  if (const cudaError_t e =
+          cudaMemcpy(dev, h.data(), h.size() * sizeof(int32_t), cudaMemcpyHostToDevice);
+      e != cudaSuccess) {
+    Failed(Err("uploading block tables", e));
+    return false;
+  }
+  step_.positions_host = batch.positions;
+  step_.T = T;
+  step_.max_len = max_len;
+  step_.positions = dev;
+  step_.slots = dev + T;
+  step_.table_start = dev + 2 * T;
+  step_.tables = dev + 3 * T;
+  return true;
+}
+
+void CudaBackend::BeginStep(const AttentionBatch& batch, const float* cos, const float* sin) {
+  if (!error_.empty()) return;
+  step_active_ = UploadAttention(batch) && UploadTrig(cos, sin, batch.num_tokens);
+}
+
+void CudaBackend::Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
+                       int kv_heads, int head_dim) {
+  if (!error_.empty()) return;
+  if (!(step_active_ && step_.cos_host == cos && step_.T == T) && !UploadTrig(cos, sin, T)) return;
+  Failed(cuda::Rope(q, k, step_.cos, step_.sin, T, heads, kv_heads, head_dim));
+}
+
+void CudaBackend::Attention(int layer, const float* q, const float* k, const float* v,
+                            const AttentionBatch& batch, int heads, float* out) {
+  if (!error_.empty()) return;
+  if (!(step_active_ && step_.positions_host == batch.positions && step_.T == batch.num_tokens) &&
+      !UploadAttention(batch)) {
+    return;
+  }
+  const cuda::PagedLayer pl = Layer(layer);
+  if (Failed(cuda::WriteKv(pl, k, v, step_.slots, batch.num_tokens))) return;
+  Failed(cuda::Attention(pl, q, step_.positions, step_.table_start, step_.tables, batch.num_tokens,
+                         heads, step_.max_len, out));
+}
+
+cuda::CudaFfn* CudaBackend::FfnFor(const FfnLayer& layer) {
+  auto it = ffns_.find(layer.up->data);
+  if (it == ffns_.end()) {
+    if (const absl::Status s = PrepareFfn(layer); !s.ok()) {
+      Failed(std::string(s.message()));
+      return nullptr;
+    }
+    it = ffns_.find(layer.up->data);
+  }
+  return it->second.get();
+}
+
+void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
+                      FfnStats* stats) {
+  if (!error_.empty() || T <= 0) return;
+  cuda::CudaFfn* f = FfnFor(layer);
+  if (!f) return;
+  const cuda::FfnActivation act = *ToCuda(layer.activation);
+  const int64_t F = layer.neurons(), d = layer.hidden();
+  if (stats) *stats = FfnStats{T, F, 0, 0, 0, true};
+  const int min_cublas = options_.cublas_min_tokens;
+  if (mode != SparsityMode::kThreshold && min_cublas > 0 &&
+      (mode == SparsityMode::kOff || T >= min_cublas)) {
+    // Dense cuBLAS: bf16 activations in and out, as a dense server computes it.
+    void* xb = Grow(x_bf16_, static_cast<size_t>(T) * d * 2);
+    void* yb = Grow(y_bf16_, static_cast<size_t>(T) * d * 2);
+    if (!xb || !yb) return;
+    if (Failed(cuda::ConvertToBf16(x, xb, static_cast<size_t>(T) * d))) return;
+    if (Failed(f->RunDenseCublas(xb, T, act, layer.threshold, yb))) return;
+    Failed(cuda::Bf16ToF32(yb, y, static_cast<size_t>(T) * d));
+    if (stats) {
+      stats->active_sum = T * F;  // not counted on this path
+      stats->union_size = F;
+    }
+    return;
+  }
+  const float* thresholds = nullptr;
+  if (mode == SparsityMode::kThreshold) {
+    if (layer.neuron_thresholds == nullptr) {
+      Failed("threshold mode without neuron thresholds");
+      return;
+    }
+    thresholds = DeviceVector(layer.neuron_thresholds, F, /*check_contents=*/true);
+    if (!thresholds) return;
+  }
+  const double be =
+      options_.dense_break_even >= 0 ? options_.dense_break_even : kDefaultCudaBreakEven;
+  const bool sparse = mode != SparsityMode::kOff;
+  if (T <= kFfnSlabTokens) {
+    if (Failed(f->Run(x, T, act, layer.threshold, sparse, be, y, nullptr, nullptr, thresholds))) {
+      return;
+    }
+    if (stats) pending_.push_back({f, stats});
+    return;
+  }
+  // Long prompts: slabs of whole token tiles, each with its own unions.
+  std::vector<cuda::FfnTileStats> tiles;
+  int64_t union_sum = 0, n_tiles = 0;
+  bool dense = true;
+  for (int s = 0; s < T; s += kFfnSlabTokens) {
+    const int n = std::min(kFfnSlabTokens, T - s);
+    if (Failed(f->Run(x + static_cast<size_t>(s) * d, n, act, layer.threshold, sparse, be,
+                      y + static_cast<size_t>(s) * d, stats ? &tiles : nullptr, nullptr,
+                      thresholds))) {
+      return;
+    }
+    for (const cuda::FfnTileStats& t : tiles) {
+      if (stats) stats->active_sum += t.active_sum;
+      union_sum += t.union_size;
+      dense = dense && t.union_size == F;
+      ++n_tiles;
+    }
+  }
+  if (stats && n_tiles) {
+    stats->union_size = union_sum / n_tiles;
+    stats->rows_skipped = F - stats->union_size;
+    stats->dense = dense;
+  }
+}
+
+absl::Status CudaBackend::FinishStep() {
+  step_active_ = false;
+  if (error_.empty()) {
+    if (const cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
+      Failed(Err("the GPU step failed", e));
+    }
+  }
+  if (error_.empty()) {
+    std::vector<cuda::FfnTileStats> tiles;
+    for (const PendingStats& p : pending_) {
+      if (Failed(p.ffn->ReadStats(&tiles))) break;
+      FfnStats& s = *p.stats;
+      int64_t union_sum = 0;
+      bool dense = true;
+      for (const cuda::FfnTileStats& t : tiles) {
+        s.active_sum += t.active_sum;
+        union_sum += t.union_size;
+        dense = dense && t.union_size == s.neurons;
+      }
+      if (!tiles.empty()) {
+        s.union_size = union_sum / static_cast<int64_t>(tiles.size());
+        s.rows_skipped = s.neurons - s.union_size;
+        s.dense = dense;
+      }
+    }
+  }
+  pending_.clear();
+  if (error_.empty()) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("CUDA backend: ", std::exchange(error_, "")));
+}
+
+}  // namespace sparsed

@@ -1,0 +1,116 @@
+// The CUDA backend: the whole forward pass on one GPU, behind the Backend interface.
+//
+// Weights are uploaded once, as bf16 (fp32 and fp16 checkpoints are rounded at upload);
+// activations, the paged KV cache and all arithmetic are fp32. Dense products and attention run
+// in our own kernels (cuda_ops.h) and the FFN in the union sparse kernels (cuda_ffn.h), all with
+// reduction orders fixed by the shapes, so a sequence's output is bitwise the same whatever its
+// batch-mates — unless BackendOptions::cublas_min_tokens routes large FFN calls to cuBLAS.
+//
+// Operations are asynchronous: they queue work on the device and record the first error; the
+// engine's FinishStep() waits for the device and returns that error. This library is loaded with
+// dlopen (libsparsed_cuda.so, see device.h) and never linked into the daemon.
+// Thread-safety: one thread at a time, as every Backend.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/cuda/cuda_ffn.h"
+#include "engine/backend/cuda/cuda_ops.h"
+
+namespace sparsed {
+
+class CudaBackend final : public Backend {
+ public:
+  // FAILED_PRECONDITION when no CUDA device is usable.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const BackendOptions& options);
+  ~CudaBackend() override;
+
+  absl::string_view name() const override { return "cuda"; }
+  std::string Describe() const override { return description_; }
+  absl::StatusOr<DeviceBuffer> Alloc(size_t floats) override;
+  void CopyToHost(const float* src, size_t n, float* dst) override;
+  void CopyFromHost(const float* src, size_t n, float* dst) override;
+  absl::Status PrepareWeights(const std::vector<const Matrix*>& matrices) override;
+  absl::Status AllocKvCache(const KvCacheShape& shape) override;
+
+  void Embed(const Matrix& table, const int32_t* ids, int T, float scale, float* out) override;
+  void RmsNorm(const float* x, const float* weight, int T, int d, float eps, float* out) override;
+  void MatMul(const float* x, int T, const Matrix& w, float* y) override;
+  void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
+                  float* y) override;
+  void AddScaled(float* y, const float* x, size_t n, float scale) override;
+  void Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads, int kv_heads,
+            int head_dim) override;
+  void Attention(int layer, const float* q, const float* k, const float* v,
+                 const AttentionBatch& batch, int heads, float* out) override;
+  void Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
+           FfnStats* stats) override;
+
+  absl::Status PrepareFfn(const FfnLayer& layer) override;
+  void BeginStep(const AttentionBatch& batch, const float* cos, const float* sin) override;
+  absl::Status FinishStep() override;
+
+  // Largest FFN call; longer ones run in slabs of this many tokens (bounds the scratch memory).
+  static constexpr int kFfnSlabTokens = 64;
+
+ private:
+  explicit CudaBackend(const BackendOptions& options) : options_(options) {}
+
+  // A growable device buffer.
+  struct Scratch {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  // Device copy of host data reused across calls (norm weights, neuron thresholds).
+  struct Uploaded {
+    std::vector<float> host;
+    void* device = nullptr;
+  };
+  struct StepInputs {
+    const int32_t* positions_host = nullptr;  // identifies the AttentionBatch uploaded
+    const float* cos_host = nullptr;
+    int T = 0;
+    int max_len = 0;
+    int32_t* positions = nullptr;  // device, inside ints_
+    int32_t* slots = nullptr;
+    int32_t* table_start = nullptr;
+    int32_t* tables = nullptr;
+    float* cos = nullptr;  // device, inside trig_
+    float* sin = nullptr;
+  };
+  struct PendingStats {
+    cuda::CudaFfn* ffn;
+    FfnStats* stats;
+  };
+
+  bool Failed(const std::string& error);  // records the first error; true when error is set
+  void* Grow(Scratch& s, size_t bytes);
+  const uint16_t* DeviceWeights(const Matrix& m);
+  const float* DeviceVector(const float* host, size_t n, bool check_contents);
+  bool UploadAttention(const AttentionBatch& batch);
+  bool UploadTrig(const float* cos, const float* sin, int T);
+  cuda::CudaFfn* FfnFor(const FfnLayer& layer);
+  cuda::PagedLayer Layer(int layer) const;
+
+  BackendOptions options_;
+  std::string description_;
+  std::string error_;
+  std::unordered_map<const void*, void*> weights_;  // host data → device bf16
+  std::unordered_map<const void*, std::unique_ptr<cuda::CudaFfn>> ffns_;  // by up->data
+  std::unordered_map<const float*, Uploaded> vectors_;
+  KvCacheShape kv_shape_;
+  void* kv_ = nullptr;
+  int max_attention_positions_ = 0;
+  bool step_active_ = false;
+  StepInputs step_;
+  Scratch ints_, trig_, ids_, rows_, x_bf16_, y_bf16_;
+  std::vector<PendingStats> pending_;
+};
+
+}  // namespace sparsed

@@ -1,0 +1,289 @@
+// Kernels of the dense operations of the forward pass (see cuda_ops.h).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include "engine/backend/cuda/block_dots.cuh"
+#include "engine/backend/cuda/cuda_ffn.h"
+#include "engine/backend/cuda/cuda_ops.h"
+
+namespace sparsed::cuda {
+namespace {
+
+std::string LaunchStatus(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? "" : std::string(what) + ": " + cudaGetErrorString(e);
+}
+
+constexpr int kMatRows = 4;   // weight rows per warp
+constexpr int kMatWarps = 8;  // warps per block
+constexpr int kAttnThreads = 128;
+
+__global__ void EmbedKernel(const uint16_t* __restrict__ table, int64_t d,
+                            const int32_t* __restrict__ ids, float scale, float* __restrict__ out) {
+  const int t = blockIdx.x;
+  const uint16_t* row = table + static_cast<int64_t>(ids[t]) * d;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    out[t * d + i] = __uint_as_float(static_cast<uint32_t>(row[i]) << 16) * scale;
+  }
+}
+
+// One block of 256 threads per token; a fixed-shape tree sums the squares in double.
+__global__ void __launch_bounds__(256)
+    RmsNormKernel(const float* __restrict__ x, const float* __restrict__ w, int d, float eps,
+                  float* __restrict__ out) {
+  __shared__ double part[256];
+  const int t = blockIdx.x;
+  const float* xt = x + static_cast<int64_t>(t) * d;
+  double ss = 0;
+  for (int i = threadIdx.x; i < d; i += 256) ss += static_cast<double>(xt[i]) * xt[i];
+  part[threadIdx.x] = ss;
+  __syncthreads();
+  for (int s = 128; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  const float inv = static_cast<float>(1.0 / sqrt(part[0] / d + eps));
+  float* ot = out + static_cast<int64_t>(t) * d;
+  for (int i = threadIdx.x; i < d; i += 256) ot[i] = xt[i] * inv * w[i];
+}
+
+template <int TT>
+__global__ void __launch_bounds__(kMatWarps * 32)
+    MatMulKernel(const float* __restrict__ x, int T, int64_t cols, const uint16_t* __restrict__ w,
+                 const int32_t* __restrict__ row_ids, int64_t n, float* __restrict__ y) {
+  const int t0 = blockIdx.y * TT, nt = min(TT, T - t0);
+  const int lane = threadIdx.x & 31;
+  const int64_t i0 = (static_cast<int64_t>(blockIdx.x) * kMatWarps + (threadIdx.x >> 5)) * kMatRows;
+  int64_t rows[kMatRows];
+#pragma unroll
+  for (int r = 0; r < kMatRows; ++r) {
+    rows[r] = i0 + r < n ? (row_ids ? row_ids[i0 + r] : i0 + r) : -1;
+  }
+  __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
+  float acc[kMatRows][TT];
+  BlockDots<TT, kMatRows, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * cols, nt, cols, w, rows,
+                                           acc, xs);
+#pragma unroll
+  for (int r = 0; r < kMatRows; ++r)
+#pragma unroll
+    for (int t = 0; t < TT; ++t) {
+      if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) y[(t0 + t) * n + i0 + r] = acc[r][t];
+    }
+}
+
+template <int TT>
+void LaunchMatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
+                  int64_t n, float* y) {
+  const dim3 grid(static_cast<unsigned>((n + kMatWarps * kMatRows - 1) / (kMatWarps * kMatRows)),
+                  (T + TT - 1) / TT);
+  MatMulKernel<TT><<<grid, kMatWarps * 32>>>(x, T, cols, w, rows, n, y);
+}
+
+__global__ void AddScaledKernel(float* __restrict__ y, const float* __restrict__ x, size_t n,
+                                float s) {
+  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] += s * x[i];
+}
+
+__global__ void RopeKernel(float* __restrict__ q, float* __restrict__ k,
+                           const float* __restrict__ cos, const float* __restrict__ sin, int heads,
+                           int kv_heads, int hd) {
+  const int t = blockIdx.x, half = hd / 2;
+  const float* c = cos + static_cast<int64_t>(t) * half;
+  const float* s = sin + static_cast<int64_t>(t) * half;
+  for (int p = threadIdx.x; p < (heads + kv_heads) * half; p += blockDim.x) {
+    const int h = p / half, i = p % half;
+    float* v = h < heads ? q + (static_cast<int64_t>(t) * heads + h) * hd
+                         : k + (static_cast<int64_t>(t) * kv_heads + (h - heads)) * hd;
+    const float a = v[i], b = v[i + half];
+    v[i] = a * c[i] - b * s[i];
+    v[i + half] = b * c[i] + a * s[i];
+  }
+}
+
+__global__ void WriteKvKernel(float* __restrict__ kc, float* __restrict__ vc,
+                              const float* __restrict__ k, const float* __restrict__ v,
+                              const int32_t* __restrict__ slots, int width) {
+  const int t = blockIdx.x;
+  const int64_t dst = static_cast<int64_t>(slots[t]) * width;
+  for (int i = threadIdx.x; i < width; i += blockDim.x) {
+    kc[dst + i] = k[static_cast<int64_t>(t) * width + i];
+    vc[dst + i] = v[static_cast<int64_t>(t) * width + i];
+  }
+}
+
+// Fixed-order block reduction over kAttnThreads threads (max or sum).
+template <bool kMax>
+__device__ float BlockReduce(float v, float* scratch) {
+  for (int off = 16; off > 0; off >>= 1) {
+    const float o = __shfl_xor_sync(kFull, v, off);
+    v = kMax ? fmaxf(v, o) : v + o;
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float r = scratch[0];
+  for (int i = 1; i < kAttnThreads / 32; ++i) r = kMax ? fmaxf(r, scratch[i]) : r + scratch[i];
+  __syncthreads();
+  return r;
+}
+
+// One block per (head, token): scores in shared memory, softmax, then each thread sums p·v for
+// its dimensions in position order.
+__global__ void __launch_bounds__(kAttnThreads)
+    AttentionKernel(const float* __restrict__ kc, const float* __restrict__ vc,
+                    const float* __restrict__ q, const int32_t* __restrict__ positions,
+                    const int32_t* __restrict__ table_start, const int32_t* __restrict__ tables,
+                    int heads, int kv_heads, int hd, int bs, float scale, float* __restrict__ out) {
+  extern __shared__ float smem[];
+  __shared__ float red[kAttnThreads / 32];
+  const int h = blockIdx.x, t = blockIdx.y, g = h / (heads / kv_heads);
+  const int n = positions[t] + 1;
+  const int32_t* table = tables + table_start[t];
+  float* qs = smem;
+  float* scores = smem + hd;
+  const float* qh = q + (static_cast<int64_t>(t) * heads + h) * hd;
+  for (int i = threadIdx.x; i < hd; i += kAttnThreads) qs[i] = qh[i];
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(kv_heads) * hd;
+  for (int j = warp; j < n; j += kAttnThreads / 32) {
+    const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+    const float* kj = kc + slot * row + static_cast<int64_t>(g) * hd;
+    float dot = 0.f;
+    for (int i = lane; i < hd; i += 32) dot = fmaf(qs[i], kj[i], dot);
+    for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(kFull, dot, off);
+    if (lane == 0) scores[j] = dot * scale;
+  }
+  __syncthreads();
+  float mx = -INFINITY;
+  for (int j = threadIdx.x; j < n; j += kAttnThreads) mx = fmaxf(mx, scores[j]);
+  mx = BlockReduce<true>(mx, red);
+  float sum = 0.f;
+  for (int j = threadIdx.x; j < n; j += kAttnThreads) {
+    const float e = expf(scores[j] - mx);
+    scores[j] = e;
+    sum += e;
+  }
+  sum = BlockReduce<false>(sum, red);  // also orders the writes above before the reads below
+  const float inv = 1.f / sum;
+  float* oh = out + (static_cast<int64_t>(t) * heads + h) * hd;
+  for (int i = threadIdx.x; i < hd; i += kAttnThreads) {
+    float acc = 0.f;
+    for (int j = 0; j < n; ++j) {
+      const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+      acc = fmaf(scores[j] * inv, vc[slot * row + static_cast<int64_t>(g) * hd + i], acc);
+    }
+    oh[i] = acc;
+  }
+}
+
+__global__ void Bf16ToF32Kernel(const uint16_t* __restrict__ src, float* __restrict__ dst,
+                                size_t n) {
+  const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] = __uint_as_float(static_cast<uint32_t>(src[i]) << 16);
+}
+
+}  // namespace
+
+std::string Embed(const uint16_t* table, int64_t d, const int32_t* ids, int T, float scale,
+                  float* out) {
+  if (T <= 0) return "";
+  EmbedKernel<<<T, 256>>>(table, d, ids, scale, out);
+  return LaunchStatus("embedding kernel");
+}
+
+std::string RmsNorm(const float* x, const float* w, int T, int d, float eps, float* out) {
+  if (T <= 0) return "";
+  RmsNormKernel<<<T, 256>>>(x, w, d, eps, out);
+  return LaunchStatus("RMSNorm kernel");
+}
+
+std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
+                   int64_t n, float* y) {
+  if (T <= 0 || n <= 0) return "";
+  if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
+  switch (TileTokens(T, kMaxTileTokens)) {
+    case 1:
+      LaunchMatMul<1>(x, T, w, cols, rows, n, y);
+      break;
+    case 2:
+      LaunchMatMul<2>(x, T, w, cols, rows, n, y);
+      break;
+    case 4:
+      LaunchMatMul<4>(x, T, w, cols, rows, n, y);
+      break;
+    case 8:
+      LaunchMatMul<8>(x, T, w, cols, rows, n, y);
+      break;
+    default:
+      LaunchMatMul<kMaxTileTokens>(x, T, w, cols, rows, n, y);
+  }
+  return LaunchStatus("matrix product kernel");
+}
+
+std::string AddScaled(float* y, const float* x, size_t n, float scale) {
+  if (n == 0) return "";
+  AddScaledKernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(y, x, n, scale);
+  return LaunchStatus("residual kernel");
+}
+
+std::string Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
+                 int kv_heads, int head_dim) {
+  if (T <= 0) return "";
+  RopeKernel<<<T, 128>>>(q, k, cos, sin, heads, kv_heads, head_dim);
+  return LaunchStatus("rotary kernel");
+}
+
+std::string WriteKv(const PagedLayer& layer, const float* k, const float* v, const int32_t* slots,
+                    int T) {
+  if (T <= 0) return "";
+  WriteKvKernel<<<T, 128>>>(layer.k, layer.v, k, v, slots, layer.kv_heads * layer.head_dim);
+  return LaunchStatus("KV write kernel");
+}
+
+int MaxAttentionPositions(int head_dim) {
+  int dev = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    cudaGetLastError();
+    optin = 48 << 10;
+  }
+  // Leave room for the static reduction scratch.
+  return std::max(0, (optin - 1024) / static_cast<int>(sizeof(float)) - head_dim);
+}
+
+std::string Attention(const PagedLayer& layer, const float* q, const int32_t* positions,
+                      const int32_t* table_start, const int32_t* tables, int T, int heads,
+                      int max_len, float* out) {
+  if (T <= 0) return "";
+  const size_t smem = sizeof(float) * (static_cast<size_t>(layer.head_dim) + max_len);
+  if (smem > (48u << 10)) {
+    const cudaError_t e = cudaFuncSetAttribute(
+        AttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return "attention over " + std::to_string(max_len) +
+             " positions needs more shared memory than the device has: " + cudaGetErrorString(e);
+    }
+  }
+  const dim3 grid(heads, T);
+  AttentionKernel<<<grid, kAttnThreads, smem>>>(
+      layer.k, layer.v, q, positions, table_start, tables, heads, layer.kv_heads, layer.head_dim,
+      layer.block_size, 1.f / std::sqrt(static_cast<float>(layer.head_dim)), out);
+  return LaunchStatus("attention kernel");
+}
+
+std::string Bf16ToF32(const void* src, float* dst, size_t n) {
+  if (n == 0) return "";
+  Bf16ToF32Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(
+      static_cast<const uint16_t*>(src), dst, n);
+  return LaunchStatus("bf16 conversion kernel");
+}
+
+}  // namespace sparsed::cuda

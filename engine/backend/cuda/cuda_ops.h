@@ -1,0 +1,63 @@
+// The non-FFN operations of the forward pass on CUDA: embedding, RMSNorm, dense matrix products
+// over bf16 weights, residual adds, rotary embeddings, paged KV writes and paged causal
+// attention.
+//
+// No CUDA types appear here: pointers are device pointers. Every function launches on the legacy
+// default stream (ordered with the FFN's blocking stream) and returns "" or the launch error.
+// Every result of a token depends only on that token's inputs (and, for attention, its
+// sequence's cached K/V): the kernels reduce in orders fixed by the shapes, never by the batch,
+// so a sequence's output is bitwise the same whatever else is in the batch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace sparsed::cuda {
+
+// out[t, :] = table[ids[t], :] · scale; table bf16 [vocab × d], ids device [T].
+std::string Embed(const uint16_t* table, int64_t d, const int32_t* ids, int T, float scale,
+                  float* out);
+
+// out[t] = x[t] / sqrt(mean(x[t]²) + eps) · w (w device fp32 [d]); sums in double as the CPU.
+std::string RmsNorm(const float* x, const float* w, int T, int d, float eps, float* out);
+
+// y[t, i] = Σ_c x[t, c] · W[r_i, c] for i < n, r_i = rows ? rows[i] : i; W bf16 [· × cols]
+// (cols a multiple of 8), x fp32 [T × cols], rows device [n] or null, y [T × n].
+std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
+                   int64_t n, float* y);
+
+// y += scale · x over n floats.
+std::string AddScaled(float* y, const float* x, size_t n, float scale);
+
+// Rotate-half rotary embeddings on q [T × H·hd] and k [T × KV·hd]; cos, sin device [T × hd/2].
+std::string Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
+                 int kv_heads, int head_dim);
+
+// One layer's slice of the paged cache: k and v planes of [blocks × block_size × kv_heads × hd].
+struct PagedLayer {
+  float* k = nullptr;
+  float* v = nullptr;
+  int block_size = 16;
+  int kv_heads = 0;
+  int head_dim = 0;
+};
+
+// Writes k, v [T × KV·hd] into the cache at slots[t] (block · block_size + offset).
+std::string WriteKv(const PagedLayer& layer, const float* k, const float* v, const int32_t* slots,
+                    int T);
+
+// Causal attention of q [T × H·hd] over each token's cached positions 0 ..= positions[t];
+// token t's block table is tables[table_start[t] ...]. max_len = max positions[t] + 1 sizes the
+// shared memory. Scale 1/sqrt(hd); softmax in fp32.
+std::string Attention(const PagedLayer& layer, const float* q, const int32_t* positions,
+                      const int32_t* table_start, const int32_t* tables, int T, int heads,
+                      int max_len, float* out);
+
+// bf16 (device) → fp32 (device), n elements.
+std::string Bf16ToF32(const void* src, float* dst, size_t n);
+
+// Positions a block of the attention kernel can hold in shared memory on this device.
+int MaxAttentionPositions(int head_dim);
+
+}  // namespace sparsed::cuda

@@ -1,0 +1,408 @@
+// The CUDA backend against the CPU backend: every operation on the same inputs, and whole bundled
+// models (logits at every position, greedy tokens) in each sparsity mode; bitwise batch
+// invariance of whole decode steps on CUDA. Exits 77 (CTest: Skipped) without a CUDA device.
+//
+// Both backends read the same bf16 weights and compute in fp32; only summation orders differ,
+// so the tolerances are fp32-sized (the cuBLAS path, bf16 activations, gets a bf16-sized one).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/device.h"
+#include "engine/engine.h"
+#include "nlohmann/json.hpp"
+#include "tests/reference/test_models.h"
+#include "tools/ffn_fixture.h"
+
+namespace sparsed {
+namespace {
+
+std::string SourceDir() {
+  const char* env = std::getenv("SPARSED_SOURCE_DIR");
+  return env ? env : SPARSED_SOURCE_DIR;
+}
+
+double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    diff = std::max(diff, std::fabs(double(got[i]) - want[i]));
+    scale = std::max(scale, std::fabs(double(want[i])));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+std::vector<float> RandomFloats(size_t n, uint64_t seed, float scale = 1.f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations: the same calls on both backends.
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = MakeBackend("cuda", BackendOptions{});
+    ASSERT_TRUE(c.ok()) << c.status();
+    cuda_ = std::move(*c);
+    cpu_ = MakeCpuBackend(BackendOptions{});
+  }
+  // A buffer on each backend holding `host` (or n zeros).
+  struct Pair {
+    DeviceBuffer cpu, cuda;
+    size_t n = 0;
+  };
+  Pair Make(const std::vector<float>& host) {
+    Pair p;
+    p.n = host.size();
+    p.cpu = *cpu_->Alloc(p.n);
+    p.cuda = *cuda_->Alloc(p.n);
+    cpu_->CopyFromHost(host.data(), p.n, p.cpu.get());
+    cuda_->CopyFromHost(host.data(), p.n, p.cuda.get());
+    return p;
+  }
+  Pair Zeros(size_t n) { return Make(std::vector<float>(n, 0.f)); }
+  // Both results on the host: {cuda, cpu}. Finishes the CUDA step first.
+  std::pair<std::vector<float>, std::vector<float>> Read(const Pair& p) {
+    EXPECT_TRUE(cuda_->FinishStep().ok());
+    std::vector<float> a(p.n), b(p.n);
+    cuda_->CopyToHost(p.cuda.get(), p.n, a.data());
+    cpu_->CopyToHost(p.cpu.get(), p.n, b.data());
+    return {a, b};
+  }
+  std::unique_ptr<Backend> cuda_, cpu_;
+};
+
+struct Bf16Matrix {
+  std::vector<uint16_t> bits;
+  Matrix m;
+  Bf16Matrix(int64_t rows, int64_t cols, uint64_t seed) {
+    const std::vector<float> f = RandomFloats(rows * cols, seed, 1.f / std::sqrt(float(cols)));
+    for (float x : f) bits.push_back(F32ToBf16(x));
+    m = Matrix{bits.data(), DType::kBF16, rows, cols, nullptr};
+  }
+};
+
+TEST_F(CudaOps, MatMulAndMatMulRowsMatchCpu) {
+  const int64_t n = 300, cols = 264;  // off the kernels' multiples of 32 rows and 256 columns
+  Bf16Matrix w(n, cols, 7);
+  ASSERT_TRUE(cuda_->PrepareWeights({&w.m}).ok());
+  for (int T : {1, 2, 3, 8, 17, 40}) {
+    Pair x = Make(RandomFloats(T * cols, T)), y = Zeros(T * n);
+    cuda_->MatMul(x.cuda.get(), T, w.m, y.cuda.get());
+    cpu_->MatMul(x.cpu.get(), T, w.m, y.cpu.get());
+    auto [a, b] = Read(y);
+    EXPECT_LT(RelErr(a, b), 1e-5) << "T=" << T;
+    const std::vector<int32_t> rows = {299, 0, 17, 150, 151, 3};
+    Pair yr = Zeros(T * rows.size());
+    cuda_->MatMulRows(x.cuda.get(), T, w.m, rows.data(), rows.size(), yr.cuda.get());
+    cpu_->MatMulRows(x.cpu.get(), T, w.m, rows.data(), rows.size(), yr.cpu.get());
+    auto [c, d] = Read(yr);
+    EXPECT_LT(RelErr(c, d), 1e-5) << "rows T=" << T;
+  }
+}
+
+TEST_F(CudaOps, EmbedNormRopeAndResidualMatchCpu) {
+  const int T = 5, d = 264, heads = 4, kv = 2, hd = 64;
+  Bf16Matrix table(50, d, 3);
+  const std::vector<int32_t> ids = {49, 0, 7, 7, 20};
+  Pair e = Zeros(T * d);
+  cuda_->Embed(table.m, ids.data(), T, 1.5f, e.cuda.get());
+  cpu_->Embed(table.m, ids.data(), T, 1.5f, e.cpu.get());
+  auto [ea, eb] = Read(e);
+  EXPECT_EQ(ea, eb);  // a bf16 widening times a scale: exact on both
+
+  const std::vector<float> w = RandomFloats(d, 4);
+  Pair x = Make(RandomFloats(T * d, 5, 3.f)), out = Zeros(T * d);
+  cuda_->RmsNorm(x.cuda.get(), w.data(), T, d, 1e-5f, out.cuda.get());
+  cpu_->RmsNorm(x.cpu.get(), w.data(), T, d, 1e-5f, out.cpu.get());
+  auto [na, nb] = Read(out);
+  EXPECT_LT(RelErr(na, nb), 1e-6);
+
+  cuda_->AddScaled(x.cuda.get(), out.cuda.get(), T * d, 0.25f);
+  cpu_->AddScaled(x.cpu.get(), out.cpu.get(), T * d, 0.25f);
+  auto [ra, rb] = Read(x);
+  EXPECT_LT(RelErr(ra, rb), 1e-6);
+
+  const std::vector<float> cos = RandomFloats(T * hd / 2, 6), sin = RandomFloats(T * hd / 2, 7);
+  Pair q = Make(RandomFloats(T * heads * hd, 8)), k = Make(RandomFloats(T * kv * hd, 9));
+  cuda_->Rope(q.cuda.get(), k.cuda.get(), cos.data(), sin.data(), T, heads, kv, hd);
+  cpu_->Rope(q.cpu.get(), k.cpu.get(), cos.data(), sin.data(), T, heads, kv, hd);
+  auto [qa, qb] = Read(q);
+  auto [ka, kb] = Read(k);
+  EXPECT_LT(RelErr(qa, qb), 1e-6);
+  EXPECT_LT(RelErr(ka, kb), 1e-6);
+}
+
+TEST_F(CudaOps, PagedAttentionMatchesCpu) {
+  const KvCacheShape shape{2, 16, 4, 2, 64};
+  const int heads = 6, hd = shape.head_dim, kvd = shape.kv_heads * hd;
+  ASSERT_TRUE(cuda_->AllocKvCache(shape).ok());
+  ASSERT_TRUE(cpu_->AllocKvCache(shape).ok());
+  // Two sequences with scattered blocks: A prefills 7 tokens and B 3 in one step, then both
+  // decode one token each, twice.
+  const std::vector<int32_t> table_a = {9, 2, 14}, table_b = {5, 0};
+  struct Step {
+    std::vector<int32_t> positions;
+    std::vector<const std::vector<int32_t>*> tables;
+  };
+  std::vector<Step> steps;
+  Step first;
+  for (int p = 0; p < 7; ++p) first.positions.push_back(p), first.tables.push_back(&table_a);
+  for (int p = 0; p < 3; ++p) first.positions.push_back(p), first.tables.push_back(&table_b);
+  steps.push_back(first);
+  steps.push_back({{7, 3}, {&table_a, &table_b}});
+  steps.push_back({{8, 4}, {&table_a, &table_b}});
+  uint64_t seed = 100;
+  for (const Step& s : steps) {
+    const int T = static_cast<int>(s.positions.size());
+    const AttentionBatch ab{T, s.positions.data(), s.tables.data()};
+    Pair q = Make(RandomFloats(T * heads * hd, ++seed)), k = Make(RandomFloats(T * kvd, ++seed)),
+         v = Make(RandomFloats(T * kvd, ++seed)), out = Zeros(T * heads * hd);
+    const std::vector<float> trig(T * hd / 2, 0.f);
+    cuda_->BeginStep(ab, trig.data(), trig.data());
+    cuda_->Attention(1, q.cuda.get(), k.cuda.get(), v.cuda.get(), ab, heads, out.cuda.get());
+    cpu_->Attention(1, q.cpu.get(), k.cpu.get(), v.cpu.get(), ab, heads, out.cpu.get());
+    auto [a, b] = Read(out);
+    EXPECT_LT(RelErr(a, b), 1e-5) << "T=" << T;
+  }
+}
+
+TEST_F(CudaOps, FfnMatchesCpuInEveryMode) {
+  const int64_t F = 1100, d = 264;
+  SyntheticFfn f(F, d, 11);
+  std::vector<double> rates(F);
+  std::mt19937_64 rr(3);
+  for (double& r : rates) r = std::uniform_real_distribution<double>(0.02, 0.3)(rr);
+  f.SetRates(rates);
+  const Matrix gate{f.gate.data(), DType::kBF16, F, d, nullptr};
+  const Matrix up{f.up.data(), DType::kBF16, F, d, nullptr};
+  const Matrix down{f.down_t.data(), DType::kBF16, F, d, nullptr};
+  std::vector<float> thresholds(F);
+  for (int64_t i = 0; i < F; ++i) thresholds[i] = 0.02f * float(i % 7);
+  std::mt19937_64 rng(5);
+  for (Activation act : {Activation::kRelu2, Activation::kFatRelu, Activation::kSilu}) {
+    FfnLayer layer{&gate, &up, &down, act, act == Activation::kFatRelu ? 0.05f : 0.f, nullptr};
+    ASSERT_TRUE(cuda_->PrepareFfn(layer).ok());
+    for (SparsityMode mode : {SparsityMode::kExact, SparsityMode::kOff, SparsityMode::kThreshold}) {
+      if (mode == SparsityMode::kExact && act == Activation::kSilu) continue;
+      layer.neuron_thresholds = mode == SparsityMode::kThreshold ? thresholds.data() : nullptr;
+      for (int T : {1, 5, 16, 33, 70}) {  // 70: two slabs on CUDA
+        Pair x = Make(f.Inputs(T, rng)), y = Zeros(T * d);
+        FfnStats sa, sb;
+        cuda_->Ffn(layer, x.cuda.get(), T, mode, y.cuda.get(), &sa);
+        cpu_->Ffn(layer, x.cpu.get(), T, mode, y.cpu.get(), &sb);
+        auto [a, b] = Read(y);
+        const std::string what = std::string(ActivationName(act)) + " " +
+                                 std::string(SparsityModeName(mode)) + " T=" + std::to_string(T);
+        // Threshold mode compares |x1| with a threshold: a product within rounding of one may
+        // land on either side, so it gets a looser bound.
+        EXPECT_LT(RelErr(a, b), mode == SparsityMode::kThreshold ? 2e-3 : 1e-4) << what;
+        EXPECT_EQ(sa.tokens, T) << what;
+        EXPECT_EQ(sa.neurons, F) << what;
+        if (mode == SparsityMode::kExact) {
+          EXPECT_NEAR(sa.active_ratio(), sb.active_ratio(), 0.01) << what;
+          EXPECT_GT(sa.union_size, 0) << what;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole models.
+
+struct Prompts {
+  std::vector<std::vector<int32_t>> ids;
+};
+
+Prompts LoadPrompts(const std::string& model) {
+  std::ifstream in(SourceDir() + "/tests/data/" + model + "-reference.json");
+  EXPECT_TRUE(in.good()) << model;
+  Prompts p;
+  if (!in.good()) return p;
+  const nlohmann::json doc = nlohmann::json::parse(in);
+  for (const auto& q : doc["prompts"]) p.ids.push_back(q["ids"].get<std::vector<int32_t>>());
+  return p;
+}
+
+std::unique_ptr<Engine> Load(const std::string& model, const std::string& mode,
+                             const std::string& device, int cublas_min_tokens = 0) {
+  EngineOptions o;
+  o.model_dir = SourceDir() + "/models/" + model;
+  o.sparsity_mode = mode;
+  o.device = device;
+  o.kv_blocks = 256;
+  o.load_tokenizer = false;
+  o.backend.cublas_min_tokens = cublas_min_tokens;
+  auto e = Engine::Load(o);
+  EXPECT_TRUE(e.ok()) << model << " on " << device << ": " << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+// Logits of every position of `ids`, in one prefill step.
+std::vector<float> AllLogits(Engine& e, const std::vector<int32_t>& ids) {
+  Batch b;
+  b.token_ids = ids;
+  BatchSequence s;
+  for (int i = 0; i * e.kv_block_size() < static_cast<int>(ids.size()) + 1; ++i)
+    s.block_table.push_back(i);
+  s.num_tokens = static_cast<int32_t>(ids.size());
+  s.all_logits = true;
+  b.sequences.push_back(s);
+  auto out = e.Step(b);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? out->logits : std::vector<float>{};
+}
+
+struct ModelCase {
+  std::string model, mode;
+  int cublas_min_tokens = 0;
+  double tolerance = 1e-4;
+  bool same_tokens = true;
+};
+
+class CudaModel : public ::testing::TestWithParam<ModelCase> {};
+
+TEST_P(CudaModel, MatchesCpuLogitsAndGreedyTokens) {
+  const ModelCase& c = GetParam();
+  auto cpu = Load(c.model, c.mode, "cpu");
+  auto gpu = Load(c.model, c.mode, "cuda", c.cublas_min_tokens);
+  ASSERT_TRUE(cpu && gpu);
+  const Prompts p = LoadPrompts(c.model);
+  ASSERT_FALSE(p.ids.empty());
+  for (size_t i = 0; i < p.ids.size(); ++i) {
+    const double err = RelErr(AllLogits(*gpu, p.ids[i]), AllLogits(*cpu, p.ids[i]));
+    std::printf("%s %s prompt %zu: relative logit error %.3g\n", c.model.c_str(), c.mode.c_str(), i,
+                err);
+    EXPECT_LT(err, c.tolerance) << "prompt " << i;
+  }
+  const auto a = testing::GreedyBatch(*gpu, p.ids, 16);
+  const auto b = testing::GreedyBatch(*cpu, p.ids, 16);
+  if (c.same_tokens) {
+    EXPECT_EQ(a.tokens, b.tokens);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Bundled, CudaModel,
+    ::testing::Values(ModelCase{"sparsed-tiny", "exact"}, ModelCase{"sparsed-tiny", "off"},
+                      ModelCase{"sparsed-tiny-swiglu", "off"},
+                      // thresholds compare products with rounding-sized differences
+                      ModelCase{"sparsed-tiny-swiglu", "threshold", 0, 1e-2, true},
+                      // dense cuBLAS FFN: bf16 activations
+                      ModelCase{"sparsed-tiny", "off", 1, 5e-2, false}),
+    [](const auto& info) {
+      std::string n = info.param.model + "_" + info.param.mode +
+                      (info.param.cublas_min_tokens ? "_cublas" : "");
+      std::replace(n.begin(), n.end(), '-', '_');
+      return n;
+    });
+
+// A sequence's logits on CUDA, step by step, are bitwise the same alone and in a batch whose
+// other sequences prefill and decode around it.
+TEST(CudaModelBatch, DecodeIsBitwiseBatchInvariant) {
+  for (const char* mode : {"exact", "off"}) {
+    auto e = Load("sparsed-tiny", mode, "cuda");
+    ASSERT_NE(e, nullptr);
+    const Prompts p = LoadPrompts("sparsed-tiny");
+    ASSERT_GE(p.ids.size(), 2u);
+    const int vocab = static_cast<int>(e->config().vocab_size), steps = 8;
+    const std::vector<int32_t> others_prompt(37, 11);
+    auto run = [&](int mates) {
+      std::vector<std::vector<float>> logits;
+      std::vector<std::vector<int32_t>> tables(1 + mates);
+      for (int s = 0; s <= mates; ++s)
+        for (int b = 0; b < 8; ++b) tables[s].push_back(s * 8 + b);
+      int pos = 0;
+      std::vector<int32_t> tokens = p.ids[0];
+      for (int step = 0; step < steps; ++step) {
+        Batch b;
+        const int n = step == 0 ? static_cast<int>(tokens.size()) : 1;
+        b.token_ids.assign(tokens.end() - n, tokens.end());
+        b.sequences.push_back({tables[0], pos, n, true});
+        for (int m = 1; m <= mates; ++m) {
+          // Mate m prefills its prompt at step m, then decodes.
+          if (step < m) continue;
+          const int start = step == m ? 0 : static_cast<int>(others_prompt.size()) + step - m - 1;
+          const int k = step == m ? static_cast<int>(others_prompt.size()) : 1;
+          for (int j = 0; j < k; ++j) b.token_ids.push_back(others_prompt[j] + m);
+          b.sequences.push_back({tables[m], start, k, true});
+        }
+        auto out = e->Step(b);
+        EXPECT_TRUE(out.ok()) << out.status();
+        if (!out.ok()) return logits;
+        logits.emplace_back(out->logits.begin(), out->logits.begin() + vocab);
+        tokens.push_back(static_cast<int32_t>(
+            std::max_element(logits.back().begin(), logits.back().end()) - logits.back().begin()));
+        pos += n;
+      }
+      return logits;
+    };
+    const auto alone = run(0);
+    const auto batched = run(3);
+    ASSERT_EQ(alone.size(), batched.size());
+    for (size_t s = 0; s < alone.size(); ++s) {
+      EXPECT_EQ(0, std::memcmp(alone[s].data(), batched[s].data(), vocab * sizeof(float)))
+          << mode << " step " << s;
+    }
+  }
+}
+
+// Per-layer statistics and the FFN observer work on CUDA as on the CPU.
+TEST(CudaModelBatch, StatsAndObserverMatchCpu) {
+  auto cpu = Load("sparsed-tiny", "exact", "cpu");
+  auto gpu = Load("sparsed-tiny", "exact", "cuda");
+  ASSERT_TRUE(cpu && gpu);
+  const Prompts p = LoadPrompts("sparsed-tiny");
+  std::vector<std::vector<float>> seen_cpu, seen_gpu;
+  cpu->set_ffn_observer([&](int, const float* x, int T) {
+    seen_cpu.emplace_back(x, x + T * cpu->config().hidden_size);
+  });
+  gpu->set_ffn_observer([&](int, const float* x, int T) {
+    seen_gpu.emplace_back(x, x + T * gpu->config().hidden_size);
+  });
+  Batch b;
+  b.token_ids = p.ids[0];
+  b.sequences.push_back({{0, 1, 2, 3}, 0, static_cast<int32_t>(p.ids[0].size()), true});
+  auto a = gpu->Step(b);
+  auto c = cpu->Step(b);
+  ASSERT_TRUE(a.ok() && c.ok());
+  ASSERT_EQ(seen_gpu.size(), seen_cpu.size());
+  for (size_t l = 0; l < seen_cpu.size(); ++l) EXPECT_LT(RelErr(seen_gpu[l], seen_cpu[l]), 1e-4);
+  ASSERT_EQ(a->layer_stats.size(), c->layer_stats.size());
+  for (size_t l = 0; l < a->layer_stats.size(); ++l) {
+    EXPECT_EQ(a->layer_stats[l].tokens, c->layer_stats[l].tokens);
+    EXPECT_NEAR(a->layer_stats[l].active_ratio(), c->layer_stats[l].active_ratio(), 0.005)
+        << "layer " << l;
+    EXPECT_GT(a->layer_stats[l].union_size, 0);
+  }
+}
+
+}  // namespace
+}  // namespace sparsed
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  const auto d = sparsed::ResolveDevice("cuda");
+  if (!d.ok()) {
+    std::printf("SKIPPED: no CUDA device (%s)\n", std::string(d.status().message()).c_str());
+    return 77;
+  }
+  std::printf("device: %s\n", d->reason.c_str());
+  return RUN_ALL_TESTS();
+}
