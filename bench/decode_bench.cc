@@ -1,8 +1,9 @@
-// End-to-end decode benchmark of the engine alone: a TinyLlama-1.1B-shape FATReLU model at ~11%
-// active neurons (hot-neuron skew), batch 1, 4 and 16, `exact` vs `off`, interleaved rounds.
-// Reports tokens/s and the fraction of the bandwidth roofline: weight (and KV) bytes a step
-// actually reads ÷ the machine's read bandwidth, measured in the same run.
-// Usage: decode_bench [--model DIR] [--steps N] [--rounds N] [--batches 1,4,16]
+// End-to-end decode benchmark of the engine alone, on the CPU or CUDA backend: a synthetic
+// FATReLU model (TinyLlama-1.1B or LLaMA-2-7B shape, optionally fewer layers) at ~11% active
+// neurons with hot-neuron skew, `exact` vs `off` (and, on CUDA, `off` with the FFN in dense
+// cuBLAS), interleaved rounds. Reports tokens/s and the fraction of the bandwidth roofline:
+// weight (and KV) bytes a step actually reads ÷ the read bandwidth (measured here on the CPU;
+// given with --bandwidth_gbs for a GPU). Usage: see kUsage.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "bench/bandwidth.h"
 #include "engine/engine.h"
 #include "tools/synthetic.h"
@@ -36,35 +38,64 @@ std::vector<int> ParseList(const char* s) {
   return out;
 }
 
+// One measured configuration: an engine and the sparsity mode it runs.
+struct Config {
+  std::string label;
+  Engine* engine;
+  SparsityMode mode;
+};
+
+constexpr const char* kUsage =
+    "usage: decode_bench [--model DIR] [--preset tinyllama-1.1b|llama2-7b] [--layers N]\n"
+    "                    [--device cpu|cuda] [--cublas_baseline] [--bandwidth_gbs X]\n"
+    "                    [--steps N] [--rounds N] [--batches 1,4,16]\n";
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+  return 1;
+}
+
 int Main(int argc, char** argv) {
-  std::string model;
-  int steps = 16, rounds = 3;
+  std::string model, preset = "tinyllama-1.1b", device = "cpu";
+  int steps = 16, rounds = 3, layers = 0;
+  bool cublas_baseline = false;
+  double bandwidth = 0;
   std::vector<int> batches = {1, 4, 16};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--model" && i + 1 < argc)
+    const bool has = i + 1 < argc;
+    if (a == "--model" && has)
       model = argv[++i];
-    else if (a == "--steps" && i + 1 < argc)
+    else if (a == "--preset" && has)
+      preset = argv[++i];
+    else if (a == "--layers" && has)
+      layers = std::atoi(argv[++i]);
+    else if (a == "--device" && has)
+      device = argv[++i];
+    else if (a == "--cublas_baseline")
+      cublas_baseline = true;
+    else if (a == "--bandwidth_gbs" && has)
+      bandwidth = std::atof(argv[++i]);
+    else if (a == "--steps" && has)
       steps = std::atoi(argv[++i]);
-    else if (a == "--rounds" && i + 1 < argc)
+    else if (a == "--rounds" && has)
       rounds = std::atoi(argv[++i]);
-    else if (a == "--batches" && i + 1 < argc)
+    else if (a == "--batches" && has)
       batches = ParseList(argv[++i]);
     else {
-      std::fprintf(
-          stderr,
-          "usage: decode_bench [--model DIR] [--steps N] [--rounds N] [--batches 1,4,16]\n");
+      std::fprintf(stderr, "%s", kUsage);
       return 2;
     }
   }
   if (model.empty()) {
-    model = "bench-models/tinyllama-1.1b-fatrelu-a11-skew2";
+    model = "bench-models/" + preset + "-fatrelu-a11-skew2" +
+            (layers ? "-l" + std::to_string(layers) : std::string());
     if (!std::filesystem::exists(model + "/config.json")) {
-      std::fprintf(stderr,
-                   "writing %s (TinyLlama-1.1B shape, fatrelu, 11%% active, skew 2; once)...\n",
-                   model.c_str());
+      std::fprintf(stderr, "writing %s (%s shape, fatrelu, 11%% active, skew 2; once)...\n",
+                   model.c_str(), preset.c_str());
       SyntheticModelSpec s;
-      s.preset = "tinyllama-1.1b";
+      s.preset = preset;
+      s.layers = layers;
       s.model_type = "sparsellama";
       s.activation = "fatrelu";
       s.active_ratio = 0.11;
@@ -72,42 +103,55 @@ int Main(int argc, char** argv) {
       s.tokenizer = false;
       const absl::Status st = MakeSyntheticModel(
           s, model, [](const std::string& m) { std::fprintf(stderr, "  %s\n", m.c_str()); });
-      if (!st.ok()) {
-        std::fprintf(stderr, "error: %s\n", std::string(st.message()).c_str());
-        return 1;
-      }
+      if (!st.ok()) return Fail(st);
     }
   }
-  EngineOptions o;
-  o.model_dir = model;
-  o.load_tokenizer = false;
-  o.kv_blocks = 512;
-  o.sparsity_mode = "exact";
-  o.progress = [](int done, int total, const std::string&) {
-    if (done == total || done % 8 == 0)
-      std::fprintf(stderr, "loading: %d/%d layers\n", done, total);
-  };
-  auto engine_or = Engine::Load(o);
-  if (!engine_or.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(engine_or.status().message()).c_str());
-    return 1;
-  }
-  Engine& engine = **engine_or;
-  const ModelConfig& c = engine.config();
-  // The engine runs on every core (backend threads = 0), so the bandwidth is measured on as many.
-  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  std::fprintf(stderr, "backend: %s\n", engine.backend().Describe().c_str());
-  const double bw = MeasureReadBandwidthGBs(size_t(1) << 30, threads);
   const int prompt_len = 8;
-  std::map<std::pair<int, int>, Result> results;  // (batch, mode) → result
+  int max_batch = 1;
+  for (int B : batches) max_batch = std::max(max_batch, B);
+  auto load = [&](int cublas_min_tokens) -> absl::StatusOr<std::unique_ptr<Engine>> {
+    EngineOptions o;
+    o.model_dir = model;
+    o.load_tokenizer = false;
+    o.device = device;
+    o.kv_blocks = max_batch * ((prompt_len + steps + 16) / 16 + 1);
+    o.sparsity_mode = "exact";
+    o.backend.cublas_min_tokens = cublas_min_tokens;
+    o.progress = [](int done, int total, const std::string&) {
+      if (done == total || done % 8 == 0)
+        std::fprintf(stderr, "loading: %d/%d layers\n", done, total);
+    };
+    return Engine::Load(o);
+  };
+  auto engine_or = load(0);
+  if (!engine_or.ok()) return Fail(engine_or.status());
+  Engine& engine = **engine_or;
+  std::unique_ptr<Engine> cublas_engine;
+  std::vector<Config> configs = {{"off", &engine, SparsityMode::kOff},
+                                 {"exact", &engine, SparsityMode::kExact}};
+  if (cublas_baseline) {
+    auto e = load(1);
+    if (!e.ok()) return Fail(e.status());
+    cublas_engine = std::move(*e);
+    configs.insert(configs.begin(), {"off, cuBLAS FFN", cublas_engine.get(), SparsityMode::kOff});
+  }
+  const ModelConfig& c = engine.config();
+  std::fprintf(stderr, "backend: %s\n", engine.backend().Describe().c_str());
+  std::string bw_source = "given";
+  if (bandwidth <= 0 && device == "cpu") {
+    // The engine runs on every core (backend threads = 0), so the bandwidth is measured on as
+    // many.
+    const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    bandwidth = MeasureReadBandwidthGBs(size_t(1) << 30, threads);
+    bw_source = "measured";
+  }
+  std::map<std::pair<int, size_t>, Result> results;  // (batch, config) → result
   for (int round = 0; round < rounds; ++round) {
     for (int B : batches) {
-      for (SparsityMode mode : {SparsityMode::kExact, SparsityMode::kOff}) {
-        if (const absl::Status s = engine.SetSparsityMode(mode); !s.ok()) {
-          std::fprintf(stderr, "%s\n", s.ToString().c_str());
-          return 1;
-        }
-        const int bs = engine.kv_block_size();
+      for (size_t ci = 0; ci < configs.size(); ++ci) {
+        Engine& e = *configs[ci].engine;
+        if (const absl::Status s = e.SetSparsityMode(configs[ci].mode); !s.ok()) return Fail(s);
+        const int bs = e.kv_block_size();
         const int blocks_per_seq = (prompt_len + steps + 1 + bs - 1) / bs;
         Batch prefill;
         std::vector<std::vector<int32_t>> tables(B);
@@ -117,11 +161,8 @@ int Main(int argc, char** argv) {
             prefill.token_ids.push_back(1 + (s * 131 + j * 17) % (c.vocab_size - 1));
           prefill.sequences.push_back({tables[s], 0, prompt_len, true});
         }
-        auto out = engine.Step(prefill);
-        if (!out.ok()) {
-          std::fprintf(stderr, "error: %s\n", std::string(out.status().message()).c_str());
-          return 1;
-        }
+        auto out = e.Step(prefill);
+        if (!out.ok()) return Fail(out.status());
         std::vector<int32_t> last(B);
         for (int s = 0; s < B; ++s) {
           const float* l = out->logits.data() + static_cast<size_t>(s) * c.vocab_size;
@@ -135,11 +176,8 @@ int Main(int argc, char** argv) {
             b.token_ids.push_back(last[s]);
             b.sequences.push_back({tables[s], prompt_len + step, 1, true});
           }
-          auto r = engine.Step(b);
-          if (!r.ok()) {
-            std::fprintf(stderr, "error: %s\n", std::string(r.status().message()).c_str());
-            return 1;
-          }
+          auto r = e.Step(b);
+          if (!r.ok()) return Fail(r.status());
           for (int s = 0; s < B; ++s) {
             const float* l = r->logits.data() + static_cast<size_t>(s) * c.vocab_size;
             last[s] = static_cast<int32_t>(std::max_element(l, l + c.vocab_size) - l);
@@ -151,44 +189,51 @@ int Main(int argc, char** argv) {
         }
         const double secs =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        Result& res = results[{B, static_cast<int>(mode)}];
+        Result& res = results[{B, ci}];
         res.tok_s.push_back(B * steps / secs);
         res.active = active / steps;
         res.union_ratio = uni / steps;
         const double kv_bytes =
             2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 4 * B * (prompt_len + steps / 2.0);
-        res.bytes_per_step =
-            engine.WeightBytesPerStep(mode == SparsityMode::kExact ? res.union_ratio : 1.0) +
-            kv_bytes;
+        const bool sparse = configs[ci].mode == SparsityMode::kExact;
+        res.bytes_per_step = e.WeightBytesPerStep(sparse ? res.union_ratio : 1.0) + kv_bytes;
       }
     }
   }
+  std::printf("model: %s (%s, %s, d=%lld, F=%lld, %lld layers); backend %s", model.c_str(),
+              c.model_type.c_str(), std::string(ActivationName(c.activation)).c_str(),
+              (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_layers,
+              engine.backend().Describe().c_str());
+  if (bandwidth > 0) std::printf("; read bandwidth %.1f GB/s (%s)", bandwidth, bw_source.c_str());
   std::printf(
-      "model: %s (%s, %s, d=%lld, F=%lld, %lld layers); backend %s; read bandwidth %.1f GB/s\n",
-      model.c_str(), c.model_type.c_str(), std::string(ActivationName(c.activation)).c_str(),
-      (long long)c.hidden_size, (long long)c.intermediate_size, (long long)c.num_layers,
-      engine.backend().Describe().c_str(), bw);
-  std::printf(
-      "%d decode steps after an %d-token prefill; median (min) of %d interleaved rounds\n\n", steps,
-      prompt_len, rounds);
+      "\n%d decode steps after an %d-token prefill; median (min) of %d interleaved rounds\n\n",
+      steps, prompt_len, rounds);
   std::printf(
       "| batch | mode | tokens/s | active | union | MB read/step | roofline tokens/s | of roofline "
-      "| exact / off |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+      "| vs off | vs off, cuBLAS FFN |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (int B : batches) {
-    double off_med = 0;
-    for (SparsityMode mode : {SparsityMode::kOff, SparsityMode::kExact}) {
-      Result& r = results[{B, static_cast<int>(mode)}];
+    std::map<std::string, double> med_of;
+    for (size_t ci = 0; ci < configs.size(); ++ci) {
+      Result& r = results[{B, ci}];
       std::sort(r.tok_s.begin(), r.tok_s.end());
-      const double med = r.tok_s[r.tok_s.size() / 2];
-      if (mode == SparsityMode::kOff) off_med = med;
-      const double roof = B / (r.bytes_per_step / (bw * 1e9));
-      std::printf("| %d | %s | %.2f (%.2f) | %.1f%% | %.1f%% | %.0f | %.2f | %.0f%% | %s |\n", B,
-                  std::string(SparsityModeName(mode)).c_str(), med, r.tok_s.front(), r.active * 100,
-                  r.union_ratio * 100, r.bytes_per_step / 1e6, roof, 100 * med / roof,
-                  mode == SparsityMode::kExact
-                      ? (std::to_string(med / off_med).substr(0, 4) + "×").c_str()
-                      : "");
+      med_of[configs[ci].label] = r.tok_s[r.tok_s.size() / 2];
+    }
+    for (size_t ci = 0; ci < configs.size(); ++ci) {
+      const Result& r = results[{B, ci}];
+      const double med = med_of[configs[ci].label];
+      const double roof = bandwidth > 0 ? B / (r.bytes_per_step / (bandwidth * 1e9)) : 0;
+      auto ratio = [&](const char* base) {
+        return configs[ci].label == base || !med_of.count(base)
+                   ? std::string()
+                   : absl::StrFormat("%.2f×", med / med_of[base]);
+      };
+      std::printf("| %d | %s | %.2f (%.2f) | %.1f%% | %.1f%% | %.0f | %s | %s | %s | %s |\n", B,
+                  configs[ci].label.c_str(), med, r.tok_s.front(), r.active * 100,
+                  r.union_ratio * 100, r.bytes_per_step / 1e6,
+                  roof > 0 ? absl::StrFormat("%.2f", roof).c_str() : "n/a",
+                  roof > 0 ? absl::StrFormat("%.0f%%", 100 * med / roof).c_str() : "n/a",
+                  ratio("off").c_str(), ratio("off, cuBLAS FFN").c_str());
     }
   }
   return 0;

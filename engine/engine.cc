@@ -43,12 +43,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   e->kv_shape_.block_size = options.kv_block_size;
   e->kv_shape_.kv_heads = static_cast<int>(c.num_kv_heads);
   e->kv_shape_.head_dim = static_cast<int>(c.head_dim);
-  e->kv_shape_.blocks =
-      options.kv_blocks > 0
-          ? options.kv_blocks
-          : static_cast<int>(options.kv_cache_bytes / e->kv_shape_.BytesPerBlock());
+  int64_t kv_bytes = options.kv_cache_bytes;
+  if (options.kv_cache_fraction > 0) {
+    if (options.kv_cache_fraction >= 1) {
+      return absl::InvalidArgumentError("kv_cache_fraction must be in (0, 1)");
+    }
+    const int64_t free_bytes = e->backend_->FreeMemoryBytes();
+    if (free_bytes >= 0) kv_bytes = static_cast<int64_t>(options.kv_cache_fraction * free_bytes);
+  }
+  e->kv_shape_.blocks = options.kv_blocks > 0
+                            ? options.kv_blocks
+                            : static_cast<int>(kv_bytes / e->kv_shape_.BytesPerBlock());
   if (e->kv_shape_.blocks <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("KV cache of ", options.kv_cache_bytes,
+    return absl::InvalidArgumentError(absl::StrCat("KV cache of ", kv_bytes,
                                                    " bytes holds no block; one block needs ",
                                                    e->kv_shape_.BytesPerBlock()));
   }

@@ -26,6 +26,9 @@ struct EngineOptions {
   int kv_block_size = 16;
   int kv_blocks = 0;  // 0: derived from kv_cache_bytes
   int64_t kv_cache_bytes = 256ll << 20;
+  // >0 on a device backend: the KV cache takes this fraction of the memory free after the
+  // weights are placed (kv_cache_bytes is then ignored).
+  double kv_cache_fraction = 0;
   bool load_tokenizer = true;  // false: no tokenizer.model needed (kernel benchmarks)
   std::string device = "cpu";  // "cpu" | "cuda" (resolve "auto" with ResolveDevice first)
   BackendOptions backend;

@@ -37,6 +37,12 @@ ABSL_FLAG(std::string, sparsity, "",
 ABSL_FLAG(std::string, sparsity_file, "",
           "Threshold mode's calibration (sparsed-calibrate); default MODEL/sparsity.json.");
 ABSL_FLAG(int64_t, kv_cache_mb, 512, "KV cache size in MiB.");
+ABSL_FLAG(double, kv_cache_fraction, 0,
+          "GPU: KV cache size as this fraction of the device memory free after the weights are "
+          "loaded (0 = use --kv_cache_mb).");
+ABSL_FLAG(int, cuda_cublas_min_tokens, 0,
+          "GPU: FFN calls of at least this many tokens run dense cuBLAS GEMMs (faster for large "
+          "batches; a sequence's output then depends on its batch size). 0 = never.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV cache block.");
 ABSL_FLAG(int, max_num_seqs, 64, "Sequences per engine step.");
 ABSL_FLAG(int, max_num_batched_tokens, 512, "Tokens per engine step.");
@@ -94,6 +100,9 @@ int Main(int argc, char** argv) {
   eo.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
   eo.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
   eo.backend.threads = absl::GetFlag(FLAGS_threads);
+  eo.backend.cublas_min_tokens = absl::GetFlag(FLAGS_cuda_cublas_min_tokens);
+  eo.kv_cache_fraction = absl::GetFlag(FLAGS_kv_cache_fraction);
+  eo.device = device->device;
   eo.progress = [&log](int done, int total, const std::string&) {
     if (done == total || done % 8 == 0)
       log.Log(LogLevel::kInfo, "loading model", absl::StrCat("layers=", done, "/", total));

@@ -92,6 +92,8 @@ class Backend {
   // Called after a step's last operation: waits for the device, completes FfnStats, and reports
   // the first error any operation of the step met (the void operations cannot).
   virtual absl::Status FinishStep() { return absl::OkStatus(); }
+  // Device memory free now, in bytes; -1 for host-memory backends.
+  virtual int64_t FreeMemoryBytes() const { return -1; }
 };
 
 struct BackendOptions {

@@ -2,7 +2,11 @@
 # One-call GPU check: builds the CUDA FFN library, its tests and benchmark from source on the GPU
 # host (it has CUDA, CMake and Ninja, none of our Debian libraries), runs every `gpu` test, the
 # compute-sanitizer memcheck, and the GPU benchmarks, and writes a summary under $OUT.
+# The checks that need the engine (CPU-vs-CUDA whole-model test, end-to-end decode benchmark)
+# come prebuilt in .gpu/bundle (tests/gpu/make_bundle.sh) and run when it is present.
 # Usage (repository root): OUT=/some/dir tests/gpu/device_check.sh [--quick]
+# Environment: E2E_LAYERS (decoder layers of the LLaMA-2-7B-shape decode model, default 8),
+# E2E_BATCHES (default 1,2,4,8,16,32,64), E2E_ROUNDS (default 3).
 set -uo pipefail
 OUT="${OUT:-/tmp/sparsed-gpu-out}"
 mkdir -p "$OUT"
@@ -40,9 +44,48 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
   grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" "$OUT/memcheck.log" | head -10 | tee -a "$summary"
 fi
 
+BUNDLE=.gpu/bundle
+if [[ -x "$BUNDLE/bin/cuda_backend_test" ]]; then
+  # cuBLAS for libsparsed_cuda.so: the toolkit's, else the Python wheel's.
+  CUDA_LIBS=$(dirname "$(command -v nvcc)")/../lib64
+  WHEEL_LIBS=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib:$CUDA_LIBS:${WHEEL_LIBS}:${LD_LIBRARY_PATH:-}"
+  export SPARSED_SOURCE_DIR="$PWD" SPARSED_PLUGIN_DIR="$PWD/$BUNDLE/lib"
+  log ""
+  log "## CUDA backend vs CPU backend (cuda_backend_test, prebuilt)"
+  timeout 300 "$BUNDLE/bin/cuda_backend_test" >"$OUT/cuda_backend_test.log" 2>&1
+  bt=$?
+  log "exit code: $bt"
+  [[ $bt -eq 0 ]] || rc=1
+  grep -E "^\[  (PASSED|FAILED) |relative logit error|Failure|Expected|Which is|error|SKIPPED|device:" "$OUT/cuda_backend_test.log" | head -60 | tee -a "$summary"
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUNDLE/bin/cuda_backend_test" \
+      --gtest_filter='CudaOps.*:*Batch*' >"$OUT/memcheck_backend.log" 2>&1
+    log "memcheck (cuda_backend_test ops + batch invariance) exit code: $?"
+    grep -E "ERROR SUMMARY" "$OUT/memcheck_backend.log" | head -3 | tee -a "$summary"
+  fi
+else
+  log ""
+  log "(no .gpu/bundle: the CPU-vs-CUDA model test and the decode benchmark were not run)"
+fi
+
 log ""
 log "## FFN benchmark: union sparse vs dense cuBLAS"
 "$BUILD/ffn_gpu_bench" $QUICK --csv "$OUT/ffn_gpu_bench.csv" >"$OUT/ffn_gpu_bench.md" 2>&1 || { rc=1; log "BENCHMARK FAILED (exit $?)"; }
 cat "$OUT/ffn_gpu_bench.md" >> "$summary"
 cat "$OUT/ffn_gpu_bench.md"
+
+if [[ -x "$BUNDLE/bin/decode_bench" ]]; then
+  # Roofline bandwidth: the copy bandwidth ffn_gpu_bench measured (read + write bytes).
+  bw=$(grep -oE "measured copy bandwidth [0-9.]+" "$OUT/ffn_gpu_bench.md" | grep -oE "[0-9.]+$" || echo 0)
+  log ""
+  log "## End-to-end decode on CUDA: LLaMA-2-7B shape, ${E2E_LAYERS:-8} layers, fatrelu ~11% active"
+  t1=$(date +%s)
+  (cd /tmp && timeout 420 "$OLDPWD/$BUNDLE/bin/decode_bench" --device cuda --preset llama2-7b \
+      --layers "${E2E_LAYERS:-8}" --batches "${E2E_BATCHES:-1,2,4,8,16,32,64}" \
+      --rounds "${E2E_ROUNDS:-3}" --steps 16 --cublas_baseline --bandwidth_gbs "$bw") \
+      >"$OUT/decode_bench.md" 2>"$OUT/decode_bench.log" || { rc=1; log "DECODE BENCHMARK FAILED"; tail -5 "$OUT/decode_bench.log" | tee -a "$summary"; }
+  log "decode benchmark: $(( $(date +%s) - t1 )) s including writing the model"
+  cat "$OUT/decode_bench.md" | tee -a "$summary"
+fi
 exit $rc

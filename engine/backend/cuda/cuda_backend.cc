@@ -441,6 +441,12 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
   }
 }
 
+int64_t CudaBackend::FreeMemoryBytes() const {
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
+  return static_cast<int64_t>(free_b);
+}
+
 absl::Status CudaBackend::FinishStep() {
   step_active_ = false;
   if (error_.empty()) {

@@ -55,6 +55,7 @@ class CudaBackend final : public Backend {
   absl::Status PrepareFfn(const FfnLayer& layer) override;
   void BeginStep(const AttentionBatch& batch, const float* cos, const float* sin) override;
   absl::Status FinishStep() override;
+  int64_t FreeMemoryBytes() const override;
 
   // Largest FFN call; longer ones run in slabs of this many tokens (bounds the scratch memory).
   static constexpr int kFfnSlabTokens = 64;
