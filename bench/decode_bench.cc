@@ -50,6 +50,10 @@ constexpr const char* kUsage =
     "                    [--device cpu|cuda] [--cublas_baseline] [--bandwidth_gbs X]\n"
     "                    [--steps N] [--rounds N] [--batches 1,4,16]\n";
 
+// Batch size from which the FFN ran faster in dense cuBLAS than union sparse on an H100 at
+// LLaMA-2-7B shape and ~11% active (bench/results/gpu_h100_v10_e2e.md).
+constexpr int kFallbackTokens = 4;
+
 int Fail(const absl::Status& s) {
   std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
   return 1;
@@ -129,11 +133,18 @@ int Main(int argc, char** argv) {
   std::unique_ptr<Engine> cublas_engine;
   std::vector<Config> configs = {{"off", &engine, SparsityMode::kOff},
                                  {"exact", &engine, SparsityMode::kExact}};
+  std::unique_ptr<Engine> fallback_engine;
   if (cublas_baseline) {
     auto e = load(1);
     if (!e.ok()) return Fail(e.status());
     cublas_engine = std::move(*e);
     configs.insert(configs.begin(), {"off, cuBLAS FFN", cublas_engine.get(), SparsityMode::kOff});
+    // The host-side cost model: batches of at least kFallbackTokens run the FFN in cuBLAS.
+    auto f = load(kFallbackTokens);
+    if (!f.ok()) return Fail(f.status());
+    fallback_engine = std::move(*f);
+    configs.push_back({absl::StrFormat("exact, cuBLAS FFN from %d tokens", kFallbackTokens),
+                       fallback_engine.get(), SparsityMode::kExact});
   }
   const ModelConfig& c = engine.config();
   std::fprintf(stderr, "backend: %s\n", engine.backend().Describe().c_str());
@@ -195,7 +206,8 @@ int Main(int argc, char** argv) {
         res.union_ratio = uni / steps;
         const double kv_bytes =
             2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 4 * B * (prompt_len + steps / 2.0);
-        const bool sparse = configs[ci].mode == SparsityMode::kExact;
+        const bool sparse = configs[ci].mode == SparsityMode::kExact &&
+                            !(configs[ci].engine == fallback_engine.get() && B >= kFallbackTokens);
         res.bytes_per_step = e.WeightBytesPerStep(sparse ? res.union_ratio : 1.0) + kv_bytes;
       }
     }

@@ -75,6 +75,11 @@ log "## FFN benchmark: union sparse vs dense cuBLAS"
 cat "$OUT/ffn_gpu_bench.md" >> "$summary"
 cat "$OUT/ffn_gpu_bench.md"
 
+log ""
+log "## Dense operations: our kernels vs cuBLAS; paged attention"
+"$BUILD/ops_gpu_bench" $QUICK >"$OUT/ops_gpu_bench.md" 2>&1 || { rc=1; log "OPS BENCHMARK FAILED"; }
+cat "$OUT/ops_gpu_bench.md" | tee -a "$summary"
+
 if [[ -x "$BUNDLE/bin/decode_bench" ]]; then
   # Roofline bandwidth: the copy bandwidth ffn_gpu_bench measured (read + write bytes).
   bw=$(grep -oE "measured copy bandwidth [0-9.]+" "$OUT/ffn_gpu_bench.md" | grep -oE "[0-9.]+$" || echo 0)

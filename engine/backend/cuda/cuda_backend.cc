@@ -16,8 +16,9 @@ namespace {
 // edge there; ffn_gpu_bench's every-row rows).
 constexpr double kDefaultCudaBreakEven = 0.9;
 
+// "" for success, else "what: reason".
 std::string Err(const char* what, cudaError_t e) {
-  return absl::StrCat(what, ": ", cudaGetErrorString(e));
+  return e == cudaSuccess ? std::string() : absl::StrCat(what, ": ", cudaGetErrorString(e));
 }
 
 absl::StatusOr<cuda::FfnActivation> ToCuda(Activation a) {
@@ -77,6 +78,7 @@ CudaBackend::~CudaBackend() {
   for (auto& [host, dev] : weights_) cudaFree(dev);
   for (auto& [host, u] : vectors_) cudaFree(u.device);
   for (Scratch* s : {&ints_, &trig_, &ids_, &rows_, &x_bf16_, &y_bf16_}) cudaFree(s->p);
+  for (Staging* s : {&ids_host_, &ints_host_, &trig_host_, &stats_host_}) cudaFreeHost(s->host);
   cudaFree(kv_);
 }
 
@@ -99,6 +101,48 @@ void* CudaBackend::Grow(Scratch& s, size_t bytes) {
   }
   s.bytes = want;
   return s.p;
+}
+
+void* CudaBackend::GrowPinned(Staging& s, size_t bytes) {
+  if (s.pending) {
+    // A copy from this buffer may still run: wait before overwriting it (only when one buffer is
+    // used twice in a step, which the engine's steps do not do).
+    cudaStreamSynchronize(nullptr);
+    s.pending = false;
+  }
+  if (bytes <= s.bytes) return s.host;
+  cudaFreeHost(s.host);
+  s.host = nullptr;
+  s.bytes = 0;
+  const size_t want = std::max<size_t>(bytes, 4096);
+  if (const cudaError_t e = cudaMallocHost(&s.host, want); e != cudaSuccess) {
+    Failed(absl::StrCat("cannot allocate ", want,
+                        " bytes of pinned host memory: ", cudaGetErrorString(e)));
+    s.host = nullptr;
+    return nullptr;
+  }
+  s.bytes = want;
+  return s.host;
+}
+
+bool CudaBackend::Upload(Staging& s, void* dst, std::initializer_list<Piece> pieces,
+                         const char* what) {
+  size_t total = 0;
+  for (const Piece& p : pieces) total += p.bytes;
+  auto* host = static_cast<char*>(GrowPinned(s, total));
+  if (host == nullptr) return false;
+  size_t off = 0;
+  for (const Piece& p : pieces) {
+    std::memcpy(host + off, p.src, p.bytes);
+    off += p.bytes;
+  }
+  if (const cudaError_t e = cudaMemcpyAsync(dst, host, total, cudaMemcpyHostToDevice, nullptr);
+      e != cudaSuccess) {
+    Failed(Err(what, e));
+    return false;
+  }
+  s.pending = true;
+  return true;
 }
 
 absl::StatusOr<DeviceBuffer> CudaBackend::Alloc(size_t floats) {
@@ -241,11 +285,7 @@ void CudaBackend::Embed(const Matrix& table, const int32_t* ids, int T, float sc
   const uint16_t* w = DeviceWeights(table);
   auto* dev = static_cast<int32_t*>(Grow(ids_, sizeof(int32_t) * T));
   if (!w || !dev) return;
-  if (const cudaError_t e = cudaMemcpy(dev, ids, sizeof(int32_t) * T, cudaMemcpyHostToDevice);
-      e != cudaSuccess) {
-    Failed(Err("uploading token ids", e));
-    return;
-  }
+  if (!Upload(ids_host_, dev, {{ids, sizeof(int32_t) * T}}, "uploading token ids")) return;
   Failed(cuda::Embed(w, table.cols, dev, T, scale, out));
 }
 
@@ -281,13 +321,12 @@ void CudaBackend::AddScaled(float* y, const float* x, size_t n, float scale) {
   Failed(cuda::AddScaled(y, x, n, scale));
 }
 
-bool CudaBackend::UploadTrig(const float* cos, const float* sin, int T) {
-  const size_t n = static_cast<size_t>(T) * (kv_shape_.head_dim / 2);
+bool CudaBackend::UploadTrig(const float* cos, const float* sin, int T, int half) {
+  const size_t n = static_cast<size_t>(T) * half;
   auto* dev = static_cast<float*>(Grow(trig_, 2 * n * sizeof(float)));
   if (!dev) return false;
-  if (cudaMemcpy(dev, cos, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess ||
-      cudaMemcpy(dev + n, sin, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) {
-    Failed(Err("uploading rotary tables", cudaGetLastError()));
+  if (!Upload(trig_host_, dev, {{cos, n * sizeof(float)}, {sin, n * sizeof(float)}},
+              "uploading rotary tables")) {
     return false;
   }
   step_.cos_host = cos;
@@ -320,10 +359,8 @@ bool CudaBackend::UploadAttention(const AttentionBatch& batch) {
   }
   auto* dev = static_cast<int32_t*>(Grow(ints_, h.size() * sizeof(int32_t)));
   if (!dev) return false;
-  if (const cudaError_t e =
-          cudaMemcpy(dev, h.data(), h.size() * sizeof(int32_t), cudaMemcpyHostToDevice);
-      e != cudaSuccess) {
-    Failed(Err("uploading block tables", e));
+  if (!Upload(ints_host_, dev, {{h.data(), h.size() * sizeof(int32_t)}},
+              "uploading block tables")) {
     return false;
   }
   step_.positions_host = batch.positions;
@@ -338,13 +375,17 @@ bool CudaBackend::UploadAttention(const AttentionBatch& batch) {
 
 void CudaBackend::BeginStep(const AttentionBatch& batch, const float* cos, const float* sin) {
   if (!error_.empty()) return;
-  step_active_ = UploadAttention(batch) && UploadTrig(cos, sin, batch.num_tokens);
+  step_active_ =
+      UploadAttention(batch) && UploadTrig(cos, sin, batch.num_tokens, kv_shape_.head_dim / 2);
 }
 
 void CudaBackend::Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
                        int kv_heads, int head_dim) {
   if (!error_.empty()) return;
-  if (!(step_active_ && step_.cos_host == cos && step_.T == T) && !UploadTrig(cos, sin, T)) return;
+  if (!(step_active_ && step_.cos_host == cos && step_.T == T) &&
+      !UploadTrig(cos, sin, T, head_dim / 2)) {
+    return;
+  }
   Failed(cuda::Rope(q, k, step_.cos, step_.sin, T, heads, kv_heads, head_dim));
 }
 
@@ -449,25 +490,41 @@ int64_t CudaBackend::FreeMemoryBytes() const {
 
 absl::Status CudaBackend::FinishStep() {
   step_active_ = false;
-  if (error_.empty()) {
-    if (const cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
-      Failed(Err("the GPU step failed", e));
+  // Queue every layer's tile-stats copy behind the step, then wait once.
+  size_t total = 0;
+  for (const PendingStats& p : pending_) total += 2 * sizeof(int32_t) * p.ffn->last_tiles();
+  auto* host =
+      error_.empty() && total ? static_cast<int32_t*>(GrowPinned(stats_host_, total)) : nullptr;
+  if (host) {
+    size_t off = 0;
+    for (const PendingStats& p : pending_) {
+      const size_t bytes = 2 * sizeof(int32_t) * p.ffn->last_tiles();
+      if (Failed(Err("copying FFN statistics",
+                     cudaMemcpyAsync(reinterpret_cast<char*>(host) + off, p.ffn->stats_device(),
+                                     bytes, cudaMemcpyDeviceToHost, nullptr)))) {
+        break;
+      }
+      off += bytes;
     }
   }
-  if (error_.empty()) {
-    std::vector<cuda::FfnTileStats> tiles;
+  if (const cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
+    Failed(Err("the GPU step failed", e));
+  }
+  for (Staging* s : {&ids_host_, &ints_host_, &trig_host_, &stats_host_}) s->pending = false;
+  if (error_.empty() && host) {
+    const int32_t* h = host;
     for (const PendingStats& p : pending_) {
-      if (Failed(p.ffn->ReadStats(&tiles))) break;
       FfnStats& s = *p.stats;
+      const int tiles = p.ffn->last_tiles();
       int64_t union_sum = 0;
       bool dense = true;
-      for (const cuda::FfnTileStats& t : tiles) {
-        s.active_sum += t.active_sum;
-        union_sum += t.union_size;
-        dense = dense && t.union_size == s.neurons;
+      for (int i = 0; i < tiles; ++i, h += 2) {
+        union_sum += h[0];
+        s.active_sum += h[1];
+        dense = dense && h[0] == s.neurons;
       }
-      if (!tiles.empty()) {
-        s.union_size = union_sum / static_cast<int64_t>(tiles.size());
+      if (tiles) {
+        s.union_size = union_sum / tiles;
         s.rows_skipped = s.neurons - s.union_size;
         s.dense = dense;
       }

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -89,13 +90,27 @@ class CudaBackend final : public Backend {
     cuda::CudaFfn* ffn;
     FfnStats* stats;
   };
+  // Pinned host memory that host → device copies go through asynchronously; `pending` while a
+  // copy from it may still be running (cleared when the step finishes).
+  struct Staging {
+    void* host = nullptr;
+    size_t bytes = 0;
+    bool pending = false;
+  };
+  struct Piece {
+    const void* src;
+    size_t bytes;
+  };
 
   bool Failed(const std::string& error);  // records the first error; true when error is set
   void* Grow(Scratch& s, size_t bytes);
   const uint16_t* DeviceWeights(const Matrix& m);
   const float* DeviceVector(const float* host, size_t n, bool check_contents);
   bool UploadAttention(const AttentionBatch& batch);
-  bool UploadTrig(const float* cos, const float* sin, int T);
+  bool UploadTrig(const float* cos, const float* sin, int T, int half);
+  // Copies the pieces, back to back, to device `dst` through `s` (asynchronous).
+  bool Upload(Staging& s, void* dst, std::initializer_list<Piece> pieces, const char* what);
+  void* GrowPinned(Staging& s, size_t bytes);
   cuda::CudaFfn* FfnFor(const FfnLayer& layer);
   cuda::PagedLayer Layer(int layer) const;
 
@@ -112,6 +127,7 @@ class CudaBackend final : public Backend {
   StepInputs step_;
   Scratch ints_, trig_, ids_, rows_, x_bf16_, y_bf16_;
   std::vector<PendingStats> pending_;
+  Staging ids_host_, ints_host_, trig_host_, stats_host_;
 };
 
 }  // namespace sparsed

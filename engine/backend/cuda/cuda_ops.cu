@@ -19,8 +19,6 @@ std::string LaunchStatus(const char* what) {
   return e == cudaSuccess ? "" : std::string(what) + ": " + cudaGetErrorString(e);
 }
 
-constexpr int kMatRows = 4;   // weight rows per warp
-constexpr int kMatWarps = 8;  // warps per block
 constexpr int kAttnThreads = 128;
 
 __global__ void EmbedKernel(const uint16_t* __restrict__ table, int64_t d,
@@ -52,36 +50,48 @@ __global__ void __launch_bounds__(256)
   for (int i = threadIdx.x; i < d; i += 256) ot[i] = xt[i] * inv * w[i];
 }
 
-template <int TT>
-__global__ void __launch_bounds__(kMatWarps * 32)
+// R weight rows per warp, W warps per block.
+template <int TT, int R, int W>
+__global__ void __launch_bounds__(W * 32)
     MatMulKernel(const float* __restrict__ x, int T, int64_t cols, const uint16_t* __restrict__ w,
                  const int32_t* __restrict__ row_ids, int64_t n, float* __restrict__ y) {
   const int t0 = blockIdx.y * TT, nt = min(TT, T - t0);
   const int lane = threadIdx.x & 31;
-  const int64_t i0 = (static_cast<int64_t>(blockIdx.x) * kMatWarps + (threadIdx.x >> 5)) * kMatRows;
-  int64_t rows[kMatRows];
+  const int64_t i0 = (static_cast<int64_t>(blockIdx.x) * W + (threadIdx.x >> 5)) * R;
+  int64_t rows[R];
 #pragma unroll
-  for (int r = 0; r < kMatRows; ++r) {
+  for (int r = 0; r < R; ++r) {
     rows[r] = i0 + r < n ? (row_ids ? row_ids[i0 + r] : i0 + r) : -1;
   }
   __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
-  float acc[kMatRows][TT];
-  BlockDots<TT, kMatRows, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * cols, nt, cols, w, rows,
-                                           acc, xs);
+  float acc[R][TT];
+  BlockDots<TT, R, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * cols, nt, cols, w, rows, acc,
+                                    xs);
 #pragma unroll
-  for (int r = 0; r < kMatRows; ++r)
+  for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int t = 0; t < TT; ++t) {
       if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) y[(t0 + t) * n + i0 + r] = acc[r][t];
     }
 }
 
+template <int TT, int R, int W>
+void LaunchMatMulRW(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
+                    int64_t n, float* y) {
+  const dim3 grid(static_cast<unsigned>((n + W * R - 1) / (W * R)), (T + TT - 1) / TT);
+  MatMulKernel<TT, R, W><<<grid, W * 32>>>(x, T, cols, w, rows, n, y);
+}
+
+// layout 1: 4 rows per warp, 8 warps per block (fewer, fuller blocks); 2: 2 rows per warp,
+// 4 warps per block (4× the blocks, for matrices too small to fill the GPU otherwise).
 template <int TT>
 void LaunchMatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
-                  int64_t n, float* y) {
-  const dim3 grid(static_cast<unsigned>((n + kMatWarps * kMatRows - 1) / (kMatWarps * kMatRows)),
-                  (T + TT - 1) / TT);
-  MatMulKernel<TT><<<grid, kMatWarps * 32>>>(x, T, cols, w, rows, n, y);
+                  int64_t n, float* y, int layout) {
+  if (layout == 2) {
+    LaunchMatMulRW<TT, 2, 4>(x, T, w, cols, rows, n, y);
+  } else {
+    LaunchMatMulRW<TT, 4, 8>(x, T, w, cols, rows, n, y);
+  }
 }
 
 __global__ void AddScaledKernel(float* __restrict__ y, const float* __restrict__ x, size_t n,
@@ -205,24 +215,25 @@ std::string RmsNorm(const float* x, const float* w, int T, int d, float eps, flo
 }
 
 std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
-                   int64_t n, float* y) {
+                   int64_t n, float* y, int layout) {
   if (T <= 0 || n <= 0) return "";
   if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
+  if (layout == 0) layout = n < 16384 ? 2 : 1;
   switch (TileTokens(T, kMaxTileTokens)) {
     case 1:
-      LaunchMatMul<1>(x, T, w, cols, rows, n, y);
+      LaunchMatMul<1>(x, T, w, cols, rows, n, y, layout);
       break;
     case 2:
-      LaunchMatMul<2>(x, T, w, cols, rows, n, y);
+      LaunchMatMul<2>(x, T, w, cols, rows, n, y, layout);
       break;
     case 4:
-      LaunchMatMul<4>(x, T, w, cols, rows, n, y);
+      LaunchMatMul<4>(x, T, w, cols, rows, n, y, layout);
       break;
     case 8:
-      LaunchMatMul<8>(x, T, w, cols, rows, n, y);
+      LaunchMatMul<8>(x, T, w, cols, rows, n, y, layout);
       break;
     default:
-      LaunchMatMul<kMaxTileTokens>(x, T, w, cols, rows, n, y);
+      LaunchMatMul<kMaxTileTokens>(x, T, w, cols, rows, n, y, layout);
   }
   return LaunchStatus("matrix product kernel");
 }

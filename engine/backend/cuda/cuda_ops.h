@@ -24,8 +24,10 @@ std::string RmsNorm(const float* x, const float* w, int T, int d, float eps, flo
 
 // y[t, i] = Σ_c x[t, c] · W[r_i, c] for i < n, r_i = rows ? rows[i] : i; W bf16 [· × cols]
 // (cols a multiple of 8), x fp32 [T × cols], rows device [n] or null, y [T × n].
+// layout picks the kernel's rows per warp and warps per block (0: by n; 1: 4 × 8; 2: 2 × 4, for
+// benchmarks); results are bitwise the same for every layout and every T.
 std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
-                   int64_t n, float* y);
+                   int64_t n, float* y, int layout = 0);
 
 // y += scale · x over n floats.
 std::string AddScaled(float* y, const float* x, size_t n, float scale);
