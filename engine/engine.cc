@@ -244,9 +244,7 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     b.RmsNorm(x, w.attn_norm.data(), T, d, eps, normed_.get());
-    b.MatMul(normed_.get(), T, w.q, q_.get());
-    b.MatMul(normed_.get(), T, w.k, k_.get());
-    b.MatMul(normed_.get(), T, w.v, v_.get());
+    b.MatMul3(normed_.get(), T, w.q, q_.get(), w.k, k_.get(), w.v, v_.get());
     b.Rope(q_.get(), k_.get(), cos.data(), sin.data(), T, H, KV, hd);
     b.Attention(l, q_.get(), k_.get(), v_.get(), ab, H, attn_.get());
     b.MatMul(attn_.get(), T, w.o, proj_.get());

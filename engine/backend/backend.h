@@ -66,6 +66,14 @@ class Backend {
   virtual void MatMul(const float* x, int T, const Matrix& w, float* y) = 0;
   virtual void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
                           float* y) = 0;
+  // Three products of the same x (attention's q, k, v): the same results as three MatMul calls;
+  // a device backend may run them as one launch.
+  virtual void MatMul3(const float* x, int T, const Matrix& a, float* ya, const Matrix& b,
+                       float* yb, const Matrix& c, float* yc) {
+    MatMul(x, T, a, ya);
+    MatMul(x, T, b, yb);
+    MatMul(x, T, c, yc);
+  }
   // y += scale · x over n floats.
   virtual void AddScaled(float* y, const float* x, size_t n, float scale) = 0;
   // Rotary embeddings (rotate-half convention) on q [T × H·hd] and k [T × KV·hd];
@@ -101,8 +109,9 @@ struct BackendOptions {
   std::string cpu_isa;  // CPU: force "avx512" | "avx2" | "generic"
   double dense_break_even =
       -1;  // union ratio above which exact mode runs dense; <0 = backend default
-  // CUDA: FFN calls of at least this many tokens run dense cuBLAS GEMMs (bf16 tensor cores; faster
-  // for large batches, but a token's result then depends on the batch size). 0 = never.
+  // CUDA: calls of at least this many tokens run the FFN and the dense products in cuBLAS (bf16
+  // tensor cores; faster for large batches, but a token's result then depends on the batch
+  // size). 0 = never.
   int cublas_min_tokens = 0;
 };
 

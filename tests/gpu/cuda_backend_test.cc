@@ -15,6 +15,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/backend/cpu/cpu_backend.h"
@@ -116,6 +117,38 @@ TEST_F(CudaOps, MatMulAndMatMulRowsMatchCpu) {
   }
 }
 
+TEST_F(CudaOps, FusedProductsEqualSeparateOnesAndCublasIsClose) {
+  const int64_t cols = 264;
+  Bf16Matrix a(300, cols, 21), b(40, cols, 22), c(72, cols, 23);
+  for (int T : {1, 5, 16, 33}) {
+    Pair x = Make(RandomFloats(T * cols, 30 + T));
+    Pair ya = Zeros(T * 300), yb = Zeros(T * 40), yc = Zeros(T * 72);
+    Pair sa = Zeros(T * 300), sb = Zeros(T * 40), sc = Zeros(T * 72);
+    cuda_->MatMul3(x.cuda.get(), T, a.m, ya.cuda.get(), b.m, yb.cuda.get(), c.m, yc.cuda.get());
+    cuda_->MatMul(x.cuda.get(), T, a.m, sa.cuda.get());
+    cuda_->MatMul(x.cuda.get(), T, b.m, sb.cuda.get());
+    cuda_->MatMul(x.cuda.get(), T, c.m, sc.cuda.get());
+    for (auto [fused, separate] : {std::pair{&ya, &sa}, {&yb, &sb}, {&yc, &sc}}) {
+      EXPECT_EQ(Read(*fused).first, Read(*separate).first) << "T=" << T;
+    }
+  }
+  BackendOptions o;
+  o.cublas_min_tokens = 4;
+  auto blas = MakeBackend("cuda", o);
+  ASSERT_TRUE(blas.ok()) << blas.status();
+  for (int T : {3, 4, 40}) {  // 3: our kernel; 4 and 40: cuBLAS, bf16-rounded activations
+    std::vector<float> xh = RandomFloats(T * cols, 50 + T);
+    DeviceBuffer x = *(*blas)->Alloc(xh.size()), y = *(*blas)->Alloc(T * 300);
+    (*blas)->CopyFromHost(xh.data(), xh.size(), x.get());
+    (*blas)->MatMul(x.get(), T, a.m, y.get());
+    ASSERT_TRUE((*blas)->FinishStep().ok());
+    std::vector<float> got(T * 300), want(T * 300);
+    (*blas)->CopyToHost(y.get(), got.size(), got.data());
+    cpu_->MatMul(xh.data(), T, a.m, want.data());
+    EXPECT_LT(RelErr(got, want), T >= 4 ? 1e-2 : 1e-5) << "T=" << T;
+  }
+}
+
 TEST_F(CudaOps, EmbedNormRopeAndResidualMatchCpu) {
   const int T = 5, d = 264, heads = 4, kv = 2, hd = 64;
   Bf16Matrix table(50, d, 3);
@@ -180,6 +213,65 @@ TEST_F(CudaOps, PagedAttentionMatchesCpu) {
     auto [a, b] = Read(out);
     EXPECT_LT(RelErr(a, b), 1e-5) << "T=" << T;
   }
+}
+
+// Contexts longer than one attention split (128 positions) take the split-and-merge path; a
+// token's output is the same alone and beside a long prefill.
+TEST_F(CudaOps, LongContextAttentionMatchesCpuAndIsBatchInvariant) {
+  const KvCacheShape shape{1, 64, 16, 2, 64};
+  const int heads = 4, hd = shape.head_dim, kvd = shape.kv_heads * hd;
+  ASSERT_TRUE(cuda_->AllocKvCache(shape).ok());
+  ASSERT_TRUE(cpu_->AllocKvCache(shape).ok());
+  std::vector<int32_t> table_a, table_b;
+  for (int b = 0; b < 32; ++b) table_a.push_back(63 - 2 * b);  // scattered, descending
+  for (int b = 0; b < 32; ++b) table_b.push_back(2 * b);
+  uint64_t seed = 500;
+  auto step = [&](const std::vector<int32_t>& positions,
+                  const std::vector<const std::vector<int32_t>*>& tables, std::vector<float>* gpu,
+                  std::vector<float>* cpu) {
+    const int T = static_cast<int>(positions.size());
+    const AttentionBatch ab{T, positions.data(), tables.data()};
+    Pair q = Make(RandomFloats(T * heads * hd, ++seed)), k = Make(RandomFloats(T * kvd, ++seed)),
+         v = Make(RandomFloats(T * kvd, ++seed)), out = Zeros(T * heads * hd);
+    cuda_->Attention(0, q.cuda.get(), k.cuda.get(), v.cuda.get(), ab, heads, out.cuda.get());
+    cpu_->Attention(0, q.cpu.get(), k.cpu.get(), v.cpu.get(), ab, heads, out.cpu.get());
+    std::tie(*gpu, *cpu) = Read(out);
+  };
+  // A prefills 300 positions in three chunks of 100 (the last reaches three splits).
+  std::vector<float> g, c;
+  for (int chunk = 0; chunk < 3; ++chunk) {
+    std::vector<int32_t> pos;
+    for (int p = chunk * 100; p < chunk * 100 + 100; ++p) pos.push_back(p);
+    step(pos, std::vector<const std::vector<int32_t>*>(100, &table_a), &g, &c);
+    EXPECT_LT(RelErr(g, c), 1e-5) << "chunk " << chunk;
+  }
+  // A decodes position 300 alone; then the same (rewritten) position beside B's 150-token
+  // prefill. The q/k/v seeds repeat, so A's inputs are identical both times.
+  const uint64_t seed_before = seed;
+  std::vector<float> alone, alone_cpu;
+  step({300}, {&table_a}, &alone, &alone_cpu);
+  EXPECT_LT(RelErr(alone, alone_cpu), 1e-5);
+  seed = seed_before;
+  std::vector<int32_t> pos = {300};
+  std::vector<const std::vector<int32_t>*> tables = {&table_a};
+  for (int p = 0; p < 150; ++p) pos.push_back(p), tables.push_back(&table_b);
+  // Same seeds → row 0 of q, k, v equals the alone step's single row.
+  const int T = static_cast<int>(pos.size());
+  std::vector<float> qh = RandomFloats(heads * hd, seed + 1), kh = RandomFloats(kvd, seed + 2),
+                     vh = RandomFloats(kvd, seed + 3);
+  const std::vector<float> rest_q = RandomFloats((T - 1) * heads * hd, 900),
+                           rest_k = RandomFloats((T - 1) * kvd, 901),
+                           rest_v = RandomFloats((T - 1) * kvd, 902);
+  qh.insert(qh.end(), rest_q.begin(), rest_q.end());
+  kh.insert(kh.end(), rest_k.begin(), rest_k.end());
+  vh.insert(vh.end(), rest_v.begin(), rest_v.end());
+  Pair q = Make(qh), k = Make(kh), v = Make(vh), out = Zeros(T * heads * hd);
+  const AttentionBatch ab{T, pos.data(), tables.data()};
+  cuda_->Attention(0, q.cuda.get(), k.cuda.get(), v.cuda.get(), ab, heads, out.cuda.get());
+  cpu_->Attention(0, q.cpu.get(), k.cpu.get(), v.cpu.get(), ab, heads, out.cpu.get());
+  auto [bg, bc] = Read(out);
+  EXPECT_LT(RelErr(bg, bc), 1e-5);
+  EXPECT_EQ(0, std::memcmp(alone.data(), bg.data(), heads * hd * sizeof(float)));
 }
 
 TEST_F(CudaOps, FfnMatchesCpuInEveryMode) {

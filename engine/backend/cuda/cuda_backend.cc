@@ -69,15 +69,21 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
   b->description_ =
       absl::StrFormat("cuda %s sm_%d%d, %d SMs, %.1f GiB free of %.1f", p.name, p.major, p.minor,
                       p.multiProcessorCount, free_b / 1073741824.0, total_b / 1073741824.0);
+  if (const std::string e = cuda::CublasCreate(&b->cublas_); !e.empty()) {
+    return absl::FailedPreconditionError(e);
+  }
   return b;
 }
 
 CudaBackend::~CudaBackend() {
   cudaDeviceSynchronize();
+  cuda::CublasDestroy(cublas_);
   ffns_.clear();
   for (auto& [host, dev] : weights_) cudaFree(dev);
   for (auto& [host, u] : vectors_) cudaFree(u.device);
-  for (Scratch* s : {&ints_, &trig_, &ids_, &rows_, &x_bf16_, &y_bf16_}) cudaFree(s->p);
+  for (Scratch* s : {&ints_, &trig_, &ids_, &rows_, &x_bf16_, &y_bf16_, &attn_part_}) {
+    cudaFree(s->p);
+  }
   for (Staging* s : {&ids_host_, &ints_host_, &trig_host_, &stats_host_}) cudaFreeHost(s->host);
   cudaFree(kv_);
 }
@@ -269,7 +275,6 @@ absl::Status CudaBackend::AllocKvCache(const KvCacheShape& shape) {
   }
   cudaMemset(kv_, 0, bytes);
   kv_shape_ = shape;
-  max_attention_positions_ = cuda::MaxAttentionPositions(shape.head_dim);
   return absl::OkStatus();
 }
 
@@ -299,7 +304,27 @@ void CudaBackend::RmsNorm(const float* x, const float* weight, int T, int d, flo
 void CudaBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
   if (!error_.empty()) return;
   const uint16_t* dw = DeviceWeights(w);
-  if (dw) Failed(cuda::MatMul(x, T, dw, w.cols, nullptr, w.rows, y));
+  if (!dw) return;
+  if (UseCublas(T)) {
+    void* xb = Grow(x_bf16_, static_cast<size_t>(T) * w.cols * 2);
+    if (xb) Failed(cuda::CublasMatMul(cublas_, x, T, dw, w.cols, w.rows, xb, y));
+    return;
+  }
+  Failed(cuda::MatMul(x, T, dw, w.cols, nullptr, w.rows, y));
+}
+
+void CudaBackend::MatMul3(const float* x, int T, const Matrix& a, float* ya, const Matrix& b,
+                          float* yb, const Matrix& c, float* yc) {
+  if (!error_.empty()) return;
+  if (UseCublas(T) || a.cols != b.cols || a.cols != c.cols) {
+    MatMul(x, T, a, ya);
+    MatMul(x, T, b, yb);
+    MatMul(x, T, c, yc);
+    return;
+  }
+  const uint16_t *wa = DeviceWeights(a), *wb = DeviceWeights(b), *wc = DeviceWeights(c);
+  if (!wa || !wb || !wc) return;
+  Failed(cuda::MatMul3(x, T, a.cols, {wa, a.rows, ya}, {wb, b.rows, yb}, {wc, c.rows, yc}));
 }
 
 void CudaBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows,
@@ -351,12 +376,6 @@ bool CudaBackend::UploadAttention(const AttentionBatch& batch) {
     h[2 * T + t] = it->second - 3 * T;
     max_len = std::max(max_len, pos + 1);
   }
-  if (max_len > max_attention_positions_) {
-    Failed(absl::StrCat("a sequence reaches position ", max_len - 1,
-                        "; the CUDA attention kernel holds at most ", max_attention_positions_,
-                        " positions on this device"));
-    return false;
-  }
   auto* dev = static_cast<int32_t*>(Grow(ints_, h.size() * sizeof(int32_t)));
   if (!dev) return false;
   if (!Upload(ints_host_, dev, {{h.data(), h.size() * sizeof(int32_t)}},
@@ -398,8 +417,12 @@ void CudaBackend::Attention(int layer, const float* q, const float* k, const flo
   }
   const cuda::PagedLayer pl = Layer(layer);
   if (Failed(cuda::WriteKv(pl, k, v, step_.slots, batch.num_tokens))) return;
+  const size_t scratch =
+      cuda::AttentionScratchFloats(batch.num_tokens, heads, kv_shape_.head_dim, step_.max_len);
+  auto* part = static_cast<float*>(scratch ? Grow(attn_part_, scratch * sizeof(float)) : nullptr);
+  if (scratch && !part) return;
   Failed(cuda::Attention(pl, q, step_.positions, step_.table_start, step_.tables, batch.num_tokens,
-                         heads, step_.max_len, out));
+                         heads, step_.max_len, part, out));
 }
 
 cuda::CudaFfn* CudaBackend::FfnFor(const FfnLayer& layer) {
@@ -422,9 +445,7 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
   const cuda::FfnActivation act = *ToCuda(layer.activation);
   const int64_t F = layer.neurons(), d = layer.hidden();
   if (stats) *stats = FfnStats{T, F, 0, 0, 0, true};
-  const int min_cublas = options_.cublas_min_tokens;
-  if (mode != SparsityMode::kThreshold && min_cublas > 0 &&
-      (mode == SparsityMode::kOff || T >= min_cublas)) {
+  if (mode != SparsityMode::kThreshold && UseCublas(T)) {
     // Dense cuBLAS: bf16 activations in and out, as a dense server computes it.
     void* xb = Grow(x_bf16_, static_cast<size_t>(T) * d * 2);
     void* yb = Grow(y_bf16_, static_cast<size_t>(T) * d * 2);

@@ -45,6 +45,8 @@ class CudaBackend final : public Backend {
   void MatMul(const float* x, int T, const Matrix& w, float* y) override;
   void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
                   float* y) override;
+  void MatMul3(const float* x, int T, const Matrix& a, float* ya, const Matrix& b, float* yb,
+               const Matrix& c, float* yc) override;
   void AddScaled(float* y, const float* x, size_t n, float scale) override;
   void Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads, int kv_heads,
             int head_dim) override;
@@ -113,19 +115,22 @@ class CudaBackend final : public Backend {
   void* GrowPinned(Staging& s, size_t bytes);
   cuda::CudaFfn* FfnFor(const FfnLayer& layer);
   cuda::PagedLayer Layer(int layer) const;
+  bool UseCublas(int T) const {
+    return options_.cublas_min_tokens > 0 && T >= options_.cublas_min_tokens;
+  }
 
   BackendOptions options_;
   std::string description_;
   std::string error_;
+  void* cublas_ = nullptr;                          // cublasHandle_t for the cuBLAS path
   std::unordered_map<const void*, void*> weights_;  // host data → device bf16
   std::unordered_map<const void*, std::unique_ptr<cuda::CudaFfn>> ffns_;  // by up->data
   std::unordered_map<const float*, Uploaded> vectors_;
   KvCacheShape kv_shape_;
   void* kv_ = nullptr;
-  int max_attention_positions_ = 0;
   bool step_active_ = false;
   StepInputs step_;
-  Scratch ints_, trig_, ids_, rows_, x_bf16_, y_bf16_;
+  Scratch ints_, trig_, ids_, rows_, x_bf16_, y_bf16_, attn_part_;
   std::vector<PendingStats> pending_;
   Staging ids_host_, ints_host_, trig_host_, stats_host_;
 };

@@ -1,4 +1,5 @@
 // Kernels of the dense operations of the forward pass (see cuda_ops.h).
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -20,6 +21,7 @@ std::string LaunchStatus(const char* what) {
 }
 
 constexpr int kAttnThreads = 128;
+constexpr int kAttnSplit = 128;  // positions per attention block
 
 __global__ void EmbedKernel(const uint16_t* __restrict__ table, int64_t d,
                             const int32_t* __restrict__ ids, float scale, float* __restrict__ out) {
@@ -73,6 +75,50 @@ __global__ void __launch_bounds__(W * 32)
     for (int t = 0; t < TT; ++t) {
       if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) y[(t0 + t) * n + i0 + r] = acc[r][t];
     }
+}
+
+// Up to three matrices in one grid: blocks [0, nb[0]) serve the first, the next nb[1] the second...
+template <int TT, int R, int W>
+__global__ void __launch_bounds__(W * 32)
+    MatMul3Kernel(const float* __restrict__ x, int T, int64_t cols, MatMulOut a, MatMulOut b,
+                  MatMulOut c, int nb0, int nb1) {
+  int blk = blockIdx.x;
+  MatMulOut m = a;
+  if (blk >= nb0 + nb1) {
+    m = c;
+    blk -= nb0 + nb1;
+  } else if (blk >= nb0) {
+    m = b;
+    blk -= nb0;
+  }
+  const int t0 = blockIdx.y * TT, nt = min(TT, T - t0);
+  const int lane = threadIdx.x & 31;
+  const int64_t i0 = (static_cast<int64_t>(blk) * W + (threadIdx.x >> 5)) * R;
+  int64_t rows[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) rows[r] = i0 + r < m.n ? i0 + r : -1;
+  __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
+  float acc[R][TT];
+  BlockDots<TT, R, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * cols, nt, cols, m.w, rows, acc,
+                                    xs);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < TT; ++t) {
+      if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) {
+        m.y[(t0 + t) * m.n + i0 + r] = acc[r][t];
+      }
+    }
+}
+
+template <int TT>
+void LaunchMatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
+                   const MatMulOut& c) {
+  constexpr int R = 2, W = 4;
+  auto blocks = [](int64_t n) { return static_cast<int>((n + W * R - 1) / (W * R)); };
+  const int nb0 = blocks(a.n), nb1 = blocks(b.n), nb2 = blocks(c.n);
+  const dim3 grid(nb0 + nb1 + nb2, (T + TT - 1) / TT);
+  MatMul3Kernel<TT, R, W><<<grid, W * 32>>>(x, T, cols, a, b, c, nb0, nb1);
 }
 
 template <int TT, int R, int W>
@@ -143,17 +189,24 @@ __device__ float BlockReduce(float v, float* scratch) {
   return r;
 }
 
-// One block per (head, token): scores in shared memory, softmax, then each thread sums p·v for
-// its dimensions in position order.
+// One block per (head, token, split of kAttnSplit positions): scores of the split in shared
+// memory, their max m and Σ exp(score − m) = l, and acc = Σ exp(score − m)·v in position order.
+// A token whose positions fit one split writes acc / l to `out` directly; otherwise the split's
+// (m, l, acc) go to `part` for the combine kernel. Which of the two a token takes depends only on
+// its own length, so its result never depends on its batch-mates.
 __global__ void __launch_bounds__(kAttnThreads)
-    AttentionKernel(const float* __restrict__ kc, const float* __restrict__ vc,
-                    const float* __restrict__ q, const int32_t* __restrict__ positions,
-                    const int32_t* __restrict__ table_start, const int32_t* __restrict__ tables,
-                    int heads, int kv_heads, int hd, int bs, float scale, float* __restrict__ out) {
+    AttentionSplitKernel(const float* __restrict__ kc, const float* __restrict__ vc,
+                         const float* __restrict__ q, const int32_t* __restrict__ positions,
+                         const int32_t* __restrict__ table_start,
+                         const int32_t* __restrict__ tables, int heads, int kv_heads, int hd,
+                         int bs, float scale, int max_splits, float* __restrict__ part,
+                         float* __restrict__ out) {
   extern __shared__ float smem[];
   __shared__ float red[kAttnThreads / 32];
-  const int h = blockIdx.x, t = blockIdx.y, g = h / (heads / kv_heads);
+  const int h = blockIdx.x, t = blockIdx.y, split = blockIdx.z, g = h / (heads / kv_heads);
   const int n = positions[t] + 1;
+  const int j0 = split * kAttnSplit, j1 = min(n, j0 + kAttnSplit);
+  if (j0 >= n) return;
   const int32_t* table = tables + table_start[t];
   float* qs = smem;
   float* scores = smem + hd;
@@ -162,34 +215,65 @@ __global__ void __launch_bounds__(kAttnThreads)
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(kv_heads) * hd;
-  for (int j = warp; j < n; j += kAttnThreads / 32) {
+  for (int j = j0 + warp; j < j1; j += kAttnThreads / 32) {
     const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
     const float* kj = kc + slot * row + static_cast<int64_t>(g) * hd;
     float dot = 0.f;
     for (int i = lane; i < hd; i += 32) dot = fmaf(qs[i], kj[i], dot);
     for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(kFull, dot, off);
-    if (lane == 0) scores[j] = dot * scale;
+    if (lane == 0) scores[j - j0] = dot * scale;
   }
   __syncthreads();
   float mx = -INFINITY;
-  for (int j = threadIdx.x; j < n; j += kAttnThreads) mx = fmaxf(mx, scores[j]);
+  for (int j = threadIdx.x; j < j1 - j0; j += kAttnThreads) mx = fmaxf(mx, scores[j]);
   mx = BlockReduce<true>(mx, red);
   float sum = 0.f;
-  for (int j = threadIdx.x; j < n; j += kAttnThreads) {
+  for (int j = threadIdx.x; j < j1 - j0; j += kAttnThreads) {
     const float e = expf(scores[j] - mx);
     scores[j] = e;
     sum += e;
   }
   sum = BlockReduce<false>(sum, red);  // also orders the writes above before the reads below
-  const float inv = 1.f / sum;
+  const bool single = n <= kAttnSplit;
+  const int64_t unit = (static_cast<int64_t>(t) * heads + h) * max_splits + split;
+  float* acc_out =
+      single ? out + (static_cast<int64_t>(t) * heads + h) * hd : part + unit * (hd + 2) + 2;
+  const float inv = single ? 1.f / sum : 1.f;
+  for (int i = threadIdx.x; i < hd; i += kAttnThreads) {
+    float acc = 0.f;
+    for (int j = j0; j < j1; ++j) {
+      const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+      acc = fmaf(scores[j - j0], vc[slot * row + static_cast<int64_t>(g) * hd + i], acc);
+    }
+    acc_out[i] = acc * inv;
+  }
+  if (!single && threadIdx.x == 0) {
+    part[unit * (hd + 2)] = mx;
+    part[unit * (hd + 2) + 1] = sum;
+  }
+}
+
+// One block per (head, token) longer than one split: merges the splits in order.
+__global__ void __launch_bounds__(kAttnThreads)
+    AttentionCombineKernel(const float* __restrict__ part, const int32_t* __restrict__ positions,
+                           int heads, int hd, int max_splits, float* __restrict__ out) {
+  const int h = blockIdx.x, t = blockIdx.y;
+  const int n = positions[t] + 1;
+  if (n <= kAttnSplit) return;
+  const int splits = (n + kAttnSplit - 1) / kAttnSplit;
+  const float* p = part + (static_cast<int64_t>(t) * heads + h) * max_splits * (hd + 2);
+  float m = -INFINITY;
+  for (int s = 0; s < splits; ++s) m = fmaxf(m, p[s * (hd + 2)]);
+  float l = 0.f;
+  for (int s = 0; s < splits; ++s) l += p[s * (hd + 2) + 1] * expf(p[s * (hd + 2)] - m);
+  const float inv = 1.f / l;
   float* oh = out + (static_cast<int64_t>(t) * heads + h) * hd;
   for (int i = threadIdx.x; i < hd; i += kAttnThreads) {
     float acc = 0.f;
-    for (int j = 0; j < n; ++j) {
-      const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
-      acc = fmaf(scores[j] * inv, vc[slot * row + static_cast<int64_t>(g) * hd + i], acc);
+    for (int s = 0; s < splits; ++s) {
+      acc = fmaf(p[s * (hd + 2) + 2 + i], expf(p[s * (hd + 2)] - m), acc);
     }
-    oh[i] = acc;
+    oh[i] = acc * inv;
   }
 }
 
@@ -238,6 +322,58 @@ std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const
   return LaunchStatus("matrix product kernel");
 }
 
+std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
+                    const MatMulOut& c) {
+  if (T <= 0) return "";
+  if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
+  switch (TileTokens(T, kMaxTileTokens)) {
+    case 1:
+      LaunchMatMul3<1>(x, T, cols, a, b, c);
+      break;
+    case 2:
+      LaunchMatMul3<2>(x, T, cols, a, b, c);
+      break;
+    case 4:
+      LaunchMatMul3<4>(x, T, cols, a, b, c);
+      break;
+    case 8:
+      LaunchMatMul3<8>(x, T, cols, a, b, c);
+      break;
+    default:
+      LaunchMatMul3<kMaxTileTokens>(x, T, cols, a, b, c);
+  }
+  return LaunchStatus("fused matrix product kernel");
+}
+
+std::string CublasCreate(void** handle) {
+  cublasHandle_t h = nullptr;
+  if (const cublasStatus_t st = cublasCreate(&h); st != CUBLAS_STATUS_SUCCESS) {
+    return "cublasCreate: status " + std::to_string(static_cast<int>(st));
+  }
+  *handle = h;
+  return "";
+}
+
+void CublasDestroy(void* handle) {
+  if (handle) cublasDestroy(static_cast<cublasHandle_t>(handle));
+}
+
+std::string CublasMatMul(void* handle, const float* x, int T, const uint16_t* w, int64_t cols,
+                         int64_t n, void* x_bf16, float* y) {
+  if (T <= 0 || n <= 0) return "";
+  std::string e = ConvertToBf16(x, x_bf16, static_cast<size_t>(T) * cols);
+  if (!e.empty()) return e;
+  const float one = 1.f, zero = 0.f;
+  // Column-major view: Yᵀ [n × T] = W (col-major cols × n, transposed) · Xᵀ (cols × T).
+  const cublasStatus_t st =
+      cublasGemmEx(static_cast<cublasHandle_t>(handle), CUBLAS_OP_T, CUBLAS_OP_N,
+                   static_cast<int>(n), T, static_cast<int>(cols), &one, w, CUDA_R_16BF,
+                   static_cast<int>(cols), x_bf16, CUDA_R_16BF, static_cast<int>(cols), &zero, y,
+                   CUDA_R_32F, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (st != CUBLAS_STATUS_SUCCESS) return "cublasGemmEx: status " + std::to_string(int(st));
+  return "";
+}
+
 std::string AddScaled(float* y, const float* x, size_t n, float scale) {
   if (n == 0) return "";
   AddScaledKernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(y, x, n, scale);
@@ -258,35 +394,25 @@ std::string WriteKv(const PagedLayer& layer, const float* k, const float* v, con
   return LaunchStatus("KV write kernel");
 }
 
-int MaxAttentionPositions(int head_dim) {
-  int dev = 0, optin = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
-    cudaGetLastError();
-    optin = 48 << 10;
-  }
-  // Leave room for the static reduction scratch.
-  return std::max(0, (optin - 1024) / static_cast<int>(sizeof(float)) - head_dim);
+size_t AttentionScratchFloats(int T, int heads, int head_dim, int max_len) {
+  const int splits = (max_len + kAttnSplit - 1) / kAttnSplit;
+  return splits <= 1 ? 0 : static_cast<size_t>(T) * heads * splits * (head_dim + 2);
 }
 
 std::string Attention(const PagedLayer& layer, const float* q, const int32_t* positions,
                       const int32_t* table_start, const int32_t* tables, int T, int heads,
-                      int max_len, float* out) {
+                      int max_len, float* scratch, float* out) {
   if (T <= 0) return "";
-  const size_t smem = sizeof(float) * (static_cast<size_t>(layer.head_dim) + max_len);
-  if (smem > (48u << 10)) {
-    const cudaError_t e = cudaFuncSetAttribute(
-        AttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return "attention over " + std::to_string(max_len) +
-             " positions needs more shared memory than the device has: " + cudaGetErrorString(e);
-    }
-  }
-  const dim3 grid(heads, T);
-  AttentionKernel<<<grid, kAttnThreads, smem>>>(
+  const int splits = (max_len + kAttnSplit - 1) / kAttnSplit;
+  if (splits > 1 && scratch == nullptr) return "attention over several splits needs scratch";
+  const size_t smem = sizeof(float) * (static_cast<size_t>(layer.head_dim) + kAttnSplit);
+  AttentionSplitKernel<<<dim3(heads, T, splits), kAttnThreads, smem>>>(
       layer.k, layer.v, q, positions, table_start, tables, heads, layer.kv_heads, layer.head_dim,
-      layer.block_size, 1.f / std::sqrt(static_cast<float>(layer.head_dim)), out);
+      layer.block_size, 1.f / std::sqrt(static_cast<float>(layer.head_dim)), splits, scratch, out);
+  if (splits > 1) {
+    AttentionCombineKernel<<<dim3(heads, T), kAttnThreads>>>(scratch, positions, heads,
+                                                             layer.head_dim, splits, out);
+  }
   return LaunchStatus("attention kernel");
 }
 

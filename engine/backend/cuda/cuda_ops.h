@@ -29,6 +29,23 @@ std::string RmsNorm(const float* x, const float* w, int T, int d, float eps, flo
 std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
                    int64_t n, float* y, int layout = 0);
 
+// Three products of the same x in one launch: y_i = x · W_iᵀ (each as MatMul without rows),
+// bitwise equal to three MatMul calls.
+struct MatMulOut {
+  const uint16_t* w;
+  int64_t n;
+  float* y;
+};
+std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
+                    const MatMulOut& c);
+
+// The same product through cuBLAS: x rounded to bf16 (into x_bf16, T × cols), bf16 tensor cores,
+// fp32 accumulation and output. Faster for large T; its rounding and order depend on T.
+std::string CublasCreate(void** handle);
+void CublasDestroy(void* handle);
+std::string CublasMatMul(void* handle, const float* x, int T, const uint16_t* w, int64_t cols,
+                         int64_t n, void* x_bf16, float* y);
+
 // y += scale · x over n floats.
 std::string AddScaled(float* y, const float* x, size_t n, float scale);
 
@@ -50,16 +67,16 @@ std::string WriteKv(const PagedLayer& layer, const float* k, const float* v, con
                     int T);
 
 // Causal attention of q [T × H·hd] over each token's cached positions 0 ..= positions[t];
-// token t's block table is tables[table_start[t] ...]. max_len = max positions[t] + 1 sizes the
-// shared memory. Scale 1/sqrt(hd); softmax in fp32.
+// token t's block table is tables[table_start[t] ...]; max_len = max positions[t] + 1. Positions
+// are processed in splits of 128 (each a block, merged in order afterwards), so any context
+// length runs and long ones spread over the GPU; `scratch` holds AttentionScratchFloats() floats.
+// Scale 1/sqrt(hd); softmax in fp32.
 std::string Attention(const PagedLayer& layer, const float* q, const int32_t* positions,
                       const int32_t* table_start, const int32_t* tables, int T, int heads,
-                      int max_len, float* out);
+                      int max_len, float* scratch, float* out);
+size_t AttentionScratchFloats(int T, int heads, int head_dim, int max_len);
 
 // bf16 (device) → fp32 (device), n elements.
 std::string Bf16ToF32(const void* src, float* dst, size_t n);
-
-// Positions a block of the attention kernel can hold in shared memory on this device.
-int MaxAttentionPositions(int head_dim);
 
 }  // namespace sparsed::cuda
