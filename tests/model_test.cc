@@ -135,6 +135,30 @@ TEST(Engine, ThresholdModeNeedsCalibration) {
               ::testing::HasSubstr("off, exact, threshold"));
 }
 
+TEST(Engine, KvCacheFractionAndDeviceOptions) {
+  SyntheticModelSpec s;
+  auto dir = testing::MakeModel(s);
+  EngineOptions o;
+  o.model_dir = dir->path();
+  o.load_tokenizer = false;
+  o.kv_cache_fraction = 1.5;
+  EXPECT_EQ(Engine::Load(o).status().code(), absl::StatusCode::kInvalidArgument);
+  // A host-memory backend has no "free device memory": the byte budget applies.
+  o.kv_cache_fraction = 0.5;
+  o.kv_cache_bytes = 8ll << 20;
+  auto e = Engine::Load(o);
+  ASSERT_TRUE(e.ok()) << e.status();
+  KvCacheShape shape;
+  shape.layers = static_cast<int>((*e)->config().num_layers);
+  shape.kv_heads = static_cast<int>((*e)->config().num_kv_heads);
+  shape.head_dim = static_cast<int>((*e)->config().head_dim);
+  shape.block_size = (*e)->kv_block_size();
+  EXPECT_EQ((*e)->kv_blocks(), static_cast<int>(o.kv_cache_bytes / shape.BytesPerBlock()));
+  o.kv_cache_fraction = 0;
+  o.device = "tpu";
+  EXPECT_EQ(Engine::Load(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(Engine, RejectsBadBatches) {
   SyntheticModelSpec s;
   auto dir = testing::MakeModel(s);

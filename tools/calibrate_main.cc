@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "engine/backend/device.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "tools/calibration.h"
@@ -16,6 +17,8 @@
 #include "tools/text_eval.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory.");
+ABSL_FLAG(std::string, device, "auto",
+          "auto | cpu | cuda: where the model runs (auto: CUDA when a GPU answers).");
 ABSL_FLAG(std::string, text, "models/corpus/heldout.txt",
           "Calibration text, one document per line (default: the bundled corpus's held-out "
           "slice).");
@@ -54,6 +57,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   EngineOptions o;
+  {
+    auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
+    if (!device.ok()) return FailWith(device.status());
+    o.device = device->device;
+  }
   o.model_dir = model;
   o.sparsity_mode = "off";
   o.backend.threads = absl::GetFlag(FLAGS_threads);

@@ -9,12 +9,15 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "engine/backend/device.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sampling/sampler.h"
 #include "tools/cli_status.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, tokenizer.model).");
+ABSL_FLAG(std::string, device, "auto",
+          "auto | cpu | cuda: where the model runs (auto: CUDA when a GPU answers).");
 ABSL_FLAG(std::string, prompt, "The quick brown fox", "Prompt text.");
 ABSL_FLAG(int, max_new_tokens, 32, "Tokens to generate.");
 ABSL_FLAG(std::string, sparsity, "",
@@ -36,6 +39,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   EngineOptions o;
+  {
+    auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
+    if (!device.ok()) return FailWith(device.status());
+    o.device = device->device;
+  }
   o.model_dir = absl::GetFlag(FLAGS_model);
   o.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
   o.backend.threads = absl::GetFlag(FLAGS_threads);

@@ -15,6 +15,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/backend/device.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sparse/cett.h"
@@ -23,6 +24,8 @@
 #include "tools/union_profile.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory.");
+ABSL_FLAG(std::string, device, "auto",
+          "auto | cpu | cuda: where the model runs (auto: CUDA when a GPU answers).");
 ABSL_FLAG(std::string, text, "models/corpus/heldout.txt", "Text, one document per line.");
 ABSL_FLAG(std::string, sparsity, "",
           "exact (ReLU family: exact zeros) | threshold (|x1| over sparsity.json's thresholds); "
@@ -52,6 +55,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   EngineOptions o;
+  {
+    auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
+    if (!device.ok()) return FailWith(device.status());
+    o.device = device->device;
+  }
   o.model_dir = model;
   o.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
   o.backend.threads = absl::GetFlag(FLAGS_threads);

@@ -470,7 +470,7 @@ std::string CudaFfn::EnsureScratch(int T) {
   if (T <= scratch_tokens_) return "";
   for (void* p : {static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
                   static_cast<void*>(list_), static_cast<void*>(chunk_start_),
-                  static_cast<void*>(partial_), dense_g_, dense_u_}) {
+                  static_cast<void*>(partial_)}) {
     if (p) cudaFree(p);
   }
   const int64_t F = shape_.neurons, d = shape_.hidden;
@@ -484,8 +484,6 @@ std::string CudaFfn::EnsureScratch(int T) {
   CUDA_TRY(cudaMalloc(&list_, sizeof(int32_t) * tiles * F));
   CUDA_TRY(cudaMalloc(&chunk_start_, sizeof(int32_t) * tiles * (chunks + 1)));
   CUDA_TRY(cudaMalloc(&partial_, sizeof(float) * chunks * T * d));
-  CUDA_TRY(cudaMalloc(&dense_g_, 2 * T * F));
-  CUDA_TRY(cudaMalloc(&dense_u_, 2 * T * F));
   scratch_tokens_ = T;
   ++scratch_generation_;  // captured graphs point at the old buffers
   return "";
@@ -580,10 +578,24 @@ std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   return "";
 }
 
+std::string CudaFfn::EnsureDenseScratch(int T) {
+  if (T <= dense_tokens_) return "";
+  for (void* p : {dense_g_, dense_u_}) {
+    if (p) cudaFree(p);
+  }
+  dense_g_ = dense_u_ = nullptr;
+  dense_tokens_ = 0;
+  const int64_t F = shape_.neurons;
+  CUDA_TRY(cudaMalloc(&dense_g_, 2 * T * F));
+  CUDA_TRY(cudaMalloc(&dense_u_, 2 * T * F));
+  dense_tokens_ = T;
+  return "";
+}
+
 std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold,
                                     void* y_bf16, std::vector<float>* phase_ms) {
   PhaseTimer timer(phase_ms, 5);
-  std::string e = EnsureScratch(T);
+  std::string e = EnsureDenseScratch(T);
   if (!e.empty()) return e;
   auto h = static_cast<cublasHandle_t>(cublas_);
   const int F = static_cast<int>(shape_.neurons), d = static_cast<int>(shape_.hidden);

@@ -101,7 +101,8 @@ class CudaFfn {
 
  private:
   CudaFfn() = default;
-  std::string EnsureScratch(int T);
+  std::string EnsureScratch(int T);       // the sparse path's buffers
+  std::string EnsureDenseScratch(int T);  // the cuBLAS path's (it needs no others)
 
   struct GraphKey {
     const float* x = nullptr;
@@ -128,6 +129,7 @@ class CudaFfn {
   void* down_t_ = nullptr;
   void* cublas_ = nullptr;
   int scratch_tokens_ = 0;
+  int dense_tokens_ = 0;
   float* act_ = nullptr;            // [T × F]
   float* h_ = nullptr;              // [T × F] (by union position)
   uint32_t* bits_ = nullptr;        // [tiles × F/32]
