@@ -23,6 +23,23 @@ std::string LaunchStatus(const char* what) {
 constexpr int kAttnThreads = 128;
 constexpr int kAttnSplit = 128;  // positions per attention block
 
+// Calls f(std::integral_constant<int, TT>{}) with the token-tile width for T tokens.
+template <class F>
+void WithTileTokens(int T, F&& f) {
+  switch (TileTokens(T, kMaxTileTokens)) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 8:
+      return f(std::integral_constant<int, 8>{});
+    default:
+      return f(std::integral_constant<int, kMaxTileTokens>{});
+  }
+}
+
 __global__ void EmbedKernel(const uint16_t* __restrict__ table, int64_t d,
                             const int32_t* __restrict__ ids, float scale, float* __restrict__ out) {
   const int t = blockIdx.x;
@@ -303,22 +320,9 @@ std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const
   if (T <= 0 || n <= 0) return "";
   if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
   if (layout == 0) layout = n < 16384 ? 2 : 1;
-  switch (TileTokens(T, kMaxTileTokens)) {
-    case 1:
-      LaunchMatMul<1>(x, T, w, cols, rows, n, y, layout);
-      break;
-    case 2:
-      LaunchMatMul<2>(x, T, w, cols, rows, n, y, layout);
-      break;
-    case 4:
-      LaunchMatMul<4>(x, T, w, cols, rows, n, y, layout);
-      break;
-    case 8:
-      LaunchMatMul<8>(x, T, w, cols, rows, n, y, layout);
-      break;
-    default:
-      LaunchMatMul<kMaxTileTokens>(x, T, w, cols, rows, n, y, layout);
-  }
+  WithTileTokens(T, [&](auto tile) {
+    LaunchMatMul<decltype(tile)::value>(x, T, w, cols, rows, n, y, layout);
+  });
   return LaunchStatus("matrix product kernel");
 }
 
@@ -326,22 +330,7 @@ std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, con
                     const MatMulOut& c) {
   if (T <= 0) return "";
   if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
-  switch (TileTokens(T, kMaxTileTokens)) {
-    case 1:
-      LaunchMatMul3<1>(x, T, cols, a, b, c);
-      break;
-    case 2:
-      LaunchMatMul3<2>(x, T, cols, a, b, c);
-      break;
-    case 4:
-      LaunchMatMul3<4>(x, T, cols, a, b, c);
-      break;
-    case 8:
-      LaunchMatMul3<8>(x, T, cols, a, b, c);
-      break;
-    default:
-      LaunchMatMul3<kMaxTileTokens>(x, T, cols, a, b, c);
-  }
+  WithTileTokens(T, [&](auto tile) { LaunchMatMul3<decltype(tile)::value>(x, T, cols, a, b, c); });
   return LaunchStatus("fused matrix product kernel");
 }
 
