@@ -102,6 +102,10 @@ def main():
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
         check(info.activation == "relu2" and info.sparsity_mode == "exact" and info.num_layers == 6,
               f"GetModelInfo: {info.activation}, {info.sparsity_mode}, {info.num_layers} layers")
+        with open(os.path.join(work, "sparsed.log")) as f:
+            started = f.read()
+        check(info.device in ("cpu", "cuda") and f"device={info.device}" in started,
+              f"GetModelInfo.device '{info.device}' is the device the start-up log names")
         toks = stub.Tokenize(pb.TokenizeRequest(text="The quick brown fox", add_bos=True), timeout=5)
         check(len(toks.token_ids) > 2 and toks.token_ids[0] == 1, f"Tokenize: {list(toks.token_ids)[:8]}")
 
@@ -306,6 +310,19 @@ def main():
         if proc.poll() is None:
             proc.kill()
         log.close()
+    # --device=cuda without a usable GPU fails at start-up, naming the flag and the reason (on a
+    # GPU host the daemon starts instead; it is then stopped).
+    cuda = subprocess.Popen([os.path.join(a.bin, "sparsed"), "--model", model, "--device", "cuda",
+                             "--listen", f"127.0.0.1:{free_port()}", "--metrics_listen",
+                             f"127.0.0.1:{free_port()}", "--kv_cache_mb", "64"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = cuda.communicate(timeout=30)
+        check(cuda.returncode != 0 and "--device=cuda" in err,
+              f"--device=cuda without a GPU: exit {cuda.returncode}, {err.strip()[-200:]}")
+    except subprocess.TimeoutExpired:
+        cuda.kill()
+        cuda.communicate()
     if FAILURES:
         print(open(os.path.join(work, "sparsed.log")).read()[-3000:])
         print(f"{len(FAILURES)} failure(s)")
