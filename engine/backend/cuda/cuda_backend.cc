@@ -95,10 +95,12 @@ bool CudaBackend::Failed(const std::string& error) {
 
 void* CudaBackend::Grow(Scratch& s, size_t bytes) {
   if (bytes <= s.bytes) return s.p;
+  // Grows geometrically so a slowly rising batch size does not reallocate every step. cudaFree
+  // waits for the device, so work still reading the old buffer finishes first.
+  const size_t want = std::max<size_t>(bytes, 2 * s.bytes);
   cudaFree(s.p);
   s.p = nullptr;
   s.bytes = 0;
-  const size_t want = std::max<size_t>(bytes, 2 * s.bytes);
   if (const cudaError_t e = cudaMalloc(&s.p, want); e != cudaSuccess) {
     Failed(absl::StrCat("cannot allocate ", want,
                         " bytes of device scratch: ", cudaGetErrorString(e)));
@@ -117,10 +119,10 @@ void* CudaBackend::GrowPinned(Staging& s, size_t bytes) {
     s.pending = false;
   }
   if (bytes <= s.bytes) return s.host;
+  const size_t want = std::max<size_t>({bytes, 2 * s.bytes, 4096});
   cudaFreeHost(s.host);
   s.host = nullptr;
   s.bytes = 0;
-  const size_t want = std::max<size_t>(bytes, 4096);
   if (const cudaError_t e = cudaMallocHost(&s.host, want); e != cudaSuccess) {
     Failed(absl::StrCat("cannot allocate ", want,
                         " bytes of pinned host memory: ", cudaGetErrorString(e)));
