@@ -249,6 +249,11 @@ absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
         "the CUDA backend runs gated FFNs (gate, up, down) only; this model has no gate_proj");
   }
   if (auto act = ToCuda(layer.activation); !act.ok()) return act.status();
+  if (layer.hidden() % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the CUDA backend needs a hidden size that is a multiple of 8; this model's is ",
+        layer.hidden()));
+  }
   if (ffns_.count(layer.up->data)) return absl::OkStatus();
   std::vector<uint16_t> g, u, d;
   std::string error;
