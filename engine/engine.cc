@@ -35,7 +35,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
     }
   }
   RETURN_IF_ERROR(e->backend_->PrepareWeights(mats));
-  for (int l = 0; l < c.num_layers; ++l) RETURN_IF_ERROR(e->backend_->PrepareFfn(e->FfnOf(l)));
+  for (int l = 0; l < c.num_layers; ++l) {
+    RETURN_IF_ERROR(e->backend_->PrepareFfn(e->FfnOf(l)));
+    if (options.progress && e->backend_->name() != "cpu") {
+      options.progress(l + 1, static_cast<int>(c.num_layers), "layers placed on the device");
+    }
+  }
 
   if (options.kv_block_size <= 0)
     return absl::InvalidArgumentError("kv_block_size must be positive");

@@ -103,9 +103,11 @@ int Main(int argc, char** argv) {
   eo.backend.cublas_min_tokens = absl::GetFlag(FLAGS_cuda_cublas_min_tokens);
   eo.kv_cache_fraction = absl::GetFlag(FLAGS_kv_cache_fraction);
   eo.device = device->device;
-  eo.progress = [&log](int done, int total, const std::string&) {
-    if (done == total || done % 8 == 0)
-      log.Log(LogLevel::kInfo, "loading model", absl::StrCat("layers=", done, "/", total));
+  eo.progress = [&log](int done, int total, const std::string& what) {
+    if (done == total || done % 8 == 0) {
+      log.Log(LogLevel::kInfo, "loading model",
+              absl::StrCat("layers=", done, "/", total, " stage=\"", what, "\""));
+    }
   };
 
   // The server listens first: while the model loads, health says NOT_SERVING and calls get
