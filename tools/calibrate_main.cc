@@ -9,11 +9,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "engine/backend/device.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "tools/calibration.h"
 #include "tools/cli_status.h"
+#include "tools/device_option.h"
 #include "tools/text_eval.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory.");
@@ -57,11 +57,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   EngineOptions o;
-  {
-    auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
-    if (!device.ok()) return FailWith(device.status());
-    o.device = device->device;
-  }
+  if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);
   o.model_dir = model;
   o.sparsity_mode = "off";
   o.backend.threads = absl::GetFlag(FLAGS_threads);

@@ -15,11 +15,11 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/backend/device.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sparse/cett.h"
 #include "tools/cli_status.h"
+#include "tools/device_option.h"
 #include "tools/text_eval.h"
 #include "tools/union_profile.h"
 
@@ -55,11 +55,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   EngineOptions o;
-  {
-    auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
-    if (!device.ok()) return FailWith(device.status());
-    o.device = device->device;
-  }
+  if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);
   o.model_dir = model;
   o.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
   o.backend.threads = absl::GetFlag(FLAGS_threads);

@@ -84,7 +84,9 @@ CudaBackend::~CudaBackend() {
   for (Scratch* s : {&ints_, &trig_, &ids_, &rows_, &x_bf16_, &y_bf16_, &attn_part_}) {
     cudaFree(s->p);
   }
-  for (Staging* s : {&ids_host_, &ints_host_, &trig_host_, &stats_host_}) cudaFreeHost(s->host);
+  for (Staging* s : {&ids_host_, &ints_host_, &trig_host_, &stats_host_}) {
+    cudaFreeHost(s->buffer.p);
+  }
   cudaFree(kv_);
 }
 
@@ -93,17 +95,19 @@ bool CudaBackend::Failed(const std::string& error) {
   return !error_.empty();
 }
 
-void* CudaBackend::Grow(Scratch& s, size_t bytes) {
+void* CudaBackend::Grow(Scratch& s, size_t bytes, bool pinned_host) {
   if (bytes <= s.bytes) return s.p;
   // Grows geometrically so a slowly rising batch size does not reallocate every step. cudaFree
-  // waits for the device, so work still reading the old buffer finishes first.
+  // and cudaFreeHost wait for the device, so work still reading the old buffer finishes first.
   const size_t want = std::max<size_t>(bytes, 2 * s.bytes);
-  cudaFree(s.p);
+  pinned_host ? cudaFreeHost(s.p) : cudaFree(s.p);
   s.p = nullptr;
   s.bytes = 0;
-  if (const cudaError_t e = cudaMalloc(&s.p, want); e != cudaSuccess) {
-    Failed(absl::StrCat("cannot allocate ", want,
-                        " bytes of device scratch: ", cudaGetErrorString(e)));
+  const cudaError_t e = pinned_host ? cudaMallocHost(&s.p, want) : cudaMalloc(&s.p, want);
+  if (e != cudaSuccess) {
+    Failed(absl::StrCat(
+        "cannot allocate ", want, " bytes of ",
+        pinned_host ? "pinned host memory: " : "device scratch: ", cudaGetErrorString(e)));
     s.p = nullptr;
     return nullptr;
   }
@@ -118,19 +122,7 @@ void* CudaBackend::GrowPinned(Staging& s, size_t bytes) {
     cudaStreamSynchronize(nullptr);
     s.pending = false;
   }
-  if (bytes <= s.bytes) return s.host;
-  const size_t want = std::max<size_t>({bytes, 2 * s.bytes, 4096});
-  cudaFreeHost(s.host);
-  s.host = nullptr;
-  s.bytes = 0;
-  if (const cudaError_t e = cudaMallocHost(&s.host, want); e != cudaSuccess) {
-    Failed(absl::StrCat("cannot allocate ", want,
-                        " bytes of pinned host memory: ", cudaGetErrorString(e)));
-    s.host = nullptr;
-    return nullptr;
-  }
-  s.bytes = want;
-  return s.host;
+  return Grow(s.buffer, std::max<size_t>(bytes, 4096), /*pinned_host=*/true);
 }
 
 bool CudaBackend::Upload(Staging& s, void* dst, std::initializer_list<Piece> pieces,

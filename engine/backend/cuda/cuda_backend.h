@@ -95,8 +95,7 @@ class CudaBackend final : public Backend {
   // Pinned host memory that host → device copies go through asynchronously; `pending` while a
   // copy from it may still be running (cleared when the step finishes).
   struct Staging {
-    void* host = nullptr;
-    size_t bytes = 0;
+    Scratch buffer;  // pinned host memory
     bool pending = false;
   };
   struct Piece {
@@ -105,7 +104,8 @@ class CudaBackend final : public Backend {
   };
 
   bool Failed(const std::string& error);  // records the first error; true when error is set
-  void* Grow(Scratch& s, size_t bytes);
+  // Device memory, or pinned host memory; the old contents are not kept.
+  void* Grow(Scratch& s, size_t bytes, bool pinned_host = false);
   const uint16_t* DeviceWeights(const Matrix& m);
   const float* DeviceVector(const float* host, size_t n, bool check_contents);
   bool UploadAttention(const AttentionBatch& batch);
