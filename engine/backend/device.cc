@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <filesystem>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "engine/common/plugin_path.h"
@@ -10,8 +11,9 @@
 namespace sparsed {
 namespace {
 
-// "" when a CUDA device answers; otherwise why not. `name` receives the device name.
-std::string ProbeCuda(std::string* name) {
+// dlopens libsparsed_cuda.so from the plugin directories and resolves `symbol` in it; the caller
+// owns the handle. FAILED_PRECONDITION with what was tried or what went wrong.
+absl::StatusOr<std::pair<void*, void*>> OpenCudaSymbol(const char* symbol) {
   std::string tried;
   for (const std::string& path : PluginCandidates("libsparsed_cuda.so")) {
     if (!std::filesystem::exists(path)) {
@@ -19,21 +21,31 @@ std::string ProbeCuda(std::string* name) {
       continue;
     }
     void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) return absl::StrCat("cannot load ", path, ": ", dlerror());
-    using ProbeFn = int (*)(char*, int, char*, int);
-    auto probe = reinterpret_cast<ProbeFn>(dlsym(lib, "sparsed_cuda_probe"));
-    if (probe == nullptr) {
-      dlclose(lib);
-      return absl::StrCat(path, " lacks sparsed_cuda_probe");
+    if (lib == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot load ", path, ": ", dlerror()));
     }
-    char msg[256] = {0}, dev[128] = {0};
-    const int rc = probe(msg, sizeof msg, dev, sizeof dev);
-    dlclose(lib);
-    if (rc != 0) return msg;
-    *name = dev;
-    return "";
+    void* fn = dlsym(lib, symbol);
+    if (fn == nullptr) {
+      dlclose(lib);
+      return absl::FailedPreconditionError(absl::StrCat(path, " lacks ", symbol));
+    }
+    return std::pair{lib, fn};
   }
-  return absl::StrCat("the CUDA backend library is not installed (tried:", tried, ")");
+  return absl::FailedPreconditionError(
+      absl::StrCat("the CUDA backend library is not installed (tried:", tried, ")"));
+}
+
+// "" when a CUDA device answers; otherwise why not. `name` receives the device name.
+std::string ProbeCuda(std::string* name) {
+  auto lib = OpenCudaSymbol("sparsed_cuda_probe");
+  if (!lib.ok()) return std::string(lib.status().message());
+  using ProbeFn = int (*)(char*, int, char*, int);
+  char msg[256] = {0}, dev[128] = {0};
+  const int rc = reinterpret_cast<ProbeFn>(lib->second)(msg, sizeof msg, dev, sizeof dev);
+  dlclose(lib->first);
+  if (rc != 0) return msg;
+  *name = dev;
+  return "";
 }
 
 }  // namespace
@@ -59,24 +71,14 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device,
   if (device != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat("unknown device '", device, "'"));
   }
-  for (const std::string& path : PluginCandidates("libsparsed_cuda.so")) {
-    if (!std::filesystem::exists(path)) continue;
-    // Never closed: the backend's code lives in the library.
-    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot load ", path, ": ", dlerror()));
-    }
-    using MakeFn = void* (*)(const BackendOptions*, char*, int);
-    auto make = reinterpret_cast<MakeFn>(dlsym(lib, "sparsed_cuda_make_backend"));
-    if (make == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(path, " lacks sparsed_cuda_make_backend"));
-    }
-    char msg[256] = {0};
-    void* b = make(&options, msg, sizeof msg);
-    if (b == nullptr) return absl::FailedPreconditionError(absl::StrCat("CUDA backend: ", msg));
-    return std::unique_ptr<Backend>(static_cast<Backend*>(b));
-  }
-  return absl::FailedPreconditionError("the CUDA backend library is not installed");
+  // Never closed: the backend's code lives in the library.
+  auto lib = OpenCudaSymbol("sparsed_cuda_make_backend");
+  if (!lib.ok()) return lib.status();
+  using MakeFn = void* (*)(const BackendOptions*, char*, int);
+  char msg[256] = {0};
+  void* b = reinterpret_cast<MakeFn>(lib->second)(&options, msg, sizeof msg);
+  if (b == nullptr) return absl::FailedPreconditionError(absl::StrCat("CUDA backend: ", msg));
+  return std::unique_ptr<Backend>(static_cast<Backend*>(b));
 }
 
 }  // namespace sparsed
