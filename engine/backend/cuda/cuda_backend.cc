@@ -39,6 +39,26 @@ absl::StatusOr<cuda::FfnActivation> ToCuda(Activation a) {
   return absl::InvalidArgumentError("unknown activation");
 }
 
+// Per-tile FFN statistics folded into one call's FfnStats: actives summed, the union as the
+// mean over tiles, dense when every tile read every row.
+struct TileTotals {
+  int64_t active = 0, union_sum = 0, tiles = 0;
+  bool dense = true;
+  void Add(int64_t union_size, int64_t active_count, int64_t neurons) {
+    active += active_count;
+    union_sum += union_size;
+    dense = dense && union_size == neurons;
+    ++tiles;
+  }
+  void Into(FfnStats* s) const {
+    s->active_sum += active;
+    if (tiles == 0) return;
+    s->union_size = union_sum / tiles;
+    s->rows_skipped = s->neurons - s->union_size;
+    s->dense = dense;
+  }
+};
+
 // The matrix as bf16 bits (a view when it already is bf16).
 const uint16_t* AsBf16(const Matrix& m, std::vector<uint16_t>* storage) {
   if (m.dtype == DType::kBF16) return static_cast<const uint16_t*>(m.data);
@@ -479,8 +499,7 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
   }
   // Long prompts: slabs of whole token tiles, each with its own unions.
   std::vector<cuda::FfnTileStats> tiles;
-  int64_t union_sum = 0, n_tiles = 0;
-  bool dense = true;
+  TileTotals totals;
   for (int s = 0; s < T; s += kFfnSlabTokens) {
     const int n = std::min(kFfnSlabTokens, T - s);
     if (Failed(f->Run(x + static_cast<size_t>(s) * d, n, act, layer.threshold, sparse, be,
@@ -488,18 +507,9 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
                       thresholds))) {
       return;
     }
-    for (const cuda::FfnTileStats& t : tiles) {
-      if (stats) stats->active_sum += t.active_sum;
-      union_sum += t.union_size;
-      dense = dense && t.union_size == F;
-      ++n_tiles;
-    }
+    for (const cuda::FfnTileStats& t : tiles) totals.Add(t.union_size, t.active_sum, F);
   }
-  if (stats && n_tiles) {
-    stats->union_size = union_sum / n_tiles;
-    stats->rows_skipped = F - stats->union_size;
-    stats->dense = dense;
-  }
+  if (stats) totals.Into(stats);
 }
 
 int64_t CudaBackend::FreeMemoryBytes() const {
@@ -534,20 +544,11 @@ absl::Status CudaBackend::FinishStep() {
   if (error_.empty() && host) {
     const int32_t* h = host;
     for (const PendingStats& p : pending_) {
-      FfnStats& s = *p.stats;
-      const int tiles = p.ffn->last_tiles();
-      int64_t union_sum = 0;
-      bool dense = true;
-      for (int i = 0; i < tiles; ++i, h += 2) {
-        union_sum += h[0];
-        s.active_sum += h[1];
-        dense = dense && h[0] == s.neurons;
+      TileTotals totals;
+      for (int i = 0; i < p.ffn->last_tiles(); ++i, h += 2) {
+        totals.Add(h[0], h[1], p.stats->neurons);
       }
-      if (tiles) {
-        s.union_size = union_sum / tiles;
-        s.rows_skipped = s.neurons - s.union_size;
-        s.dense = dense;
-      }
+      totals.Into(p.stats);
     }
   }
   pending_.clear();
