@@ -69,51 +69,32 @@ __global__ void __launch_bounds__(256)
   for (int i = threadIdx.x; i < d; i += 256) ot[i] = xt[i] * inv * w[i];
 }
 
-// R weight rows per warp, W warps per block.
+// y = x · Wᵀ for up to three matrices in one grid (the first nb0 blocks serve a, the next nb1
+// b, the rest c); R weight rows per warp, W warps per block. row_ids (device, or null) maps a's
+// output rows to weight rows.
 template <int TT, int R, int W>
 __global__ void __launch_bounds__(W * 32)
-    MatMulKernel(const float* __restrict__ x, int T, int64_t cols, const uint16_t* __restrict__ w,
-                 const int32_t* __restrict__ row_ids, int64_t n, float* __restrict__ y) {
-  const int t0 = blockIdx.y * TT, nt = min(TT, T - t0);
-  const int lane = threadIdx.x & 31;
-  const int64_t i0 = (static_cast<int64_t>(blockIdx.x) * W + (threadIdx.x >> 5)) * R;
-  int64_t rows[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    rows[r] = i0 + r < n ? (row_ids ? row_ids[i0 + r] : i0 + r) : -1;
-  }
-  __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
-  float acc[R][TT];
-  BlockDots<TT, R, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * cols, nt, cols, w, rows, acc,
-                                    xs);
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int t = 0; t < TT; ++t) {
-      if (lane == (r * TT + t) % 32 && rows[r] >= 0 && t < nt) y[(t0 + t) * n + i0 + r] = acc[r][t];
-    }
-}
-
-// Up to three matrices in one grid: blocks [0, nb[0]) serve the first, the next nb[1] the second...
-template <int TT, int R, int W>
-__global__ void __launch_bounds__(W * 32)
-    MatMul3Kernel(const float* __restrict__ x, int T, int64_t cols, MatMulOut a, MatMulOut b,
-                  MatMulOut c, int nb0, int nb1) {
+    MatMulKernel(const float* __restrict__ x, int T, int64_t cols, MatMulOut a, MatMulOut b,
+                 MatMulOut c, int nb0, int nb1, const int32_t* __restrict__ row_ids) {
   int blk = blockIdx.x;
   MatMulOut m = a;
   if (blk >= nb0 + nb1) {
     m = c;
     blk -= nb0 + nb1;
+    row_ids = nullptr;
   } else if (blk >= nb0) {
     m = b;
     blk -= nb0;
+    row_ids = nullptr;
   }
   const int t0 = blockIdx.y * TT, nt = min(TT, T - t0);
   const int lane = threadIdx.x & 31;
   const int64_t i0 = (static_cast<int64_t>(blk) * W + (threadIdx.x >> 5)) * R;
   int64_t rows[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) rows[r] = i0 + r < m.n ? i0 + r : -1;
+  for (int r = 0; r < R; ++r) {
+    rows[r] = i0 + r < m.n ? (row_ids ? row_ids[i0 + r] : i0 + r) : -1;
+  }
   __shared__ __align__(16) float xs[TT * 256 * SpanIters<TT>()];
   float acc[R][TT];
   BlockDots<TT, R, SpanIters<TT>()>(x + static_cast<int64_t>(t0) * cols, nt, cols, m.w, rows, acc,
@@ -128,21 +109,13 @@ __global__ void __launch_bounds__(W * 32)
     }
 }
 
-template <int TT>
-void LaunchMatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
-                   const MatMulOut& c) {
-  constexpr int R = 2, W = 4;
+template <int TT, int R, int W>
+void LaunchMatMulRW(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
+                    const MatMulOut& c, const int32_t* row_ids) {
   auto blocks = [](int64_t n) { return static_cast<int>((n + W * R - 1) / (W * R)); };
   const int nb0 = blocks(a.n), nb1 = blocks(b.n), nb2 = blocks(c.n);
   const dim3 grid(nb0 + nb1 + nb2, (T + TT - 1) / TT);
-  MatMul3Kernel<TT, R, W><<<grid, W * 32>>>(x, T, cols, a, b, c, nb0, nb1);
-}
-
-template <int TT, int R, int W>
-void LaunchMatMulRW(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
-                    int64_t n, float* y) {
-  const dim3 grid(static_cast<unsigned>((n + W * R - 1) / (W * R)), (T + TT - 1) / TT);
-  MatMulKernel<TT, R, W><<<grid, W * 32>>>(x, T, cols, w, rows, n, y);
+  MatMulKernel<TT, R, W><<<grid, W * 32>>>(x, T, cols, a, b, c, nb0, nb1, row_ids);
 }
 
 // layout 1: 4 rows per warp, 8 warps per block (fewer, fuller blocks); 2: 2 rows per warp,
@@ -150,10 +123,11 @@ void LaunchMatMulRW(const float* x, int T, const uint16_t* w, int64_t cols, cons
 template <int TT>
 void LaunchMatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
                   int64_t n, float* y, int layout) {
+  const MatMulOut a{w, n, y}, none{nullptr, 0, nullptr};
   if (layout == 2) {
-    LaunchMatMulRW<TT, 2, 4>(x, T, w, cols, rows, n, y);
+    LaunchMatMulRW<TT, 2, 4>(x, T, cols, a, none, none, rows);
   } else {
-    LaunchMatMulRW<TT, 4, 8>(x, T, w, cols, rows, n, y);
+    LaunchMatMulRW<TT, 4, 8>(x, T, cols, a, none, none, rows);
   }
 }
 
@@ -330,7 +304,9 @@ std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, con
                     const MatMulOut& c) {
   if (T <= 0) return "";
   if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
-  WithTileTokens(T, [&](auto tile) { LaunchMatMul3<decltype(tile)::value>(x, T, cols, a, b, c); });
+  WithTileTokens(T, [&](auto tile) {
+    LaunchMatMulRW<decltype(tile)::value, 2, 4>(x, T, cols, a, b, c, nullptr);
+  });
   return LaunchStatus("fused matrix product kernel");
 }
 
