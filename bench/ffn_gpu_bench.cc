@@ -17,13 +17,6 @@
 namespace sparsed::gpu {
 namespace {
 
-void Check(const std::string& e) {
-  if (!e.empty()) {
-    std::fprintf(stderr, "error: %s\n", e.c_str());
-    std::exit(1);
-  }
-}
-
 struct Shape {
   const char* name;
   int64_t d, F;

@@ -8,46 +8,33 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_ffn.h"
 #include "engine/backend/cuda/cuda_ops.h"
+#include "tests/gpu/gpu_ffn_util.h"
 
 namespace sparsed::gpu {
 namespace {
 
-void Check(const std::string& e) {
-  if (!e.empty()) {
-    std::fprintf(stderr, "error: %s\n", e.c_str());
-    std::exit(1);
-  }
-}
-
-// A device buffer of n elements of `bytes_each` filled from a normal distribution (fp32 or bf16).
+// A device buffer of n normal-distributed fp32 or bf16 elements.
 struct Dev {
   void* p = nullptr;
   Dev(size_t n, bool bf16, uint64_t seed, float scale = 1.f) {
+    if (bf16) {
+      const std::vector<uint16_t> h = RandomBf16(n, scale, seed);
+      Check(cuda::DeviceAlloc(n * 2, &p));
+      Check(cuda::CopyToDevice(p, h.data(), n * 2));
+      return;
+    }
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> nd(0.f, scale);
-    const size_t bytes = n * (bf16 ? 2 : 4);
-    Check(cuda::DeviceAlloc(bytes, &p));
-    if (bf16) {
-      std::vector<uint16_t> h(n);
-      for (auto& v : h) {
-        const float f = nd(rng);
-        uint32_t b;
-        std::memcpy(&b, &f, 4);
-        v = static_cast<uint16_t>(b >> 16);
-      }
-      Check(cuda::CopyToDevice(p, h.data(), bytes));
-    } else {
-      std::vector<float> h(n);
-      for (auto& v : h) v = nd(rng);
-      Check(cuda::CopyToDevice(p, h.data(), bytes));
-    }
+    std::vector<float> h(n);
+    for (auto& v : h) v = nd(rng);
+    Check(cuda::DeviceAlloc(n * 4, &p));
+    Check(cuda::CopyToDevice(p, h.data(), n * 4));
   }
   ~Dev() { cuda::DeviceFree(p); }
   float* f() const { return static_cast<float*>(p); }

@@ -22,6 +22,7 @@
 #include "engine/backend/device.h"
 #include "engine/engine.h"
 #include "nlohmann/json.hpp"
+#include "tests/reference/reference.h"
 #include "tests/reference/test_models.h"
 #include "tools/ffn_fixture.h"
 
@@ -31,16 +32,6 @@ namespace {
 std::string SourceDir() {
   const char* env = std::getenv("SPARSED_SOURCE_DIR");
   return env ? env : SPARSED_SOURCE_DIR;
-}
-
-double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    diff = std::max(diff, std::fabs(double(got[i]) - want[i]));
-    scale = std::max(scale, std::fabs(double(want[i])));
-  }
-  return diff / std::max(scale, 1e-30);
 }
 
 std::vector<float> RandomFloats(size_t n, uint64_t seed, float scale = 1.f) {
@@ -107,13 +98,13 @@ TEST_F(CudaOps, MatMulAndMatMulRowsMatchCpu) {
     cuda_->MatMul(x.cuda.get(), T, w.m, y.cuda.get());
     cpu_->MatMul(x.cpu.get(), T, w.m, y.cpu.get());
     auto [a, b] = Read(y);
-    EXPECT_LT(RelErr(a, b), 1e-5) << "T=" << T;
+    EXPECT_LT(ref::RelMaxError(a, b), 1e-5) << "T=" << T;
     const std::vector<int32_t> rows = {299, 0, 17, 150, 151, 3};
     Pair yr = Zeros(T * rows.size());
     cuda_->MatMulRows(x.cuda.get(), T, w.m, rows.data(), rows.size(), yr.cuda.get());
     cpu_->MatMulRows(x.cpu.get(), T, w.m, rows.data(), rows.size(), yr.cpu.get());
     auto [c, d] = Read(yr);
-    EXPECT_LT(RelErr(c, d), 1e-5) << "rows T=" << T;
+    EXPECT_LT(ref::RelMaxError(c, d), 1e-5) << "rows T=" << T;
   }
 }
 
@@ -145,7 +136,7 @@ TEST_F(CudaOps, FusedProductsEqualSeparateOnesAndCublasIsClose) {
     std::vector<float> got(T * 300), want(T * 300);
     (*blas)->CopyToHost(y.get(), got.size(), got.data());
     cpu_->MatMul(xh.data(), T, a.m, want.data());
-    EXPECT_LT(RelErr(got, want), T >= 4 ? 1e-2 : 1e-5) << "T=" << T;
+    EXPECT_LT(ref::RelMaxError(got, want), T >= 4 ? 1e-2 : 1e-5) << "T=" << T;
   }
 }
 
@@ -164,12 +155,12 @@ TEST_F(CudaOps, EmbedNormRopeAndResidualMatchCpu) {
   cuda_->RmsNorm(x.cuda.get(), w.data(), T, d, 1e-5f, out.cuda.get());
   cpu_->RmsNorm(x.cpu.get(), w.data(), T, d, 1e-5f, out.cpu.get());
   auto [na, nb] = Read(out);
-  EXPECT_LT(RelErr(na, nb), 1e-6);
+  EXPECT_LT(ref::RelMaxError(na, nb), 1e-6);
 
   cuda_->AddScaled(x.cuda.get(), out.cuda.get(), T * d, 0.25f);
   cpu_->AddScaled(x.cpu.get(), out.cpu.get(), T * d, 0.25f);
   auto [ra, rb] = Read(x);
-  EXPECT_LT(RelErr(ra, rb), 1e-6);
+  EXPECT_LT(ref::RelMaxError(ra, rb), 1e-6);
 
   const std::vector<float> cos = RandomFloats(T * hd / 2, 6), sin = RandomFloats(T * hd / 2, 7);
   Pair q = Make(RandomFloats(T * heads * hd, 8)), k = Make(RandomFloats(T * kv * hd, 9));
@@ -177,8 +168,8 @@ TEST_F(CudaOps, EmbedNormRopeAndResidualMatchCpu) {
   cpu_->Rope(q.cpu.get(), k.cpu.get(), cos.data(), sin.data(), T, heads, kv, hd);
   auto [qa, qb] = Read(q);
   auto [ka, kb] = Read(k);
-  EXPECT_LT(RelErr(qa, qb), 1e-6);
-  EXPECT_LT(RelErr(ka, kb), 1e-6);
+  EXPECT_LT(ref::RelMaxError(qa, qb), 1e-6);
+  EXPECT_LT(ref::RelMaxError(ka, kb), 1e-6);
 }
 
 TEST_F(CudaOps, PagedAttentionMatchesCpu) {
@@ -211,7 +202,7 @@ TEST_F(CudaOps, PagedAttentionMatchesCpu) {
     cuda_->Attention(1, q.cuda.get(), k.cuda.get(), v.cuda.get(), ab, heads, out.cuda.get());
     cpu_->Attention(1, q.cpu.get(), k.cpu.get(), v.cpu.get(), ab, heads, out.cpu.get());
     auto [a, b] = Read(out);
-    EXPECT_LT(RelErr(a, b), 1e-5) << "T=" << T;
+    EXPECT_LT(ref::RelMaxError(a, b), 1e-5) << "T=" << T;
   }
 }
 
@@ -243,14 +234,14 @@ TEST_F(CudaOps, LongContextAttentionMatchesCpuAndIsBatchInvariant) {
     std::vector<int32_t> pos;
     for (int p = chunk * 100; p < chunk * 100 + 100; ++p) pos.push_back(p);
     step(pos, std::vector<const std::vector<int32_t>*>(100, &table_a), &g, &c);
-    EXPECT_LT(RelErr(g, c), 1e-5) << "chunk " << chunk;
+    EXPECT_LT(ref::RelMaxError(g, c), 1e-5) << "chunk " << chunk;
   }
   // A decodes position 300 alone; then the same (rewritten) position beside B's 150-token
   // prefill. The q/k/v seeds repeat, so A's inputs are identical both times.
   const uint64_t seed_before = seed;
   std::vector<float> alone, alone_cpu;
   step({300}, {&table_a}, &alone, &alone_cpu);
-  EXPECT_LT(RelErr(alone, alone_cpu), 1e-5);
+  EXPECT_LT(ref::RelMaxError(alone, alone_cpu), 1e-5);
   seed = seed_before;
   std::vector<int32_t> pos = {300};
   std::vector<const std::vector<int32_t>*> tables = {&table_a};
@@ -270,7 +261,7 @@ TEST_F(CudaOps, LongContextAttentionMatchesCpuAndIsBatchInvariant) {
   cuda_->Attention(0, q.cuda.get(), k.cuda.get(), v.cuda.get(), ab, heads, out.cuda.get());
   cpu_->Attention(0, q.cpu.get(), k.cpu.get(), v.cpu.get(), ab, heads, out.cpu.get());
   auto [bg, bc] = Read(out);
-  EXPECT_LT(RelErr(bg, bc), 1e-5);
+  EXPECT_LT(ref::RelMaxError(bg, bc), 1e-5);
   EXPECT_EQ(0, std::memcmp(alone.data(), bg.data(), heads * hd * sizeof(float)));
 }
 
@@ -303,7 +294,7 @@ TEST_F(CudaOps, FfnMatchesCpuInEveryMode) {
                                  std::string(SparsityModeName(mode)) + " T=" + std::to_string(T);
         // Threshold mode compares |x1| with a threshold: a product within rounding of one may
         // land on either side, so it gets a looser bound.
-        EXPECT_LT(RelErr(a, b), mode == SparsityMode::kThreshold ? 2e-3 : 1e-4) << what;
+        EXPECT_LT(ref::RelMaxError(a, b), mode == SparsityMode::kThreshold ? 2e-3 : 1e-4) << what;
         EXPECT_EQ(sa.tokens, T) << what;
         EXPECT_EQ(sa.neurons, F) << what;
         if (mode == SparsityMode::kExact) {
@@ -378,7 +369,7 @@ TEST_P(CudaModel, MatchesCpuLogitsAndGreedyTokens) {
   const Prompts p = LoadPrompts(c.model);
   ASSERT_FALSE(p.ids.empty());
   for (size_t i = 0; i < p.ids.size(); ++i) {
-    const double err = RelErr(AllLogits(*gpu, p.ids[i]), AllLogits(*cpu, p.ids[i]));
+    const double err = ref::RelMaxError(AllLogits(*gpu, p.ids[i]), AllLogits(*cpu, p.ids[i]));
     std::printf("%s %s prompt %zu: relative logit error %.3g\n", c.model.c_str(), c.mode.c_str(), i,
                 err);
     EXPECT_LT(err, c.tolerance) << "prompt " << i;
@@ -475,7 +466,8 @@ TEST(CudaModelBatch, StatsAndObserverMatchCpu) {
   auto c = cpu->Step(b);
   ASSERT_TRUE(a.ok() && c.ok());
   ASSERT_EQ(seen_gpu.size(), seen_cpu.size());
-  for (size_t l = 0; l < seen_cpu.size(); ++l) EXPECT_LT(RelErr(seen_gpu[l], seen_cpu[l]), 1e-4);
+  for (size_t l = 0; l < seen_cpu.size(); ++l)
+    EXPECT_LT(ref::RelMaxError(seen_gpu[l], seen_cpu[l]), 1e-4);
   ASSERT_EQ(a->layer_stats.size(), c->layer_stats.size());
   for (size_t l = 0; l < a->layer_stats.size(); ++l) {
     EXPECT_EQ(a->layer_stats[l].tokens, c->layer_stats[l].tokens);

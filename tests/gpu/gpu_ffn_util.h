@@ -4,8 +4,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -15,6 +18,14 @@
 namespace sparsed::gpu {
 
 inline float FromBf16(uint16_t h) { return FixtureFromBf16(h); }
+
+// Benchmarks: a CUDA helper's error ends the program with the message.
+inline void Check(const std::string& e) {
+  if (!e.empty()) {
+    std::fprintf(stderr, "error: %s\n", e.c_str());
+    std::exit(1);
+  }
+}
 using HostFfn = SyntheticFfn;
 
 inline float RefAct(float g, cuda::FfnActivation a, float thr) {

@@ -119,6 +119,7 @@ std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w,
 double RelMaxError(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 1e-6;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;  // NaN would slip through std::max
     num = std::max(num, double(std::fabs(a[i] - b[i])));
     den = std::max(den, double(std::fabs(b[i])));
   }

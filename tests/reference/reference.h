@@ -25,7 +25,7 @@ void Rope(float* v, int head_dim, int pos, double theta, double linear_factor);
 std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w,
                                const std::vector<int32_t>& tokens);
 
-// max |a − b| / max(max |b|, 1e-6).
+// max |a − b| / max(max |b|, 1e-6); infinite when a holds a non-finite value or the sizes differ.
 double RelMaxError(const std::vector<float>& a, const std::vector<float>& b);
 
 }  // namespace sparsed::ref
