@@ -121,6 +121,7 @@ absl::Status Engine::SetThresholds(const std::vector<double>& epsilons) {
     }
     t.push_back(NeuronThresholds(DownNorms(static_cast<int>(l)), epsilons[l]));
   }
+  for (const std::vector<float>& old : neuron_thresholds_) backend_->ForgetHostData(old.data());
   neuron_thresholds_ = std::move(t);
   return absl::OkStatus();
 }

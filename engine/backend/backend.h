@@ -100,6 +100,9 @@ class Backend {
   // Called after a step's last operation: waits for the device, completes FfnStats, and reports
   // the first error any operation of the step met (the void operations cannot).
   virtual absl::Status FinishStep() { return absl::OkStatus(); }
+  // Host data passed to earlier operations (neuron thresholds) is about to change or be freed: a
+  // device backend drops its copy, so a later call with the same address uploads afresh.
+  virtual void ForgetHostData(const float* /*data*/) {}
   // Device memory free now, in bytes; -1 for host-memory backends.
   virtual int64_t FreeMemoryBytes() const { return -1; }
 };

@@ -446,6 +446,26 @@ TEST(CudaModelBatch, DecodeIsBitwiseBatchInvariant) {
   }
 }
 
+// Thresholds set after the first steps reach the device (its copies of the old ones are
+// dropped), on CUDA as on the CPU.
+TEST(CudaModelBatch, NewThresholdsReachTheDevice) {
+  auto cpu = Load("sparsed-tiny-swiglu", "threshold", "cpu");
+  auto gpu = Load("sparsed-tiny-swiglu", "threshold", "cuda");
+  ASSERT_TRUE(cpu && gpu);
+  const Prompts p = LoadPrompts("sparsed-tiny-swiglu");
+  ASSERT_FALSE(p.ids.empty());
+  const std::vector<float> before = AllLogits(*cpu, p.ids[0]);
+  EXPECT_LT(ref::RelMaxError(AllLogits(*gpu, p.ids[0]), before), 1e-2);
+  ASSERT_TRUE(cpu->sparsity_profile().has_value());
+  std::vector<double> eps;
+  for (const SparsityLayer& l : cpu->sparsity_profile()->layers) eps.push_back(4 * l.epsilon);
+  ASSERT_TRUE(cpu->SetThresholds(eps).ok());
+  ASSERT_TRUE(gpu->SetThresholds(eps).ok());
+  const std::vector<float> after = AllLogits(*cpu, p.ids[0]);
+  EXPECT_GT(ref::RelMaxError(after, before), 1e-3) << "the new thresholds change the logits";
+  EXPECT_LT(ref::RelMaxError(AllLogits(*gpu, p.ids[0]), after), 1e-2);
+}
+
 // Per-layer statistics and the FFN observer work on CUDA as on the CPU.
 TEST(CudaModelBatch, StatsAndObserverMatchCpu) {
   auto cpu = Load("sparsed-tiny", "exact", "cpu");

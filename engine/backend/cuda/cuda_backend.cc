@@ -216,30 +216,32 @@ const uint16_t* CudaBackend::DeviceWeights(const Matrix& m) {
   return static_cast<const uint16_t*>(dev);
 }
 
-const float* CudaBackend::DeviceVector(const float* host, size_t n, bool check_contents) {
+const float* CudaBackend::DeviceVector(const float* host, size_t n) {
   auto it = vectors_.find(host);
-  if (it != vectors_.end() && it->second.host.size() == n &&
-      (!check_contents || std::memcmp(it->second.host.data(), host, n * sizeof(float)) == 0)) {
+  if (it != vectors_.end() && it->second.n == n)
     return static_cast<const float*>(it->second.device);
-  }
-  Uploaded& u = vectors_[host];
-  if (u.host.size() != n) {
-    cudaFree(u.device);
-    u.device = nullptr;
-    if (const cudaError_t e = cudaMalloc(&u.device, std::max<size_t>(n, 1) * sizeof(float));
-        e != cudaSuccess) {
-      vectors_.erase(host);
-      Failed(Err("allocating a weight vector", e));
-      return nullptr;
-    }
-  }
-  u.host.assign(host, host + n);
-  if (const cudaError_t e = cudaMemcpy(u.device, host, n * sizeof(float), cudaMemcpyHostToDevice);
+  ForgetHostData(host);
+  void* dev = nullptr;
+  if (const cudaError_t e = cudaMalloc(&dev, std::max<size_t>(n, 1) * sizeof(float));
       e != cudaSuccess) {
+    Failed(Err("allocating a weight vector", e));
+    return nullptr;
+  }
+  if (const cudaError_t e = cudaMemcpy(dev, host, n * sizeof(float), cudaMemcpyHostToDevice);
+      e != cudaSuccess) {
+    cudaFree(dev);
     Failed(Err("uploading a weight vector", e));
     return nullptr;
   }
-  return static_cast<const float*>(u.device);
+  vectors_[host] = {dev, n};
+  return static_cast<const float*>(dev);
+}
+
+void CudaBackend::ForgetHostData(const float* host) {
+  auto it = vectors_.find(host);
+  if (it == vectors_.end()) return;
+  cudaFree(it->second.device);  // waits for work still reading it
+  vectors_.erase(it);
 }
 
 absl::Status CudaBackend::PrepareWeights(const std::vector<const Matrix*>& matrices) {
@@ -316,7 +318,7 @@ void CudaBackend::Embed(const Matrix& table, const int32_t* ids, int T, float sc
 void CudaBackend::RmsNorm(const float* x, const float* weight, int T, int d, float eps,
                           float* out) {
   if (!error_.empty()) return;
-  const float* w = DeviceVector(weight, d, /*check_contents=*/false);
+  const float* w = DeviceVector(weight, d);
   if (w) Failed(cuda::RmsNorm(x, w, T, d, eps, out));
 }
 
@@ -484,7 +486,7 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
       Failed("threshold mode without neuron thresholds");
       return;
     }
-    thresholds = DeviceVector(layer.neuron_thresholds, F, /*check_contents=*/true);
+    thresholds = DeviceVector(layer.neuron_thresholds, F);
     if (!thresholds) return;
   }
   const double be =

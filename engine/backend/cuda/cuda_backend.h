@@ -59,6 +59,7 @@ class CudaBackend final : public Backend {
   void BeginStep(const AttentionBatch& batch, const float* cos, const float* sin) override;
   absl::Status FinishStep() override;
   int64_t FreeMemoryBytes() const override;
+  void ForgetHostData(const float* data) override;
 
   // Largest FFN call; longer ones run in slabs of this many tokens (bounds the scratch memory).
   static constexpr int kFfnSlabTokens = 64;
@@ -73,8 +74,8 @@ class CudaBackend final : public Backend {
   };
   // Device copy of host data reused across calls (norm weights, neuron thresholds).
   struct Uploaded {
-    std::vector<float> host;
     void* device = nullptr;
+    size_t n = 0;
   };
   struct StepInputs {
     const int32_t* positions_host = nullptr;  // identifies the AttentionBatch uploaded
@@ -107,7 +108,9 @@ class CudaBackend final : public Backend {
   // Device memory, or pinned host memory; the old contents are not kept.
   void* Grow(Scratch& s, size_t bytes, bool pinned_host = false);
   const uint16_t* DeviceWeights(const Matrix& m);
-  const float* DeviceVector(const float* host, size_t n, bool check_contents);
+  // The device copy of host fp32 data (norm weights, neuron thresholds), uploaded on first use
+  // and kept until ForgetHostData.
+  const float* DeviceVector(const float* host, size_t n);
   bool UploadAttention(const AttentionBatch& batch);
   bool UploadTrig(const float* cos, const float* sin, int T, int half);
   // Copies the pieces, back to back, to device `dst` through `s` (asynchronous).
