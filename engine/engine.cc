@@ -13,6 +13,9 @@
 namespace sparsed {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& options) {
+  if (options.kv_cache_fraction < 0 || options.kv_cache_fraction >= 1) {
+    return absl::InvalidArgumentError("kv_cache_fraction must be in [0, 1)");
+  }
   auto e = std::unique_ptr<Engine>(new Engine());
   ASSIGN_OR_RETURN(e->checkpoint_, Checkpoint::Open(options.model_dir));
   const ModelConfig& c = e->checkpoint_->config();
@@ -50,9 +53,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   e->kv_shape_.head_dim = static_cast<int>(c.head_dim);
   int64_t kv_bytes = options.kv_cache_bytes;
   if (options.kv_cache_fraction > 0) {
-    if (options.kv_cache_fraction >= 1) {
-      return absl::InvalidArgumentError("kv_cache_fraction must be in (0, 1)");
-    }
     const int64_t free_bytes = e->backend_->FreeMemoryBytes();
     if (free_bytes >= 0) kv_bytes = static_cast<int64_t>(options.kv_cache_fraction * free_bytes);
   }
@@ -258,12 +258,14 @@ absl::StatusOr<StepOutput> Engine::Step(const Batch& batch) {
     b.RmsNorm(x, w.ffn_norm.data(), T, d, eps, normed_.get());
     FfnLayer fl = FfnOf(l);
     if (mode_ == SparsityMode::kThreshold) fl.neuron_thresholds = neuron_thresholds_[l].data();
-    if (ffn_observer_ && b.name() == "cpu") {
-      ffn_observer_(l, normed_.get(), T);
-    } else if (ffn_observer_) {
-      observed.resize(static_cast<size_t>(T) * d);
-      b.CopyToHost(normed_.get(), observed.size(), observed.data());
-      ffn_observer_(l, observed.data(), T);
+    if (ffn_observer_) {
+      const float* seen = normed_.get();
+      if (b.name() != "cpu") {
+        observed.resize(static_cast<size_t>(T) * d);
+        b.CopyToHost(seen, observed.size(), observed.data());
+        seen = observed.data();
+      }
+      ffn_observer_(l, seen, T);
     }
     b.Ffn(fl, normed_.get(), T, mode_, proj_.get(), &out.layer_stats[l]);
     b.AddScaled(x, proj_.get(), static_cast<size_t>(T) * d, rs);

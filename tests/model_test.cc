@@ -141,8 +141,10 @@ TEST(Engine, KvCacheFractionAndDeviceOptions) {
   EngineOptions o;
   o.model_dir = dir->path();
   o.load_tokenizer = false;
-  o.kv_cache_fraction = 1.5;
-  EXPECT_EQ(Engine::Load(o).status().code(), absl::StatusCode::kInvalidArgument);
+  for (double bad : {1.5, 1.0, -0.5}) {
+    o.kv_cache_fraction = bad;
+    EXPECT_EQ(Engine::Load(o).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
   // A host-memory backend has no "free device memory": the byte budget applies.
   o.kv_cache_fraction = 0.5;
   o.kv_cache_bytes = 8ll << 20;
