@@ -108,6 +108,7 @@ int Main(int argc, char** argv) {
       s.active_ratio = 0.11;
       s.skew = 2.0;
       s.tokenizer = false;
+      s.shard_bytes = int64_t{2} << 30;  // written as it is generated: bounded host memory
       const absl::Status st = MakeSyntheticModel(
           s, model, [](const std::string& m) { std::fprintf(stderr, "  %s\n", m.c_str()); });
       if (!st.ok()) return Fail(st);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "engine/common/status_macros.h"
@@ -46,20 +47,61 @@ absl::Status ResolvePreset(SyntheticModelSpec* s) {
 
 namespace {
 
+// Runs fn(chunk, begin, end) over [0, n) cut into fixed chunks of `chunk` elements, on all cores.
+// fn must depend on its chunk alone (never on the thread running it), so the results are the
+// same on every machine.
+void ForChunks(size_t n, size_t chunk, const std::function<void(size_t, size_t, size_t)>& fn) {
+  const size_t chunks = (n + chunk - 1) / chunk;
+  const size_t workers =
+      std::min<size_t>(chunks, std::max(1u, std::thread::hardware_concurrency()));
+  auto work = [&](size_t first) {
+    for (size_t c = first; c < chunks; c += workers) fn(c, c * chunk, std::min(n, (c + 1) * chunk));
+  };
+  std::vector<std::thread> threads;
+  for (size_t w = 1; w < workers; ++w) threads.emplace_back(work, w);
+  if (chunks > 0) work(0);
+  for (std::thread& t : threads) t.join();
+}
+
+// A 64-bit mix (SplitMix64's finaliser): chunk seeds from a tensor seed.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+constexpr size_t kGenChunk = size_t{1} << 20;
+
+// Deterministic weights: each tensor draws one seed from the spec's generator, and each 1 Mi-value
+// chunk of it has its own generator seeded from that, so large presets are generated on all cores
+// with the same values as on one.
 class Gen {
  public:
   explicit Gen(uint64_t seed) : rng_(seed) {}
   std::vector<float> Normal(size_t n, double std) {
-    std::normal_distribution<float> nd(0.f, static_cast<float>(std));
+    const uint64_t seed = rng_();
     std::vector<float> v(n);
-    for (float& x : v) x = nd(rng_);
+    ForChunks(n, kGenChunk, [&](size_t c, size_t begin, size_t end) {
+      std::mt19937_64 r(Mix(seed ^ Mix(c)));
+      std::normal_distribution<float> nd(0.f, static_cast<float>(std));
+      for (size_t i = begin; i < end; ++i) v[i] = nd(r);
+    });
     return v;
   }
-  std::mt19937_64& rng() { return rng_; }
 
  private:
   std::mt19937_64 rng_;
 };
+
+// EncodeTensor on all cores.
+std::vector<uint8_t> Encode(const std::vector<float>& v, DType dtype) {
+  std::vector<uint8_t> out(v.size() * DTypeSize(dtype));
+  ForChunks(v.size(), kGenChunk, [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) StoreFromF32(out.data(), dtype, i, v[i]);
+  });
+  return out;
+}
 
 constexpr char kFallbackCorpus[] =
     "The quick brown fox jumps over the lazy dog. A sparse model skips the neurons that stay "
@@ -160,7 +202,7 @@ absl::Status MakeSyntheticModel(const SyntheticModelSpec& spec_in, const std::st
   };
   auto add = [&](const std::string& name, std::vector<int64_t> shape,
                  const std::vector<float>& v) -> absl::Status {
-    TensorToWrite t{name, s.dtype, std::move(shape), EncodeTensor(v, s.dtype)};
+    TensorToWrite t{name, s.dtype, std::move(shape), Encode(v, s.dtype)};
     shard_size += static_cast<int64_t>(t.bytes.size());
     shard.push_back(std::move(t));
     if (s.shard_bytes > 0 && shard_size >= s.shard_bytes) return flush();
