@@ -230,6 +230,75 @@ void TestGraphReplay() {
   }
 }
 
+// Two layers sharing one workspace (as a model's layers do) compute bitwise what each computes
+// with its own, through graph captures and replays interleaved with the other layer and a
+// workspace growth between them; each keeps its own tile stats; the shared workspace holds what
+// one layer alone holds.
+void TestSharedWorkspace() {
+  const int64_t F = 1100, d = 264;
+  HostFfn h1(F, d, 51), h2(F, d, 52);
+  h1.SetRates(NeuronRates(F, 0.11, 2.0, 7));
+  h2.SetRates(NeuronRates(F, 0.3, 0.0, 8));
+  std::string err;
+  auto ws = cuda::FfnWorkspace::Create(&err);
+  ASSERT_OK(err);
+  auto make = [&](const HostFfn& h, std::shared_ptr<cuda::FfnWorkspace> w) {
+    auto f = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err, w);
+    ASSERT_OK(err);
+    return f;
+  };
+  auto shared1 = make(h1, ws), shared2 = make(h2, ws);
+  auto own1 = make(h1, nullptr), own2 = make(h2, nullptr);
+  std::mt19937_64 rng(13);
+  const int kMaxT = 40;
+  DevBuf dx(kMaxT * d * 4), dy1(kMaxT * d * 4), dy2(kMaxT * d * 4);
+  auto host = [&](DevBuf& b, int T) {
+    std::vector<float> y(T * d);
+    ASSERT_OK(cuda::Synchronize());
+    ASSERT_OK(cuda::CopyToHost(y.data(), b.p, y.size() * 4));
+    return y;
+  };
+  auto same_stats = [&](cuda::CudaFfn& a, cuda::CudaFfn& b, const char* what, int T) {
+    std::vector<cuda::FfnTileStats> sa, sb;
+    ASSERT_OK(a.ReadStats(&sa));
+    ASSERT_OK(b.ReadStats(&sb));
+    bool same = sa.size() == sb.size() && !sa.empty();
+    for (size_t i = 0; same && i < sa.size(); ++i) {
+      same = sa[i].union_size == sb[i].union_size && sa[i].active_sum == sb[i].active_sum;
+    }
+    EXPECT_TRUE_MSG(same, "%s T=%d: tile stats differ from the layer with its own workspace", what,
+                    T);
+  };
+  for (int T : {1, 1, 1, 40, 40, 5, 5}) {  // captures, replays, growth, recapture
+    const auto x = h1.Inputs(T, rng);
+    ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+    for (bool thresholds : {false, true}) {
+      const auto act = thresholds ? cuda::FfnActivation::kSilu : cuda::FfnActivation::kRelu;
+      std::vector<float> thr(F, thresholds ? 0.02f : 0.f);
+      DevBuf dt(F * 4);
+      ASSERT_OK(cuda::CopyToDevice(dt.p, thr.data(), F * 4));
+      const float* nt = thresholds ? dt.f() : nullptr;
+      ASSERT_OK(own1->Run(dx.f(), T, act, 0.f, true, 1.0, dy1.f(), nullptr, nullptr, nt));
+      const auto want1 = host(dy1, T);
+      ASSERT_OK(own2->Run(dx.f(), T, act, 0.f, true, 1.0, dy2.f(), nullptr, nullptr, nt));
+      const auto want2 = host(dy2, T);
+      // Both shared layers run before either result or stats is read.
+      ASSERT_OK(shared1->Run(dx.f(), T, act, 0.f, true, 1.0, dy1.f(), nullptr, nullptr, nt));
+      ASSERT_OK(shared2->Run(dx.f(), T, act, 0.f, true, 1.0, dy2.f(), nullptr, nullptr, nt));
+      const auto got1 = host(dy1, T), got2 = host(dy2, T);
+      EXPECT_TRUE_MSG(std::memcmp(got1.data(), want1.data(), got1.size() * 4) == 0,
+                      "T=%d thresholds=%d: layer 1 on the shared workspace differs", T, thresholds);
+      EXPECT_TRUE_MSG(std::memcmp(got2.data(), want2.data(), got2.size() * 4) == 0,
+                      "T=%d thresholds=%d: layer 2 on the shared workspace differs", T, thresholds);
+      same_stats(*shared1, *own1, "layer 1", T);
+      same_stats(*shared2, *own2, "layer 2", T);
+    }
+  }
+  EXPECT_TRUE_MSG(ws->bytes() == own1->workspace().bytes() && ws->bytes() > 0,
+                  "shared workspace holds %zu bytes, one layer's own %zu", ws->bytes(),
+                  own1->workspace().bytes());
+}
+
 void TestPhaseTimingPaths() {
   const int64_t F = 512, d = 128;
   HostFfn h(F, d, 21);
@@ -318,6 +387,7 @@ int main() {
   sparsed::gpu::TestBatchInvariance();
   sparsed::gpu::TestThresholdMode();
   sparsed::gpu::TestGraphReplay();
+  sparsed::gpu::TestSharedWorkspace();
   sparsed::gpu::TestPhaseTimingPaths();
   sparsed::gpu::TestDenseCublasBaseline();
   std::printf("%s: %d failure(s)\n", sparsed::gpu::g_failures ? "FAILED" : "PASSED",

@@ -99,6 +99,7 @@ CudaBackend::~CudaBackend() {
   cudaDeviceSynchronize();
   cuda::CublasDestroy(cublas_);
   ffns_.clear();
+  ffn_workspace_.reset();
   for (auto& [host, dev] : weights_) cudaFree(dev);
   for (auto& [host, u] : vectors_) cudaFree(u.device);
   for (Scratch* s : {&ints_, &trig_, &ids_, &rows_, &x_bf16_, &y_bf16_, &attn_part_}) {
@@ -269,12 +270,21 @@ absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
         layer.hidden()));
   }
   if (ffns_.count(layer.up->data)) return absl::OkStatus();
-  std::vector<uint16_t> g, u, d;
   std::string error;
+  if (ffn_workspace_ == nullptr) {
+    ffn_workspace_ = cuda::FfnWorkspace::Create(&error);
+    if (ffn_workspace_ == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot set up the CUDA FFN: ", error));
+    }
+  }
+  std::vector<uint16_t> g, u, d;
   cuda::FfnShape shape{layer.neurons(), layer.hidden()};
   auto f = cuda::CudaFfn::Create(shape, AsBf16(*layer.gate, &g), AsBf16(*layer.up, &u),
-                                 AsBf16(*layer.down_t, &d), &error);
-  if (!f) {
+                                 AsBf16(*layer.down_t, &d), &error, ffn_workspace_);
+  // The scratch of the largest call (one slab) is claimed now, before the KV cache is sized from
+  // the memory left free.
+  if (f) error = f->Reserve(kFfnSlabTokens);
+  if (!f || !error.empty()) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot place an FFN layer (", shape.neurons,
                                                      "×", shape.hidden, ") on the GPU: ", error));
   }

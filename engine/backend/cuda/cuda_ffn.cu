@@ -79,11 +79,13 @@ __global__ void __launch_bounds__(kGateWarps * 32)
 }
 
 // One block per tile: bitmap → ascending index list and per-chunk list offsets; falls back to
-// every neuron when the union is denser than `break_even`.
+// every neuron when the union is denser than `break_even`. Writes the tile's {union size, active
+// count} to the working counters `stats` (read by later kernels) and to the layer's `stats_out`
+// (the active count was complete when the previous kernel ended).
 __global__ void __launch_bounds__(1024)
     CompactKernel(const uint32_t* __restrict__ bits, int64_t F, float break_even,
                   int32_t* __restrict__ list, int32_t* __restrict__ chunk_start, int chunks,
-                  int32_t* __restrict__ stats) {
+                  int32_t* __restrict__ stats, int32_t* __restrict__ stats_out) {
   __shared__ int32_t scan[32];
   __shared__ int32_t total_s;
   const int tile = blockIdx.x;
@@ -125,7 +127,11 @@ __global__ void __launch_bounds__(1024)
     for (int64_t i = threadIdx.x; i < F; i += blockDim.x) out[i] = static_cast<int32_t>(i);
     for (int c = threadIdx.x; c <= chunks; c += blockDim.x)
       cs[c] = static_cast<int32_t>(int64_t(c) * kChunkNeurons < F ? int64_t(c) * kChunkNeurons : F);
-    if (threadIdx.x == 0) stats[tile * 2] = static_cast<int32_t>(F);
+    if (threadIdx.x == 0) {
+      stats[tile * 2] = static_cast<int32_t>(F);
+      stats_out[tile * 2] = static_cast<int32_t>(F);
+      stats_out[tile * 2 + 1] = stats[tile * 2 + 1];
+    }
     return;
   }
   int offset = exclusive;
@@ -139,6 +145,8 @@ __global__ void __launch_bounds__(1024)
   if (threadIdx.x == 0) {
     cs[chunks] = total;
     stats[tile * 2] = total;
+    stats_out[tile * 2] = total;
+    stats_out[tile * 2 + 1] = stats[tile * 2 + 1];
   }
 }
 
@@ -336,8 +344,8 @@ template <int TT>
 void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* wg,
                   const uint16_t* wu, const uint16_t* wdt, int act, float thr, float break_even,
                   const float* neuron_thr, float* a, uint32_t* bits, int32_t* list, int32_t* cs,
-                  int32_t* stats, float* h, float* partial, float* y, cudaStream_t st,
-                  const std::function<void(int)>& mark) {
+                  int32_t* stats, int32_t* stats_out, float* h, float* partial, float* y,
+                  cudaStream_t st, const std::function<void(int)>& mark) {
   const int tiles = (T + TT - 1) / TT;
   const int chunks = static_cast<int>((F + kChunkNeurons - 1) / kChunkNeurons);
   const dim3 gate_grid(
@@ -349,20 +357,20 @@ void LaunchSparse(const float* x, int T, int64_t d, int64_t F, const uint16_t* w
   mark(1);
   float* h_down = h;
   if (neuron_thr == nullptr) {
-    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, break_even, list, cs, chunks, stats);
+    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, break_even, list, cs, chunks, stats, stats_out);
     mark(2);
     UpKernel<TT><<<up_grid, kUpWarps * 32, 0, st>>>(x, T, d, wu, F, list, stats, a, h);
   } else {
     // Threshold mode: x1 of every neuron (identity lists), then the per-token masks by
     // threshold, their per-tile unions, and H gathered by union position (into `a`, now free).
-    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, -1.f, list, cs, chunks, stats);
+    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, -1.f, list, cs, chunks, stats, stats_out);
     mark(2);
     UpKernel<TT><<<up_grid, kUpWarps * 32, 0, st>>>(x, T, d, wu, F, list, stats, a, h);
     const int64_t words = (F + 31) / 32;
     cudaMemsetAsync(bits, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st);
     const dim3 by_neuron(static_cast<unsigned>((F + 255) / 256), tiles);
     ThresholdMaskKernel<<<by_neuron, 256, 0, st>>>(h, T, TT, F, neuron_thr, bits, stats);
-    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, break_even, list, cs, chunks, stats);
+    CompactKernel<<<tiles, 1024, 0, st>>>(bits, F, break_even, list, cs, chunks, stats, stats_out);
     GatherUnionKernel<<<by_neuron, 256, 0, st>>>(h, T, TT, F, list, stats, a);
     h_down = a;
   }
@@ -426,9 +434,81 @@ std::string ProbeDevice(std::string* device_name) {
   return "";
 }
 
+std::shared_ptr<FfnWorkspace> FfnWorkspace::Create(std::string* error) {
+  auto w = std::shared_ptr<FfnWorkspace>(new FfnWorkspace());
+  cublasHandle_t h;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+    *error = "cublasCreate failed";
+    return nullptr;
+  }
+  w->cublas_ = h;
+  // A blocking stream: ordered with the legacy default stream that callers synchronise on.
+  cudaStream_t st;
+  if (const cudaError_t e = cudaStreamCreate(&st); e != cudaSuccess) {
+    *error = std::string("cudaStreamCreate: ") + cudaGetErrorString(e);
+    return nullptr;
+  }
+  w->stream_ = st;
+  return w;
+}
+
+FfnWorkspace::~FfnWorkspace() {
+  for (Buffer* b : {&act_, &h_, &bits_, &list_, &chunk_start_, &partial_, &dense_g_, &dense_u_}) {
+    if (b->p) cudaFree(b->p);
+  }
+  if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
+  if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+}
+
+size_t FfnWorkspace::bytes() const {
+  size_t n = 0;
+  for (const Buffer* b :
+       {&act_, &h_, &bits_, &list_, &chunk_start_, &partial_, &dense_g_, &dense_u_})
+    n += b->bytes;
+  return n;
+}
+
+std::string FfnWorkspace::Reserve(Buffer& b, size_t bytes) {
+  if (bytes <= b.bytes) return "";
+  // cudaFree waits for the device, so work still reading the old buffer finishes first.
+  if (b.p) cudaFree(b.p);
+  b.p = nullptr;
+  b.bytes = 0;
+  ++generation_;  // captured graphs point at the old buffer
+  CUDA_TRY(cudaMalloc(&b.p, bytes));
+  b.bytes = bytes;
+  return "";
+}
+
+std::string FfnWorkspace::EnsureSparse(const FfnShape& shape, int T) {
+  const size_t F = shape.neurons, d = shape.hidden, n = T;
+  const size_t tiles = n;  // upper bound on tiles (tile size ≥ 1)
+  const size_t chunks = (F + kChunkNeurons - 1) / kChunkNeurons;
+  for (auto [b, bytes] :
+       {std::pair{&act_, sizeof(float) * n * F},
+        {&h_, sizeof(float) * n * F},
+        // Union bitmaps and tile counters in one buffer: one memset clears both.
+        {&bits_, sizeof(uint32_t) * tiles * ((F + 31) / 32) + sizeof(int32_t) * tiles * 2},
+        {&list_, sizeof(int32_t) * tiles * F},
+        {&chunk_start_, sizeof(int32_t) * tiles * (chunks + 1)},
+        {&partial_, sizeof(float) * chunks * n * d}}) {
+    if (std::string e = Reserve(*b, bytes); !e.empty()) return e;
+  }
+  return "";
+}
+
+std::string FfnWorkspace::EnsureDense(const FfnShape& shape, int T) {
+  const size_t bytes = 2 * static_cast<size_t>(T) * shape.neurons;
+  for (Buffer* b : {&dense_g_, &dense_u_}) {
+    if (std::string e = Reserve(*b, bytes); !e.empty()) return e;
+  }
+  return "";
+}
+
 std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* gate,
                                          const uint16_t* up, const uint16_t* down_t,
-                                         std::string* error) {
+                                         std::string* error,
+                                         std::shared_ptr<FfnWorkspace> workspace) {
   auto f = std::unique_ptr<CudaFfn>(new CudaFfn());
   f->shape_ = shape;
   auto fail = [&](const std::string& e) {
@@ -436,82 +516,67 @@ std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* 
     return nullptr;
   };
   if (shape.hidden % 8 != 0) return fail("hidden size must be a multiple of 8 for the CUDA FFN");
+  if (workspace == nullptr) workspace = FfnWorkspace::Create(error);
+  if (workspace == nullptr) return nullptr;
+  f->ws_ = std::move(workspace);
   const size_t bytes = static_cast<size_t>(shape.neurons * shape.hidden) * 2;
   for (auto [dst, src] : {std::pair{&f->gate_, gate}, {&f->up_, up}, {&f->down_t_, down_t}}) {
     std::string e = DeviceAlloc(bytes, dst);
     if (e.empty()) e = CopyToDevice(*dst, src, bytes);
     if (!e.empty()) return fail(e);
   }
-  cublasHandle_t h;
-  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return fail("cublasCreate failed");
-  f->cublas_ = h;
-  // A blocking stream: ordered with the legacy default stream that callers synchronise on.
-  cudaStream_t st;
-  if (const cudaError_t e = cudaStreamCreate(&st); e != cudaSuccess) {
-    return fail(std::string("cudaStreamCreate: ") + cudaGetErrorString(e));
-  }
-  f->stream_ = st;
   return f;
 }
 
 CudaFfn::~CudaFfn() {
-  for (void* p :
-       {gate_, up_, down_t_, static_cast<void*>(act_), static_cast<void*>(h_),
-        static_cast<void*>(bits_), static_cast<void*>(list_), static_cast<void*>(chunk_start_),
-        static_cast<void*>(partial_), dense_g_, dense_u_}) {
+  for (void* p : {gate_, up_, down_t_, static_cast<void*>(stats_)}) {
     if (p) cudaFree(p);
   }
-  if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
   if (graph_exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec_));
-  if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
 }
 
-std::string CudaFfn::EnsureScratch(int T) {
-  if (T <= scratch_tokens_) return "";
-  for (void* p : {static_cast<void*>(act_), static_cast<void*>(h_), static_cast<void*>(bits_),
-                  static_cast<void*>(list_), static_cast<void*>(chunk_start_),
-                  static_cast<void*>(partial_)}) {
-    if (p) cudaFree(p);
-  }
-  const int64_t F = shape_.neurons, d = shape_.hidden;
-  const int64_t tiles = T;  // upper bound on tiles (tile size ≥ 1)
-  const int64_t chunks = (F + kChunkNeurons - 1) / kChunkNeurons;
-  CUDA_TRY(cudaMalloc(&act_, sizeof(float) * T * F));
-  CUDA_TRY(cudaMalloc(&h_, sizeof(float) * T * F));
-  // The union bitmaps and the tile counters share one buffer so one memset clears both.
-  CUDA_TRY(
-      cudaMalloc(&bits_, sizeof(uint32_t) * tiles * ((F + 31) / 32) + sizeof(int32_t) * tiles * 2));
-  CUDA_TRY(cudaMalloc(&list_, sizeof(int32_t) * tiles * F));
-  CUDA_TRY(cudaMalloc(&chunk_start_, sizeof(int32_t) * tiles * (chunks + 1)));
-  CUDA_TRY(cudaMalloc(&partial_, sizeof(float) * chunks * T * d));
-  scratch_tokens_ = T;
-  ++scratch_generation_;  // captured graphs point at the old buffers
+std::string CudaFfn::EnsureStats(int tiles) {
+  if (tiles <= stats_tiles_) return "";
+  if (stats_) cudaFree(stats_);
+  stats_ = nullptr;
+  stats_tiles_ = 0;
+  CUDA_TRY(cudaMalloc(&stats_, sizeof(int32_t) * 2 * tiles));
+  stats_tiles_ = tiles;
   return "";
+}
+
+std::string CudaFfn::Reserve(int T) {
+  if (T <= 0) return "";
+  std::string e = ws_->EnsureSparse(shape_, T);
+  if (e.empty()) e = EnsureStats(T);  // tiles ≤ T
+  return e;
 }
 
 std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
                          double break_even, float* y, std::vector<FfnTileStats>* stats,
                          std::vector<float>* phase_ms, const float* neuron_thresholds) {
   if (T <= 0) return "T must be positive";
-  std::string e = EnsureScratch(T);
+  std::string e = ws_->EnsureSparse(shape_, T);
   if (!e.empty()) return e;
-  auto st = static_cast<cudaStream_t>(stream_);
+  auto st = static_cast<cudaStream_t>(ws_->stream_);
   const int64_t F = shape_.neurons, d = shape_.hidden;
   const int tt = TileTokens(T, kMaxTileTokens);
   const int tiles = (T + tt - 1) / tt;
   const int64_t words = (F + 31) / 32;
-  stats_ = reinterpret_cast<int32_t*>(bits_ + tiles * words);
+  if (e = EnsureStats(tiles); !e.empty()) return e;
+  auto* bits = static_cast<uint32_t*>(ws_->bits_.p);
+  auto* counters = reinterpret_cast<int32_t*>(bits + tiles * words);
   last_tiles_ = tiles;
   const float be = sparse ? static_cast<float>(break_even) : -1.f;
-  const GraphKey key{x,         y,  neuron_thresholds,  T, static_cast<int>(act),
-                     threshold, be, scratch_generation_};
+  const GraphKey key{x,         y,  neuron_thresholds, stats_, T, static_cast<int>(act),
+                     threshold, be, ws_->generation()};
   // Replay: the same call on the same buffers as the captured one.
   const bool graphable = use_graphs_ && phase_ms == nullptr;
   if (graphable && graph_exec_ != nullptr && key == graph_key_) {
     CUDA_TRY(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec_), st));
   } else {
     if (graphable) CUDA_TRY(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    CUDA_TRY(cudaMemsetAsync(bits_, 0,
+    CUDA_TRY(cudaMemsetAsync(bits, 0,
                              sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st));
     auto* wg = static_cast<const uint16_t*>(gate_);
     auto* wu = static_cast<const uint16_t*>(up_);
@@ -521,9 +586,11 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
     const std::function<void(int)> mark = [&](int i) { timer.Mark(i); };
     // One instantiation per tile width; the arguments are the same for all.
     auto launch = [&](auto tile) {
-      LaunchSparse<decltype(tile)::value>(x, T, d, F, wg, wu, wd, a, threshold, be,
-                                          neuron_thresholds, act_, bits_, list_, chunk_start_,
-                                          stats_, h_, partial_, y, st, mark);
+      LaunchSparse<decltype(tile)::value>(
+          x, T, d, F, wg, wu, wd, a, threshold, be, neuron_thresholds,
+          static_cast<float*>(ws_->act_.p), bits, static_cast<int32_t*>(ws_->list_.p),
+          static_cast<int32_t*>(ws_->chunk_start_.p), counters, stats_,
+          static_cast<float*>(ws_->h_.p), static_cast<float*>(ws_->partial_.p), y, st, mark);
     };
     switch (tt) {
       case 1:
@@ -568,7 +635,7 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
 std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   stats->clear();
   if (last_tiles_ == 0) return "";
-  auto st = static_cast<cudaStream_t>(stream_);
+  auto st = static_cast<cudaStream_t>(ws_->stream_);
   std::vector<int32_t> host(2 * last_tiles_);
   CUDA_TRY(cudaMemcpyAsync(host.data(), stats_, sizeof(int32_t) * 2 * last_tiles_,
                            cudaMemcpyDeviceToHost, st));
@@ -578,47 +645,35 @@ std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   return "";
 }
 
-std::string CudaFfn::EnsureDenseScratch(int T) {
-  if (T <= dense_tokens_) return "";
-  for (void* p : {dense_g_, dense_u_}) {
-    if (p) cudaFree(p);
-  }
-  dense_g_ = dense_u_ = nullptr;
-  dense_tokens_ = 0;
-  const int64_t F = shape_.neurons;
-  CUDA_TRY(cudaMalloc(&dense_g_, 2 * T * F));
-  CUDA_TRY(cudaMalloc(&dense_u_, 2 * T * F));
-  dense_tokens_ = T;
-  return "";
-}
-
 std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold,
                                     void* y_bf16, std::vector<float>* phase_ms) {
   PhaseTimer timer(phase_ms, 5);
-  std::string e = EnsureDenseScratch(T);
+  std::string e = ws_->EnsureDense(shape_, T);
   if (!e.empty()) return e;
-  auto h = static_cast<cublasHandle_t>(cublas_);
+  void* dense_g = ws_->dense_g_.p;
+  void* dense_u = ws_->dense_u_.p;
+  auto h = static_cast<cublasHandle_t>(ws_->cublas_);
   const int F = static_cast<int>(shape_.neurons), d = static_cast<int>(shape_.hidden);
   const float one = 1.f, zero = 0.f;
   timer.Mark(0);
   // Column-major view: Gᵀ [F × T] = W_g (col-major d × F, transposed) · Xᵀ (d × T).
   CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, gate_, CUDA_R_16BF, d, x_bf16,
-                          CUDA_R_16BF, d, &zero, dense_g_, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
+                          CUDA_R_16BF, d, &zero, dense_g, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT));
   timer.Mark(1);
   CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, up_, CUDA_R_16BF, d, x_bf16,
-                          CUDA_R_16BF, d, &zero, dense_u_, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
+                          CUDA_R_16BF, d, &zero, dense_u, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT));
   timer.Mark(2);
   const int64_t n = static_cast<int64_t>(T) * F;
   ActMulBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(
-      static_cast<__nv_bfloat16*>(dense_g_), static_cast<const __nv_bfloat16*>(dense_u_), n,
+      static_cast<__nv_bfloat16*>(dense_g), static_cast<const __nv_bfloat16*>(dense_u), n,
       ActCode(act), threshold);
   CUDA_TRY(cudaGetLastError());
   timer.Mark(3);
   // Yᵀ [d × T] = W_down (= W_dT viewed col-major, d × F) · Hᵀ (F × T).
   CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, d, T, F, &one, down_t_, CUDA_R_16BF, d,
-                          dense_g_, CUDA_R_16BF, F, &zero, y_bf16, CUDA_R_16BF, d,
+                          dense_g, CUDA_R_16BF, F, &zero, y_bf16, CUDA_R_16BF, d,
                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   timer.Mark(4);
   timer.Finish();

@@ -47,14 +47,61 @@ struct FfnTileStats {
   int32_t active_sum = 0;  // Σ over the tile's tokens of active neurons
 };
 
+// Device scratch memory, a stream and a cuBLAS handle shared by the CudaFfn layers of one model.
+// The layers run one after another on the shared stream, so one set of intermediate buffers,
+// sized for the largest call, serves them all (per layer at LLaMA-2-7B shape and 64 tokens that
+// would be ~100 MB, most of it the down projection's per-chunk partial sums). Buffers grow on
+// demand and never shrink; generation() changes whenever one moves, so layers re-capture the
+// CUDA graphs that pointed at the old ones.
+// Thread-safety: none; the layers sharing it are used from one thread.
+class FfnWorkspace {
+ public:
+  // `error` is set on failure.
+  static std::shared_ptr<FfnWorkspace> Create(std::string* error);
+  ~FfnWorkspace();
+  FfnWorkspace(const FfnWorkspace&) = delete;
+  FfnWorkspace& operator=(const FfnWorkspace&) = delete;
+
+  int64_t generation() const { return generation_; }
+  // Device memory held, in bytes.
+  size_t bytes() const;
+
+ private:
+  friend class CudaFfn;
+  struct Buffer {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  FfnWorkspace() = default;
+  // b holds at least `bytes` afterwards (old contents dropped when it moves).
+  std::string Reserve(Buffer& b, size_t bytes);
+  // The sparse path's buffers for T tokens of `shape`; the cuBLAS path's.
+  std::string EnsureSparse(const FfnShape& shape, int T);
+  std::string EnsureDense(const FfnShape& shape, int T);
+
+  void* stream_ = nullptr;  // cudaStream_t, blocking: ordered with the legacy default stream
+  void* cublas_ = nullptr;  // cublasHandle_t
+  int64_t generation_ = 0;
+  Buffer act_;          // float [T × F]
+  Buffer h_;            // float [T × F] (by union position)
+  Buffer bits_;         // uint32 [tiles × F/32], then int32 [tiles × 2] working tile counters
+  Buffer list_;         // int32 [tiles × F]
+  Buffer chunk_start_;  // int32 [tiles × (chunks + 1)]
+  Buffer partial_;      // float [chunks × T × d]
+  Buffer dense_g_;      // bf16 [T × F] for the cuBLAS path
+  Buffer dense_u_;
+};
+
 // Device-resident weights of one FFN layer in bf16: gate and up [F × d], down transposed [F × d].
 // Thread-safety: none; use from one thread (the engine thread) with its stream.
 class CudaFfn {
  public:
-  // Uploads host bf16 weights (raw uint16 bits). `error` is set on failure.
+  // Uploads host bf16 weights (raw uint16 bits). Layers that run one after another pass one
+  // `workspace`; null gives the layer its own. `error` is set on failure.
   static std::unique_ptr<CudaFfn> Create(const FfnShape& shape, const uint16_t* gate,
                                          const uint16_t* up, const uint16_t* down_t,
-                                         std::string* error);
+                                         std::string* error,
+                                         std::shared_ptr<FfnWorkspace> workspace = nullptr);
   ~CudaFfn();
   CudaFfn(const CudaFfn&) = delete;
   CudaFfn& operator=(const CudaFfn&) = delete;
@@ -73,11 +120,16 @@ class CudaFfn {
                   double break_even, float* y, std::vector<FfnTileStats>* stats,
                   std::vector<float>* phase_ms = nullptr, const float* neuron_thresholds = nullptr);
 
+  // Reserves the buffers of a Run() over T tokens now (the workspace's and this layer's), so a
+  // caller can claim its scratch memory before sizing other allocations from what is free.
+  std::string Reserve(int T);
+
   // Tile stats of the last Run() (synchronises its stream); lets a caller run every layer of a
   // step before reading any of them back.
   std::string ReadStats(std::vector<FfnTileStats>* stats);
   // Where the last Run() leaves its tile stats on the device: last_tiles() pairs of int32
-  // {union_size, active_sum}, valid until the next Run() (for callers batching the copies).
+  // {union_size, active_sum}, in this layer's own memory (not the shared workspace), valid until
+  // this layer's next Run() (for callers batching the copies of a step's layers).
   const void* stats_device() const { return stats_; }
   int last_tiles() const { return last_tiles_; }
 
@@ -93,6 +145,7 @@ class CudaFfn {
   void set_use_graphs(bool on) { use_graphs_ = on; }
 
   const FfnShape& shape() const { return shape_; }
+  const FfnWorkspace& workspace() const { return *ws_; }
   // Bytes of weights the sparse path reads for a union of `rows` rows.
   double SparseBytes(double rows) const {
     return 2.0 * shape_.hidden * (shape_.neurons + 2 * rows);
@@ -101,44 +154,34 @@ class CudaFfn {
 
  private:
   CudaFfn() = default;
-  std::string EnsureScratch(int T);       // the sparse path's buffers
-  std::string EnsureDenseScratch(int T);  // the cuBLAS path's (it needs no others)
+  std::string EnsureStats(int tiles);  // this layer's tile-stats buffer
 
   struct GraphKey {
     const float* x = nullptr;
     const float* y = nullptr;
     const float* thresholds = nullptr;
+    const int32_t* stats = nullptr;
     int T = 0, act = 0;
     float threshold = 0, break_even = 0;
-    int64_t scratch = 0;
+    int64_t generation = 0;
     bool operator==(const GraphKey& o) const {
-      return x == o.x && y == o.y && thresholds == o.thresholds && T == o.T && act == o.act &&
-             threshold == o.threshold && break_even == o.break_even && scratch == o.scratch;
+      return x == o.x && y == o.y && thresholds == o.thresholds && stats == o.stats && T == o.T &&
+             act == o.act && threshold == o.threshold && break_even == o.break_even &&
+             generation == o.generation;
     }
   };
 
   FfnShape shape_;
-  void* stream_ = nullptr;      // cudaStream_t
+  std::shared_ptr<FfnWorkspace> ws_;
   void* graph_exec_ = nullptr;  // cudaGraphExec_t of the last captured call
   GraphKey graph_key_;
   bool use_graphs_ = true;
-  int64_t scratch_generation_ = 0;
   int last_tiles_ = 0;
   void* gate_ = nullptr;
   void* up_ = nullptr;
   void* down_t_ = nullptr;
-  void* cublas_ = nullptr;
-  int scratch_tokens_ = 0;
-  int dense_tokens_ = 0;
-  float* act_ = nullptr;            // [T × F]
-  float* h_ = nullptr;              // [T × F] (by union position)
-  uint32_t* bits_ = nullptr;        // [tiles × F/32]
-  int32_t* list_ = nullptr;         // [tiles × F]
-  int32_t* chunk_start_ = nullptr;  // [tiles × (chunks + 1)]
-  int32_t* stats_ = nullptr;        // [tiles × 2], inside bits_ right after this call's bitmaps
-  float* partial_ = nullptr;        // [chunks × T × d]
-  void* dense_g_ = nullptr;         // bf16 [T × F] for the cuBLAS path
-  void* dense_u_ = nullptr;
+  int32_t* stats_ = nullptr;  // [stats_tiles_ × 2] {union_size, active_sum}
+  int stats_tiles_ = 0;
 };
 
 // Small device-memory helpers for tests and benchmarks.
