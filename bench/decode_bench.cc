@@ -1,9 +1,9 @@
 // End-to-end decode benchmark of the engine alone, on the CPU or CUDA backend: a synthetic
 // FATReLU model (TinyLlama-1.1B or LLaMA-2-7B shape, optionally fewer layers) at ~11% active
-// neurons with hot-neuron skew, `exact` vs `off` (and, on CUDA, `off` with the FFN in dense
-// cuBLAS), interleaved rounds. Reports tokens/s and the fraction of the bandwidth roofline:
-// weight (and KV) bytes a step actually reads ÷ the read bandwidth (measured here on the CPU;
-// given with --bandwidth_gbs for a GPU). Usage: see kUsage.
+// neurons with hot-neuron skew, `exact` vs `off` (and, on CUDA, `off` with every product in
+// cuBLAS, the cuBLAS fallback, and step graphs), interleaved rounds. Reports tokens/s and the
+// fraction of the bandwidth roofline: weight (and KV) bytes a step actually reads ÷ the read
+// bandwidth (measured here on the CPU; given with --bandwidth_gbs for a GPU). Usage: see kUsage.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -47,7 +47,8 @@ struct Config {
 
 constexpr const char* kUsage =
     "usage: decode_bench [--model DIR] [--preset tinyllama-1.1b|llama2-7b] [--layers N]\n"
-    "                    [--device cpu|cuda] [--cublas_baseline] [--fallback] [--bandwidth_gbs X]\n"
+    "                    [--device cpu|cuda] [--cublas_baseline] [--fallback] [--graphs]\n"
+    "                    [--bandwidth_gbs X]\n"
     "                    [--steps N] [--rounds N] [--batches 1,4,16]\n";
 
 // Batch size from which the FFN ran faster in dense cuBLAS than union sparse on an H100 at
@@ -64,6 +65,7 @@ int Main(int argc, char** argv) {
   int steps = 16, rounds = 3, layers = 0;
   bool cublas_baseline = false;  // + an all-cuBLAS dense engine
   bool fallback = false;         // + an exact engine with the cuBLAS fallback from 4 tokens
+  bool graphs = false;           // + an exact/off engine with CUDA step graphs
   double bandwidth = 0;
   std::vector<int> batches = {1, 4, 16};
   for (int i = 1; i < argc; ++i) {
@@ -81,6 +83,8 @@ int Main(int argc, char** argv) {
       cublas_baseline = true;
     else if (a == "--fallback")
       fallback = true;
+    else if (a == "--graphs")
+      graphs = true;
     else if (a == "--bandwidth_gbs" && has)
       bandwidth = std::atof(argv[++i]);
     else if (a == "--steps" && has)
@@ -117,7 +121,8 @@ int Main(int argc, char** argv) {
   const int prompt_len = 8;
   int max_batch = 1;
   for (int B : batches) max_batch = std::max(max_batch, B);
-  auto load = [&](int cublas_min_tokens) -> absl::StatusOr<std::unique_ptr<Engine>> {
+  auto load = [&](int cublas_min_tokens,
+                  bool step_graphs = false) -> absl::StatusOr<std::unique_ptr<Engine>> {
     EngineOptions o;
     o.model_dir = model;
     o.load_tokenizer = false;
@@ -125,6 +130,7 @@ int Main(int argc, char** argv) {
     o.kv_blocks = max_batch * ((prompt_len + steps + 16) / 16 + 1);
     o.sparsity_mode = "exact";
     o.backend.cublas_min_tokens = cublas_min_tokens;
+    o.backend.cuda_graphs = step_graphs;
     o.progress = [](int done, int total, const std::string&) {
       if (done == total || done % 8 == 0)
         std::fprintf(stderr, "loading: %d/%d layers\n", done, total);
@@ -151,6 +157,14 @@ int Main(int argc, char** argv) {
     fallback_engine = std::move(*f);
     configs.push_back({absl::StrFormat("exact, cuBLAS from %d tokens", kFallbackTokens),
                        fallback_engine.get(), SparsityMode::kExact});
+  }
+  std::unique_ptr<Engine> graph_engine;
+  if (graphs) {
+    auto g = load(0, /*step_graphs=*/true);
+    if (!g.ok()) return Fail(g.status());
+    graph_engine = std::move(*g);
+    configs.push_back({"off, graphs", graph_engine.get(), SparsityMode::kOff});
+    configs.push_back({"exact, graphs", graph_engine.get(), SparsityMode::kExact});
   }
   const ModelConfig& c = engine.config();
   std::fprintf(stderr, "backend: %s\n", engine.backend().Describe().c_str());
@@ -254,6 +268,10 @@ int Main(int argc, char** argv) {
                   ratio("off").c_str(), ratio("off, cuBLAS").c_str());
     }
   }
+  // Whether step graphs stayed on through the run (the backend turns them off, saying why, when
+  // a capture fails).
+  if (graph_engine)
+    std::printf("\ngraphs engine: %s\n", graph_engine->backend().Describe().c_str());
   return 0;
 }
 

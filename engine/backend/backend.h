@@ -116,6 +116,11 @@ struct BackendOptions {
   // tensor cores; faster for large batches, but a token's result then depends on the batch
   // size). 0 = never.
   int cublas_min_tokens = 0;
+  // CUDA: replay each repeated step shape (the same batch size, attention length bucket and
+  // buffers as a step before) as one CUDA graph instead of launching its kernels one by one.
+  // Results are bitwise the same as without; steps that synchronise midway (an FFN observer),
+  // route products to cuBLAS or run FFN slabs launch as usual.
+  bool cuda_graphs = false;
 };
 
 std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options);

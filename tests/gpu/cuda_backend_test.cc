@@ -324,7 +324,8 @@ Prompts LoadPrompts(const std::string& model) {
 }
 
 std::unique_ptr<Engine> Load(const std::string& model, const std::string& mode,
-                             const std::string& device, int cublas_min_tokens = 0) {
+                             const std::string& device, int cublas_min_tokens = 0,
+                             bool cuda_graphs = false) {
   EngineOptions o;
   o.model_dir = SourceDir() + "/models/" + model;
   o.sparsity_mode = mode;
@@ -332,6 +333,7 @@ std::unique_ptr<Engine> Load(const std::string& model, const std::string& mode,
   o.kv_blocks = 256;
   o.load_tokenizer = false;
   o.backend.cublas_min_tokens = cublas_min_tokens;
+  o.backend.cuda_graphs = cuda_graphs;
   auto e = Engine::Load(o);
   EXPECT_TRUE(e.ok()) << model << " on " << device << ": " << e.status();
   return e.ok() ? std::move(*e) : nullptr;
@@ -494,6 +496,82 @@ TEST(CudaModelBatch, StatsAndObserverMatchCpu) {
     EXPECT_NEAR(a->layer_stats[l].active_ratio(), c->layer_stats[l].active_ratio(), 0.005)
         << "layer " << l;
     EXPECT_GT(a->layer_stats[l].union_size, 0);
+  }
+}
+
+// Step graphs give bitwise the logits and statistics of plain launches, step after step: decode
+// across KV-block and 128-position attention-split boundaries, batch-size changes (a prefill
+// joining, a sequence leaving), steps synchronised midway by an FFN observer, and thresholds
+// replaced between steps — while graphs are captured and replayed (the backend counts both).
+TEST(CudaGraphs, StepGraphsGiveTheBitsOfPlainLaunches) {
+  for (const char* model : {"sparsed-tiny", "sparsed-tiny-swiglu"}) {
+    const std::string mode = std::string(model) == "sparsed-tiny" ? "exact" : "threshold";
+    auto plain = Load(model, mode, "cuda");
+    auto graphs = Load(model, mode, "cuda", 0, /*cuda_graphs=*/true);
+    ASSERT_TRUE(plain && graphs);
+    const Prompts p = LoadPrompts(model);
+    ASSERT_GE(p.ids.size(), 2u);
+    const int vocab = static_cast<int>(plain->config().vocab_size);
+    std::vector<std::vector<int32_t>> tables(2);
+    for (int s = 0; s < 2; ++s)
+      for (int b = 0; b < 16; ++b) tables[s].push_back(s * 16 + b);
+    std::vector<int32_t> tokens[2] = {p.ids[0], p.ids[1]};
+    int pos[2] = {0, 0};
+    const int kSteps = 160;  // sequence 0 passes 128 positions
+    for (int step = 0; step < kSteps; ++step) {
+      // Sequence 1 prefills at step 40, decodes until step 90, then leaves.
+      const bool with1 = step >= 40 && step < 90;
+      if (step == 60 || step == 63) {
+        for (Engine* e : {plain.get(), graphs.get()})
+          e->set_ffn_observer([](int, const float*, int) {});
+      }
+      if (step == 61 || step == 64) {
+        for (Engine* e : {plain.get(), graphs.get()}) e->set_ffn_observer(nullptr);
+      }
+      if (step == 100 && mode == "threshold") {
+        std::vector<double> eps;
+        for (const SparsityLayer& l : plain->sparsity_profile()->layers)
+          eps.push_back(2 * l.epsilon);
+        ASSERT_TRUE(plain->SetThresholds(eps).ok());
+        ASSERT_TRUE(graphs->SetThresholds(eps).ok());
+      }
+      Batch b;
+      for (int s = 0; s < 2; ++s) {
+        if (s == 1 && !with1) continue;
+        const int n = pos[s] == 0 ? static_cast<int>(tokens[s].size()) : 1;
+        b.token_ids.insert(b.token_ids.end(), tokens[s].end() - n, tokens[s].end());
+        b.sequences.push_back({tables[s], pos[s], n, true});
+      }
+      auto a = plain->Step(b);
+      auto g = graphs->Step(b);
+      ASSERT_TRUE(a.ok() && g.ok()) << a.status() << " / " << g.status();
+      ASSERT_EQ(a->logits.size(), g->logits.size());
+      ASSERT_EQ(0, std::memcmp(a->logits.data(), g->logits.data(), a->logits.size() * 4))
+          << model << " step " << step << ": graph and plain logits differ";
+      for (size_t l = 0; l < a->layer_stats.size(); ++l) {
+        EXPECT_EQ(a->layer_stats[l].active_sum, g->layer_stats[l].active_sum)
+            << model << " step " << step << " layer " << l;
+        EXPECT_EQ(a->layer_stats[l].union_size, g->layer_stats[l].union_size)
+            << model << " step " << step << " layer " << l;
+      }
+      int row = 0;
+      for (int s = 0; s < 2; ++s) {
+        if (s == 1 && !with1) continue;
+        pos[s] += pos[s] == 0 ? static_cast<int>(tokens[s].size()) : 1;
+        const float* l = a->logits.data() + static_cast<size_t>(row++) * vocab;
+        tokens[s].push_back(static_cast<int32_t>(std::max_element(l, l + vocab) - l));
+      }
+    }
+    const std::string d = graphs->backend().Describe();
+    std::printf("%s: %s\n", model, d.c_str());
+    EXPECT_EQ(d.find("turned off"), std::string::npos) << d;
+    int captured = 0, replayed = 0;
+    ASSERT_EQ(std::sscanf(d.substr(d.find("step graphs: ")).c_str(),
+                          "step graphs: %d captured, %d replayed", &captured, &replayed),
+              2)
+        << d;
+    EXPECT_GE(captured, 3) << d;    // batch 1, batch 2, after the split boundary, ...
+    EXPECT_GE(replayed, 100) << d;  // most steps
   }
 }
 

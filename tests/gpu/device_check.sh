@@ -7,7 +7,8 @@
 # Usage (repository root): OUT=/some/dir tests/gpu/device_check.sh [--quick]
 # Environment: E2E_LAYERS (decoder layers of the LLaMA-2-7B-shape decode model, default 8),
 # E2E_BATCHES (default 1,2,4,8,16,32,64), E2E_ROUNDS (default 3), E2E_FALLBACK (default
-# --fallback; empty drops the cuBLAS-fallback engine, e.g. to fit 32 layers in device memory).
+# --fallback; empty drops the cuBLAS-fallback engine), E2E_GRAPHS (default --graphs: an engine
+# with step graphs; empty drops it).
 set -uo pipefail
 OUT="${OUT:-/tmp/sparsed-gpu-out}"
 mkdir -p "$OUT"
@@ -89,7 +90,8 @@ if [[ -x "$BUNDLE/bin/decode_bench" ]]; then
   t1=$(date +%s)
   (cd /tmp && timeout 420 "$OLDPWD/$BUNDLE/bin/decode_bench" --device cuda --preset llama2-7b \
       --layers "${E2E_LAYERS:-8}" --batches "${E2E_BATCHES:-1,2,4,8,16,32,64}" \
-      --rounds "${E2E_ROUNDS:-3}" --steps 16 --cublas_baseline ${E2E_FALLBACK---fallback} --bandwidth_gbs "$bw") \
+      --rounds "${E2E_ROUNDS:-3}" --steps 16 --cublas_baseline ${E2E_FALLBACK---fallback} \
+      ${E2E_GRAPHS---graphs} --bandwidth_gbs "$bw") \
       >"$OUT/decode_bench.md" 2>"$OUT/decode_bench.log" || { rc=1; log "DECODE BENCHMARK FAILED"; tail -5 "$OUT/decode_bench.log" | tee -a "$summary"; }
   log "decode benchmark: $(( $(date +%s) - t1 )) s including writing the model"
   cat "$OUT/decode_bench.md" | tee -a "$summary"

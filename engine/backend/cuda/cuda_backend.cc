@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,41 @@ namespace {
 // Exact mode's union ratio above which a tile reads every row (the gathered kernels lose their
 // edge there; ffn_gpu_bench's every-row rows).
 constexpr double kDefaultCudaBreakEven = 0.9;
+
+// Step graphs kept (one per recent step shape: batch size × attention splits).
+constexpr size_t kMaxStepGraphs = 16;
+// Block-table uploads are rounded up to this many bytes, so a growing table keeps a step's
+// signature (and graph) until it crosses a multiple.
+constexpr size_t kTableUploadQuantum = 4096;
+
+// Signature words of operation arguments.
+uint64_t W(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+uint64_t W(float f) { return std::bit_cast<uint32_t>(f); }
+uint64_t W(double f) { return std::bit_cast<uint64_t>(f); }
+uint64_t W(int64_t v) { return static_cast<uint64_t>(v); }
+uint64_t W(int v) { return static_cast<uint64_t>(static_cast<int64_t>(v)); }
+uint64_t W(size_t v) { return v; }
+uint64_t W(bool v) { return v; }
+
+// Operation kinds, the first word of every signature.
+enum OpKind : uint64_t {
+  kOpCopy = 1,
+  kOpEmbed,
+  kOpRmsNorm,
+  kOpMatMul,
+  kOpMatMul3,
+  kOpAddScaled,
+  kOpRope,
+  kOpAttention,
+  kOpFfn,
+};
+
+uint64_t MixWord(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
 
 // "" for success, else "what: reason".
 std::string Err(const char* what, cudaError_t e) {
@@ -92,14 +128,20 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
   if (const std::string e = cuda::CublasCreate(&b->cublas_); !e.empty()) {
     return absl::FailedPreconditionError(e);
   }
+  std::string error;
+  b->ffn_workspace_ = cuda::FfnWorkspace::Create(&error);
+  if (b->ffn_workspace_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot set up the CUDA FFN: ", error));
+  }
+  b->stream_ = b->ffn_workspace_->stream();
   return b;
 }
 
 CudaBackend::~CudaBackend() {
   cudaDeviceSynchronize();
+  DropGraphs();
   cuda::CublasDestroy(cublas_);
   ffns_.clear();
-  ffn_workspace_.reset();
   for (auto& [host, dev] : weights_) cudaFree(dev);
   for (auto& [host, u] : vectors_) cudaFree(u.device);
   for (Scratch* s : {&ints_, &trig_, &ids_, &rows_, &x_bf16_, &y_bf16_, &attn_part_}) {
@@ -109,6 +151,14 @@ CudaBackend::~CudaBackend() {
     cudaFreeHost(s->buffer.p);
   }
   cudaFree(kv_);
+  ffn_workspace_.reset();
+}
+
+std::string CudaBackend::Describe() const {
+  if (!options_.cuda_graphs) return description_;
+  return absl::StrCat(description_, ", step graphs: ", graph_captures_, " captured, ",
+                      graph_replays_, " replayed",
+                      graphs_off_.empty() ? "" : ", then turned off: " + graphs_off_);
 }
 
 bool CudaBackend::Failed(const std::string& error) {
@@ -116,8 +166,95 @@ bool CudaBackend::Failed(const std::string& error) {
   return !error_.empty();
 }
 
+void CudaBackend::Enqueue(std::initializer_list<uint64_t> args, std::function<std::string()> run) {
+  if (!deferring_) {
+    Failed(run());
+    return;
+  }
+  uint64_t h = 0x2545f4914f6cdd1dull;
+  for (uint64_t a : args) h = MixWord(h ^ a);
+  deferred_.push_back({h, std::move(run)});
+}
+
+void CudaBackend::Flush() {
+  deferring_ = false;
+  if (deferred_.empty()) return;
+  std::vector<uint64_t> sigs;
+  sigs.reserve(deferred_.size());
+  for (const StepOp& op : deferred_) sigs.push_back(op.sig);
+  if (error_.empty()) LaunchDeferred(sigs);
+  deferred_.clear();
+  last_sigs_ = std::move(sigs);
+}
+
+void CudaBackend::LaunchDeferred(const std::vector<uint64_t>& sigs) {
+  auto st = static_cast<cudaStream_t>(stream_);
+  for (size_t i = 0; i < graphs_.size(); ++i) {
+    if (graphs_[i].sigs != sigs) continue;
+    // The same operations on the same buffers as the captured step: replay it.
+    std::rotate(graphs_.begin() + i, graphs_.begin() + i + 1, graphs_.end());
+    ++graph_replays_;
+    Failed(Err("launching a step graph",
+               cudaGraphLaunch(static_cast<cudaGraphExec_t>(graphs_.back().exec), st)));
+    return;
+  }
+  if (sigs == last_sigs_ && graphs_off_.empty() && CaptureDeferred(sigs)) return;
+  for (const StepOp& op : deferred_) {
+    if (Failed(op.run())) return;
+  }
+}
+
+bool CudaBackend::CaptureDeferred(const std::vector<uint64_t>& sigs) {
+  auto st = static_cast<cudaStream_t>(stream_);
+  if (const cudaError_t e = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
+      e != cudaSuccess) {
+    cudaGetLastError();
+    graphs_off_ = Err("cudaStreamBeginCapture", e);
+    return false;
+  }
+  std::string op_error;
+  for (const StepOp& op : deferred_) {
+    op_error = op.run();
+    if (!op_error.empty()) break;
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(st, &graph);
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t inst = cudaErrorUnknown;
+  if (op_error.empty() && ended == cudaSuccess) inst = cudaGraphInstantiate(&exec, graph, 0);
+  if (graph) cudaGraphDestroy(graph);
+  if (!op_error.empty() || ended != cudaSuccess || inst != cudaSuccess) {
+    // Nothing ran: the caller launches the operations one by one, and later steps do too.
+    cudaGetLastError();
+    graphs_off_ = !op_error.empty()      ? "capturing a step: " + op_error
+                  : ended != cudaSuccess ? Err("capturing a step", ended)
+                                         : Err("instantiating a step graph", inst);
+    return false;
+  }
+  if (graphs_.size() >= kMaxStepGraphs) {
+    cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graphs_.front().exec));
+    graphs_.erase(graphs_.begin());
+  }
+  graphs_.push_back({sigs, exec});
+  ++graph_captures_;
+  Failed(Err("launching a step graph", cudaGraphLaunch(exec, st)));
+  return true;
+}
+
+void CudaBackend::DropGraphs() {
+  if (graphs_.empty() && last_sigs_.empty()) return;
+  // Execs may only be destroyed once no launch of them is running.
+  cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+  for (StepGraph& g : graphs_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
+  graphs_.clear();
+  last_sigs_.clear();
+}
+
 void* CudaBackend::Grow(Scratch& s, size_t bytes, bool pinned_host) {
   if (bytes <= s.bytes) return s.p;
+  // Deferred work and cached graphs may point at the old buffer: launch the one, drop the other.
+  Flush();
+  DropGraphs();
   // Grows geometrically so a slowly rising batch size does not reallocate every step. cudaFree
   // and cudaFreeHost wait for the device, so work still reading the old buffer finishes first.
   const size_t want = std::max<size_t>(bytes, 2 * s.bytes);
@@ -138,32 +275,35 @@ void* CudaBackend::Grow(Scratch& s, size_t bytes, bool pinned_host) {
 
 void* CudaBackend::GrowPinned(Staging& s, size_t bytes) {
   if (s.pending) {
-    // A copy from this buffer may still run: wait before overwriting it (only when one buffer is
-    // used twice in a step, which the engine's steps do not do).
-    cudaStreamSynchronize(nullptr);
+    // A copy from this buffer may not have run yet: launch what is deferred and wait before
+    // overwriting it (only when one buffer is used twice in a step, which the engine's steps do
+    // not do).
+    Flush();
+    cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
     s.pending = false;
   }
   return Grow(s.buffer, std::max<size_t>(bytes, 4096), /*pinned_host=*/true);
 }
 
-bool CudaBackend::Upload(Staging& s, void* dst, std::initializer_list<Piece> pieces,
+bool CudaBackend::Upload(Staging& s, void* dst, std::initializer_list<Piece> pieces, size_t bytes,
                          const char* what) {
   size_t total = 0;
   for (const Piece& p : pieces) total += p.bytes;
-  auto* host = static_cast<char*>(GrowPinned(s, total));
+  bytes = std::max(bytes, total);
+  auto* host = static_cast<char*>(GrowPinned(s, bytes));
   if (host == nullptr) return false;
   size_t off = 0;
   for (const Piece& p : pieces) {
     std::memcpy(host + off, p.src, p.bytes);
     off += p.bytes;
   }
-  if (const cudaError_t e = cudaMemcpyAsync(dst, host, total, cudaMemcpyHostToDevice, nullptr);
-      e != cudaSuccess) {
-    Failed(Err(what, e));
-    return false;
-  }
   s.pending = true;
-  return true;
+  void* stream = stream_;
+  Enqueue({kOpCopy, W(dst), W(host), W(bytes)}, [=] {
+    return Err(what, cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice,
+                                     static_cast<cudaStream_t>(stream)));
+  });
+  return error_.empty();
 }
 
 absl::StatusOr<DeviceBuffer> CudaBackend::Alloc(size_t floats) {
@@ -178,10 +318,12 @@ absl::StatusOr<DeviceBuffer> CudaBackend::Alloc(size_t floats) {
 }
 
 void CudaBackend::CopyToHost(const float* src, size_t n, float* dst) {
+  Undefer();
   if (!error_.empty()) {
     std::fill(dst, dst + n, 0.f);
     return;
   }
+  // The legacy default stream's copy waits for the blocking stream the operations run on.
   if (const cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost);
       e != cudaSuccess) {
     Failed(Err("copying results to the host", e));
@@ -189,6 +331,7 @@ void CudaBackend::CopyToHost(const float* src, size_t n, float* dst) {
 }
 
 void CudaBackend::CopyFromHost(const float* src, size_t n, float* dst) {
+  Undefer();
   if (!error_.empty()) return;
   if (const cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice);
       e != cudaSuccess) {
@@ -241,6 +384,8 @@ const float* CudaBackend::DeviceVector(const float* host, size_t n) {
 void CudaBackend::ForgetHostData(const float* host) {
   auto it = vectors_.find(host);
   if (it == vectors_.end()) return;
+  Flush();
+  DropGraphs();
   cudaFree(it->second.device);  // waits for work still reading it
   vectors_.erase(it);
 }
@@ -271,12 +416,6 @@ absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
   }
   if (ffns_.count(layer.up->data)) return absl::OkStatus();
   std::string error;
-  if (ffn_workspace_ == nullptr) {
-    ffn_workspace_ = cuda::FfnWorkspace::Create(&error);
-    if (ffn_workspace_ == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat("cannot set up the CUDA FFN: ", error));
-    }
-  }
   std::vector<uint16_t> g, u, d;
   cuda::FfnShape shape{layer.neurons(), layer.hidden()};
   auto f = cuda::CudaFfn::Create(shape, AsBf16(*layer.gate, &g), AsBf16(*layer.up, &u),
@@ -293,6 +432,8 @@ absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
 }
 
 absl::Status CudaBackend::AllocKvCache(const KvCacheShape& shape) {
+  Flush();
+  DropGraphs();
   cudaFree(kv_);
   kv_ = nullptr;
   const size_t bytes = shape.BytesPerBlock() * shape.blocks;
@@ -321,27 +462,37 @@ void CudaBackend::Embed(const Matrix& table, const int32_t* ids, int T, float sc
   const uint16_t* w = DeviceWeights(table);
   auto* dev = static_cast<int32_t*>(Grow(ids_, sizeof(int32_t) * T));
   if (!w || !dev) return;
-  if (!Upload(ids_host_, dev, {{ids, sizeof(int32_t) * T}}, "uploading token ids")) return;
-  Failed(cuda::Embed(w, table.cols, dev, T, scale, out));
+  if (!Upload(ids_host_, dev, {{ids, sizeof(int32_t) * T}}, 0, "uploading token ids")) return;
+  const int64_t d = table.cols;
+  void* st = stream_;
+  Enqueue({kOpEmbed, W(w), W(d), W(dev), W(T), W(scale), W(out)},
+          [=] { return cuda::Embed(w, d, dev, T, scale, out, st); });
 }
 
 void CudaBackend::RmsNorm(const float* x, const float* weight, int T, int d, float eps,
                           float* out) {
   if (!error_.empty()) return;
   const float* w = DeviceVector(weight, d);
-  if (w) Failed(cuda::RmsNorm(x, w, T, d, eps, out));
+  if (!w) return;
+  void* st = stream_;
+  Enqueue({kOpRmsNorm, W(x), W(w), W(T), W(d), W(eps), W(out)},
+          [=] { return cuda::RmsNorm(x, w, T, d, eps, out, st); });
 }
 
 void CudaBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
   if (!error_.empty()) return;
   const uint16_t* dw = DeviceWeights(w);
   if (!dw) return;
+  const int64_t cols = w.cols, rows = w.rows;
   if (UseCublas(T)) {
-    void* xb = Grow(x_bf16_, static_cast<size_t>(T) * w.cols * 2);
-    if (xb) Failed(cuda::CublasMatMul(cublas_, x, T, dw, w.cols, w.rows, xb, y));
+    Undefer();  // cuBLAS calls stay out of step graphs
+    void* xb = Grow(x_bf16_, static_cast<size_t>(T) * cols * 2);
+    if (xb) Failed(cuda::CublasMatMul(cublas_, x, T, dw, cols, rows, xb, y, stream_));
     return;
   }
-  Failed(cuda::MatMul(x, T, dw, w.cols, nullptr, w.rows, y));
+  void* st = stream_;
+  Enqueue({kOpMatMul, W(x), W(T), W(dw), W(cols), W(rows), W(y)},
+          [=] { return cuda::MatMul(x, T, dw, cols, nullptr, rows, y, 0, st); });
 }
 
 void CudaBackend::MatMul3(const float* x, int T, const Matrix& a, float* ya, const Matrix& b,
@@ -355,11 +506,17 @@ void CudaBackend::MatMul3(const float* x, int T, const Matrix& a, float* ya, con
   }
   const uint16_t *wa = DeviceWeights(a), *wb = DeviceWeights(b), *wc = DeviceWeights(c);
   if (!wa || !wb || !wc) return;
-  Failed(cuda::MatMul3(x, T, a.cols, {wa, a.rows, ya}, {wb, b.rows, yb}, {wc, c.rows, yc}));
+  const cuda::MatMulOut oa{wa, a.rows, ya}, ob{wb, b.rows, yb}, oc{wc, c.rows, yc};
+  const int64_t cols = a.cols;
+  void* st = stream_;
+  Enqueue({kOpMatMul3, W(x), W(T), W(cols), W(wa), W(a.rows), W(ya), W(wb), W(b.rows), W(yb), W(wc),
+           W(c.rows), W(yc)},
+          [=] { return cuda::MatMul3(x, T, cols, oa, ob, oc, st); });
 }
 
 void CudaBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows,
                              int n_rows, float* y) {
+  Undefer();
   if (!error_.empty()) return;
   const uint16_t* dw = DeviceWeights(w);
   auto* dev = static_cast<int32_t*>(Grow(rows_, sizeof(int32_t) * std::max(n_rows, 1)));
@@ -369,19 +526,21 @@ void CudaBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32
     Failed(Err("uploading row ids", e));
     return;
   }
-  Failed(cuda::MatMul(x, T, dw, w.cols, dev, n_rows, y));
+  Failed(cuda::MatMul(x, T, dw, w.cols, dev, n_rows, y, 0, stream_));
 }
 
 void CudaBackend::AddScaled(float* y, const float* x, size_t n, float scale) {
   if (!error_.empty()) return;
-  Failed(cuda::AddScaled(y, x, n, scale));
+  void* st = stream_;
+  Enqueue({kOpAddScaled, W(y), W(x), W(n), W(scale)},
+          [=] { return cuda::AddScaled(y, x, n, scale, st); });
 }
 
 bool CudaBackend::UploadTrig(const float* cos, const float* sin, int T, int half) {
   const size_t n = static_cast<size_t>(T) * half;
   auto* dev = static_cast<float*>(Grow(trig_, 2 * n * sizeof(float)));
   if (!dev) return false;
-  if (!Upload(trig_host_, dev, {{cos, n * sizeof(float)}, {sin, n * sizeof(float)}},
+  if (!Upload(trig_host_, dev, {{cos, n * sizeof(float)}, {sin, n * sizeof(float)}}, 0,
               "uploading rotary tables")) {
     return false;
   }
@@ -407,10 +566,11 @@ bool CudaBackend::UploadAttention(const AttentionBatch& batch) {
     h[2 * T + t] = it->second - 3 * T;
     max_len = std::max(max_len, pos + 1);
   }
-  auto* dev = static_cast<int32_t*>(Grow(ints_, h.size() * sizeof(int32_t)));
+  const size_t used = h.size() * sizeof(int32_t);
+  const size_t bytes = (used + kTableUploadQuantum - 1) / kTableUploadQuantum * kTableUploadQuantum;
+  auto* dev = static_cast<int32_t*>(Grow(ints_, bytes));
   if (!dev) return false;
-  if (!Upload(ints_host_, dev, {{h.data(), h.size() * sizeof(int32_t)}},
-              "uploading block tables")) {
+  if (!Upload(ints_host_, dev, {{h.data(), used}}, bytes, "uploading block tables")) {
     return false;
   }
   step_.positions_host = batch.positions;
@@ -425,6 +585,8 @@ bool CudaBackend::UploadAttention(const AttentionBatch& batch) {
 
 void CudaBackend::BeginStep(const AttentionBatch& batch, const float* cos, const float* sin) {
   if (!error_.empty()) return;
+  deferred_.clear();
+  deferring_ = options_.cuda_graphs && graphs_off_.empty();
   step_active_ =
       UploadAttention(batch) && UploadTrig(cos, sin, batch.num_tokens, kv_shape_.head_dim / 2);
 }
@@ -436,7 +598,10 @@ void CudaBackend::Rope(float* q, float* k, const float* cos, const float* sin, i
       !UploadTrig(cos, sin, T, head_dim / 2)) {
     return;
   }
-  Failed(cuda::Rope(q, k, step_.cos, step_.sin, T, heads, kv_heads, head_dim));
+  const float *c = step_.cos, *s = step_.sin;
+  void* st = stream_;
+  Enqueue({kOpRope, W(q), W(k), W(c), W(s), W(T), W(heads), W(kv_heads), W(head_dim)},
+          [=] { return cuda::Rope(q, k, c, s, T, heads, kv_heads, head_dim, st); });
 }
 
 void CudaBackend::Attention(int layer, const float* q, const float* k, const float* v,
@@ -447,13 +612,25 @@ void CudaBackend::Attention(int layer, const float* q, const float* k, const flo
     return;
   }
   const cuda::PagedLayer pl = Layer(layer);
-  if (Failed(cuda::WriteKv(pl, k, v, step_.slots, batch.num_tokens))) return;
-  const size_t scratch =
-      cuda::AttentionScratchFloats(batch.num_tokens, heads, kv_shape_.head_dim, step_.max_len);
+  const int T = batch.num_tokens, max_len = step_.max_len;
+  const size_t scratch = cuda::AttentionScratchFloats(T, heads, kv_shape_.head_dim, max_len);
   auto* part = static_cast<float*>(scratch ? Grow(attn_part_, scratch * sizeof(float)) : nullptr);
   if (scratch && !part) return;
-  Failed(cuda::Attention(pl, q, step_.positions, step_.table_start, step_.tables, batch.num_tokens,
-                         heads, step_.max_len, part, out));
+  const int32_t *slots = step_.slots, *positions = step_.positions,
+                *table_start = step_.table_start, *tables = step_.tables;
+  void* st = stream_;
+  // The kernels' arguments depend on max_len only through the number of splits.
+  Enqueue({kOpAttention, W(pl.k), W(pl.v), W(pl.block_size), W(pl.kv_heads), W(pl.head_dim), W(q),
+           W(k), W(v), W(slots), W(positions), W(table_start), W(tables), W(T), W(heads),
+           W(cuda::AttentionSplits(max_len)), W(part), W(out)},
+          [=] {
+            std::string e = cuda::WriteKv(pl, k, v, slots, T, st);
+            if (e.empty()) {
+              e = cuda::Attention(pl, q, positions, table_start, tables, T, heads, max_len, part,
+                                  out, st);
+            }
+            return e;
+          });
 }
 
 cuda::CudaFfn* CudaBackend::FfnFor(const FfnLayer& layer) {
@@ -477,13 +654,14 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
   const int64_t F = layer.neurons(), d = layer.hidden();
   if (stats) *stats = FfnStats{T, F, 0, 0, 0, true};
   if (mode != SparsityMode::kThreshold && UseCublas(T)) {
-    // Dense cuBLAS: bf16 activations in and out, as a dense server computes it.
+    // Dense cuBLAS: bf16 activations in and out, as a dense server computes it; not captured.
+    Undefer();
     void* xb = Grow(x_bf16_, static_cast<size_t>(T) * d * 2);
     void* yb = Grow(y_bf16_, static_cast<size_t>(T) * d * 2);
     if (!xb || !yb) return;
-    if (Failed(cuda::ConvertToBf16(x, xb, static_cast<size_t>(T) * d))) return;
+    if (Failed(cuda::ConvertToBf16(x, xb, static_cast<size_t>(T) * d, stream_))) return;
     if (Failed(f->RunDenseCublas(xb, T, act, layer.threshold, yb))) return;
-    Failed(cuda::Bf16ToF32(yb, y, static_cast<size_t>(T) * d));
+    Failed(cuda::Bf16ToF32(yb, y, static_cast<size_t>(T) * d, stream_));
     if (stats) {
       stats->active_sum = T * F;  // not counted on this path
       stats->union_size = F;
@@ -502,19 +680,26 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
   const double be =
       options_.dense_break_even >= 0 ? options_.dense_break_even : kDefaultCudaBreakEven;
   const bool sparse = mode != SparsityMode::kOff;
+  const float threshold = layer.threshold;
   if (T <= kFfnSlabTokens) {
-    if (Failed(f->Run(x, T, act, layer.threshold, sparse, be, y, nullptr, nullptr, thresholds))) {
-      return;
-    }
-    if (stats) pending_.push_back({f, stats});
+    // Buffers first (a growth moves workspace buffers, which the generation in the signature
+    // records), then the launch, deferred like every operation.
+    if (Failed(f->Reserve(T))) return;
+    if (stats) pending_.push_back({f, stats, cuda::CudaFfn::Tiles(T)});
+    Enqueue(
+        {kOpFfn, W(f), W(x), W(T), W(static_cast<int>(act)), W(threshold), W(sparse), W(be), W(y),
+         W(thresholds), W(f->workspace().generation()), W(f->stats_device())},
+        [=] { return f->Run(x, T, act, threshold, sparse, be, y, nullptr, nullptr, thresholds); });
     return;
   }
-  // Long prompts: slabs of whole token tiles, each with its own unions.
+  // Long prompts: slabs of whole token tiles, each with its own unions (read back at once, so
+  // launched directly).
+  Undefer();
   std::vector<cuda::FfnTileStats> tiles;
   TileTotals totals;
   for (int s = 0; s < T; s += kFfnSlabTokens) {
     const int n = std::min(kFfnSlabTokens, T - s);
-    if (Failed(f->Run(x + static_cast<size_t>(s) * d, n, act, layer.threshold, sparse, be,
+    if (Failed(f->Run(x + static_cast<size_t>(s) * d, n, act, threshold, sparse, be,
                       y + static_cast<size_t>(s) * d, stats ? &tiles : nullptr, nullptr,
                       thresholds))) {
       return;
@@ -531,19 +716,21 @@ int64_t CudaBackend::FreeMemoryBytes() const {
 }
 
 absl::Status CudaBackend::FinishStep() {
+  Flush();
   step_active_ = false;
   // Queue every layer's tile-stats copy behind the step, then wait once.
   size_t total = 0;
-  for (const PendingStats& p : pending_) total += 2 * sizeof(int32_t) * p.ffn->last_tiles();
+  for (const PendingStats& p : pending_) total += 2 * sizeof(int32_t) * p.tiles;
   auto* host =
       error_.empty() && total ? static_cast<int32_t*>(GrowPinned(stats_host_, total)) : nullptr;
   if (host) {
     size_t off = 0;
     for (const PendingStats& p : pending_) {
-      const size_t bytes = 2 * sizeof(int32_t) * p.ffn->last_tiles();
-      if (Failed(Err("copying FFN statistics",
-                     cudaMemcpyAsync(reinterpret_cast<char*>(host) + off, p.ffn->stats_device(),
-                                     bytes, cudaMemcpyDeviceToHost, nullptr)))) {
+      const size_t bytes = 2 * sizeof(int32_t) * p.tiles;
+      if (Failed(
+              Err("copying FFN statistics",
+                  cudaMemcpyAsync(reinterpret_cast<char*>(host) + off, p.ffn->stats_device(), bytes,
+                                  cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream_))))) {
         break;
       }
       off += bytes;
@@ -557,9 +744,7 @@ absl::Status CudaBackend::FinishStep() {
     const int32_t* h = host;
     for (const PendingStats& p : pending_) {
       TileTotals totals;
-      for (int i = 0; i < p.ffn->last_tiles(); ++i, h += 2) {
-        totals.Add(h[0], h[1], p.stats->neurons);
-      }
+      for (int i = 0; i < p.tiles; ++i, h += 2) totals.Add(h[0], h[1], p.stats->neurons);
       totals.Into(p.stats);
     }
   }

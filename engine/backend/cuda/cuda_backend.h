@@ -6,13 +6,24 @@
 // reduction orders fixed by the shapes, so a sequence's output is bitwise the same whatever its
 // batch-mates — unless BackendOptions::cublas_min_tokens routes large FFN calls to cuBLAS.
 //
-// Operations are asynchronous: they queue work on the device and record the first error; the
+// Operations are asynchronous: they queue work on one stream and record the first error; the
 // engine's FinishStep() waits for the device and returns that error. This library is loaded with
 // dlopen (libsparsed_cuda.so, see device.h) and never linked into the daemon.
+//
+// Step graphs (BackendOptions::cuda_graphs): between BeginStep() and the step's first
+// synchronising call (CopyToHost of the logits, FinishStep), each operation does its host work at
+// once (growing buffers, filling pinned staging memory, uploading weights) and defers its device
+// work as a closure with a signature of every argument. The flush then replays a cached CUDA
+// graph whose signatures match, captures one when they match the previous step's (a shape seen
+// twice in a row), or launches the closures as they are. Anything that frees or moves memory a
+// deferred closure or cached graph uses (buffer growth, ForgetHostData) flushes first and drops
+// the cached graphs. Bitwise the same results as without graphs: the same kernels, the same
+// arguments.
 // Thread-safety: one thread at a time, as every Backend.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -33,7 +44,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
 
   absl::string_view name() const override { return "cuda"; }
-  std::string Describe() const override { return description_; }
+  std::string Describe() const override;
   absl::StatusOr<DeviceBuffer> Alloc(size_t floats) override;
   void CopyToHost(const float* src, size_t n, float* dst) override;
   void CopyFromHost(const float* src, size_t n, float* dst) override;
@@ -92,6 +103,7 @@ class CudaBackend final : public Backend {
   struct PendingStats {
     cuda::CudaFfn* ffn;
     FfnStats* stats;
+    int tiles;  // tile stats the call leaves at ffn->stats_device()
   };
   // Pinned host memory that host → device copies go through asynchronously; `pending` while a
   // copy from it may still be running (cleared when the step finishes).
@@ -104,8 +116,27 @@ class CudaBackend final : public Backend {
     size_t bytes;
   };
 
+  // A deferred device operation: its launch (returns "" or the error) and its signature.
+  struct StepOp {
+    uint64_t sig;
+    std::function<std::string()> run;
+  };
+  struct StepGraph {
+    std::vector<uint64_t> sigs;
+    void* exec = nullptr;  // cudaGraphExec_t
+  };
+
   bool Failed(const std::string& error);  // records the first error; true when error is set
-  // Device memory, or pinned host memory; the old contents are not kept.
+  // Runs `run` now, or defers it while a step's graphable prefix is being recorded.
+  void Enqueue(std::initializer_list<uint64_t> args, std::function<std::string()> run);
+  // Launches the deferred operations (graph replay, capture, or one by one); later operations
+  // of the step launch directly.
+  void Flush();
+  void LaunchDeferred(const std::vector<uint64_t>& sigs);
+  bool CaptureDeferred(const std::vector<uint64_t>& sigs);
+  void DropGraphs();
+  // Device memory, or pinned host memory; the old contents are not kept. Moving a buffer
+  // flushes deferred work and drops cached graphs first.
   void* Grow(Scratch& s, size_t bytes, bool pinned_host = false);
   const uint16_t* DeviceWeights(const Matrix& m);
   // The device copy of host fp32 data (norm weights, neuron thresholds), uploaded on first use
@@ -113,13 +144,20 @@ class CudaBackend final : public Backend {
   const float* DeviceVector(const float* host, size_t n);
   bool UploadAttention(const AttentionBatch& batch);
   bool UploadTrig(const float* cos, const float* sin, int T, int half);
-  // Copies the pieces, back to back, to device `dst` through `s` (asynchronous).
-  bool Upload(Staging& s, void* dst, std::initializer_list<Piece> pieces, const char* what);
+  // Copies the pieces, back to back, to device `dst` through `s`: the host copy into pinned
+  // memory now, the device copy queued (`bytes` ≥ their total, so a size can be held steady
+  // across steps; the excess is whatever the staging holds).
+  bool Upload(Staging& s, void* dst, std::initializer_list<Piece> pieces, size_t bytes,
+              const char* what);
   void* GrowPinned(Staging& s, size_t bytes);
   cuda::CudaFfn* FfnFor(const FfnLayer& layer);
   cuda::PagedLayer Layer(int layer) const;
   bool UseCublas(int T) const {
     return options_.cublas_min_tokens > 0 && T >= options_.cublas_min_tokens;
+  }
+  // Stops deferring for the rest of the step (work that cannot be captured follows).
+  void Undefer() {
+    if (deferring_) Flush();
   }
 
   BackendOptions options_;
@@ -137,6 +175,13 @@ class CudaBackend final : public Backend {
   Scratch ints_, trig_, ids_, rows_, x_bf16_, y_bf16_, attn_part_;
   std::vector<PendingStats> pending_;
   Staging ids_host_, ints_host_, trig_host_, stats_host_;
+  void* stream_ = nullptr;  // cudaStream_t every operation runs on (the FFN workspace's)
+  bool deferring_ = false;  // recording this step's graphable prefix
+  std::vector<StepOp> deferred_;
+  std::vector<uint64_t> last_sigs_;  // the previous step's prefix
+  std::vector<StepGraph> graphs_;    // most recently used last
+  std::string graphs_off_;           // why step graphs were turned off, if they were
+  int64_t graph_captures_ = 0, graph_replays_ = 0;
 };
 
 }  // namespace sparsed

@@ -449,6 +449,10 @@ std::shared_ptr<FfnWorkspace> FfnWorkspace::Create(std::string* error) {
     return nullptr;
   }
   w->stream_ = st;
+  if (cublasSetStream(h, st) != CUBLAS_STATUS_SUCCESS) {
+    *error = "cublasSetStream failed";
+    return nullptr;
+  }
   return w;
 }
 
@@ -545,6 +549,11 @@ std::string CudaFfn::EnsureStats(int tiles) {
   return "";
 }
 
+int CudaFfn::Tiles(int T) {
+  const int tt = TileTokens(T, kMaxTileTokens);
+  return (T + tt - 1) / tt;
+}
+
 std::string CudaFfn::Reserve(int T) {
   if (T <= 0) return "";
   std::string e = ws_->EnsureSparse(shape_, T);
@@ -570,8 +579,12 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
   const float be = sparse ? static_cast<float>(break_even) : -1.f;
   const GraphKey key{x,         y,  neuron_thresholds, stats_, T, static_cast<int>(act),
                      threshold, be, ws_->generation()};
+  // Inside a caller's capture (a whole-step graph) the launches are recorded into that graph.
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  CUDA_TRY(cudaStreamIsCapturing(st, &capturing));
   // Replay: the same call on the same buffers as the captured one.
-  const bool graphable = use_graphs_ && phase_ms == nullptr;
+  const bool graphable =
+      use_graphs_ && phase_ms == nullptr && capturing == cudaStreamCaptureStatusNone;
   if (graphable && graph_exec_ != nullptr && key == graph_key_) {
     CUDA_TRY(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec_), st));
   } else {
@@ -647,7 +660,8 @@ std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
 
 std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold,
                                     void* y_bf16, std::vector<float>* phase_ms) {
-  PhaseTimer timer(phase_ms, 5);
+  auto st = static_cast<cudaStream_t>(ws_->stream_);
+  PhaseTimer timer(phase_ms, 5, st);
   std::string e = ws_->EnsureDense(shape_, T);
   if (!e.empty()) return e;
   void* dense_g = ws_->dense_g_.p;
@@ -666,7 +680,7 @@ std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act
                           CUBLAS_GEMM_DEFAULT));
   timer.Mark(2);
   const int64_t n = static_cast<int64_t>(T) * F;
-  ActMulBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(
+  ActMulBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(
       static_cast<__nv_bfloat16*>(dense_g), static_cast<const __nv_bfloat16*>(dense_u), n,
       ActCode(act), threshold);
   CUDA_TRY(cudaGetLastError());
@@ -700,9 +714,11 @@ std::string Synchronize() {
   CUDA_TRY(cudaGetLastError());
   return "";
 }
-std::string ConvertToBf16(const float* src, void* dst, size_t n) {
-  ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(
-      src, static_cast<__nv_bfloat16*>(dst), static_cast<int64_t>(n));
+std::string ConvertToBf16(const float* src, void* dst, size_t n, void* stream) {
+  if (n == 0) return "";
+  ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0,
+                 static_cast<cudaStream_t>(stream)>>>(src, static_cast<__nv_bfloat16*>(dst),
+                                                      static_cast<int64_t>(n));
   CUDA_TRY(cudaGetLastError());
   return "";
 }

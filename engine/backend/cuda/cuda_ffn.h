@@ -63,6 +63,8 @@ class FfnWorkspace {
   FfnWorkspace& operator=(const FfnWorkspace&) = delete;
 
   int64_t generation() const { return generation_; }
+  // The stream every layer's Run() launches on (a blocking cudaStream_t).
+  void* stream() const { return stream_; }
   // Device memory held, in bytes.
   size_t bytes() const;
 
@@ -123,6 +125,9 @@ class CudaFfn {
   // Reserves the buffers of a Run() over T tokens now (the workspace's and this layer's), so a
   // caller can claim its scratch memory before sizing other allocations from what is free.
   std::string Reserve(int T);
+
+  // Token tiles (and so tile stats) of a Run() over T tokens.
+  static int Tiles(int T);
 
   // Tile stats of the last Run() (synchronises its stream); lets a caller run every layer of a
   // step before reading any of them back.
@@ -190,8 +195,8 @@ void DeviceFree(void* ptr);
 std::string CopyToDevice(void* dst, const void* src, size_t bytes);
 std::string CopyToHost(void* dst, const void* src, size_t bytes);
 std::string Synchronize();
-// fp32 → bf16 (device to device), n elements.
-std::string ConvertToBf16(const float* src, void* dst, size_t n);
+// fp32 → bf16 (device to device), n elements, on `stream` (a cudaStream_t; null: legacy).
+std::string ConvertToBf16(const float* src, void* dst, size_t n, void* stream = nullptr);
 
 // Device-to-device copy bandwidth in GB/s (bytes read + written), median of a few copies.
 double MeasureCopyBandwidthGBs(size_t bytes);

@@ -111,23 +111,23 @@ __global__ void __launch_bounds__(W * 32)
 
 template <int TT, int R, int W>
 void LaunchMatMulRW(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
-                    const MatMulOut& c, const int32_t* row_ids) {
+                    const MatMulOut& c, const int32_t* row_ids, cudaStream_t st) {
   auto blocks = [](int64_t n) { return static_cast<int>((n + W * R - 1) / (W * R)); };
   const int nb0 = blocks(a.n), nb1 = blocks(b.n), nb2 = blocks(c.n);
   const dim3 grid(nb0 + nb1 + nb2, (T + TT - 1) / TT);
-  MatMulKernel<TT, R, W><<<grid, W * 32>>>(x, T, cols, a, b, c, nb0, nb1, row_ids);
+  MatMulKernel<TT, R, W><<<grid, W * 32, 0, st>>>(x, T, cols, a, b, c, nb0, nb1, row_ids);
 }
 
 // layout 1: 4 rows per warp, 8 warps per block (fewer, fuller blocks); 2: 2 rows per warp,
 // 4 warps per block (4× the blocks, for matrices too small to fill the GPU otherwise).
 template <int TT>
 void LaunchMatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
-                  int64_t n, float* y, int layout) {
+                  int64_t n, float* y, int layout, cudaStream_t st) {
   const MatMulOut a{w, n, y}, none{nullptr, 0, nullptr};
   if (layout == 2) {
-    LaunchMatMulRW<TT, 2, 4>(x, T, cols, a, none, none, rows);
+    LaunchMatMulRW<TT, 2, 4>(x, T, cols, a, none, none, rows, st);
   } else {
-    LaunchMatMulRW<TT, 4, 8>(x, T, cols, a, none, none, rows);
+    LaunchMatMulRW<TT, 4, 8>(x, T, cols, a, none, none, rows, st);
   }
 }
 
@@ -277,35 +277,38 @@ __global__ void Bf16ToF32Kernel(const uint16_t* __restrict__ src, float* __restr
 }  // namespace
 
 std::string Embed(const uint16_t* table, int64_t d, const int32_t* ids, int T, float scale,
-                  float* out) {
+                  float* out, void* stream) {
   if (T <= 0) return "";
-  EmbedKernel<<<T, 256>>>(table, d, ids, scale, out);
+  EmbedKernel<<<T, 256, 0, static_cast<cudaStream_t>(stream)>>>(table, d, ids, scale, out);
   return LaunchStatus("embedding kernel");
 }
 
-std::string RmsNorm(const float* x, const float* w, int T, int d, float eps, float* out) {
+std::string RmsNorm(const float* x, const float* w, int T, int d, float eps, float* out,
+                    void* stream) {
   if (T <= 0) return "";
-  RmsNormKernel<<<T, 256>>>(x, w, d, eps, out);
+  RmsNormKernel<<<T, 256, 0, static_cast<cudaStream_t>(stream)>>>(x, w, d, eps, out);
   return LaunchStatus("RMSNorm kernel");
 }
 
 std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
-                   int64_t n, float* y, int layout) {
+                   int64_t n, float* y, int layout, void* stream) {
   if (T <= 0 || n <= 0) return "";
   if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
   if (layout == 0) layout = n < 16384 ? 2 : 1;
   WithTileTokens(T, [&](auto tile) {
-    LaunchMatMul<decltype(tile)::value>(x, T, w, cols, rows, n, y, layout);
+    LaunchMatMul<decltype(tile)::value>(x, T, w, cols, rows, n, y, layout,
+                                        static_cast<cudaStream_t>(stream));
   });
   return LaunchStatus("matrix product kernel");
 }
 
 std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
-                    const MatMulOut& c) {
+                    const MatMulOut& c, void* stream) {
   if (T <= 0) return "";
   if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
   WithTileTokens(T, [&](auto tile) {
-    LaunchMatMulRW<decltype(tile)::value, 2, 4>(x, T, cols, a, b, c, nullptr);
+    LaunchMatMulRW<decltype(tile)::value, 2, 4>(x, T, cols, a, b, c, nullptr,
+                                                static_cast<cudaStream_t>(stream));
   });
   return LaunchStatus("fused matrix product kernel");
 }
@@ -324,10 +327,15 @@ void CublasDestroy(void* handle) {
 }
 
 std::string CublasMatMul(void* handle, const float* x, int T, const uint16_t* w, int64_t cols,
-                         int64_t n, void* x_bf16, float* y) {
+                         int64_t n, void* x_bf16, float* y, void* stream) {
   if (T <= 0 || n <= 0) return "";
-  std::string e = ConvertToBf16(x, x_bf16, static_cast<size_t>(T) * cols);
+  std::string e = ConvertToBf16(x, x_bf16, static_cast<size_t>(T) * cols, stream);
   if (!e.empty()) return e;
+  if (const cublasStatus_t st =
+          cublasSetStream(static_cast<cublasHandle_t>(handle), static_cast<cudaStream_t>(stream));
+      st != CUBLAS_STATUS_SUCCESS) {
+    return "cublasSetStream: status " + std::to_string(int(st));
+  }
   const float one = 1.f, zero = 0.f;
   // Column-major view: Yᵀ [n × T] = W (col-major cols × n, transposed) · Xᵀ (cols × T).
   const cublasStatus_t st =
@@ -339,52 +347,58 @@ std::string CublasMatMul(void* handle, const float* x, int T, const uint16_t* w,
   return "";
 }
 
-std::string AddScaled(float* y, const float* x, size_t n, float scale) {
+std::string AddScaled(float* y, const float* x, size_t n, float scale, void* stream) {
   if (n == 0) return "";
-  AddScaledKernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(y, x, n, scale);
+  AddScaledKernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0,
+                    static_cast<cudaStream_t>(stream)>>>(y, x, n, scale);
   return LaunchStatus("residual kernel");
 }
 
 std::string Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
-                 int kv_heads, int head_dim) {
+                 int kv_heads, int head_dim, void* stream) {
   if (T <= 0) return "";
-  RopeKernel<<<T, 128>>>(q, k, cos, sin, heads, kv_heads, head_dim);
+  RopeKernel<<<T, 128, 0, static_cast<cudaStream_t>(stream)>>>(q, k, cos, sin, heads, kv_heads,
+                                                               head_dim);
   return LaunchStatus("rotary kernel");
 }
 
 std::string WriteKv(const PagedLayer& layer, const float* k, const float* v, const int32_t* slots,
-                    int T) {
+                    int T, void* stream) {
   if (T <= 0) return "";
-  WriteKvKernel<<<T, 128>>>(layer.k, layer.v, k, v, slots, layer.kv_heads * layer.head_dim);
+  WriteKvKernel<<<T, 128, 0, static_cast<cudaStream_t>(stream)>>>(layer.k, layer.v, k, v, slots,
+                                                                  layer.kv_heads * layer.head_dim);
   return LaunchStatus("KV write kernel");
 }
 
+int AttentionSplits(int max_len) { return (max_len + kAttnSplit - 1) / kAttnSplit; }
+
 size_t AttentionScratchFloats(int T, int heads, int head_dim, int max_len) {
-  const int splits = (max_len + kAttnSplit - 1) / kAttnSplit;
+  const int splits = AttentionSplits(max_len);
   return splits <= 1 ? 0 : static_cast<size_t>(T) * heads * splits * (head_dim + 2);
 }
 
 std::string Attention(const PagedLayer& layer, const float* q, const int32_t* positions,
                       const int32_t* table_start, const int32_t* tables, int T, int heads,
-                      int max_len, float* scratch, float* out) {
+                      int max_len, float* scratch, float* out, void* stream) {
   if (T <= 0) return "";
-  const int splits = (max_len + kAttnSplit - 1) / kAttnSplit;
+  const auto st = static_cast<cudaStream_t>(stream);
+  const int splits = AttentionSplits(max_len);
   if (splits > 1 && scratch == nullptr) return "attention over several splits needs scratch";
   const size_t smem = sizeof(float) * (static_cast<size_t>(layer.head_dim) + kAttnSplit);
-  AttentionSplitKernel<<<dim3(heads, T, splits), kAttnThreads, smem>>>(
+  AttentionSplitKernel<<<dim3(heads, T, splits), kAttnThreads, smem, st>>>(
       layer.k, layer.v, q, positions, table_start, tables, heads, layer.kv_heads, layer.head_dim,
       layer.block_size, 1.f / std::sqrt(static_cast<float>(layer.head_dim)), splits, scratch, out);
   if (splits > 1) {
-    AttentionCombineKernel<<<dim3(heads, T), kAttnThreads>>>(scratch, positions, heads,
-                                                             layer.head_dim, splits, out);
+    AttentionCombineKernel<<<dim3(heads, T), kAttnThreads, 0, st>>>(scratch, positions, heads,
+                                                                    layer.head_dim, splits, out);
   }
   return LaunchStatus("attention kernel");
 }
 
-std::string Bf16ToF32(const void* src, float* dst, size_t n) {
+std::string Bf16ToF32(const void* src, float* dst, size_t n, void* stream) {
   if (n == 0) return "";
-  Bf16ToF32Kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(
-      static_cast<const uint16_t*>(src), dst, n);
+  Bf16ToF32Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0,
+                    static_cast<cudaStream_t>(stream)>>>(static_cast<const uint16_t*>(src), dst, n);
   return LaunchStatus("bf16 conversion kernel");
 }
 
