@@ -17,8 +17,10 @@ namespace {
 // edge there; ffn_gpu_bench's every-row rows).
 constexpr double kDefaultCudaBreakEven = 0.9;
 
-// Step graphs kept (one per recent step shape: batch size × attention splits).
+// Step graphs kept (one per recent step shape: batch size × attention splits × mode).
 constexpr size_t kMaxStepGraphs = 16;
+// Shapes of recent steps remembered: a step whose shape is among them is captured.
+constexpr size_t kRecentShapes = 8;
 // Block-table uploads are rounded up to this many bytes, so a growing table keeps a step's
 // signature (and graph) until it crosses a multiple.
 constexpr size_t kTableUploadQuantum = 4096;
@@ -181,13 +183,20 @@ void CudaBackend::Flush() {
   if (deferred_.empty()) return;
   std::vector<uint64_t> sigs;
   sigs.reserve(deferred_.size());
-  for (const StepOp& op : deferred_) sigs.push_back(op.sig);
-  if (error_.empty()) LaunchDeferred(sigs);
+  uint64_t shape = 0;
+  for (const StepOp& op : deferred_) {
+    sigs.push_back(op.sig);
+    shape = MixWord(shape ^ op.sig);
+  }
+  if (error_.empty()) LaunchDeferred(sigs, shape);
   deferred_.clear();
-  last_sigs_ = std::move(sigs);
+  // Remember the shape, most recent last.
+  std::erase(recent_shapes_, shape);
+  recent_shapes_.push_back(shape);
+  if (recent_shapes_.size() > kRecentShapes) recent_shapes_.erase(recent_shapes_.begin());
 }
 
-void CudaBackend::LaunchDeferred(const std::vector<uint64_t>& sigs) {
+void CudaBackend::LaunchDeferred(const std::vector<uint64_t>& sigs, uint64_t shape) {
   auto st = static_cast<cudaStream_t>(stream_);
   for (size_t i = 0; i < graphs_.size(); ++i) {
     if (graphs_[i].sigs != sigs) continue;
@@ -198,7 +207,10 @@ void CudaBackend::LaunchDeferred(const std::vector<uint64_t>& sigs) {
                cudaGraphLaunch(static_cast<cudaGraphExec_t>(graphs_.back().exec), st)));
     return;
   }
-  if (sigs == last_sigs_ && graphs_off_.empty() && CaptureDeferred(sigs)) return;
+  // A shape seen among the recent steps (a decode batch between prefill steps) is captured.
+  const bool seen =
+      std::find(recent_shapes_.begin(), recent_shapes_.end(), shape) != recent_shapes_.end();
+  if (seen && graphs_off_.empty() && CaptureDeferred(sigs)) return;
   for (const StepOp& op : deferred_) {
     if (Failed(op.run())) return;
   }
@@ -242,12 +254,12 @@ bool CudaBackend::CaptureDeferred(const std::vector<uint64_t>& sigs) {
 }
 
 void CudaBackend::DropGraphs() {
-  if (graphs_.empty() && last_sigs_.empty()) return;
+  recent_shapes_.clear();
+  if (graphs_.empty()) return;
   // Execs may only be destroyed once no launch of them is running.
   cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
   for (StepGraph& g : graphs_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
   graphs_.clear();
-  last_sigs_.clear();
 }
 
 void* CudaBackend::Grow(Scratch& s, size_t bytes, bool pinned_host) {

@@ -14,12 +14,12 @@
 // synchronising call (CopyToHost of the logits, FinishStep), each operation does its host work at
 // once (growing buffers, filling pinned staging memory, uploading weights) and defers its device
 // work as a closure with a signature of every argument. The flush then replays a cached CUDA
-// graph whose signatures match, captures one when they match the previous step's (a shape seen
-// twice in a row), or launches the closures as they are. Anything that frees or moves memory a
-// deferred closure or cached graph uses (buffer growth, ForgetHostData) flushes first and drops
-// the cached graphs. Bitwise the same results as without graphs: the same kernels, the same
-// arguments.
-// Thread-safety: one thread at a time, as every Backend.
+// graph whose signatures match, captures one when the step's shape (all signatures combined) is
+// among the last few steps' (a shape that recurs), or launches the closures as they are. Anything
+// that frees or moves memory a deferred closure or cached graph uses (buffer growth,
+// ForgetHostData) flushes first and drops the cached graphs. Bitwise the same results as without
+// graphs: the same kernels, the same arguments. Thread-safety: one thread at a time, as every
+// Backend.
 #pragma once
 
 #include <cstdint>
@@ -132,7 +132,8 @@ class CudaBackend final : public Backend {
   // Launches the deferred operations (graph replay, capture, or one by one); later operations
   // of the step launch directly.
   void Flush();
-  void LaunchDeferred(const std::vector<uint64_t>& sigs);
+  // `shape` combines the signatures.
+  void LaunchDeferred(const std::vector<uint64_t>& sigs, uint64_t shape);
   bool CaptureDeferred(const std::vector<uint64_t>& sigs);
   void DropGraphs();
   // Device memory, or pinned host memory; the old contents are not kept. Moving a buffer
@@ -178,9 +179,9 @@ class CudaBackend final : public Backend {
   void* stream_ = nullptr;  // cudaStream_t every operation runs on (the FFN workspace's)
   bool deferring_ = false;  // recording this step's graphable prefix
   std::vector<StepOp> deferred_;
-  std::vector<uint64_t> last_sigs_;  // the previous step's prefix
-  std::vector<StepGraph> graphs_;    // most recently used last
-  std::string graphs_off_;           // why step graphs were turned off, if they were
+  std::vector<uint64_t> recent_shapes_;  // of the last kRecentShapes steps, most recent last
+  std::vector<StepGraph> graphs_;        // most recently used last
+  std::string graphs_off_;               // why step graphs were turned off, if they were
   int64_t graph_captures_ = 0, graph_replays_ = 0;
 };
 
