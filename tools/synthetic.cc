@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/common/mix.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/safetensors_writer.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -63,14 +64,6 @@ void ForChunks(size_t n, size_t chunk, const std::function<void(size_t, size_t, 
   for (std::thread& t : threads) t.join();
 }
 
-// A 64-bit mix (SplitMix64's finaliser): chunk seeds from a tensor seed.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 constexpr size_t kGenChunk = size_t{1} << 20;
 
 // Deterministic weights: each tensor draws one seed from the spec's generator, and each 1 Mi-value
@@ -83,7 +76,7 @@ class Gen {
     const uint64_t seed = rng_();
     std::vector<float> v(n);
     ForChunks(n, kGenChunk, [&](size_t c, size_t begin, size_t end) {
-      std::mt19937_64 r(Mix(seed ^ Mix(c)));
+      std::mt19937_64 r(Mix64(seed ^ Mix64(c)));
       std::normal_distribution<float> nd(0.f, static_cast<float>(std));
       for (size_t i = begin; i < end; ++i) v[i] = nd(r);
     });

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/common/dtype.h"
+#include "engine/common/mix.h"
 
 namespace sparsed {
 namespace {
@@ -46,13 +47,6 @@ enum OpKind : uint64_t {
   kOpAttention,
   kOpFfn,
 };
-
-uint64_t MixWord(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 // "" for success, else "what: reason".
 std::string Err(const char* what, cudaError_t e) {
@@ -174,7 +168,7 @@ void CudaBackend::Enqueue(std::initializer_list<uint64_t> args, std::function<st
     return;
   }
   uint64_t h = 0x2545f4914f6cdd1dull;
-  for (uint64_t a : args) h = MixWord(h ^ a);
+  for (uint64_t a : args) h = Mix64(h ^ a);
   deferred_.push_back({h, std::move(run)});
 }
 
@@ -186,7 +180,7 @@ void CudaBackend::Flush() {
   uint64_t shape = 0;
   for (const StepOp& op : deferred_) {
     sigs.push_back(op.sig);
-    shape = MixWord(shape ^ op.sig);
+    shape = Mix64(shape ^ op.sig);
   }
   if (error_.empty()) LaunchDeferred(sigs, shape);
   deferred_.clear();
