@@ -151,10 +151,13 @@ CudaBackend::~CudaBackend() {
 }
 
 std::string CudaBackend::Describe() const {
-  if (!options_.cuda_graphs) return description_;
-  return absl::StrCat(description_, ", step graphs: ", graph_captures_, " captured, ",
-                      graph_replays_, " replayed",
-                      graphs_off_.empty() ? "" : ", then turned off: " + graphs_off_);
+  std::string d = description_;
+  if (const size_t ws = ffn_workspace_ ? ffn_workspace_->bytes() : 0; ws > 0) {
+    absl::StrAppendFormat(&d, ", FFN scratch %.1f MiB", ws / 1048576.0);
+  }
+  if (!options_.cuda_graphs) return d;
+  return absl::StrCat(d, ", step graphs: ", graph_captures_, " captured, ", graph_replays_,
+                      " replayed", graphs_off_.empty() ? "" : ", then turned off: " + graphs_off_);
 }
 
 bool CudaBackend::Failed(const std::string& error) {
