@@ -29,6 +29,10 @@ struct EngineOptions {
   // >0 on a device backend: the KV cache takes this fraction of the memory free after the
   // weights are placed (kv_cache_bytes is then ignored).
   double kv_cache_fraction = 0;
+  // "fp32" | "bf16": the cached K and V's element type. bf16 holds twice the tokens in the same
+  // memory; K and V are rounded to bf16 when written (attention arithmetic stays fp32), so
+  // logits move by about bf16's rounding.
+  std::string kv_cache_dtype = "fp32";
   bool load_tokenizer = true;  // false: no tokenizer.model needed (kernel benchmarks)
   std::string device = "cpu";  // "cpu" | "cuda" (resolve "auto" with ResolveDevice first)
   BackendOptions backend;

@@ -43,6 +43,9 @@ ABSL_FLAG(double, kv_cache_fraction, 0,
 ABSL_FLAG(int, cuda_cublas_min_tokens, 0,
           "GPU: FFN calls of at least this many tokens run dense cuBLAS GEMMs (faster for large "
           "batches; a sequence's output then depends on its batch size). 0 = never.");
+ABSL_FLAG(std::string, kv_cache_dtype, "fp32",
+          "fp32 | bf16: element type of the cached K and V. bf16 holds twice the tokens in the "
+          "same memory; logits move by about bf16's rounding.");
 ABSL_FLAG(bool, cuda_graphs, false,
           "GPU: replay repeated step shapes (decode at a steady batch size) as CUDA graphs; the "
           "same results, fewer launches. Off by default until measured on the deployment's GPU.");
@@ -106,6 +109,7 @@ int Main(int argc, char** argv) {
   eo.backend.cublas_min_tokens = absl::GetFlag(FLAGS_cuda_cublas_min_tokens);
   eo.backend.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   eo.kv_cache_fraction = absl::GetFlag(FLAGS_kv_cache_fraction);
+  eo.kv_cache_dtype = absl::GetFlag(FLAGS_kv_cache_dtype);
   eo.device = device->device;
   eo.progress = [&log](int done, int total, const std::string& what) {
     if (done == total || done % 8 == 0) {
@@ -158,7 +162,8 @@ int Main(int argc, char** argv) {
   log.Log(
       LogLevel::kInfo, "kv cache",
       absl::StrCat("blocks=", (*engine)->kv_blocks(), " block_size=", (*engine)->kv_block_size(),
-                   " tokens=", (*engine)->kv_blocks() * (*engine)->kv_block_size()));
+                   " tokens=", (*engine)->kv_blocks() * (*engine)->kv_block_size(),
+                   " dtype=", absl::GetFlag(FLAGS_kv_cache_dtype)));
   const std::string mode(SparsityModeName((*engine)->sparsity_mode()));
   const int layers = static_cast<int>(c.num_layers);
 

@@ -139,21 +139,29 @@ TEST_P(CpuOps, RopeMatchesRotateHalf) {
   EXPECT_LT(ref::RelMaxError(k, k_ref), 1e-5);
 }
 
+// The bf16 cases run a bf16 KV cache (fp16 weights keep an fp32 one): the reference then
+// attends over K and V rounded to bf16.
 TEST_P(CpuOps, PagedAttentionMatchesDenseCausal) {
   const int H = 4, KV = 2, hd = 8, bs = 4;
   KvCacheShape shape{1, 32, bs, KV, hd};
+  shape.dtype = dtype() == DType::kBF16 ? DType::kBF16 : DType::kF32;
   ASSERT_TRUE(backend_->AllocKvCache(shape).ok());
   // Two sequences with scattered blocks: A has 6 tokens, B has 9; all prefilled in one batch.
   std::vector<int32_t> table_a = {7, 2}, table_b = {30, 0, 11};
   const int na = 6, nb = 9, T = na + nb;
-  std::vector<float> q = RandomVec(T * H * hd, rng_), k = RandomVec(T * KV * hd, rng_),
-                     v = RandomVec(T * KV * hd, rng_);
+  std::vector<float> q = RandomVec(T * H * hd, rng_), k_in = RandomVec(T * KV * hd, rng_),
+                     v_in = RandomVec(T * KV * hd, rng_);
+  std::vector<float> k = k_in, v = v_in;  // as cached
+  if (shape.dtype == DType::kBF16) {
+    for (float& x : k) x = Bf16ToF32(F32ToBf16(x));
+    for (float& x : v) x = Bf16ToF32(F32ToBf16(x));
+  }
   std::vector<int32_t> positions;
   std::vector<const std::vector<int32_t>*> tables;
   for (int i = 0; i < na; ++i) positions.push_back(i), tables.push_back(&table_a);
   for (int i = 0; i < nb; ++i) positions.push_back(i), tables.push_back(&table_b);
   std::vector<float> out(T * H * hd, NAN);
-  backend_->Attention(0, q.data(), k.data(), v.data(),
+  backend_->Attention(0, q.data(), k_in.data(), v_in.data(),
                       AttentionBatch{T, positions.data(), tables.data()}, H, out.data());
   for (int t = 0; t < T; ++t) {
     const int first = t < na ? 0 : na;

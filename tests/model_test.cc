@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -159,6 +160,48 @@ TEST(Engine, KvCacheFractionAndDeviceOptions) {
   o.kv_cache_fraction = 0;
   o.device = "tpu";
   EXPECT_EQ(Engine::Load(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A bf16 KV cache holds twice the blocks in the same bytes; logits stay within bf16 rounding of
+// the fp32 cache's (and differ from them: the cache really is bf16); a sequence alone and in a
+// batch stay bitwise equal; an unknown element type is refused naming the option.
+TEST(Engine, Bf16KvCache) {
+  SyntheticModelSpec s;
+  s.activation = "relu";
+  s.active_ratio = 0.15;
+  auto dir = testing::MakeModel(s);
+  auto load = [&](const std::string& dtype) {
+    EngineOptions o;
+    o.model_dir = dir->path();
+    o.load_tokenizer = false;
+    o.kv_cache_bytes = 8ll << 20;
+    o.kv_cache_dtype = dtype;
+    return Engine::Load(o);
+  };
+  auto f32 = load("fp32");
+  auto b16 = load("bf16");
+  ASSERT_TRUE(f32.ok() && b16.ok()) << f32.status() << " / " << b16.status();
+  EXPECT_EQ((*b16)->kv_blocks(), 2 * (*f32)->kv_blocks());
+  double max_err = 0;
+  for (const auto& prompt : Prompts()) {
+    auto a = GreedyBatch(**f32, {prompt}, 8);
+    auto b = GreedyBatch(**b16, {prompt}, 8);
+    const double err = ref::RelMaxError(b.first_logits[0], a.first_logits[0]);
+    EXPECT_LT(err, 2e-3) << "prompt of " << prompt.size() << " tokens";
+    max_err = std::max(max_err, err);
+  }
+  std::printf("bf16 vs fp32 KV cache: max relative logit difference %.3g\n", max_err);
+  EXPECT_GT(max_err, 0) << "bf16 and fp32 caches gave identical logits";
+  const auto prompts = Prompts();
+  auto batched = GreedyBatch(**b16, prompts, 10);
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    auto alone = GreedyBatch(**b16, {prompts[p]}, 10, /*first_block=*/100);
+    EXPECT_EQ(alone.tokens[0], batched.tokens[p]) << "prompt " << p;
+    EXPECT_EQ(alone.first_logits[0], batched.first_logits[p]) << "prompt " << p;
+  }
+  const auto bad = load("fp8");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("kv_cache_dtype"));
 }
 
 TEST(Engine, RejectsBadBatches) {

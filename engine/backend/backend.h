@@ -27,8 +27,11 @@ struct KvCacheShape {
   int block_size = 16;  // tokens per block
   int kv_heads = 0;
   int head_dim = 0;
+  // Element type of the cached K and V: kF32, or kBF16 (rounded to nearest even when written,
+  // half the memory per token; attention arithmetic stays fp32).
+  DType dtype = DType::kF32;
   size_t BytesPerBlock() const {
-    return static_cast<size_t>(2) * layers * block_size * kv_heads * head_dim * sizeof(float);
+    return static_cast<size_t>(2) * layers * block_size * kv_heads * head_dim * DTypeSize(dtype);
   }
 };
 

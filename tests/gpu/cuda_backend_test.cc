@@ -325,7 +325,7 @@ Prompts LoadPrompts(const std::string& model) {
 
 std::unique_ptr<Engine> Load(const std::string& model, const std::string& mode,
                              const std::string& device, int cublas_min_tokens = 0,
-                             bool cuda_graphs = false) {
+                             bool cuda_graphs = false, const std::string& kv_dtype = "fp32") {
   EngineOptions o;
   o.model_dir = SourceDir() + "/models/" + model;
   o.sparsity_mode = mode;
@@ -334,6 +334,7 @@ std::unique_ptr<Engine> Load(const std::string& model, const std::string& mode,
   o.load_tokenizer = false;
   o.backend.cublas_min_tokens = cublas_min_tokens;
   o.backend.cuda_graphs = cuda_graphs;
+  o.kv_cache_dtype = kv_dtype;
   auto e = Engine::Load(o);
   EXPECT_TRUE(e.ok()) << model << " on " << device << ": " << e.status();
   return e.ok() ? std::move(*e) : nullptr;
@@ -359,14 +360,15 @@ struct ModelCase {
   int cublas_min_tokens = 0;
   double tolerance = 1e-4;
   bool same_tokens = true;
+  std::string kv_dtype = "fp32";
 };
 
 class CudaModel : public ::testing::TestWithParam<ModelCase> {};
 
 TEST_P(CudaModel, MatchesCpuLogitsAndGreedyTokens) {
   const ModelCase& c = GetParam();
-  auto cpu = Load(c.model, c.mode, "cpu");
-  auto gpu = Load(c.model, c.mode, "cuda", c.cublas_min_tokens);
+  auto cpu = Load(c.model, c.mode, "cpu", 0, false, c.kv_dtype);
+  auto gpu = Load(c.model, c.mode, "cuda", c.cublas_min_tokens, false, c.kv_dtype);
   ASSERT_TRUE(cpu && gpu);
   const Prompts p = LoadPrompts(c.model);
   ASSERT_FALSE(p.ids.empty());
@@ -390,10 +392,13 @@ INSTANTIATE_TEST_SUITE_P(
                       // thresholds compare products with rounding-sized differences
                       ModelCase{"sparsed-tiny-swiglu", "threshold", 0, 1e-2, true},
                       // dense cuBLAS FFN: bf16 activations
-                      ModelCase{"sparsed-tiny", "off", 1, 5e-2, false}),
+                      ModelCase{"sparsed-tiny", "off", 1, 5e-2, false},
+                      // bf16 KV cache on both: the same rounding of K and V
+                      ModelCase{"sparsed-tiny", "exact", 0, 1e-4, true, "bf16"}),
     [](const auto& info) {
       std::string n = info.param.model + "_" + info.param.mode +
-                      (info.param.cublas_min_tokens ? "_cublas" : "");
+                      (info.param.cublas_min_tokens ? "_cublas" : "") +
+                      (info.param.kv_dtype != "fp32" ? "_kv_" + info.param.kv_dtype : "");
       std::replace(n.begin(), n.end(), '-', '_');
       return n;
     });

@@ -323,6 +323,13 @@ def main():
     except subprocess.TimeoutExpired:
         cuda.kill()
         cuda.communicate()
+    # An unknown KV-cache element type fails at start-up, naming the flag.
+    bad = subprocess.run([os.path.join(a.bin, "sparsed"), "--model", model, "--kv_cache_dtype", "fp8",
+                          "--listen", f"127.0.0.1:{free_port()}", "--metrics_listen",
+                          f"127.0.0.1:{free_port()}", "--kv_cache_mb", "64"],
+                         capture_output=True, text=True, timeout=60)
+    check(bad.returncode != 0 and "kv_cache_dtype" in bad.stderr,
+          f"--kv_cache_dtype=fp8: exit {bad.returncode}, {bad.stderr.strip()[-200:]}")
     if FAILURES:
         print(open(os.path.join(work, "sparsed.log")).read()[-3000:])
         print(f"{len(FAILURES)} failure(s)")

@@ -57,13 +57,22 @@ void CpuBackend::CopyFromHost(const float* src, size_t n, float* dst) {
 }
 
 absl::Status CpuBackend::AllocKvCache(const KvCacheShape& shape) {
+  if (shape.dtype != DType::kF32 && shape.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("the KV cache holds fp32 or bf16");
+  }
   kv_shape_ = shape;
-  const size_t n = shape.BytesPerBlock() / sizeof(float) * shape.blocks;
+  const size_t bytes = shape.BytesPerBlock() * shape.blocks;
   try {
-    kv_.assign(n, 0.f);
+    kv_.clear();
+    kv16_.clear();
+    if (shape.dtype == DType::kBF16) {
+      kv16_.assign(bytes / sizeof(uint16_t), 0);
+    } else {
+      kv_.assign(bytes / sizeof(float), 0.f);
+    }
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("cannot allocate a KV cache of ", n * 4, " bytes"));
+        absl::StrCat("cannot allocate a KV cache of ", bytes, " bytes"));
   }
   return absl::OkStatus();
 }

@@ -60,7 +60,12 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   double dense_break_even_;
   KvCacheShape kv_shape_;
-  std::vector<float> kv_;  // [layers][2][blocks][block_size][kv_heads][head_dim]
+  // [layers][2][blocks][block_size][kv_heads][head_dim], in kv_ (fp32) or kv16_ (bf16 bits).
+  std::vector<float> kv_;
+  std::vector<uint16_t> kv16_;
+  template <class E>
+  void AttentionOver(E* cache, int layer, const float* q, const float* k, const float* v,
+                     const AttentionBatch& batch, int heads, float* out);
   // FFN scratch, reused across calls.
   std::vector<float> act_, up_, h_;
   std::vector<int32_t> union_rows_;

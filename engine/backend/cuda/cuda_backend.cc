@@ -441,6 +441,9 @@ absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
 }
 
 absl::Status CudaBackend::AllocKvCache(const KvCacheShape& shape) {
+  if (shape.dtype != DType::kF32 && shape.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("the KV cache holds fp32 or bf16");
+  }
   Flush();
   DropGraphs();
   cudaFree(kv_);
@@ -460,10 +463,15 @@ absl::Status CudaBackend::AllocKvCache(const KvCacheShape& shape) {
 }
 
 cuda::PagedLayer CudaBackend::Layer(int layer) const {
-  const size_t plane = kv_shape_.BytesPerBlock() / 2 / kv_shape_.layers / sizeof(float) *
-                       static_cast<size_t>(kv_shape_.blocks);
-  float* base = static_cast<float*>(kv_) + static_cast<size_t>(layer) * 2 * plane;
-  return {base, base + plane, kv_shape_.block_size, kv_shape_.kv_heads, kv_shape_.head_dim};
+  const size_t plane =  // bytes of one layer's K (or V)
+      kv_shape_.BytesPerBlock() / 2 / kv_shape_.layers * static_cast<size_t>(kv_shape_.blocks);
+  char* base = static_cast<char*>(kv_) + static_cast<size_t>(layer) * 2 * plane;
+  return {base,
+          base + plane,
+          kv_shape_.block_size,
+          kv_shape_.kv_heads,
+          kv_shape_.head_dim,
+          kv_shape_.dtype == DType::kBF16};
 }
 
 void CudaBackend::Embed(const Matrix& table, const int32_t* ids, int T, float scale, float* out) {
@@ -629,9 +637,9 @@ void CudaBackend::Attention(int layer, const float* q, const float* k, const flo
                 *table_start = step_.table_start, *tables = step_.tables;
   void* st = stream_;
   // The kernels' arguments depend on max_len only through the number of splits.
-  Enqueue({kOpAttention, W(pl.k), W(pl.v), W(pl.block_size), W(pl.kv_heads), W(pl.head_dim), W(q),
-           W(k), W(v), W(slots), W(positions), W(table_start), W(tables), W(T), W(heads),
-           W(cuda::AttentionSplits(max_len)), W(part), W(out)},
+  Enqueue({kOpAttention, W(pl.k), W(pl.v), W(pl.block_size), W(pl.kv_heads), W(pl.head_dim),
+           W(pl.bf16), W(q), W(k), W(v), W(slots), W(positions), W(table_start), W(tables), W(T),
+           W(heads), W(cuda::AttentionSplits(max_len)), W(part), W(out)},
           [=] {
             std::string e = cuda::WriteKv(pl, k, v, slots, T, st);
             if (e.empty()) {

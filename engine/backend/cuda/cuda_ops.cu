@@ -153,14 +153,25 @@ __global__ void RopeKernel(float* __restrict__ q, float* __restrict__ k,
   }
 }
 
-__global__ void WriteKvKernel(float* __restrict__ kc, float* __restrict__ vc,
-                              const float* __restrict__ k, const float* __restrict__ v,
-                              const int32_t* __restrict__ slots, int width) {
+// Cache elements: fp32, or bf16 bits (rounded to nearest even, as the CPU backend rounds).
+__device__ inline float KvLoad(float x) { return x; }
+__device__ inline float KvLoad(uint16_t x) {
+  return __uint_as_float(static_cast<uint32_t>(x) << 16);
+}
+__device__ inline void KvStore(float x, float* dst) { *dst = x; }
+__device__ inline void KvStore(float x, uint16_t* dst) {
+  *dst = __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+
+template <class E>
+__global__ void WriteKvKernel(E* __restrict__ kc, E* __restrict__ vc, const float* __restrict__ k,
+                              const float* __restrict__ v, const int32_t* __restrict__ slots,
+                              int width) {
   const int t = blockIdx.x;
   const int64_t dst = static_cast<int64_t>(slots[t]) * width;
   for (int i = threadIdx.x; i < width; i += blockDim.x) {
-    kc[dst + i] = k[static_cast<int64_t>(t) * width + i];
-    vc[dst + i] = v[static_cast<int64_t>(t) * width + i];
+    KvStore(k[static_cast<int64_t>(t) * width + i], kc + dst + i);
+    KvStore(v[static_cast<int64_t>(t) * width + i], vc + dst + i);
   }
 }
 
@@ -185,8 +196,9 @@ __device__ float BlockReduce(float v, float* scratch) {
 // A token whose positions fit one split writes acc / l to `out` directly; otherwise the split's
 // (m, l, acc) go to `part` for the combine kernel. Which of the two a token takes depends only on
 // its own length, so its result never depends on its batch-mates.
+template <class E>
 __global__ void __launch_bounds__(kAttnThreads)
-    AttentionSplitKernel(const float* __restrict__ kc, const float* __restrict__ vc,
+    AttentionSplitKernel(const E* __restrict__ kc, const E* __restrict__ vc,
                          const float* __restrict__ q, const int32_t* __restrict__ positions,
                          const int32_t* __restrict__ table_start,
                          const int32_t* __restrict__ tables, int heads, int kv_heads, int hd,
@@ -208,9 +220,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int64_t row = static_cast<int64_t>(kv_heads) * hd;
   for (int j = j0 + warp; j < j1; j += kAttnThreads / 32) {
     const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
-    const float* kj = kc + slot * row + static_cast<int64_t>(g) * hd;
+    const E* kj = kc + slot * row + static_cast<int64_t>(g) * hd;
     float dot = 0.f;
-    for (int i = lane; i < hd; i += 32) dot = fmaf(qs[i], kj[i], dot);
+    for (int i = lane; i < hd; i += 32) dot = fmaf(qs[i], KvLoad(kj[i]), dot);
     for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(kFull, dot, off);
     if (lane == 0) scores[j - j0] = dot * scale;
   }
@@ -234,7 +246,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     float acc = 0.f;
     for (int j = j0; j < j1; ++j) {
       const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
-      acc = fmaf(scores[j - j0], vc[slot * row + static_cast<int64_t>(g) * hd + i], acc);
+      acc = fmaf(scores[j - j0], KvLoad(vc[slot * row + static_cast<int64_t>(g) * hd + i]), acc);
     }
     acc_out[i] = acc * inv;
   }
@@ -365,8 +377,15 @@ std::string Rope(float* q, float* k, const float* cos, const float* sin, int T, 
 std::string WriteKv(const PagedLayer& layer, const float* k, const float* v, const int32_t* slots,
                     int T, void* stream) {
   if (T <= 0) return "";
-  WriteKvKernel<<<T, 128, 0, static_cast<cudaStream_t>(stream)>>>(layer.k, layer.v, k, v, slots,
-                                                                  layer.kv_heads * layer.head_dim);
+  const auto st = static_cast<cudaStream_t>(stream);
+  const int width = layer.kv_heads * layer.head_dim;
+  if (layer.bf16) {
+    WriteKvKernel<<<T, 128, 0, st>>>(static_cast<uint16_t*>(layer.k),
+                                     static_cast<uint16_t*>(layer.v), k, v, slots, width);
+  } else {
+    WriteKvKernel<<<T, 128, 0, st>>>(static_cast<float*>(layer.k), static_cast<float*>(layer.v), k,
+                                     v, slots, width);
+  }
   return LaunchStatus("KV write kernel");
 }
 
@@ -385,9 +404,17 @@ std::string Attention(const PagedLayer& layer, const float* q, const int32_t* po
   const int splits = AttentionSplits(max_len);
   if (splits > 1 && scratch == nullptr) return "attention over several splits needs scratch";
   const size_t smem = sizeof(float) * (static_cast<size_t>(layer.head_dim) + kAttnSplit);
-  AttentionSplitKernel<<<dim3(heads, T, splits), kAttnThreads, smem, st>>>(
-      layer.k, layer.v, q, positions, table_start, tables, heads, layer.kv_heads, layer.head_dim,
-      layer.block_size, 1.f / std::sqrt(static_cast<float>(layer.head_dim)), splits, scratch, out);
+  const float scale = 1.f / std::sqrt(static_cast<float>(layer.head_dim));
+  auto split = [&](auto* kc, auto* vc) {
+    AttentionSplitKernel<<<dim3(heads, T, splits), kAttnThreads, smem, st>>>(
+        kc, vc, q, positions, table_start, tables, heads, layer.kv_heads, layer.head_dim,
+        layer.block_size, scale, splits, scratch, out);
+  };
+  if (layer.bf16) {
+    split(static_cast<const uint16_t*>(layer.k), static_cast<const uint16_t*>(layer.v));
+  } else {
+    split(static_cast<const float*>(layer.k), static_cast<const float*>(layer.v));
+  }
   if (splits > 1) {
     AttentionCombineKernel<<<dim3(heads, T), kAttnThreads, 0, st>>>(scratch, positions, heads,
                                                                     layer.head_dim, splits, out);

@@ -54,13 +54,15 @@ std::string AddScaled(float* y, const float* x, size_t n, float scale, void* str
 std::string Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
                  int kv_heads, int head_dim, void* stream = nullptr);
 
-// One layer's slice of the paged cache: k and v planes of [blocks × block_size × kv_heads × hd].
+// One layer's slice of the paged cache: k and v planes of [blocks × block_size × kv_heads × hd],
+// fp32 or (bf16) bf16 bits rounded to nearest even when written.
 struct PagedLayer {
-  float* k = nullptr;
-  float* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
   int block_size = 16;
   int kv_heads = 0;
   int head_dim = 0;
+  bool bf16 = false;
 };
 
 // Writes k, v [T × KV·hd] into the cache at slots[t] (block · block_size + offset).
