@@ -49,7 +49,8 @@ constexpr const char* kUsage =
     "usage: decode_bench [--model DIR] [--preset tinyllama-1.1b|llama2-7b] [--layers N]\n"
     "                    [--device cpu|cuda] [--cublas_baseline] [--fallback] [--graphs]\n"
     "                    [--bandwidth_gbs X]\n"
-    "                    [--steps N] [--rounds N] [--batches 1,4,16]\n";
+    "                    [--steps N] [--rounds N] [--batches 1,4,16] [--prompt_len 8]\n"
+    "                    [--kv_dtype fp32|bf16]\n";
 
 // Batch size from which the FFN ran faster in dense cuBLAS than union sparse on an H100 at
 // LLaMA-2-7B shape and ~11% active (bench/results/gpu_h100_v10_e2e.md).
@@ -62,7 +63,8 @@ int Fail(const absl::Status& s) {
 
 int Main(int argc, char** argv) {
   std::string model, preset = "tinyllama-1.1b", device = "cpu";
-  int steps = 16, rounds = 3, layers = 0;
+  int steps = 16, rounds = 3, layers = 0, prompt_len = 8;
+  std::string kv_dtype = "fp32";
   bool cublas_baseline = false;  // + an all-cuBLAS dense engine
   bool fallback = false;         // + an exact engine with the cuBLAS fallback from 4 tokens
   bool graphs = false;           // + an exact/off engine with CUDA step graphs
@@ -93,6 +95,10 @@ int Main(int argc, char** argv) {
       rounds = std::atoi(argv[++i]);
     else if (a == "--batches" && has)
       batches = ParseList(argv[++i]);
+    else if (a == "--prompt_len" && has)
+      prompt_len = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--kv_dtype" && has)
+      kv_dtype = argv[++i];
     else {
       std::fprintf(stderr, "%s", kUsage);
       return 2;
@@ -118,7 +124,6 @@ int Main(int argc, char** argv) {
       if (!st.ok()) return Fail(st);
     }
   }
-  const int prompt_len = 8;
   int max_batch = 1;
   for (int B : batches) max_batch = std::max(max_batch, B);
   auto load = [&](int cublas_min_tokens,
@@ -128,6 +133,7 @@ int Main(int argc, char** argv) {
     o.load_tokenizer = false;
     o.device = device;
     o.kv_blocks = max_batch * ((prompt_len + steps + 16) / 16 + 1);
+    o.kv_cache_dtype = kv_dtype;
     o.sparsity_mode = "exact";
     o.backend.cublas_min_tokens = cublas_min_tokens;
     o.backend.cuda_graphs = step_graphs;
@@ -224,8 +230,8 @@ int Main(int argc, char** argv) {
         res.tok_s.push_back(B * steps / secs);
         res.active = active / steps;
         res.union_ratio = uni / steps;
-        const double kv_bytes =
-            2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 4 * B * (prompt_len + steps / 2.0);
+        const double kv_bytes = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim *
+                                (kv_dtype == "bf16" ? 2 : 4) * B * (prompt_len + steps / 2.0);
         const bool sparse = configs[ci].mode == SparsityMode::kExact &&
                             !(configs[ci].engine == fallback_engine.get() && B >= kFallbackTokens);
         res.bytes_per_step = e.WeightBytesPerStep(sparse ? res.union_ratio : 1.0) + kv_bytes;
@@ -238,8 +244,9 @@ int Main(int argc, char** argv) {
               engine.backend().Describe().c_str());
   if (bandwidth > 0) std::printf("; read bandwidth %.1f GB/s (%s)", bandwidth, bw_source.c_str());
   std::printf(
-      "\n%d decode steps after an %d-token prefill; median (min) of %d interleaved rounds\n\n",
-      steps, prompt_len, rounds);
+      "\n%d decode steps after an %d-token prefill, %s KV cache; median (min) of %d interleaved "
+      "rounds\n\n",
+      steps, prompt_len, kv_dtype.c_str(), rounds);
   std::printf(
       "| batch | mode | tokens/s | active | union | MB read/step | roofline tokens/s | of roofline "
       "| vs off | vs off, cuBLAS |\n");

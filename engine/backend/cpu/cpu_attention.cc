@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "engine/backend/cpu/cpu_backend.h"
@@ -10,9 +11,7 @@
 namespace sparsed {
 namespace {
 
-// One cached element as fp32, and fp32 into the cache's element type.
-inline float Load(const float* p, size_t i) { return p[i]; }
-inline float Load(const uint16_t* p, size_t i) { return Bf16ToF32(p[i]); }
+// fp32 into the cache's element type.
 inline void Store(const float* src, size_t n, float* dst) {
   std::memcpy(dst, src, n * sizeof(float));
 }
@@ -52,33 +51,41 @@ void CpuBackend::AttentionOver(E* cache, int layer, const float* q, const float*
   }
   const int group = heads / kvh;
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  pool_.ParallelFor(T * heads, [&](int task) {
-    const int t = task / heads, h = task % heads, g = h / group;
+  constexpr DType kDt = std::is_same_v<E, float> ? DType::kF32 : DType::kBF16;
+  // One task per (token, KV head): the `group` query heads sharing that KV head read each cached
+  // row once. The cache is viewed as rows of head_dim elements: position j's K (or V) for KV head
+  // g is row slot(j) / head_dim + g, so the kernel table's gathered-row dot and axpy run over it.
+  // Their summation orders depend on head_dim only (never on how many heads or tokens share a
+  // call), so a token's result is the same in any batch.
+  pool_.ParallelFor(T * kvh, [&](int task) {
+    const int t = task / kvh, g = task % kvh;
     const std::vector<int32_t>& table = *batch.block_tables[t];
     const int n = batch.positions[t] + 1;
-    const float* qh = q + (static_cast<size_t>(t) * heads + h) * hd;
-    std::vector<float> scores(n);
-    float mx = -INFINITY;
-    for (int j = 0; j < n; ++j) {
-      const E* kj = kcache + slot(table, j) + static_cast<size_t>(g) * hd;
-      float dot = 0.f;
-      for (int i = 0; i < hd; ++i) dot += qh[i] * Load(kj, i);
-      scores[j] = dot * scale;
-      mx = std::max(mx, scores[j]);
+    const size_t first = static_cast<size_t>(t) * heads + static_cast<size_t>(g) * group;
+    std::vector<int32_t> rows(n);
+    for (int j = 0; j < n; ++j) rows[j] = static_cast<int32_t>(slot(table, j) / hd + g);
+    std::vector<float> scores(static_cast<size_t>(group) * n);  // [head in group][position]
+    kernels_.dot_rows(q + first * hd, hd, group, kcache, kDt, hd, rows.data(), 0, n, scores.data(),
+                      n);
+    for (int i = 0; i < group; ++i) {
+      float* sc = scores.data() + static_cast<size_t>(i) * n;
+      float mx = -INFINITY;
+      for (int j = 0; j < n; ++j) {
+        sc[j] *= scale;
+        mx = std::max(mx, sc[j]);
+      }
+      float sum = 0.f;
+      for (int j = 0; j < n; ++j) {
+        sc[j] = std::exp(sc[j] - mx);
+        sum += sc[j];
+      }
+      const float inv = 1.f / sum;
+      for (int j = 0; j < n; ++j) sc[j] *= inv;
     }
-    float sum = 0.f;
-    for (int j = 0; j < n; ++j) {
-      scores[j] = std::exp(scores[j] - mx);
-      sum += scores[j];
-    }
-    float* oh = out + (static_cast<size_t>(t) * heads + h) * hd;
-    std::fill(oh, oh + hd, 0.f);
-    const float inv = 1.f / sum;
-    for (int j = 0; j < n; ++j) {
-      const E* vj = vcache + slot(table, j) + static_cast<size_t>(g) * hd;
-      const float p = scores[j] * inv;
-      for (int i = 0; i < hd; ++i) oh[i] += p * Load(vj, i);
-    }
+    float* oh = out + first * hd;
+    std::fill(oh, oh + static_cast<size_t>(group) * hd, 0.f);
+    kernels_.axpy_rows(scores.data(), n, group, n, rows.data(), vcache, kDt, hd, 0, hd, oh, hd,
+                       /*skip_zero_rows=*/false);
   });
 }
 
