@@ -132,11 +132,10 @@ class CudaFfn {
   // Tile stats of the last Run() (synchronises its stream); lets a caller run every layer of a
   // step before reading any of them back.
   std::string ReadStats(std::vector<FfnTileStats>* stats);
-  // Where the last Run() leaves its tile stats on the device: last_tiles() pairs of int32
+  // Where Run() over T tokens leaves its tile stats on the device: Tiles(T) pairs of int32
   // {union_size, active_sum}, in this layer's own memory (not the shared workspace), valid until
   // this layer's next Run() (for callers batching the copies of a step's layers).
   const void* stats_device() const { return stats_; }
-  int last_tiles() const { return last_tiles_; }
 
   // Dense reference the way a dense server computes it: bf16 activations, cuBLAS GEMMs
   // (tensor cores), fused act·up. x_bf16 [T × d] and y_bf16 [T × d] are device bf16 buffers.
