@@ -121,9 +121,6 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
   b->description_ =
       absl::StrFormat("cuda %s sm_%d%d, %d SMs, %.1f GiB free of %.1f", p.name, p.major, p.minor,
                       p.multiProcessorCount, free_b / 1073741824.0, total_b / 1073741824.0);
-  if (const std::string e = cuda::CublasCreate(&b->cublas_); !e.empty()) {
-    return absl::FailedPreconditionError(e);
-  }
   std::string error;
   b->ffn_workspace_ = cuda::FfnWorkspace::Create(&error);
   if (b->ffn_workspace_ == nullptr) {
@@ -136,7 +133,6 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
 CudaBackend::~CudaBackend() {
   cudaDeviceSynchronize();
   DropGraphs();
-  cuda::CublasDestroy(cublas_);
   ffns_.clear();
   for (auto& [host, dev] : weights_) cudaFree(dev);
   for (auto& [host, u] : vectors_) cudaFree(u.device);
@@ -504,7 +500,8 @@ void CudaBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
   if (UseCublas(T)) {
     Undefer();  // cuBLAS calls stay out of step graphs
     void* xb = Grow(x_bf16_, static_cast<size_t>(T) * cols * 2);
-    if (xb) Failed(cuda::CublasMatMul(cublas_, x, T, dw, cols, rows, xb, y, stream_));
+    if (xb)
+      Failed(cuda::CublasMatMul(ffn_workspace_->cublas(), x, T, dw, cols, rows, xb, y, stream_));
     return;
   }
   void* st = stream_;

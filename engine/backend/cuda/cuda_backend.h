@@ -164,10 +164,10 @@ class CudaBackend final : public Backend {
   BackendOptions options_;
   std::string description_;
   std::string error_;
-  void* cublas_ = nullptr;                          // cublasHandle_t for the cuBLAS path
   std::unordered_map<const void*, void*> weights_;  // host data → device bf16
   std::unordered_map<const void*, std::unique_ptr<cuda::CudaFfn>> ffns_;  // by up->data
-  std::shared_ptr<cuda::FfnWorkspace> ffn_workspace_;  // scratch all FFN layers share
+  // FFN scratch all layers share; its stream and cuBLAS handle serve every operation.
+  std::shared_ptr<cuda::FfnWorkspace> ffn_workspace_;
   std::unordered_map<const float*, Uploaded> vectors_;
   KvCacheShape kv_shape_;
   void* kv_ = nullptr;

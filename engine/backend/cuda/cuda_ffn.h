@@ -63,8 +63,10 @@ class FfnWorkspace {
   FfnWorkspace& operator=(const FfnWorkspace&) = delete;
 
   int64_t generation() const { return generation_; }
-  // The stream every layer's Run() launches on (a blocking cudaStream_t).
+  // The stream every layer's Run() launches on (a blocking cudaStream_t), and a cublasHandle_t
+  // bound to it (callers' own cuBLAS products on that stream may share it).
   void* stream() const { return stream_; }
+  void* cublas() const { return cublas_; }
   // Device memory held, in bytes.
   size_t bytes() const;
 

@@ -325,19 +325,6 @@ std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, con
   return LaunchStatus("fused matrix product kernel");
 }
 
-std::string CublasCreate(void** handle) {
-  cublasHandle_t h = nullptr;
-  if (const cublasStatus_t st = cublasCreate(&h); st != CUBLAS_STATUS_SUCCESS) {
-    return "cublasCreate: status " + std::to_string(static_cast<int>(st));
-  }
-  *handle = h;
-  return "";
-}
-
-void CublasDestroy(void* handle) {
-  if (handle) cublasDestroy(static_cast<cublasHandle_t>(handle));
-}
-
 std::string CublasMatMul(void* handle, const float* x, int T, const uint16_t* w, int64_t cols,
                          int64_t n, void* x_bf16, float* y, void* stream) {
   if (T <= 0 || n <= 0) return "";

@@ -42,8 +42,6 @@ std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, con
 
 // The same product through cuBLAS: x rounded to bf16 (into x_bf16, T × cols), bf16 tensor cores,
 // fp32 accumulation and output. Faster for large T; its rounding and order depend on T.
-std::string CublasCreate(void** handle);
-void CublasDestroy(void* handle);
 std::string CublasMatMul(void* handle, const float* x, int T, const uint16_t* w, int64_t cols,
                          int64_t n, void* x_bf16, float* y, void* stream = nullptr);
 
