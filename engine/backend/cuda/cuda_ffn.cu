@@ -565,14 +565,12 @@ std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float thresho
                          double break_even, float* y, std::vector<FfnTileStats>* stats,
                          std::vector<float>* phase_ms, const float* neuron_thresholds) {
   if (T <= 0) return "T must be positive";
-  std::string e = ws_->EnsureSparse(shape_, T);
-  if (!e.empty()) return e;
+  if (std::string e = Reserve(T); !e.empty()) return e;
   auto st = static_cast<cudaStream_t>(ws_->stream_);
   const int64_t F = shape_.neurons, d = shape_.hidden;
   const int tt = TileTokens(T, kMaxTileTokens);
-  const int tiles = (T + tt - 1) / tt;
+  const int tiles = Tiles(T);
   const int64_t words = (F + 31) / 32;
-  if (e = EnsureStats(tiles); !e.empty()) return e;
   auto* bits = static_cast<uint32_t*>(ws_->bits_.p);
   auto* counters = reinterpret_cast<int32_t*>(bits + tiles * words);
   last_tiles_ = tiles;
