@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -16,12 +17,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   if (options.kv_cache_fraction < 0 || options.kv_cache_fraction >= 1) {
     return absl::InvalidArgumentError("kv_cache_fraction must be in [0, 1)");
   }
-  DType kv_dtype;
-  if (options.kv_cache_dtype == "fp32" || options.kv_cache_dtype == "float32") {
-    kv_dtype = DType::kF32;
-  } else if (options.kv_cache_dtype == "bf16" || options.kv_cache_dtype == "bfloat16") {
-    kv_dtype = DType::kBF16;
-  } else {
+  const std::optional<DType> kv_dtype = ParseDTypeName(options.kv_cache_dtype);
+  if (kv_dtype != DType::kF32 && kv_dtype != DType::kBF16) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv_cache_dtype must be fp32 or bf16, not '", options.kv_cache_dtype, "'"));
   }
@@ -60,7 +57,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   e->kv_shape_.block_size = options.kv_block_size;
   e->kv_shape_.kv_heads = static_cast<int>(c.num_kv_heads);
   e->kv_shape_.head_dim = static_cast<int>(c.head_dim);
-  e->kv_shape_.dtype = kv_dtype;
+  e->kv_shape_.dtype = *kv_dtype;
   int64_t kv_bytes = options.kv_cache_bytes;
   if (options.kv_cache_fraction > 0) {
     const int64_t free_bytes = e->backend_->FreeMemoryBytes();
