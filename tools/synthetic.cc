@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/cpu/thread_pool.h"
 #include "engine/common/mix.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/safetensors_writer.h"
@@ -48,20 +49,14 @@ absl::Status ResolvePreset(SyntheticModelSpec* s) {
 
 namespace {
 
-// Runs fn(chunk, begin, end) over [0, n) cut into fixed chunks of `chunk` elements, on all cores.
-// fn must depend on its chunk alone (never on the thread running it), so the results are the
-// same on every machine.
-void ForChunks(size_t n, size_t chunk, const std::function<void(size_t, size_t, size_t)>& fn) {
+// Runs fn(chunk, begin, end) over [0, n) cut into fixed chunks of `chunk` elements, on the
+// pool's threads. fn must depend on its chunk alone (never on the thread running it), so the
+// results are the same on every machine.
+void ForChunks(ThreadPool& pool, size_t n, size_t chunk,
+               const std::function<void(size_t, size_t, size_t)>& fn) {
   const size_t chunks = (n + chunk - 1) / chunk;
-  const size_t workers =
-      std::min<size_t>(chunks, std::max(1u, std::thread::hardware_concurrency()));
-  auto work = [&](size_t first) {
-    for (size_t c = first; c < chunks; c += workers) fn(c, c * chunk, std::min(n, (c + 1) * chunk));
-  };
-  std::vector<std::thread> threads;
-  for (size_t w = 1; w < workers; ++w) threads.emplace_back(work, w);
-  if (chunks > 0) work(0);
-  for (std::thread& t : threads) t.join();
+  pool.ParallelFor(static_cast<int>(chunks),
+                   [&](int c) { fn(c, c * chunk, std::min(n, (c + 1) * chunk)); });
 }
 
 constexpr size_t kGenChunk = size_t{1} << 20;
@@ -71,11 +66,11 @@ constexpr size_t kGenChunk = size_t{1} << 20;
 // with the same values as on one.
 class Gen {
  public:
-  explicit Gen(uint64_t seed) : rng_(seed) {}
+  Gen(uint64_t seed, ThreadPool& pool) : rng_(seed), pool_(pool) {}
   std::vector<float> Normal(size_t n, double std) {
     const uint64_t seed = rng_();
     std::vector<float> v(n);
-    ForChunks(n, kGenChunk, [&](size_t c, size_t begin, size_t end) {
+    ForChunks(pool_, n, kGenChunk, [&](size_t c, size_t begin, size_t end) {
       std::mt19937_64 r(Mix64(seed ^ Mix64(c)));
       std::normal_distribution<float> nd(0.f, static_cast<float>(std));
       for (size_t i = begin; i < end; ++i) v[i] = nd(r);
@@ -85,12 +80,13 @@ class Gen {
 
  private:
   std::mt19937_64 rng_;
+  ThreadPool& pool_;
 };
 
-// EncodeTensor on all cores.
-std::vector<uint8_t> Encode(const std::vector<float>& v, DType dtype) {
+// EncodeTensor on the pool's threads.
+std::vector<uint8_t> Encode(ThreadPool& pool, const std::vector<float>& v, DType dtype) {
   std::vector<uint8_t> out(v.size() * DTypeSize(dtype));
-  ForChunks(v.size(), kGenChunk, [&](size_t, size_t begin, size_t end) {
+  ForChunks(pool, v.size(), kGenChunk, [&](size_t, size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) StoreFromF32(out.data(), dtype, i, v[i]);
   });
   return out;
@@ -176,7 +172,8 @@ absl::Status MakeSyntheticModel(const SyntheticModelSpec& spec_in, const std::st
     if (!out) return absl::DataLossError(absl::StrCat(dir, "/config.json: write failed"));
   }
 
-  Gen g(s.seed);
+  ThreadPool pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  Gen g(s.seed, pool);
   std::vector<TensorToWrite> shard;
   int64_t shard_size = 0;
   std::vector<std::string> shard_files;
@@ -195,7 +192,7 @@ absl::Status MakeSyntheticModel(const SyntheticModelSpec& spec_in, const std::st
   };
   auto add = [&](const std::string& name, std::vector<int64_t> shape,
                  const std::vector<float>& v) -> absl::Status {
-    TensorToWrite t{name, s.dtype, std::move(shape), Encode(v, s.dtype)};
+    TensorToWrite t{name, s.dtype, std::move(shape), Encode(pool, v, s.dtype)};
     shard_size += static_cast<int64_t>(t.bytes.size());
     shard.push_back(std::move(t));
     if (s.shard_bytes > 0 && shard_size >= s.shard_bytes) return flush();
