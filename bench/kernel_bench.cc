@@ -1,78 +1,82 @@
-// CPU kernel benchmark: the GEMV-shaped dot kernel (gate/up rows) and the row-axpy kernel (down
-// rows) on a 90 MB bf16 matrix (LLaMA-2-7B FFN shape), per instruction set and thread count,
-// reported in GB/s of weights read; and decode attention over an fp32 or bf16 KV cache
-// (TinyLlama-1.1B heads, 4 sequences at 1024 positions), in GB/s of K and V read.
-#include <benchmark/benchmark.h>
-
-#include <memory>
+// CPU kernel benchmark against the machine's own limits, measured in the same run: the fp32 FMA
+// peak (bench/fma_peak.h, one thread and all threads) and the memory read bandwidth
+// (bench/bandwidth.h). For the union sparse FFN's two products on a LLaMA-2-7B FFN matrix (bf16,
+// 11008 × 4096, 90 MB: far larger than the last-level cache) — gate/up (`dot`: T tokens × the
+// selected rows) and down (`axpy`: the selected rows of W_downᵀ summed into T outputs) — dense
+// and over a random 50%, 11% and 5% of the rows, at T = 1 … 256: time, GFLOP/s and % of the FMA
+// peak, GB/s of weights read and % of bandwidth. Then thread scaling (1 → all threads) and
+// decode attention over an fp32 or bf16 KV cache.
+//
+// Usage: kernel_bench [--isa avx512|avx2|generic] [--tokens 1,2,4,...] [--reps 3] [--quick]
+// Output: a Markdown table on stdout; progress on stderr.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bandwidth.h"
+#include "bench/fma_peak.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "tools/ffn_fixture.h"
 
 namespace sparsed::bench {
 namespace {
 
-const SyntheticFfn& Weights() {
-  static const SyntheticFfn* f = new SyntheticFfn(11008, 4096, 3);
-  return *f;
+using Clock = std::chrono::steady_clock;
+
+template <class F>
+double MedianSeconds(int reps, F&& fn) {
+  fn();  // warm-up
+  std::vector<double> s;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    fn();
+    s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::sort(s.begin(), s.end());
+  return s[s.size() / 2];
 }
 
-void Dot(benchmark::State& state, std::string isa, int threads, int T) {
-  if (cpu::SelectKernels(isa).isa != isa) {
-    state.SkipWithError("ISA not supported here");
-    return;
-  }
-  const SyntheticFfn& f = Weights();
-  BackendOptions o;
-  o.threads = threads;
-  o.cpu_isa = isa;
-  CpuBackend be(o);
-  const Matrix w{f.gate.data(), DType::kBF16, f.F, f.d, nullptr};
-  std::vector<float> x(static_cast<size_t>(T) * f.d, 0.5f), y(static_cast<size_t>(T) * f.F);
-  for (auto _ : state) {
-    be.MatMul(x.data(), T, w, y.data());
-    benchmark::DoNotOptimize(y.data());
-  }
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(w.bytes()),
-                                              benchmark::Counter::kIsIterationInvariantRate);
+std::vector<int32_t> RandomRows(int64_t F, double frac, std::mt19937_64& rng) {
+  std::vector<int32_t> all(F);
+  for (int64_t i = 0; i < F; ++i) all[i] = static_cast<int32_t>(i);
+  std::shuffle(all.begin(), all.end(), rng);
+  all.resize(std::max<int64_t>(1, static_cast<int64_t>(std::llround(F * frac))));
+  std::sort(all.begin(), all.end());
+  return all;
 }
 
-void Axpy(benchmark::State& state, std::string isa, int T) {
-  if (cpu::SelectKernels(isa).isa != isa) {
-    state.SkipWithError("ISA not supported here");
-    return;
-  }
-  const SyntheticFfn& f = Weights();
-  const cpu::KernelTable& k = cpu::SelectKernels(isa);
-  std::vector<float> h(static_cast<size_t>(T) * f.F, 0.25f), y(static_cast<size_t>(T) * f.d);
-  for (auto _ : state) {
-    k.axpy_rows(h.data(), f.F, T, f.F, nullptr, f.down_t.data(), DType::kBF16, f.d, 0, f.d,
-                y.data(), f.d, false);
-    benchmark::DoNotOptimize(y.data());
-  }
-  state.counters["GB/s"] =
-      benchmark::Counter(2.0 * f.F * f.d, benchmark::Counter::kIsIterationInvariantRate);
+struct Limits {
+  double peak = 0, bw = 0;  // all threads: GFLOP/s, GB/s
+};
+
+void Row(const char* op, int T, double frac, double s, double flops, double bytes,
+         const Limits& lim) {
+  const double gf = flops / s / 1e9, gb = bytes / s / 1e9;
+  std::printf("| %s | %d | %s | %.1f | %.1f | %.0f%% | %.1f | %.0f%% |\n", op, T,
+              frac >= 1 ? "dense" : (std::to_string(static_cast<int>(std::lround(frac * 100))) +
+                                     "%")
+                                        .c_str(),
+              s * 1e6, gf, 100 * gf / lim.peak, gb, 100 * gb / lim.bw);
+  std::fflush(stdout);
 }
 
-// One decode step's attention for one layer: 4 sequences, each at position `context` - 1.
-void DecodeAttention(benchmark::State& state, DType kv, int context) {
+// One decode step's attention for one layer: B sequences at position `context` - 1
+// (TinyLlama-1.1B heads: 32 query heads, 4 KV heads of 64).
+double DecodeAttentionSeconds(CpuBackend& be, DType kv, int context, int reps) {
   const int H = 32, KV = 4, hd = 64, bs = 16, B = 4;
   const int blocks_per_seq = (context + bs - 1) / bs;
-  BackendOptions o;
-  o.threads = 2;
-  CpuBackend be(o);
   KvCacheShape shape{1, B * blocks_per_seq, bs, KV, hd};
   shape.dtype = kv;
-  if (!be.AllocKvCache(shape).ok()) {
-    state.SkipWithError("KV cache allocation failed");
-    return;
-  }
+  if (!be.AllocKvCache(shape).ok()) return NAN;
   std::vector<std::vector<int32_t>> tables(B);
   for (int s = 0; s < B; ++s)
     for (int b = 0; b < blocks_per_seq; ++b) tables[s].push_back(s * blocks_per_seq + b);
-  // Fill the caches position by position (one token per sequence per call), then time the last.
   std::vector<float> q(B * H * hd, 0.01f), k(B * KV * hd, 0.02f), v(B * KV * hd, 0.03f),
       out(B * H * hd);
   std::vector<int32_t> pos(B);
@@ -84,47 +88,128 @@ void DecodeAttention(benchmark::State& state, DType kv, int context) {
                  out.data());
   }
   std::fill(pos.begin(), pos.end(), context - 1);
-  for (auto _ : state) {
+  return MedianSeconds(reps, [&] {
     be.Attention(0, q.data(), k.data(), v.data(), AttentionBatch{B, pos.data(), tp.data()}, H,
                  out.data());
-    benchmark::DoNotOptimize(out.data());
+  });
+}
+
+int Main(int argc, char** argv) {
+  std::string isa;
+  std::vector<int> tokens = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+  int reps = 3;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--isa" && i + 1 < argc) {
+      isa = argv[++i];
+    } else if (a == "--reps" && i + 1 < argc) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--tokens" && i + 1 < argc) {
+      tokens.clear();
+      for (char* p = argv[++i]; *p;) {
+        tokens.push_back(static_cast<int>(std::strtol(p, &p, 10)));
+        if (*p == ',') ++p;
+      }
+    } else if (a == "--quick") {
+      tokens = {1, 16, 64};
+      reps = 1;
+    } else {
+      std::fprintf(stderr, "usage: kernel_bench [--isa avx512|avx2|generic] [--tokens 1,2,...] "
+                           "[--reps N] [--quick]\n");
+      return 2;
+    }
   }
-  state.counters["GB/s"] = benchmark::Counter(2.0 * B * context * KV * hd * DTypeSize(kv),
-                                              benchmark::Counter::kIsIterationInvariantRate);
+  const cpu::KernelTable& kt = cpu::SelectKernels(isa);
+  if (!isa.empty() && kt.isa != isa) {
+    std::fprintf(stderr, "kernel_bench: this CPU does not run %s\n", isa.c_str());
+    return 2;
+  }
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::fprintf(stderr, "kernel_bench: measuring FMA peak and bandwidth...\n");
+  const std::string peak_isa(kt.isa == "avx512" ? "avx512" : "avx2");
+  Limits one{MeasureFmaPeakGflops(peak_isa, 1), MeasureReadBandwidthGBs(size_t{1} << 30, 1)};
+  Limits all{MeasureFmaPeakGflops(peak_isa, threads),
+             MeasureReadBandwidthGBs(size_t{1} << 30, threads)};
+  std::printf("kernels %.*s; %d threads. FMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f on %d. "
+              "Read bandwidth: %.1f GB/s on 1 thread, %.1f on %d.\n\n",
+              static_cast<int>(kt.isa.size()), kt.isa.data(), threads, peak_isa.c_str(), one.peak,
+              all.peak, threads, one.bw, all.bw, threads);
+
+  std::fprintf(stderr, "kernel_bench: generating a 7B-shape FFN (bf16)...\n");
+  const SyntheticFfn f(11008, 4096, 3);
+  const Matrix up{f.up.data(), DType::kBF16, f.F, f.d, nullptr};
+  const Matrix down{f.down_t.data(), DType::kBF16, f.F, f.d, nullptr};
+  std::mt19937_64 rng(7);
+  BackendOptions o;
+  o.threads = threads;
+  o.cpu_isa = std::string(kt.isa);
+  CpuBackend be(o);
+
+  std::printf("| product | T | rows | µs | GFLOP/s | of FMA peak | GB/s | of bandwidth |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  const int maxT = *std::max_element(tokens.begin(), tokens.end());
+  std::vector<float> x(static_cast<size_t>(maxT) * f.d), y(static_cast<size_t>(maxT) * f.F),
+      h(static_cast<size_t>(maxT) * f.F), yd(static_cast<size_t>(maxT) * f.d);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (float& v : x) v = nd(rng);
+  for (float& v : h) v = nd(rng);
+  for (int T : tokens) {
+    for (double frac : {1.0, 0.5, 0.11, 0.05}) {
+      std::fprintf(stderr, "kernel_bench: T=%d rows %.0f%%\n", T, frac * 100);
+      const std::vector<int32_t> rows = RandomRows(f.F, frac, rng);
+      const int64_t n = frac >= 1 ? f.F : static_cast<int64_t>(rows.size());
+      const int32_t* rp = frac >= 1 ? nullptr : rows.data();
+      const double wbytes = 2.0 * n * f.d;
+      const double flops = 2.0 * T * n * f.d;
+      const double sd = MedianSeconds(reps, [&] {
+        be.DotRows(x.data(), T, up, rp, n, y.data(), n, nullptr, 0);
+      });
+      Row("dot (gate/up)", T, frac, sd, flops, wbytes, all);
+      const double sa = MedianSeconds(reps, [&] {
+        std::fill(yd.begin(), yd.begin() + static_cast<size_t>(T) * f.d, 0.f);
+        be.AxpyRows(h.data(), n, T, n, rp, down, yd.data(), /*skip_zero_rows=*/frac < 1);
+      });
+      Row("axpy (down)", T, frac, sa, flops, wbytes, all);
+    }
+  }
+
+  // Thread scaling: the same dense products on one thread and on all.
+  std::printf("\nThread scaling (dense, 1 → %d threads; the FMA peak scales %.2fx, bandwidth "
+              "%.2fx):\n\n| product | T | 1 thread µs | %d threads µs | speedup |\n|---|---|---|---|---|\n",
+              threads, all.peak / one.peak, all.bw / one.bw, threads);
+  BackendOptions o1 = o;
+  o1.threads = 1;
+  CpuBackend be1(o1);
+  for (int T : {1, 64}) {
+    if (T > maxT) continue;
+    const double d1 = MedianSeconds(reps, [&] {
+      be1.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0);
+    });
+    const double dn = MedianSeconds(reps, [&] {
+      be.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0);
+    });
+    std::printf("| dot | %d | %.0f | %.0f | %.2fx |\n", T, d1 * 1e6, dn * 1e6, d1 / dn);
+    const double a1 = MedianSeconds(reps, [&] {
+      be1.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false);
+    });
+    const double an = MedianSeconds(reps, [&] {
+      be.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false);
+    });
+    std::printf("| axpy | %d | %.0f | %.0f | %.2fx |\n", T, a1 * 1e6, an * 1e6, a1 / an);
+  }
+
+  std::printf("\nDecode attention, one layer, 4 sequences at 1024 positions (TinyLlama heads):\n\n"
+              "| KV cache | µs | GB/s of K and V | of bandwidth |\n|---|---|---|---|\n");
+  for (auto [name, kv] : {std::pair{"fp32", DType::kF32}, {"bf16", DType::kBF16}}) {
+    const double s = DecodeAttentionSeconds(be, kv, 1024, std::max(reps, 5));
+    const double bytes = 2.0 * 4 * 1024 * 4 * 64 * DTypeSize(kv);
+    std::printf("| %s | %.1f | %.1f | %.0f%% |\n", name, s * 1e6, bytes / s / 1e9,
+                100 * bytes / s / 1e9 / all.bw);
+  }
+  return 0;
 }
 
 }  // namespace
 }  // namespace sparsed::bench
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  for (const char* isa : {"avx512", "avx2", "generic"}) {
-    for (int threads : {1, 2}) {
-      for (int T : {1, 4}) {
-        benchmark::RegisterBenchmark(("dot/" + std::string(isa) + "/threads" +
-                                      std::to_string(threads) + "/T" + std::to_string(T))
-                                         .c_str(),
-                                     sparsed::bench::Dot, isa, threads, T)
-            ->Unit(benchmark::kMillisecond)
-            ->UseRealTime();
-      }
-    }
-    for (int T : {1, 4}) {
-      benchmark::RegisterBenchmark(
-          ("axpy/" + std::string(isa) + "/threads1/T" + std::to_string(T)).c_str(),
-          sparsed::bench::Axpy, isa, T)
-          ->Unit(benchmark::kMillisecond)
-          ->UseRealTime();
-    }
-  }
-  for (auto [name, kv] :
-       {std::pair{"fp32", sparsed::DType::kF32}, {"bf16", sparsed::DType::kBF16}}) {
-    benchmark::RegisterBenchmark(("attention/kv_" + std::string(name) + "/B4/ctx1024").c_str(),
-                                 sparsed::bench::DecodeAttention, kv, 1024)
-        ->Unit(benchmark::kMicrosecond)
-        ->UseRealTime();
-  }
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return sparsed::bench::Main(argc, argv); }

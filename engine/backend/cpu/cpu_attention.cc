@@ -66,7 +66,7 @@ void CpuBackend::AttentionOver(E* cache, int layer, const float* q, const float*
     for (int j = 0; j < n; ++j) rows[j] = static_cast<int32_t>(slot(table, j) / hd + g);
     std::vector<float> scores(static_cast<size_t>(group) * n);  // [head in group][position]
     kernels_.dot_rows(q + first * hd, hd, group, kcache, kDt, hd, rows.data(), 0, n, scores.data(),
-                      n);
+                      n, nullptr, 0);
     for (int i = 0; i < group; ++i) {
       float* sc = scores.data() + static_cast<size_t>(i) * n;
       float mx = -INFINITY;

@@ -17,6 +17,7 @@ namespace {
 // up row (still skipping all-zero down rows in exact mode).
 constexpr double kDefaultCpuBreakEven = 0.85;
 constexpr int64_t kRowsPerTask = 32;
+constexpr int64_t kTokensPerTask = 12;  // a multiple of every table's token tile
 
 int DefaultThreads() {
   const unsigned n = std::thread::hardware_concurrency();
@@ -97,11 +98,26 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int T, int d, floa
 }
 
 void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n,
-                         float* y, int64_t ldy) {
-  const int tasks = static_cast<int>((n + kRowsPerTask - 1) / kRowsPerTask);
-  pool_.ParallelFor(tasks, [&](int task) {
-    const int64_t i0 = task * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
-    kernels_.dot_rows(x, w.cols, T, w.data, w.dtype, w.cols, rows, i0, i1, y, ldy);
+                         float* y, int64_t ldy, const float* need, int64_t ld_need) {
+  // Tasks are blocks of rows, split further by tokens when rows alone give fewer than four tasks
+  // per thread (a narrow product over many tokens: k and v of a long prompt). Every (token, row)
+  // pair is computed the same way whatever task holds it.
+  const int64_t row_tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
+  const int64_t want = 4 * static_cast<int64_t>(pool_.num_threads());
+  int64_t tok_tasks = 1;
+  if (row_tasks < want && T > kTokensPerTask)
+    tok_tasks = std::min<int64_t>((T + kTokensPerTask - 1) / kTokensPerTask,
+                                  (want + row_tasks - 1) / row_tasks);
+  const int64_t per_task = (T + tok_tasks - 1) / tok_tasks;
+  const int64_t tok_chunk = (per_task + kTokensPerTask - 1) / kTokensPerTask * kTokensPerTask;
+  tok_tasks = (T + tok_chunk - 1) / tok_chunk;
+  pool_.ParallelFor(static_cast<int>(row_tasks * tok_tasks), [&](int task) {
+    const int64_t rt = task / tok_tasks, tt = task % tok_tasks;
+    const int64_t i0 = rt * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
+    const int64_t t0 = tt * tok_chunk, t1 = std::min<int64_t>(T, t0 + tok_chunk);
+    kernels_.dot_rows(x + t0 * w.cols, w.cols, static_cast<int>(t1 - t0), w.data, w.dtype, w.cols,
+                      rows, i0, i1, y + t0 * ldy, ldy, need ? need + t0 * ld_need : nullptr,
+                      ld_need);
   });
 }
 
@@ -110,7 +126,8 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
   // Neurons are split into kDownChunks fixed ranges of neuron ids. Each range's rows are summed
   // (in order) into its own partial, then partials are added in range order: every output
   // element's summation order depends on neuron ids only — not on the union, the batch or the
-  // thread count — and each thread streams whole rows.
+  // thread count. Tasks are (range, column group) pairs: columns are independent, so splitting
+  // them changes no sum and lets more threads share a range.
   const int64_t F = w.rows, cols = w.cols;
   const size_t es = DTypeSize(w.dtype);
   int64_t bounds[kDownChunks + 1];
@@ -122,17 +139,22 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
                           rows
                     : std::min(neuron, n);
   }
+  const int groups = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(2 * pool_.num_threads(), cols / 256)));
+  auto col_bound = [&](int g) { return cols * g / groups / 16 * 16; };
   const size_t slab = static_cast<size_t>(T) * cols;
   partial_.resize(kDownChunks * slab);
-  pool_.ParallelFor(kDownChunks, [&](int c) {
+  pool_.ParallelFor(kDownChunks * groups, [&](int task) {
+    const int c = task / groups, g = task % groups;
+    const int64_t cg0 = col_bound(g), cg1 = g + 1 == groups ? cols : col_bound(g + 1);
     float* p = partial_.data() + c * slab;
-    std::fill(p, p + slab, 0.f);
+    for (int t = 0; t < T; ++t) std::fill(p + t * cols + cg0, p + t * cols + cg1, 0.f);
     const int64_t b = bounds[c], cnt = bounds[c + 1] - bounds[c];
     if (cnt == 0) return;
     const void* base =
         rows ? w.data : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
-    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, 0, cols,
-                       p, cols, skip_zero_rows);
+    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, cg0,
+                       cg1, p, cols, skip_zero_rows);
   });
   const int64_t total = static_cast<int64_t>(slab);
   const int tasks = static_cast<int>(
@@ -148,12 +170,12 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
 }
 
 void CpuBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
-  DotRows(x, T, w, nullptr, w.rows, y, w.rows);
+  DotRows(x, T, w, nullptr, w.rows, y, w.rows, nullptr, 0);
 }
 
 void CpuBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
                             float* y) {
-  DotRows(x, T, w, rows, n_rows, y, n_rows);
+  DotRows(x, T, w, rows, n_rows, y, n_rows, nullptr, 0);
 }
 
 void CpuBackend::AddScaled(float* y, const float* x, size_t n, float scale) {

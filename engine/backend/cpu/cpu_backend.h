@@ -41,6 +41,16 @@ class CpuBackend final : public Backend {
 
   double dense_break_even() const { return dense_break_even_; }
 
+  // The FFN's products over the thread pool, public for benchmarks.
+  // y[T × n] = x · W[rows]ᵀ (rows null = first n rows). need: as in KernelTable::dot_rows
+  // (pairs with a zero entry may be skipped and set to 0), or null.
+  void DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n, float* y,
+               int64_t ldy, const float* need, int64_t ld_need);
+  // y[T × w.cols] += Σ_i h[:, i] · W[rows[i]] (rows null = first n rows), in fixed neuron-id
+  // ranges whose partial sums are added in range order.
+  void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w,
+                float* y, bool skip_zero_rows);
+
   // Cumulative wall time of the FFN phases since construction (for benchmarks):
   // gate, activation + union, up, down.
   struct FfnPhaseNs {
@@ -49,13 +59,6 @@ class CpuBackend final : public Backend {
   const FfnPhaseNs& ffn_phase_ns() const { return phase_ns_; }
 
  private:
-  // y[T × n] = x · W[rows]ᵀ over the pool (rows null = first n rows).
-  void DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n, float* y,
-               int64_t ldy);
-  // y[T × w.cols] += Σ_i h[:, i] · W[rows[i]] over the pool, in fixed neuron-id chunks.
-  void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w,
-                float* y, bool skip_zero_rows);
-
   const cpu::KernelTable& kernels_;
   ThreadPool pool_;
   double dense_break_even_;

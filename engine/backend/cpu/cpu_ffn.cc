@@ -20,7 +20,7 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   const bool gated = layer.gate != nullptr;
   act_.resize(static_cast<size_t>(T) * F);
   // 1. Dense gate (or the up projection itself when not gated), then the activation.
-  DotRows(x, T, gated ? *layer.gate : *layer.up, nullptr, F, act_.data(), F);
+  DotRows(x, T, gated ? *layer.gate : *layer.up, nullptr, F, act_.data(), F, nullptr, 0);
   lap(&phase_ns_.gate);
   NeuronUnion uni(F);
   int64_t active_sum = 0;
@@ -44,7 +44,11 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   h_.resize(static_cast<size_t>(T) * std::max<int64_t>(n, 1));
   if (gated) {
     up_.resize(h_.size());
-    DotRows(x, T, *layer.up, rows, n, up_.data(), n);
+    // A token's up products are needed only where its own activation is non-zero (h = a · u
+    // below): tiles whose activations are all zero are skipped. `off` computes every product,
+    // as a dense FFN does.
+    DotRows(x, T, *layer.up, rows, n, up_.data(), n,
+            mode == SparsityMode::kOff ? nullptr : act_.data(), F);
     for (int t = 0; t < T; ++t) {
       const float* a = act_.data() + static_cast<size_t>(t) * F;
       const float* u = up_.data() + static_cast<size_t>(t) * n;

@@ -1,5 +1,7 @@
-// CPU inner kernels over weights in their stored dtype with fp32 accumulation. One source
-// (kernels_impl.inc) is compiled per instruction set; Select() picks the best the CPU runs.
+// CPU inner kernels over weights in their stored dtype with fp32 accumulation. One
+// register-blocked source (kernels_blocked.h) is instantiated per instruction set
+// (kernels_avx512.cc, kernels_avx2.cc, kernels_generic.cc); SelectKernels() picks the best the CPU
+// runs.
 #pragma once
 
 #include <cstdint>
@@ -13,15 +15,20 @@ struct KernelTable {
   absl::string_view isa;
   // For i in [i0, i1): r = rows ? rows[i] : i; for t < T:
   //   y[t·ldy + i] = dot(x[t·ldx .. +K], W[r]).
-  // Each (t, r) dot is computed in an order that depends on K only (never on T or the rows), so
-  // results are bitwise independent of batch-mates.
+  // Each (t, r) dot is computed in an order that depends on K only (never on T, the rows, the
+  // tile the pair lands in or the thread), so results are bitwise independent of batch-mates.
+  // need (optional, [T × ld_need], indexed by row id r): pairs whose need entry is zero may be
+  // skipped with y set to 0 — the caller promises it multiplies them by zero (a token's
+  // inactive neurons in the union sparse up projection). Null computes every pair.
   void (*dot_rows)(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_t K,
-                   const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy);
+                   const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
+                   const float* need, int64_t ld_need);
   // For columns [c0, c1) of y and for i in [0, n) in order, r = rows ? rows[i] : i; for t < T:
   //   y[t·ldy + c] += h[t·ldh + i] · W[r][c]   (W has `cols` columns).
-  // Summation over i runs in index order per element, so each y[t] depends only on its own h[t].
-  // skip_zero_rows: rows whose h is zero for every token are not read (exact sparsity); false
-  // reads every row, as a dense FFN does. Both give the same sums (W is finite).
+  // Each element gets one fused multiply-add per row in index order, so each y[t] depends only
+  // on its own h[t]. skip_zero_rows: rows whose h is zero for a token are not applied to it
+  // (exact sparsity; the product would add an exact zero) and rows zero for every token are
+  // not read; false reads every row, as a dense FFN does. Both give the same sums (W finite).
   void (*axpy_rows)(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows,
                     const void* w, DType dt, int64_t cols, int64_t c0, int64_t c1, float* y,
                     int64_t ldy, bool skip_zero_rows);

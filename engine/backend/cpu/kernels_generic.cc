@@ -1,4 +1,76 @@
-// Kernels compiled for the generic instruction set (flags set in engine/CMakeLists.txt).
-#define SPARSED_ISA_NS generic
-#define SPARSED_ISA_NAME "generic"
-#include "engine/backend/cpu/kernels_impl.inc"
+// Portable kernels: GCC vector extensions of 8 floats, compiled for the baseline instruction set
+// (the compiler splits them into what the target has). Same tiles as AVX2.
+#include <cstring>
+
+#include "engine/backend/cpu/kernels.h"
+#include "engine/backend/cpu/kernels_blocked.h"
+
+namespace sparsed::cpu::generic {
+namespace {
+
+typedef float vf8 __attribute__((vector_size(32)));
+typedef uint32_t vu8 __attribute__((vector_size(32)));
+typedef uint16_t vh8 __attribute__((vector_size(16)));
+
+struct V {
+  using Reg = vf8;
+  static constexpr int kLanes = 8;
+  static constexpr int kDotRows = 2, kDotToks = 4;
+  static constexpr int kAxToks = 4, kAxVecs = 2;
+
+  static Reg Zero() { return vf8{}; }
+  static Reg LoadX(const float* p) {
+    Reg v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static Reg LoadXPart(const float* p, int n) {
+    Reg v{};
+    std::memcpy(&v, p, static_cast<size_t>(n) * sizeof(float));
+    return v;
+  }
+  template <DType D>
+  static Reg LoadW(const void* base, int64_t k) {
+    return LoadWPart<D>(base, k, kLanes);
+  }
+  template <DType D>
+  static Reg LoadWPart(const void* base, int64_t k, int n) {
+    if constexpr (D == DType::kF32) {
+      return LoadXPart(static_cast<const float*>(base) + k, n);
+    } else if constexpr (D == DType::kBF16) {
+      vh8 h{};
+      std::memcpy(&h, static_cast<const uint16_t*>(base) + k, static_cast<size_t>(n) * 2);
+      const vu8 u = __builtin_convertvector(h, vu8) << 16;
+      Reg f;
+      std::memcpy(&f, &u, sizeof f);
+      return f;
+    } else {
+      Reg f{};
+      for (int i = 0; i < n; ++i) f[i] = F16ToF32(static_cast<const uint16_t*>(base)[k + i]);
+      return f;
+    }
+  }
+  // Multiply then add (the baseline instruction set has no fused form; std::fma would be a
+  // library call per lane). The order of operations is the same as the SIMD tables'.
+  static Reg Fma(Reg a, Reg b, Reg c) { return a * b + c; }
+  static Reg Bcast(float f) { return vf8{} + f; }
+  static void Store(float* p, Reg r) { std::memcpy(p, &r, sizeof r); }
+  static void StorePart(float* p, Reg r, int n) {
+    std::memcpy(p, &r, static_cast<size_t>(n) * sizeof(float));
+  }
+  static float HSum(Reg a) {
+    float s4[4];
+    for (int i = 0; i < 4; ++i) s4[i] = a[i] + a[i + 4];
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+  }
+  static void Prefetch(const void* p) { __builtin_prefetch(p); }
+};
+
+}  // namespace
+
+const KernelTable& Table() {
+  static const KernelTable t{"generic", &blocked::DotRowsAny<V>, &blocked::AxpyRowsAny<V>};
+  return t;
+}
+
+}  // namespace sparsed::cpu::generic
