@@ -26,6 +26,8 @@
 namespace sparsed::cpu::blocked {
 
 constexpr size_t DTypeSizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
+// How far ahead of its loads a kernel prefetches along each weight row.
+constexpr int64_t kPrefetchBytes = 512;
 
 // ---------------------------------------------------------------------------------------------
 // dot_rows: y[t·ldy + i] = dot(x[t], W[rows ? rows[i] : i]).
@@ -43,9 +45,18 @@ inline void DotTile(const float* x, int64_t ldx, const void* const* w, int nrows
   for (; k + L <= K; k += L) {
     Reg wv[R];
     for (int r = 0; r < R; ++r) wv[r] = V::template LoadW<D>(w[r], k);
+    // Software prefetch kPrefetchBytes ahead along each row, running on into the next block's
+    // rows near the end: gathered rows defeat the hardware prefetchers at every row start.
     constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
     if (prefetch != nullptr && ((k * es) & 63) == 0) {
-      for (int r = 0; r < R; ++r) V::Prefetch(static_cast<const char*>(prefetch[r]) + k * es);
+      const int64_t ahead = k * es + kPrefetchBytes;
+      for (int r = 0; r < R; ++r) {
+        if (ahead < K * es) {
+          V::Prefetch(static_cast<const char*>(w[r]) + ahead);
+        } else if (prefetch[r] != nullptr) {
+          V::Prefetch(static_cast<const char*>(prefetch[r]) + (ahead - K * es));
+        }
+      }
     }
     for (int t = 0; t < NT; ++t) {
       const Reg xv = V::LoadX(x + t * ldx + k);
@@ -109,6 +120,8 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
       for (int r = 0; r < R; ++r) wr[r] = row_ptr(i + std::min(r, nrows - 1));
       const bool has_next = i + R < i1;
       for (int r = 0; r < R; ++r) pf[r] = has_next ? row_ptr(std::min(i + R + r, i1 - 1)) : nullptr;
+      // Only the first token tile of a block reads its rows from memory; later tiles find them
+      // in cache.
       for (int t = g0; t < g1; t += NT) {
         const int nt = std::min(NT, g1 - t);
         float* yt = y + t * ldy + i;
@@ -123,8 +136,8 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
             continue;
           }
         }
-        DotTileN<V, D>(nt, x + t * ldx, ldx, wr, nrows, K,
-                       (t == g0 && g0 == 0 && has_next) ? pf : nullptr, yt, ldy);
+        DotTileN<V, D>(nt, x + t * ldx, ldx, wr, nrows, K, (t == g0 && g0 == 0) ? pf : nullptr, yt,
+                       ldy);
       }
     }
   }
@@ -186,89 +199,113 @@ inline void AxpyTileN(int nt, const float* const* hrow, int64_t ldh, int n, cons
   }
 }
 
-// Rows are taken in blocks of kAxBlock; for each block and each column block of kAxVecs
-// vectors, every tile of kAxToks tokens runs over the block's rows. With more than one token
-// tile, the block's weights are first converted to an fp32 panel (once, not once per tile).
+// Rows are taken in blocks; for each block and each column block of kAxVecs vectors, every tile
+// of kAxToks tokens runs over the block's rows that are non-zero for some token of the tile.
+// One token tile (decode): blocks of 8 rows read straight from the weights, each row streamed
+// along its columns. More tiles: blocks of 64 rows, each column block of them converted once to
+// an fp32 panel that every tile then reads from cache.
 template <class V, DType D>
 void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
               int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows) {
-  constexpr int L = V::kLanes, NT = V::kAxToks, VN = V::kAxVecs, KC = 64, CB = VN * L;
+  constexpr int L = V::kLanes, NT = V::kAxToks, VN = V::kAxVecs, KMAX = 64, CB = VN * L;
+  constexpr int kMaxTiles = 8;  // token tiles whose row lists are kept per block
   constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
   auto row_ptr = [&](int64_t i) {
     return static_cast<const char*>(w) + (rows ? rows[i] : i) * cols * es;
   };
   const bool panel = T > NT;
-  alignas(64) float pan[KC * CB];
-  int32_t live[KC], tile_live[KC];
-  const float* hrow[KC];
-  const void* wp[KC];
-  const void* wfull[KC];
+  const int KC = panel ? KMAX : 8;
+  alignas(64) float pan[KMAX * CB];
+  int32_t live[KMAX];       // rows of the block non-zero for some token
+  int32_t slot_of[KMAX];    // block row → panel slot
+  int32_t tl[kMaxTiles][KMAX];  // per token tile: its non-zero rows (block row ids)
+  int tn[kMaxTiles];
+  const float* hrow[KMAX];
+  const void* wp[KMAX];
+  const int64_t width_all = c1 - c0;
   for (int64_t b = 0; b < n; b += KC) {
     const int kc = static_cast<int>(std::min<int64_t>(KC, n - b));
+    const char* rp[KMAX];
+    const char* next[KMAX];
+    const int nnext = static_cast<int>(std::min<int64_t>(KC, std::max<int64_t>(0, n - b - kc)));
+    for (int j = 0; j < kc; ++j) rp[j] = row_ptr(b + j) + c0 * es;
+    for (int j = 0; j < nnext; ++j) next[j] = row_ptr(b + kc + j) + c0 * es;
     int nl = 0;
     for (int j = 0; j < kc; ++j) {
       bool any = !skip_zero_rows;
       for (int t = 0; t < T && !any; ++t) any = h[t * ldh + b + j] != 0.f;
+      slot_of[j] = nl;
       if (any) live[nl++] = j;
     }
-    const int64_t nb = std::min<int64_t>(KC, n - b - kc);  // rows of the next block
-    for (int64_t c = c0; c < c1; c += CB) {
-      const int width = static_cast<int>(std::min<int64_t>(CB, c1 - c));
-      for (int64_t j = 0; j < nb; ++j) {
-        const char* p = row_ptr(b + kc + j) + c * es;
-        for (int64_t o = 0; o < width * es; o += 64) V::Prefetch(p + o);
+    if (nl == 0) continue;
+    for (int t0 = 0; t0 < T; t0 += NT * kMaxTiles) {  // token tiles, kMaxTiles at a time
+      const int ntiles = std::min(kMaxTiles, (T - t0 + NT - 1) / NT);
+      for (int k = 0; k < ntiles; ++k) {
+        const int u0 = t0 + k * NT, nt = std::min(NT, T - u0);
+        tn[k] = 0;
+        for (int q = 0; q < nl; ++q) {
+          bool any = !skip_zero_rows || ntiles == 1;
+          for (int u = 0; u < nt && !any; ++u) any = h[(u0 + u) * ldh + b + live[q]] != 0.f;
+          if (any) tl[k][tn[k]++] = live[q];
+        }
       }
-      if (nl == 0) continue;
-      for (int q = 0; q < nl; ++q) {
-        const char* src = row_ptr(b + live[q]) + c * es;
+      for (int64_t c = 0; c < width_all; c += CB) {
+        const int width = static_cast<int>(std::min<int64_t>(CB, width_all - c));
+        if (t0 == 0) {
+          // Prefetch kPrefetchBytes ahead along each row of the block, into the next block's
+          // rows near the end of the columns.
+          const int64_t ahead = c * es + kPrefetchBytes;
+          if (ahead < width_all * es) {
+            for (int j = 0; j < kc; ++j)
+              for (int64_t o = 0; o < width * es; o += 64) V::Prefetch(rp[j] + ahead + o);
+          } else {
+            for (int j = 0; j < nnext; ++j)
+              for (int64_t o = 0; o < width * es; o += 64)
+                V::Prefetch(next[j] + (ahead - width_all * es) + o);
+          }
+        }
         if (panel) {
-          float* dst = pan + q * CB;
-          int v = 0;
-          for (; (v + 1) * L <= width; ++v) V::Store(dst + v * L, V::template LoadW<D>(src, v * L));
-          if (v * L < width)
-            V::Store(dst + v * L, V::template LoadWPart<D>(src, v * L, width - v * L));
-          wfull[q] = dst;
-        } else {
-          wfull[q] = src;
-        }
-      }
-      for (int t0 = 0; t0 < T; t0 += NT) {
-        const int nt = std::min(NT, T - t0);
-        const float* ht = h + t0 * ldh + b;
-        int m = 0;
-        if (skip_zero_rows && T > NT) {  // rows zero for this tile's tokens add exact zeros
           for (int q = 0; q < nl; ++q) {
-            bool any = false;
-            for (int u = 0; u < nt && !any; ++u) any = ht[u * ldh + live[q]] != 0.f;
-            if (any) tile_live[m++] = q;
+            const char* src = rp[live[q]] + c * es;
+            float* dst = pan + q * CB;
+            int v = 0;
+            for (; (v + 1) * L <= width; ++v)
+              V::Store(dst + v * L, V::template LoadW<D>(src, v * L));
+            if (v * L < width)
+              V::Store(dst + v * L, V::template LoadWPart<D>(src, v * L, width - v * L));
           }
-        } else {
-          for (int q = 0; q < nl; ++q) tile_live[m++] = q;
         }
-        if (m == 0) continue;
-        for (int q = 0; q < m; ++q) {
-          hrow[q] = ht + live[tile_live[q]];
-          wp[q] = wfull[tile_live[q]];
-        }
-        float* yt = y + t0 * ldy + c;
-        if (width == CB) {
-          if (panel) {
-            AxpyTileN<V, DType::kF32, VN>(nt, hrow, ldh, m, wp, L, yt, ldy);
-          } else {
-            AxpyTileN<V, D, VN>(nt, hrow, ldh, m, wp, L, yt, ldy);
+        for (int k = 0; k < ntiles; ++k) {
+          const int m = tn[k];
+          if (m == 0) continue;
+          const int u0 = t0 + k * NT, nt = std::min(NT, T - u0);
+          const float* ht = h + u0 * ldh + b;
+          for (int q = 0; q < m; ++q) {
+            const int j = tl[k][q];
+            hrow[q] = ht + j;
+            wp[q] = panel ? static_cast<const void*>(pan + slot_of[j] * CB)
+                          : static_cast<const void*>(rp[j] + c * es);
           }
-          continue;
-        }
-        // A short last column block, one vector at a time.
-        for (int v = 0; v * L < width; ++v) {
-          const int last = std::min(L, width - v * L);
-          const void* wv[KC];
-          const int64_t off = (panel ? 4 : es) * v * L;
-          for (int q = 0; q < m; ++q) wv[q] = static_cast<const char*>(wp[q]) + off;
-          if (panel) {
-            AxpyTileN<V, DType::kF32, 1>(nt, hrow, ldh, m, wv, last, yt + v * L, ldy);
-          } else {
-            AxpyTileN<V, D, 1>(nt, hrow, ldh, m, wv, last, yt + v * L, ldy);
+          float* yt = y + u0 * ldy + c0 + c;
+          if (width == CB) {
+            if (panel) {
+              AxpyTileN<V, DType::kF32, VN>(nt, hrow, ldh, m, wp, L, yt, ldy);
+            } else {
+              AxpyTileN<V, D, VN>(nt, hrow, ldh, m, wp, L, yt, ldy);
+            }
+            continue;
+          }
+          // A short last column block, one vector at a time.
+          for (int v = 0; v * L < width; ++v) {
+            const int last = std::min(L, width - v * L);
+            const void* wv[KMAX];
+            const int64_t off = (panel ? 4 : es) * v * L;
+            for (int q = 0; q < m; ++q) wv[q] = static_cast<const char*>(wp[q]) + off;
+            if (panel) {
+              AxpyTileN<V, DType::kF32, 1>(nt, hrow, ldh, m, wv, last, yt + v * L, ldy);
+            } else {
+              AxpyTileN<V, D, 1>(nt, hrow, ldh, m, wv, last, yt + v * L, ldy);
+            }
           }
         }
       }
