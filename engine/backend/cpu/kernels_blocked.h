@@ -5,7 +5,7 @@
 // V provides, for a register type V::Reg of V::kLanes floats:
 //   Zero(), LoadX(p), LoadXPart(p, n), LoadW<D>(base, k), LoadWPart<D>(base, k, n), Fma(a, b, c)
 //   = a·b + c (fused), Bcast(f), Store(p, r), StorePart(p, r, n), HSum(r) in a fixed order,
-//   Prefetch(p); the constants kDotRows, kDotToks (dot tile) and kAxToks, kAxVecs (axpy tile).
+//   Prefetch(p) (into L1), PrefetchL2(p); the constants kDotRows, kDotToks (dot tile) and kAxToks, kAxVecs (axpy tile).
 //   *Part variants touch only the first n < kLanes lanes (the rest read as 0).
 //
 // Summation orders (the batch-invariance contract of kernels.h):
@@ -20,14 +20,23 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 
 #include "engine/common/dtype.h"
 
 namespace sparsed::cpu::blocked {
 
 constexpr size_t DTypeSizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
-// How far ahead of its loads a kernel prefetches along each weight row.
-constexpr int64_t kPrefetchBytes = 512;
+// How far ahead of its loads the dot kernel prefetches along each weight row, and how many bytes
+// ahead the axpy kernel prefetches over a whole block of rows.
+#ifndef SPARSED_DOT_PREFETCH
+#define SPARSED_DOT_PREFETCH 512
+#endif
+#ifndef SPARSED_AX_PREFETCH
+#define SPARSED_AX_PREFETCH 8192
+#endif
+constexpr int64_t kPrefetchBytes = SPARSED_DOT_PREFETCH;
+constexpr int64_t kAxPrefetchBlockBytes = SPARSED_AX_PREFETCH;
 
 // ---------------------------------------------------------------------------------------------
 // dot_rows: y[t·ldy + i] = dot(x[t], W[rows ? rows[i] : i]).
@@ -199,116 +208,175 @@ inline void AxpyTileN(int nt, const float* const* hrow, int64_t ldh, int n, cons
   }
 }
 
-// Rows are taken in blocks; for each block and each column block of kAxVecs vectors, every tile
-// of kAxToks tokens runs over the block's rows that are non-zero for some token of the tile.
-// One token tile (decode): blocks of 8 rows read straight from the weights, each row streamed
-// along its columns. More tiles: blocks of 64 rows, each column block of them converted once to
-// an fp32 panel that every tile then reads from cache.
+// Runs the tiles of one column block [c, c + width) (relative to the pointers in wcol) for
+// token tiles whose row lists are given: tl[k][0..tn[k]) are block rows non-zero for tile k.
 template <class V, DType D>
-void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
-              int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows) {
-  constexpr int L = V::kLanes, NT = V::kAxToks, VN = V::kAxVecs, KMAX = 64, CB = VN * L;
-  constexpr int kMaxTiles = 8;  // token tiles whose row lists are kept per block
+inline void AxpyColumnBlock(const float* h, int64_t ldh, int T, int t0, int ntiles,
+                            const int32_t (*tl)[64], const int* tn, const void* const* wcol,
+                            int width, float* y, int64_t ldy) {
+  constexpr int L = V::kLanes, NT = V::kAxToks, VN = V::kAxVecs, CB = VN * L;
   constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
-  auto row_ptr = [&](int64_t i) {
-    return static_cast<const char*>(w) + (rows ? rows[i] : i) * cols * es;
-  };
-  const bool panel = T > NT;
-  const int KC = panel ? KMAX : 8;
-  alignas(64) float pan[KMAX * CB];
-  int32_t live[KMAX];       // rows of the block non-zero for some token
-  int32_t slot_of[KMAX];    // block row → panel slot
-  int32_t tl[kMaxTiles][KMAX];  // per token tile: its non-zero rows (block row ids)
-  int tn[kMaxTiles];
-  const float* hrow[KMAX];
-  const void* wp[KMAX];
-  const int64_t width_all = c1 - c0;
-  for (int64_t b = 0; b < n; b += KC) {
-    const int kc = static_cast<int>(std::min<int64_t>(KC, n - b));
-    const char* rp[KMAX];
-    const char* next[KMAX];
-    const int nnext = static_cast<int>(std::min<int64_t>(KC, std::max<int64_t>(0, n - b - kc)));
-    for (int j = 0; j < kc; ++j) rp[j] = row_ptr(b + j) + c0 * es;
-    for (int j = 0; j < nnext; ++j) next[j] = row_ptr(b + kc + j) + c0 * es;
+  const float* hrow[64];
+  const void* wp[64];
+  for (int k = 0; k < ntiles; ++k) {
+    const int m = tn[k];
+    if (m == 0) continue;
+    const int u0 = t0 + k * NT, nt = std::min(NT, T - u0);
+    for (int q = 0; q < m; ++q) {
+      hrow[q] = h + u0 * ldh + tl[k][q];
+      wp[q] = wcol[tl[k][q]];
+    }
+    float* yt = y + u0 * ldy;
+    if (width == CB) {
+      AxpyTileN<V, D, VN>(nt, hrow, ldh, m, wp, L, yt, ldy);
+      continue;
+    }
+    for (int v = 0; v * L < width; ++v) {  // a short last column block, a vector at a time
+      const void* wv[64];
+      for (int q = 0; q < m; ++q) wv[q] = static_cast<const char*>(wp[q]) + es * v * L;
+      AxpyTileN<V, D, 1>(nt, hrow, ldh, m, wv, std::min(L, width - v * L), yt + v * L, ldy);
+    }
+  }
+}
+
+// Fills tl/tn for token tiles t0, t0 + NT, ... (ntiles of them) over the block's live rows.
+template <int NT>
+inline void TileRowLists(const float* h, int64_t ldh, int T, int t0, int ntiles,
+                         const int32_t* live, int nl, bool filter, int32_t (*tl)[64], int* tn) {
+  for (int k = 0; k < ntiles; ++k) {
+    const int u0 = t0 + k * NT, nt = std::min(NT, T - u0);
+    tn[k] = 0;
+    for (int q = 0; q < nl; ++q) {
+      bool any = !filter;
+      for (int u = 0; u < nt && !any; ++u) any = h[(u0 + u) * ldh + live[q]] != 0.f;
+      if (any) tl[k][tn[k]++] = live[q];
+    }
+  }
+}
+
+// At most one token tile (decode): blocks of kDirectRows rows read straight from the weights,
+// column block by column block; each row is a sequential stream, prefetched ahead.
+template <class V, DType D>
+void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const* rp_all,
+                int64_t n_avail, int64_t width_all, float* y, int64_t ldy, bool skip_zero_rows) {
+  constexpr int L = V::kLanes, CB = V::kAxVecs * L, kRows = 8;
+  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
+  int32_t live[kRows];
+  int32_t tl[1][64];
+  int tn[1];
+  const void* wcol[kRows];
+  for (int64_t b = 0; b < n; b += kRows) {
+    const int kc = static_cast<int>(std::min<int64_t>(kRows, n - b));
+    const int nnext = static_cast<int>(std::min<int64_t>(kRows, n_avail - b - kc));
+    const char* const* rp = rp_all + b;
     int nl = 0;
     for (int j = 0; j < kc; ++j) {
       bool any = !skip_zero_rows;
       for (int t = 0; t < T && !any; ++t) any = h[t * ldh + b + j] != 0.f;
-      slot_of[j] = nl;
+      if (any) live[nl++] = j;
+    }
+    TileRowLists<V::kAxToks>(h + b, ldh, T, 0, 1, live, nl, false, tl, tn);
+    const int64_t ahead = std::max<int64_t>(CB * es, kAxPrefetchBlockBytes / kRows);
+    for (int64_t c = 0; c < width_all; c += CB) {
+      const int width = static_cast<int>(std::min<int64_t>(CB, width_all - c));
+      // Prefetch `ahead` bytes along each row, into the next block's rows near the end.
+      const int64_t pa = c * es + ahead;
+      if (pa < width_all * es) {
+        for (int j = 0; j < nl; ++j)
+          for (int64_t o = 0; o < width * es; o += 64) V::Prefetch(rp[live[j]] + pa + o);
+      } else {
+        for (int j = 0; j < nnext; ++j)
+          for (int64_t o = 0; o < width * es; o += 64)
+            V::Prefetch(rp[kc + j] + (pa - width_all * es) + o);
+      }
+      if (nl == 0) continue;
+      for (int j = 0; j < kc; ++j) wcol[j] = rp[j] + c * es;
+      AxpyColumnBlock<V, D>(h + b, ldh, T, 0, 1, tl, tn, wcol, width, y + c, ldy);
+    }
+  }
+}
+
+// Several token tiles: blocks of rows whose columns [c0, c1) are converted once to an fp32 panel
+// (rows padded off a power-of-two stride, so a column block of many rows does not fall into one
+// cache set); every tile then runs over the panel, column block by column block, skipping rows
+// zero for all its tokens.
+template <class V, DType D>
+void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const* rp_all,
+               int64_t n_avail, int64_t width_all, float* y, int64_t ldy, bool skip_zero_rows) {
+  constexpr int L = V::kLanes, NT = V::kAxToks, CB = V::kAxVecs * L;
+  constexpr int kMaxRows = 64, kMaxTiles = 8;
+  constexpr int64_t kPanelFloats = 64 * 1024;  // 256 KiB: an L2-resident panel
+  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
+  const int64_t stride = (width_all + L - 1) / L * L + L;
+  const int rows_per_block =
+      static_cast<int>(std::clamp<int64_t>(kPanelFloats / stride, 1, kMaxRows));
+  std::unique_ptr<float[]> heap;
+  alignas(64) float stack_pan[kPanelFloats];
+  float* pan = stack_pan;
+  if (stride > kPanelFloats) {  // a very wide row: one row per block, on the heap
+    heap.reset(new float[stride]);
+    pan = heap.get();
+  }
+  int32_t live[kMaxRows];
+  int32_t tl[kMaxTiles][64];
+  int tn[kMaxTiles];
+  const void* wcol[kMaxRows];
+  for (int64_t b = 0; b < n; b += rows_per_block) {
+    const int kc = static_cast<int>(std::min<int64_t>(rows_per_block, n - b));
+    const char* const* rp = rp_all + b;
+    int nl = 0;
+    for (int j = 0; j < kc; ++j) {
+      bool any = !skip_zero_rows;
+      for (int t = 0; t < T && !any; ++t) any = h[t * ldh + b + j] != 0.f;
       if (any) live[nl++] = j;
     }
     if (nl == 0) continue;
-    for (int t0 = 0; t0 < T; t0 += NT * kMaxTiles) {  // token tiles, kMaxTiles at a time
+    // Convert the live rows, each read as one sequential stream; the next one is prefetched
+    // while the current one converts.
+    for (int q = 0; q < nl; ++q) {
+      const char* src = rp[live[q]];
+      const char* pf = q + 1 < nl ? rp[live[q + 1]] : (b + kc < n_avail ? rp[kc] : nullptr);
+      float* dst = pan + q * stride;
+      int64_t c = 0;
+      for (; c + L <= width_all; c += L) {
+        if (pf != nullptr && ((c * es) & 63) == 0) V::Prefetch(pf + c * es);
+        V::Store(dst + c, V::template LoadW<D>(src, c));
+      }
+      if (c < width_all)
+        V::Store(dst + c, V::template LoadWPart<D>(src, c, static_cast<int>(width_all - c)));
+      wcol[live[q]] = dst;
+    }
+    for (int t0 = 0; t0 < T; t0 += NT * kMaxTiles) {
       const int ntiles = std::min(kMaxTiles, (T - t0 + NT - 1) / NT);
-      for (int k = 0; k < ntiles; ++k) {
-        const int u0 = t0 + k * NT, nt = std::min(NT, T - u0);
-        tn[k] = 0;
-        for (int q = 0; q < nl; ++q) {
-          bool any = !skip_zero_rows || ntiles == 1;
-          for (int u = 0; u < nt && !any; ++u) any = h[(u0 + u) * ldh + b + live[q]] != 0.f;
-          if (any) tl[k][tn[k]++] = live[q];
-        }
-      }
+      TileRowLists<NT>(h + b, ldh, T, t0, ntiles, live, nl, skip_zero_rows, tl, tn);
       for (int64_t c = 0; c < width_all; c += CB) {
-        const int width = static_cast<int>(std::min<int64_t>(CB, width_all - c));
-        if (t0 == 0) {
-          // Prefetch kPrefetchBytes ahead along each row of the block, into the next block's
-          // rows near the end of the columns.
-          const int64_t ahead = c * es + kPrefetchBytes;
-          if (ahead < width_all * es) {
-            for (int j = 0; j < kc; ++j)
-              for (int64_t o = 0; o < width * es; o += 64) V::Prefetch(rp[j] + ahead + o);
-          } else {
-            for (int j = 0; j < nnext; ++j)
-              for (int64_t o = 0; o < width * es; o += 64)
-                V::Prefetch(next[j] + (ahead - width_all * es) + o);
-          }
-        }
-        if (panel) {
-          for (int q = 0; q < nl; ++q) {
-            const char* src = rp[live[q]] + c * es;
-            float* dst = pan + q * CB;
-            int v = 0;
-            for (; (v + 1) * L <= width; ++v)
-              V::Store(dst + v * L, V::template LoadW<D>(src, v * L));
-            if (v * L < width)
-              V::Store(dst + v * L, V::template LoadWPart<D>(src, v * L, width - v * L));
-          }
-        }
-        for (int k = 0; k < ntiles; ++k) {
-          const int m = tn[k];
-          if (m == 0) continue;
-          const int u0 = t0 + k * NT, nt = std::min(NT, T - u0);
-          const float* ht = h + u0 * ldh + b;
-          for (int q = 0; q < m; ++q) {
-            const int j = tl[k][q];
-            hrow[q] = ht + j;
-            wp[q] = panel ? static_cast<const void*>(pan + slot_of[j] * CB)
-                          : static_cast<const void*>(rp[j] + c * es);
-          }
-          float* yt = y + u0 * ldy + c0 + c;
-          if (width == CB) {
-            if (panel) {
-              AxpyTileN<V, DType::kF32, VN>(nt, hrow, ldh, m, wp, L, yt, ldy);
-            } else {
-              AxpyTileN<V, D, VN>(nt, hrow, ldh, m, wp, L, yt, ldy);
-            }
-            continue;
-          }
-          // A short last column block, one vector at a time.
-          for (int v = 0; v * L < width; ++v) {
-            const int last = std::min(L, width - v * L);
-            const void* wv[KMAX];
-            const int64_t off = (panel ? 4 : es) * v * L;
-            for (int q = 0; q < m; ++q) wv[q] = static_cast<const char*>(wp[q]) + off;
-            if (panel) {
-              AxpyTileN<V, DType::kF32, 1>(nt, hrow, ldh, m, wv, last, yt + v * L, ldy);
-            } else {
-              AxpyTileN<V, D, 1>(nt, hrow, ldh, m, wv, last, yt + v * L, ldy);
-            }
-          }
-        }
+        const void* wc[kMaxRows];
+        for (int q = 0; q < nl; ++q)
+          wc[live[q]] = static_cast<const float*>(wcol[live[q]]) + c;
+        AxpyColumnBlock<V, DType::kF32>(h + b, ldh, T, t0, ntiles, tl, tn, wc,
+                                        static_cast<int>(std::min<int64_t>(CB, width_all - c)),
+                                        y + c, ldy);
       }
+    }
+  }
+}
+
+template <class V, DType D>
+void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
+              int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows) {
+  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
+  constexpr int64_t kChunk = 1024;  // row pointers computed per chunk of rows
+  const char* rp[kChunk + 64];
+  for (int64_t b = 0; b < n; b += kChunk) {
+    const int64_t cnt = std::min<int64_t>(kChunk, n - b);
+    // Row pointers at column c0, plus a few of the next chunk for prefetching.
+    const int64_t extra = std::min<int64_t>(64, n - b - cnt);
+    for (int64_t j = 0; j < cnt + extra; ++j)
+      rp[j] = static_cast<const char*>(w) + ((rows ? rows[b + j] : b + j) * cols + c0) * es;
+    if (T > V::kAxToks) {
+      AxpyPanel<V, D>(h + b, ldh, T, cnt, rp, cnt + extra, c1 - c0, y + c0, ldy, skip_zero_rows);
+    } else {
+      AxpyDirect<V, D>(h + b, ldh, T, cnt, rp, cnt + extra, c1 - c0, y + c0, ldy, skip_zero_rows);
     }
   }
 }
