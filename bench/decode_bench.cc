@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_format.h"
 #include "bench/bandwidth.h"
+#include "bench/fma_peak.h"
 #include "engine/engine.h"
 #include "tools/synthetic.h"
 
@@ -50,7 +51,9 @@ constexpr const char* kUsage =
     "                    [--device cpu|cuda] [--cublas_baseline] [--fallback] [--graphs]\n"
     "                    [--bandwidth_gbs X]\n"
     "                    [--steps N] [--rounds N] [--batches 1,4,16] [--prompt_len 8]\n"
-    "                    [--kv_dtype fp32|bf16]\n";
+    "                    [--kv_dtype fp32|bf16] [--prefill 128,512] [--prefill_chunk 256]\n"
+    "  --prefill: also time prompts of these lengths (one sequence, chunks of --prefill_chunk\n"
+    "  tokens as the daemon's --max_prefill_chunk cuts them), against the FMA peak (CPU).\n";
 
 // Batch size from which the FFN ran faster in dense cuBLAS than union sparse on an H100 at
 // LLaMA-2-7B shape and ~11% active (bench/results/gpu_h100_v10_e2e.md).
@@ -70,6 +73,8 @@ int Main(int argc, char** argv) {
   bool graphs = false;           // + an exact/off engine with CUDA step graphs
   double bandwidth = 0;
   std::vector<int> batches = {1, 4, 16};
+  std::vector<int> prefills;
+  int prefill_chunk = 256;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has = i + 1 < argc;
@@ -99,6 +104,10 @@ int Main(int argc, char** argv) {
       prompt_len = std::max(1, std::atoi(argv[++i]));
     else if (a == "--kv_dtype" && has)
       kv_dtype = argv[++i];
+    else if (a == "--prefill" && has)
+      prefills = ParseList(argv[++i]);
+    else if (a == "--prefill_chunk" && has)
+      prefill_chunk = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr, "%s", kUsage);
       return 2;
@@ -126,13 +135,15 @@ int Main(int argc, char** argv) {
   }
   int max_batch = 1;
   for (int B : batches) max_batch = std::max(max_batch, B);
+  int max_prompt = prompt_len;
+  for (int P : prefills) max_prompt = std::max(max_prompt, P);
   auto load = [&](int cublas_min_tokens,
                   bool step_graphs = false) -> absl::StatusOr<std::unique_ptr<Engine>> {
     EngineOptions o;
     o.model_dir = model;
     o.load_tokenizer = false;
     o.device = device;
-    o.kv_blocks = max_batch * ((prompt_len + steps + 16) / 16 + 1);
+    o.kv_blocks = std::max(max_batch * ((prompt_len + steps + 16) / 16 + 1), max_prompt / 16 + 2);
     o.kv_cache_dtype = kv_dtype;
     o.sparsity_mode = "exact";
     o.backend.cublas_min_tokens = cublas_min_tokens;
@@ -273,6 +284,80 @@ int Main(int argc, char** argv) {
                   roof > 0 ? absl::StrFormat("%.2f", roof).c_str() : "n/a",
                   roof > 0 ? absl::StrFormat("%.0f%%", 100 * med / roof).c_str() : "n/a",
                   ratio("off").c_str(), ratio("off, cuBLAS").c_str());
+    }
+  }
+  if (!prefills.empty()) {
+    const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const std::string isa = device == "cpu" ? engine.backend().Describe() : "";
+    const double peak =
+        device == "cpu"
+            ? MeasureFmaPeakGflops(isa.find("avx512") != std::string::npos ? "avx512" : "avx2",
+                                   threads)
+            : 0;
+    // FLOPs of one prompt token: every product (2 per weight element) and attention (q·k and
+    // p·v over the positions before it); the LM head runs once, for the last token.
+    const double d = c.hidden_size, F = c.intermediate_size, hd = c.head_dim;
+    const double proj = d * hd * (c.num_heads * 2 + c.num_kv_heads * 2);
+    std::map<std::pair<int, size_t>, std::vector<double>> secs_of;
+    std::map<std::pair<int, size_t>, double> union_of;
+    for (int round = 0; round < rounds; ++round) {
+      for (int P : prefills) {
+        for (size_t ci = 0; ci < configs.size(); ++ci) {
+          Engine& e = *configs[ci].engine;
+          if (const absl::Status s = e.SetSparsityMode(configs[ci].mode); !s.ok()) return Fail(s);
+          std::vector<int32_t> table;
+          for (int b = 0; b < (P + e.kv_block_size() - 1) / e.kv_block_size(); ++b)
+            table.push_back(b);
+          double uni = 0;
+          int chunks = 0;
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int start = 0; start < P; start += prefill_chunk) {
+            const int n = std::min(prefill_chunk, P - start);
+            Batch b;
+            for (int j = 0; j < n; ++j)
+              b.token_ids.push_back(1 + ((start + j) * 17 + 5) % (c.vocab_size - 1));
+            b.sequences.push_back({table, start, n, start + n == P});
+            auto r = e.Step(b);
+            if (!r.ok()) return Fail(r.status());
+            for (const FfnStats& st : r->layer_stats) uni += st.union_ratio() / r->layer_stats.size();
+            ++chunks;
+          }
+          secs_of[{P, ci}].push_back(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+          union_of[{P, ci}] = uni / chunks;
+        }
+      }
+    }
+    std::printf("\nPrefill: one sequence, chunks of %d tokens; median (min) of %d interleaved "
+                "rounds. FLOPs counted as done: every product, attention, and for exact the union "
+                "rows of up and down only",
+                prefill_chunk, rounds);
+    if (peak > 0) std::printf("; FMA peak %.1f GFLOP/s (%d threads, measured)", peak, threads);
+    std::printf("\n\n| prompt | mode | tokens/s | union | GFLOP/s | of FMA peak | vs off |\n"
+                "|---|---|---|---|---|---|---|\n");
+    for (int P : prefills) {
+      double off_med = 0;
+      for (size_t ci = 0; ci < configs.size(); ++ci) {
+        std::vector<double>& v = secs_of[{P, ci}];
+        std::sort(v.begin(), v.end());
+        if (configs[ci].label == "off") off_med = v[v.size() / 2];
+      }
+      for (size_t ci = 0; ci < configs.size(); ++ci) {
+        const std::vector<double>& v = secs_of[{P, ci}];
+        const double med = v[v.size() / 2];
+        const bool sparse = configs[ci].mode == SparsityMode::kExact;
+        const double ffn = sparse ? union_of[{P, ci}] : 1.0;
+        const double flops =
+            P * c.num_layers * 2 * (proj + d * F * (1 + 2 * ffn)) +
+            c.num_layers * 4.0 * c.num_heads * hd * (P * (P + 1) / 2.0) + 2 * d * c.vocab_size;
+        const double gf = flops / med / 1e9;
+        std::printf("| %d | %s | %.1f (%.1f) | %.1f%% | %.1f | %s | %s |\n", P,
+                    configs[ci].label.c_str(), P / med, P / v.back(), 100 * union_of[{P, ci}], gf,
+                    peak > 0 ? absl::StrFormat("%.0f%%", 100 * gf / peak).c_str() : "n/a",
+                    configs[ci].label == "off" || off_med == 0
+                        ? ""
+                        : absl::StrFormat("%.2f×", off_med / med).c_str());
+      }
     }
   }
   // Whether step graphs stayed on through the run (the backend turns them off, saying why, when
