@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <tuple>
 
@@ -59,6 +60,52 @@ TEST_P(CpuOps, MatMulMatchesReference) {
       backend_->MatMul(x.data(), T, w.m, y.data());
       EXPECT_LT(ref::RelMaxError(y, ref::MatMul(x, T, w.m)), 2e-5)
           << "T=" << T << " N=" << N << " K=" << K;
+    }
+  }
+}
+
+// The register-blocked products at every batch size the engine sends (decode batches, prefill
+// chunks), with K and the output width off the vector widths: each token's row of the result
+// is bitwise its result alone, whatever the batch size, the rows gathered or the thread count.
+TEST_P(CpuOps, ProductsBitwiseInvariantUpTo256Tokens) {
+  const std::string isa = std::get<0>(GetParam());
+  const int N = 45, K = 83, F = 70, d = 83;
+  OwnedMatrix w = RandomMatrix(N, K, dtype(), rng_);
+  OwnedMatrix wd = RandomMatrix(F, d, dtype(), rng_);
+  const std::vector<int32_t> rows = {0, 2, 3, 9, 10, 11, 12, 30, 31, 44};
+  const int n = static_cast<int>(rows.size());
+  for (int threads : {1, 3}) {
+    BackendOptions o;
+    o.cpu_isa = isa;
+    o.threads = threads;
+    CpuBackend be(o);
+    for (int T : {1, 2, 3, 6, 7, 12, 17, 64, 129, 256}) {
+      const std::vector<float> x = RandomVec(static_cast<size_t>(T) * K, rng_);
+      std::vector<float> h = RandomVec(static_cast<size_t>(T) * F, rng_);
+      for (size_t i = 0; i < h.size(); i += 3) h[i] = 0.f;  // per-token zeros
+      std::vector<float> y(static_cast<size_t>(T) * N), yg(static_cast<size_t>(T) * n),
+          yd(static_cast<size_t>(T) * d, 0.f);
+      be.MatMul(x.data(), T, w.m, y.data());
+      be.MatMulRows(x.data(), T, w.m, rows.data(), n, yg.data());
+      be.AxpyRows(h.data(), F, T, F, nullptr, wd.m, yd.data(), /*skip_zero_rows=*/true);
+      EXPECT_LT(ref::RelMaxError(y, ref::MatMul(x, T, w.m)), 2e-5) << "T=" << T;
+      for (int t = 0; t < T; ++t) {
+        std::vector<float> y1(N), yg1(n), yd1(d, 0.f);
+        be.MatMul(x.data() + t * K, 1, w.m, y1.data());
+        be.MatMulRows(x.data() + t * K, 1, w.m, rows.data(), n, yg1.data());
+        be.AxpyRows(h.data() + t * F, F, 1, F, nullptr, wd.m, yd1.data(), true);
+        ASSERT_EQ(0, std::memcmp(y1.data(), &y[t * N], N * sizeof(float)))
+            << "MatMul T=" << T << " token " << t << " threads " << threads;
+        ASSERT_EQ(0, std::memcmp(yg1.data(), &yg[t * n], n * sizeof(float)))
+            << "MatMulRows T=" << T << " token " << t << " threads " << threads;
+        ASSERT_EQ(0, std::memcmp(yd1.data(), &yd[t * d], d * sizeof(float)))
+            << "AxpyRows T=" << T << " token " << t << " threads " << threads;
+        for (int c = 0; c < d; ++c) {
+          double e = 0;
+          for (int i = 0; i < F; ++i) e += double(h[t * F + i]) * LoadAsF32(wd.m.Row(i), dtype(), c);
+          ASSERT_NEAR(yd[t * d + c], e, 1e-4 * (1 + std::fabs(e))) << "T=" << T << " c=" << c;
+        }
+      }
     }
   }
 }

@@ -46,10 +46,13 @@ struct TestFfn {
   }
 };
 
-std::unique_ptr<CpuBackend> Cpu(double break_even) {
+std::unique_ptr<CpuBackend> Cpu(double break_even, double per_token = -1, int threads = 2,
+                                const std::string& isa = "") {
   BackendOptions o;
-  o.threads = 2;
+  o.threads = threads;
   o.dense_break_even = break_even;
+  o.per_token_break_even = per_token;
+  o.cpu_isa = isa;
   return std::make_unique<CpuBackend>(o);
 }
 
@@ -128,6 +131,48 @@ INSTANTIATE_TEST_SUITE_P(Masks, SparseFfn,
                                   std::to_string(int(c.skew)) + "_" +
                                   std::string(DTypeName(c.dtype));
                          });
+
+// Every path a step can take — union products (register tiles over the union), per-token
+// products (each token's own neurons), the dense fallback — on every ISA and thread count, at
+// batch sizes up to 256 and shapes off the vector widths (d = 83: partial vectors in every dot
+// and every column block): a token's output is bitwise its output alone on that ISA.
+TEST(SparseFfnInvariance, EveryPathIsaThreadCountAndBatchSize) {
+  TestFfn f(300, 83, 0.11, 2.0, DType::kBF16, 21);
+  const FfnLayer layer = f.Layer(Activation::kFatRelu, 0.05f);
+  std::mt19937_64 rng(17);
+  const std::vector<float> x0 = f.Input(1, rng);
+  for (const char* isa : {"avx512", "avx2", "generic"}) {
+    if (cpu::SelectKernels(isa).isa != isa) continue;
+    std::vector<float> y0(f.d);
+    Cpu(1.0, 0.0, 1, isa)->Ffn(layer, x0.data(), 1, SparsityMode::kExact, y0.data(), nullptr);
+    struct Path {
+      const char* name;
+      double dense_break_even, per_token;
+    };
+    for (const Path& p : {Path{"union", 1.0, 0.0}, Path{"per-token", 1.0, 2.0},
+                          Path{"dense fallback", 0.0, 0.0}}) {
+      for (int threads : {1, 2, 3}) {
+        auto be = Cpu(p.dense_break_even, p.per_token, threads, isa);
+        for (int B : {2, 5, 7, 13, 64, 100, 256}) {
+          std::vector<float> xb = f.Input(B, rng);
+          const int slot = static_cast<int>(rng() % B);
+          std::memcpy(&xb[slot * f.d], x0.data(), f.d * sizeof(float));
+          std::vector<float> yb(B * f.d);
+          FfnStats st;
+          be->Ffn(layer, xb.data(), B, SparsityMode::kExact, yb.data(), &st);
+          EXPECT_EQ(0, std::memcmp(&yb[slot * f.d], y0.data(), f.d * sizeof(float)))
+              << isa << " " << p.name << " threads " << threads << " batch " << B << " slot "
+              << slot;
+          EXPECT_EQ(st.dense, p.dense_break_even == 0.0);
+          // Against the plain reference too (a path that is invariant but wrong fails here).
+          const std::vector<float> yr =
+              ref::Ffn(xb, B, &f.gate, f.up, f.down_t, Activation::kFatRelu, 0.05f);
+          EXPECT_LT(ref::RelMaxError(yb, yr), 1e-4) << isa << " " << p.name << " batch " << B;
+        }
+      }
+    }
+  }
+}
 
 TEST(SparseFfnNonGated, MatchesReference) {
   TestFfn f(256, 64, 0.1, 0.0, DType::kBF16, 3);

@@ -115,6 +115,10 @@ struct BackendOptions {
   std::string cpu_isa;  // CPU: force "avx512" | "avx2" | "generic"
   double dense_break_even =
       -1;  // union ratio above which exact mode runs dense; <0 = backend default
+  // CPU: exact mode computes each token's own active neurons instead of the batch's union when
+  // (mean active neurons per token) < this × (union size); the same bits either way. 0 = never,
+  // <0 = backend default.
+  double per_token_break_even = -1;
   // CUDA: calls of at least this many tokens run the FFN and the dense products in cuBLAS (bf16
   // tensor cores; faster for large batches, but a token's result then depends on the batch
   // size). 0 = never.

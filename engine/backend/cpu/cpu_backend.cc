@@ -16,6 +16,10 @@ namespace {
 // 69% (1.11-1.16x) and loses at 93-94% (0.92-0.99x); past this ratio the fallback reads every
 // up row (still skipping all-zero down rows in exact mode).
 constexpr double kDefaultCpuBreakEven = 0.85;
+// Exact mode runs per-token products when the tokens' mean active neurons are below this
+// fraction of the union (bench/results: the union tiles run near the FMA peak, per-token dots at
+// a fraction of it).
+constexpr double kDefaultPerTokenBreakEven = 0.5;
 constexpr int64_t kRowsPerTask = 32;
 constexpr int64_t kTokensPerTask = 12;  // a multiple of every table's token tile
 
@@ -34,7 +38,9 @@ CpuBackend::CpuBackend(const BackendOptions& options)
     : kernels_(cpu::SelectKernels(options.cpu_isa)),
       pool_(options.threads > 0 ? options.threads : DefaultThreads()),
       dense_break_even_(options.dense_break_even >= 0 ? options.dense_break_even
-                                                      : kDefaultCpuBreakEven) {}
+                                                      : kDefaultCpuBreakEven),
+      per_token_break_even_(options.per_token_break_even >= 0 ? options.per_token_break_even
+                                                              : kDefaultPerTokenBreakEven) {}
 
 std::string CpuBackend::Describe() const {
   return absl::StrCat("cpu isa=", kernels_.isa, " threads=", pool_.num_threads());
@@ -123,22 +129,35 @@ void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* 
 
 void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows,
                           const Matrix& w, float* y, bool skip_zero_rows) {
-  // Neurons are split into kDownChunks fixed ranges of neuron ids. Each range's rows are summed
-  // (in order) into its own partial, then partials are added in range order: every output
-  // element's summation order depends on neuron ids only — not on the union, the batch or the
-  // thread count. Tasks are (range, column group) pairs: columns are independent, so splitting
-  // them changes no sum and lets more threads share a range.
   const int64_t F = w.rows, cols = w.cols;
   const size_t es = DTypeSize(w.dtype);
   int64_t bounds[kDownChunks + 1];
   for (int c = 0; c <= kDownChunks; ++c) {
-    const int64_t neuron = F * c / kDownChunks;
+    const int64_t neuron = DownChunkStart(F, c);
     bounds[c] = rows
                     ? std::lower_bound(rows, rows + n,
                                        static_cast<int32_t>(std::min<int64_t>(neuron, INT32_MAX))) -
                           rows
                     : std::min(neuron, n);
   }
+  DownByRanges(T, cols, y, [&](int c, int64_t cg0, int64_t cg1, float* p) {
+    const int64_t b = bounds[c], cnt = bounds[c + 1] - bounds[c];
+    if (cnt == 0) return;
+    const void* base =
+        rows ? w.data : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
+    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, cg0,
+                       cg1, p, cols, skip_zero_rows);
+  });
+}
+
+void CpuBackend::DownByRanges(
+    int T, int64_t cols, float* y,
+    const std::function<void(int range, int64_t c0, int64_t c1, float* partial)>& fn) {
+  // Neurons are split into kDownChunks fixed ranges of neuron ids. Each range's rows are summed
+  // (in order) into its own partial, then partials are added in range order: every output
+  // element's summation order depends on neuron ids only — not on the union, the batch or the
+  // thread count. Tasks are (range, column group) pairs: columns are independent, so splitting
+  // them changes no sum and lets more threads share a range.
   const int groups = static_cast<int>(
       std::max<int64_t>(1, std::min<int64_t>(2 * pool_.num_threads(), cols / 256)));
   auto col_bound = [&](int g) { return cols * g / groups / 16 * 16; };
@@ -149,12 +168,7 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
     const int64_t cg0 = col_bound(g), cg1 = g + 1 == groups ? cols : col_bound(g + 1);
     float* p = partial_.data() + c * slab;
     for (int t = 0; t < T; ++t) std::fill(p + t * cols + cg0, p + t * cols + cg1, 0.f);
-    const int64_t b = bounds[c], cnt = bounds[c + 1] - bounds[c];
-    if (cnt == 0) return;
-    const void* base =
-        rows ? w.data : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
-    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, cg0,
-                       cg1, p, cols, skip_zero_rows);
+    fn(c, cg0, cg1, p);
   });
   const int64_t total = static_cast<int64_t>(slab);
   const int tasks = static_cast<int>(

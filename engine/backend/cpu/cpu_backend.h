@@ -1,6 +1,7 @@
 // The CPU backend: SIMD kernels chosen at run time, a thread pool, host memory.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -59,9 +60,21 @@ class CpuBackend final : public Backend {
   const FfnPhaseNs& ffn_phase_ns() const { return phase_ns_; }
 
  private:
+  // First neuron id of down-projection range c (of kDownChunks) for F neurons.
+  static int64_t DownChunkStart(int64_t F, int c) { return F * c / kDownChunks; }
+  // Runs fn(range, c0, c1, partial) for every neuron range × column group over the pool, with
+  // partial = that range's [T × cols] slab, zeroed on columns [c0, c1); then y += Σ partials in
+  // range order.
+  void DownByRanges(int T, int64_t cols, float* y,
+                    const std::function<void(int range, int64_t c0, int64_t c1, float* partial)>& fn);
+  // Exact mode's per-token products (cpu_ffn_tokens.cc): each token's up and down over its own
+  // active neurons only, bitwise the same as the union products; act_ holds the activations.
+  void FfnPerToken(const FfnLayer& layer, const float* x, int T, float* y);
+
   const cpu::KernelTable& kernels_;
   ThreadPool pool_;
   double dense_break_even_;
+  double per_token_break_even_;
   KvCacheShape kv_shape_;
   // [layers][2][blocks][block_size][kv_heads][head_dim], in kv_ (fp32) or kv16_ (bf16 bits).
   std::vector<float> kv_;
@@ -72,6 +85,11 @@ class CpuBackend final : public Backend {
   // FFN scratch, reused across calls.
   std::vector<float> act_, up_, h_;
   std::vector<int32_t> union_rows_;
+  // Per-token lists of the per-token path: token t's active neuron ids (ascending) are
+  // tok_rows_[tok_off_[t] .. tok_off_[t + 1]), with their up products and coefficients.
+  std::vector<int64_t> tok_off_;
+  std::vector<int32_t> tok_rows_;
+  std::vector<float> tok_up_, tok_h_;
   static constexpr int kDownChunks = 8;
   std::vector<float> partial_;  // [kDownChunks][T × d] down-projection partial sums
   FfnPhaseNs phase_ns_;

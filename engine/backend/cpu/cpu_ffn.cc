@@ -31,6 +31,23 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   }
   // 2. Union of the batch's masks; the cost model falls back to every row when it is too dense.
   const int64_t union_size = mode == SparsityMode::kExact ? uni.Count() : F;
+  // Per-token products when the tokens' own masks are much narrower than their union (the same
+  // bits either way, cpu_ffn_tokens.cc).
+  if (mode == SparsityMode::kExact && gated && T > 1 &&
+      static_cast<double>(active_sum) < per_token_break_even_ * static_cast<double>(union_size) * T) {
+    lap(&phase_ns_.mask);
+    FfnPerToken(layer, x, T, y);
+    lap(&phase_ns_.down);
+    if (stats) {
+      stats->tokens += T;
+      stats->neurons = F;
+      stats->active_sum += active_sum;
+      stats->union_size = union_size;
+      stats->rows_skipped = F - union_size;
+      stats->dense = false;
+    }
+    return;
+  }
   const bool dense = mode == SparsityMode::kOff || union_size > dense_break_even_ * F;
   const int32_t* rows = nullptr;
   int64_t n = F;
