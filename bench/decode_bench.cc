@@ -49,6 +49,7 @@ struct Config {
 constexpr const char* kUsage =
     "usage: decode_bench [--model DIR] [--preset tinyllama-1.1b|llama2-7b] [--layers N]\n"
     "                    [--device cpu|cuda] [--cublas_baseline] [--fallback] [--graphs]\n"
+    "                    [--union_only]\n"
     "                    [--bandwidth_gbs X]\n"
     "                    [--steps N] [--rounds N] [--batches 1,4,16] [--prompt_len 8]\n"
     "                    [--kv_dtype fp32|bf16] [--prefill 128,512] [--prefill_chunk 256]\n"
@@ -71,6 +72,7 @@ int Main(int argc, char** argv) {
   bool cublas_baseline = false;  // + an all-cuBLAS dense engine
   bool fallback = false;         // + an exact engine with the cuBLAS fallback from 4 tokens
   bool graphs = false;           // + an exact/off engine with CUDA step graphs
+  bool union_only = false;       // + an exact engine that never runs per-token products (CPU)
   double bandwidth = 0;
   std::vector<int> batches = {1, 4, 16};
   std::vector<int> prefills;
@@ -92,6 +94,8 @@ int Main(int argc, char** argv) {
       fallback = true;
     else if (a == "--graphs")
       graphs = true;
+    else if (a == "--union_only")
+      union_only = true;
     else if (a == "--bandwidth_gbs" && has)
       bandwidth = std::atof(argv[++i]);
     else if (a == "--steps" && has)
@@ -137,8 +141,8 @@ int Main(int argc, char** argv) {
   for (int B : batches) max_batch = std::max(max_batch, B);
   int max_prompt = prompt_len;
   for (int P : prefills) max_prompt = std::max(max_prompt, P);
-  auto load = [&](int cublas_min_tokens,
-                  bool step_graphs = false) -> absl::StatusOr<std::unique_ptr<Engine>> {
+  auto load = [&](int cublas_min_tokens, bool step_graphs = false,
+                  double per_token = -1) -> absl::StatusOr<std::unique_ptr<Engine>> {
     EngineOptions o;
     o.model_dir = model;
     o.load_tokenizer = false;
@@ -148,6 +152,7 @@ int Main(int argc, char** argv) {
     o.sparsity_mode = "exact";
     o.backend.cublas_min_tokens = cublas_min_tokens;
     o.backend.cuda_graphs = step_graphs;
+    o.backend.per_token_break_even = per_token;
     o.progress = [](int done, int total, const std::string&) {
       if (done == total || done % 8 == 0)
         std::fprintf(stderr, "loading: %d/%d layers\n", done, total);
@@ -182,6 +187,13 @@ int Main(int argc, char** argv) {
     graph_engine = std::move(*g);
     configs.push_back({"off, graphs", graph_engine.get(), SparsityMode::kOff});
     configs.push_back({"exact, graphs", graph_engine.get(), SparsityMode::kExact});
+  }
+  std::unique_ptr<Engine> union_engine;
+  if (union_only) {
+    auto u = load(0, false, /*per_token=*/0);
+    if (!u.ok()) return Fail(u.status());
+    union_engine = std::move(*u);
+    configs.push_back({"exact, union only", union_engine.get(), SparsityMode::kExact});
   }
   const ModelConfig& c = engine.config();
   std::fprintf(stderr, "backend: %s\n", engine.backend().Describe().c_str());
