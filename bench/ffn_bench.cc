@@ -29,6 +29,7 @@ struct Shape {
 
 struct Point {
   double sparse_ms = 0, dense_ms = 0, union_ratio = 0, active_ratio = 0, sparse_bytes = 0;
+  bool per_token = false;  // the sparse run took the per-token path
   std::string sparse_phases, dense_phases;  // gate / mask / up / down µs (last round)
 };
 
@@ -40,6 +41,8 @@ class Workbench {
     o.threads = threads;
     o.dense_break_even = 1.0;  // measure the sparse path itself at every density
     backend_ = std::make_unique<CpuBackend>(o);
+    o.per_token_break_even = 0;  // union products only
+    union_backend_ = std::make_unique<CpuBackend>(o);
   }
   SyntheticFfn& Ffn(const Shape& s) {
     if (!ffn_ || ffn_->F != s.F || ffn_->d != s.d) {
@@ -56,15 +59,20 @@ class Workbench {
     rates_key_ = key;
   }
   CpuBackend& backend() { return *backend_; }
+  CpuBackend& union_backend() { return *union_backend_; }
 
  private:
-  std::unique_ptr<CpuBackend> backend_;
+  std::unique_ptr<CpuBackend> backend_, union_backend_;
   std::unique_ptr<SyntheticFfn> ffn_;
   std::string rates_key_;
 };
 
+// variant: 0 = exact (the backend's cost model), 1 = dense (`off`), 2 = exact with union
+// products only.
 void RunFfn(benchmark::State& state, Workbench* wb, Shape shape, int T, double ratio, double skew,
-            bool sparse, Point* point) {
+            int variant, Point* point) {
+  const bool sparse = variant != 1;
+  CpuBackend& be = variant == 2 ? wb->union_backend() : wb->backend();
   SyntheticFfn& f = wb->Ffn(shape);
   wb->SetRates(shape, ratio, skew);
   const Matrix gate{f.gate.data(), DType::kBF16, f.F, f.d, nullptr};
@@ -75,26 +83,29 @@ void RunFfn(benchmark::State& state, Workbench* wb, Shape shape, int T, double r
   const std::vector<float> x = f.Inputs(T, rng);
   std::vector<float> y(x.size());
   FfnStats stats;
-  const auto before = wb->backend().ffn_phase_ns();
+  const auto before = be.ffn_phase_ns();
   int64_t iters = 0;
   for (auto _ : state) {
     ++iters;
     stats = FfnStats{};
-    wb->backend().Ffn(layer, x.data(), T, sparse ? SparsityMode::kExact : SparsityMode::kOff,
-                      y.data(), &stats);
+    be.Ffn(layer, x.data(), T, sparse ? SparsityMode::kExact : SparsityMode::kOff, y.data(),
+           &stats);
     benchmark::DoNotOptimize(y.data());
   }
   const double bytes = 2.0 * f.d * (f.F + 2.0 * (f.F - stats.rows_skipped));
   state.counters["union"] = stats.union_ratio();
   state.counters["GB/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
-  const auto& after = wb->backend().ffn_phase_ns();
+  const auto& after = be.ffn_phase_ns();
   auto per = [&](int64_t a, int64_t b) { return iters ? double(a - b) / iters / 1e3 : 0.0; };  // µs
   char phases[128];
   std::snprintf(phases, sizeof phases, "%.0f / %.0f / %.0f / %.0f", per(after.gate, before.gate),
                 per(after.mask, before.mask), per(after.up, before.up),
                 per(after.down, before.down));
+  if (variant == 2) return;
   (sparse ? point->sparse_phases : point->dense_phases) = phases;
   if (sparse) {
+    // The per-token path reports its whole time under "down" (cpu_ffn_tokens.cc).
+    point->per_token = T > 1 && after.up == before.up;
     point->union_ratio = stats.union_ratio();
     point->active_ratio = stats.active_ratio();
     point->sparse_bytes = bytes;
@@ -177,7 +188,7 @@ int main(int argc, char** argv) {
   const std::vector<double> ratios =
       quick ? std::vector<double>{0.11} : std::vector<double>{0.05, 0.11, 0.25, 0.5};
   struct Row {
-    std::string sparse_name, dense_name, label;
+    std::string sparse_name, dense_name, union_name, label;
     Shape shape;
     int T;
     double ratio, skew;
@@ -200,10 +211,11 @@ int main(int argc, char** argv) {
           r.skew = skew;
           r.point = std::make_unique<Point>();
           char name[160];
-          for (bool sparse : {true, false}) {
+          for (int variant : {0, 1, 2}) {
+            static const char* const kNames[] = {"sparse", "dense", "union"};
             std::snprintf(name, sizeof name, "ffn/%s/T%d/active%.0f/%s/%s", s.name, T, ratio * 100,
-                          skew > 0 ? "hot" : "indep", sparse ? "sparse" : "dense");
-            (sparse ? r.sparse_name : r.dense_name) = name;
+                          skew > 0 ? "hot" : "indep", kNames[variant]);
+            (variant == 0 ? r.sparse_name : variant == 1 ? r.dense_name : r.union_name) = name;
           }
           r.label = label;
           rows.push_back(std::move(r));
@@ -213,11 +225,13 @@ int main(int argc, char** argv) {
   }
   for (int round = 0; round < rounds; ++round) {
     for (const Row& r : rows) {
-      for (bool sparse : {true, false}) {
-        const std::string& name = sparse ? r.sparse_name : r.dense_name;
+      for (int variant : {0, 1, 2}) {
+        if (variant == 2 && r.T == 1) continue;  // one token: the paths coincide
+        const std::string& name =
+            variant == 0 ? r.sparse_name : variant == 1 ? r.dense_name : r.union_name;
         // Recover the configuration from the row's point and name (registered again per round).
         benchmark::RegisterBenchmark(name.c_str(), RunFfn, &wb, r.shape, r.T, r.ratio, r.skew,
-                                     sparse, r.point.get())
+                                     variant, r.point.get())
             ->Unit(benchmark::kMicrosecond)
             ->MinTime(quick ? 0.05 : 0.1)
             ->UseRealTime();
@@ -232,18 +246,21 @@ int main(int argc, char** argv) {
       "interleaved rounds\n\n",
       bw, bw_after, threads, rounds);
   std::printf(
-      "| shape | batch | active | masks | measured active | union | sparse µs | dense µs | speedup "
-      "| sparse GB/s | of bandwidth | sparse gate/mask/up/down µs | dense gate/mask/up/down µs "
-      "|\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "| shape | batch | active | masks | measured active | union | sparse µs | path | dense µs "
+      "| speedup | union-only µs | vs union-only | sparse GB/s | of bandwidth | sparse "
+      "gate/mask/up/down µs | dense gate/mask/up/down µs |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double s = reporter.Ms(r.sparse_name), d = reporter.Ms(r.dense_name);
     if (s <= 0 || d <= 0) continue;
+    const double u = reporter.Ms(r.union_name);
     const double gbs = r.point->sparse_bytes / (s * 1e-3) / 1e9;
-    std::printf("%s %.1f%% | %.0f%% | %.0f | %.0f | %.2f× | %.1f | %.0f%% | %s | %s |\n",
+    std::printf("%s %.1f%% | %.0f%% | %.0f | %s | %.0f | %.2f× | %s | %s | %.1f | %.0f%% | %s | %s |\n",
                 r.label.c_str(), r.point->active_ratio * 100, r.point->union_ratio * 100, s * 1e3,
-                d * 1e3, d / s, gbs, 100 * gbs / bw, r.point->sparse_phases.c_str(),
-                r.point->dense_phases.c_str());
+                r.point->per_token ? "per-token" : "union", d * 1e3, d / s,
+                u > 0 ? std::to_string(static_cast<int>(u * 1e3)).c_str() : "",
+                u > 0 ? (std::to_string(u / s).substr(0, 4) + "×").c_str() : "", gbs,
+                100 * gbs / bw, r.point->sparse_phases.c_str(), r.point->dense_phases.c_str());
   }
   benchmark::Shutdown();
   return 0;

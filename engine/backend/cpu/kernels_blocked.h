@@ -254,44 +254,104 @@ inline void TileRowLists(const float* h, int64_t ldh, int T, int t0, int ntiles,
   }
 }
 
-// At most one token tile (decode): blocks of kDirectRows rows read straight from the weights,
-// column block by column block; each row is a sequential stream, prefetched ahead.
+// One token tile over a block of m rows (w[j]: row j at the first column, hrow[j][q·ldh]: token
+// q's coefficient), across all `width` columns, column block by column block; prefetches
+// `ahead` bytes along the rows, and into next[0..nnext) (the following block's rows) near the
+// end.
+template <class V, DType D, int NT>
+inline void AxpyRowBlock(const float* const* hrow, int64_t ldh, int m, const char* const* w,
+                         int64_t width, const char* const* next, int nnext, int64_t ahead,
+                         float* y, int64_t ldy) {
+  constexpr int L = V::kLanes, VN = V::kAxVecs, CB = VN * L;
+  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
+  using Reg = typename V::Reg;
+  float hv[8][NT];
+  for (int j = 0; j < m; ++j)
+    for (int t = 0; t < NT; ++t) hv[j][t] = hrow[j][t * ldh];
+  int64_t c = 0;
+  for (; c + CB <= width; c += CB) {
+    const int64_t pa = c * es + ahead;
+    if (pa < width * es) {
+      for (int j = 0; j < m; ++j)
+        for (int64_t o = 0; o < CB * es; o += 64) V::Prefetch(w[j] + pa + o);
+    } else {
+      for (int j = 0; j < nnext; ++j)
+        for (int64_t o = 0; o < CB * es; o += 64) V::Prefetch(next[j] + (pa - width * es) + o);
+    }
+    Reg acc[NT][VN];
+    for (int t = 0; t < NT; ++t)
+      for (int v = 0; v < VN; ++v) acc[t][v] = V::LoadX(y + t * ldy + c + v * L);
+    for (int j = 0; j < m; ++j) {
+      Reg wv[VN];
+      for (int v = 0; v < VN; ++v) wv[v] = V::template LoadW<D>(w[j], c + v * L);
+      for (int t = 0; t < NT; ++t) {
+        const Reg hb = V::Bcast(hv[j][t]);
+        for (int v = 0; v < VN; ++v) acc[t][v] = V::Fma(hb, wv[v], acc[t][v]);
+      }
+    }
+    for (int t = 0; t < NT; ++t)
+      for (int v = 0; v < VN; ++v) V::Store(y + t * ldy + c + v * L, acc[t][v]);
+  }
+  for (; c < width; c += L) {  // the last columns, a vector (or part of one) at a time
+    const int n = static_cast<int>(std::min<int64_t>(L, width - c));
+    Reg acc[NT];
+    for (int t = 0; t < NT; ++t)
+      acc[t] = n == L ? V::LoadX(y + t * ldy + c) : V::LoadXPart(y + t * ldy + c, n);
+    for (int j = 0; j < m; ++j) {
+      const Reg wv =
+          n == L ? V::template LoadW<D>(w[j], c) : V::template LoadWPart<D>(w[j], c, n);
+      for (int t = 0; t < NT; ++t) acc[t] = V::Fma(V::Bcast(hv[j][t]), wv, acc[t]);
+    }
+    for (int t = 0; t < NT; ++t) {
+      if (n == L) {
+        V::Store(y + t * ldy + c, acc[t]);
+      } else {
+        V::StorePart(y + t * ldy + c, acc[t], n);
+      }
+    }
+  }
+}
+
+// At most one token tile (decode, and each token of the per-token path): blocks of 8 rows read
+// straight from the weights; each row is a sequential stream, prefetched ahead.
 template <class V, DType D>
 void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const* rp_all,
                 int64_t n_avail, int64_t width_all, float* y, int64_t ldy, bool skip_zero_rows) {
-  constexpr int L = V::kLanes, CB = V::kAxVecs * L, kRows = 8;
+  constexpr int kRows = 8;
   constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
-  int32_t live[kRows];
-  int32_t tl[1][64];
-  int tn[1];
-  const void* wcol[kRows];
+  const char* lw[kRows];
+  const float* hrow[kRows];
+  const int64_t ahead =
+      std::max<int64_t>(V::kAxVecs * V::kLanes * es, kAxPrefetchBlockBytes / kRows);
   for (int64_t b = 0; b < n; b += kRows) {
     const int kc = static_cast<int>(std::min<int64_t>(kRows, n - b));
     const int nnext = static_cast<int>(std::min<int64_t>(kRows, n_avail - b - kc));
     const char* const* rp = rp_all + b;
-    int nl = 0;
+    int m = 0;
     for (int j = 0; j < kc; ++j) {
       bool any = !skip_zero_rows;
       for (int t = 0; t < T && !any; ++t) any = h[t * ldh + b + j] != 0.f;
-      if (any) live[nl++] = j;
+      if (!any) continue;
+      lw[m] = rp[j];
+      hrow[m++] = h + b + j;
     }
-    TileRowLists<V::kAxToks>(h + b, ldh, T, 0, 1, live, nl, false, tl, tn);
-    const int64_t ahead = std::max<int64_t>(CB * es, kAxPrefetchBlockBytes / kRows);
-    for (int64_t c = 0; c < width_all; c += CB) {
-      const int width = static_cast<int>(std::min<int64_t>(CB, width_all - c));
-      // Prefetch `ahead` bytes along each row, into the next block's rows near the end.
-      const int64_t pa = c * es + ahead;
-      if (pa < width_all * es) {
-        for (int j = 0; j < nl; ++j)
-          for (int64_t o = 0; o < width * es; o += 64) V::Prefetch(rp[live[j]] + pa + o);
-      } else {
-        for (int j = 0; j < nnext; ++j)
-          for (int64_t o = 0; o < width * es; o += 64)
-            V::Prefetch(rp[kc + j] + (pa - width_all * es) + o);
-      }
-      if (nl == 0) continue;
-      for (int j = 0; j < kc; ++j) wcol[j] = rp[j] + c * es;
-      AxpyColumnBlock<V, D>(h + b, ldh, T, 0, 1, tl, tn, wcol, width, y + c, ldy);
+    if (m == 0) continue;
+    const char* const* next = rp + kc;
+    switch (T) {
+      case 1: AxpyRowBlock<V, D, 1>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy); break;
+      case 2: AxpyRowBlock<V, D, 2>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy); break;
+      case 3: AxpyRowBlock<V, D, 3>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy); break;
+      case 4: AxpyRowBlock<V, D, 4>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy); break;
+      case 5:
+        if constexpr (V::kAxToks >= 5)
+          AxpyRowBlock<V, D, 5>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy);
+        break;
+      case 6:
+        if constexpr (V::kAxToks >= 6)
+          AxpyRowBlock<V, D, 6>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy);
+        break;
+      default:
+        break;
     }
   }
 }
