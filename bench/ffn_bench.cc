@@ -104,8 +104,7 @@ void RunFfn(benchmark::State& state, Workbench* wb, Shape shape, int T, double r
   if (variant == 2) return;
   (sparse ? point->sparse_phases : point->dense_phases) = phases;
   if (sparse) {
-    // The per-token path reports its whole time under "down" (cpu_ffn_tokens.cc).
-    point->per_token = T > 1 && after.up == before.up;
+    point->per_token = T > 1 && wb->backend().per_token_steps() > 0;
     point->union_ratio = stats.union_ratio();
     point->active_ratio = stats.active_ratio();
     point->sparse_bytes = bytes;

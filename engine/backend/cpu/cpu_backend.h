@@ -58,6 +58,8 @@ class CpuBackend final : public Backend {
     int64_t gate = 0, mask = 0, up = 0, down = 0;
   };
   const FfnPhaseNs& ffn_phase_ns() const { return phase_ns_; }
+  // FFN calls that took the per-token path since construction (for benchmarks).
+  int64_t per_token_steps() const { return per_token_steps_; }
 
  private:
   // First neuron id of down-projection range c (of kDownChunks) for F neurons.
@@ -93,6 +95,7 @@ class CpuBackend final : public Backend {
   static constexpr int kDownChunks = 8;
   std::vector<float> partial_;  // [kDownChunks][T × d] down-projection partial sums
   FfnPhaseNs phase_ns_;
+  int64_t per_token_steps_ = 0;
 };
 
 }  // namespace sparsed

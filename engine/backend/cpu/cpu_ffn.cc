@@ -36,8 +36,8 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   if (mode == SparsityMode::kExact && gated && T > 1 &&
       static_cast<double>(active_sum) < per_token_break_even_ * static_cast<double>(union_size) * T) {
     lap(&phase_ns_.mask);
-    FfnPerToken(layer, x, T, y);
-    lap(&phase_ns_.down);
+    FfnPerToken(layer, x, T, y);  // adds its own up and down times
+    ++per_token_steps_;
     if (stats) {
       stats->tokens += T;
       stats->neurons = F;

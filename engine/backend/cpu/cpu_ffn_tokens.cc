@@ -7,6 +7,7 @@
 // the down sum adds a token's non-zero terms in neuron order within the same fixed ranges), so a
 // token's output is bitwise the same on either path, and the cost model may pick per step.
 #include <algorithm>
+#include <chrono>
 
 #include "engine/backend/cpu/cpu_backend.h"
 
@@ -14,11 +15,12 @@ namespace sparsed {
 namespace {
 
 // Bytes of up rows a task keeps in cache while every token passes over them.
-constexpr int64_t kUpRangeBytes = 256 * 1024;
+constexpr int64_t kUpRangeBytes = 1024 * 1024;
 
 }  // namespace
 
 void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float* y) {
+  const auto start = std::chrono::steady_clock::now();
   const int64_t F = layer.neurons(), d = layer.hidden();
   const Matrix& up = *layer.up;
   const Matrix& down = *layer.down_t;
@@ -60,6 +62,9 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
     for (int64_t j = tok_off_[t]; j < tok_off_[t + 1]; ++j)
       tok_h_[j] = a[tok_rows_[j]] * tok_up_[j];
   }
+  const auto up_done = std::chrono::steady_clock::now();
+  phase_ns_.up +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(up_done - start).count();
   // 3. Down: per neuron range, each token's own rows into its partial.
   std::fill(y, y + static_cast<size_t>(T) * d, 0.f);
   DownByRanges(T, d, y, [&](int c, int64_t c0, int64_t c1, float* p) {
@@ -71,6 +76,9 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
                          down.dtype, d, c0, c1, p + t * d, d, /*skip_zero_rows=*/true);
     }
   });
+  phase_ns_.down += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - up_done)
+                        .count();
 }
 
 }  // namespace sparsed
