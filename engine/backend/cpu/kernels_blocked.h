@@ -41,10 +41,11 @@ constexpr int64_t kAxPrefetchBlockBytes = SPARSED_AX_PREFETCH;
 // ---------------------------------------------------------------------------------------------
 // dot_rows: y[t·ldy + i] = dot(x[t], W[rows ? rows[i] : i]).
 
-// One tile: R rows (row pointers; repeated pointers for a short last block) × NT tokens.
+// One tile: R rows (row pointers; repeated pointers for a short last block) × NT tokens (xr[q]:
+// token q's row of x; its results go to yr[q][0..nrows)).
 template <class V, DType D, int NT>
-inline void DotTile(const float* x, int64_t ldx, const void* const* w, int nrows, int64_t K,
-                    const void* const* prefetch, float* y, int64_t ldy) {
+inline void DotTile(const float* const* xr, const void* const* w, int nrows, int64_t K,
+                    const void* const* prefetch, float* const* yr) {
   constexpr int R = V::kDotRows, L = V::kLanes;
   using Reg = typename V::Reg;
   Reg acc[R][NT];
@@ -68,7 +69,7 @@ inline void DotTile(const float* x, int64_t ldx, const void* const* w, int nrows
       }
     }
     for (int t = 0; t < NT; ++t) {
-      const Reg xv = V::LoadX(x + t * ldx + k);
+      const Reg xv = V::LoadX(xr[t] + k);
       for (int r = 0; r < R; ++r) acc[r][t] = V::Fma(wv[r], xv, acc[r][t]);
     }
   }
@@ -77,28 +78,28 @@ inline void DotTile(const float* x, int64_t ldx, const void* const* w, int nrows
     Reg wv[R];
     for (int r = 0; r < R; ++r) wv[r] = V::template LoadWPart<D>(w[r], k, n);
     for (int t = 0; t < NT; ++t) {
-      const Reg xv = V::LoadXPart(x + t * ldx + k, n);
+      const Reg xv = V::LoadXPart(xr[t] + k, n);
       for (int r = 0; r < R; ++r) acc[r][t] = V::Fma(wv[r], xv, acc[r][t]);
     }
   }
   for (int t = 0; t < NT; ++t)
-    for (int r = 0; r < nrows; ++r) y[t * ldy + r] = V::HSum(acc[r][t]);
+    for (int r = 0; r < nrows; ++r) yr[t][r] = V::HSum(acc[r][t]);
 }
 
 template <class V, DType D>
-inline void DotTileN(int nt, const float* x, int64_t ldx, const void* const* w, int nrows,
-                     int64_t K, const void* const* prefetch, float* y, int64_t ldy) {
-  static_assert(V::kDotToks <= 8);
+inline void DotTileN(int nt, const float* const* xr, const void* const* w, int nrows, int64_t K,
+                     const void* const* prefetch, float* const* yr) {
+  static_assert(V::kDotToks <= 6);
   switch (nt) {
-    case 1: return DotTile<V, D, 1>(x, ldx, w, nrows, K, prefetch, y, ldy);
-    case 2: return DotTile<V, D, 2>(x, ldx, w, nrows, K, prefetch, y, ldy);
-    case 3: return DotTile<V, D, 3>(x, ldx, w, nrows, K, prefetch, y, ldy);
-    case 4: return DotTile<V, D, 4>(x, ldx, w, nrows, K, prefetch, y, ldy);
+    case 1: return DotTile<V, D, 1>(xr, w, nrows, K, prefetch, yr);
+    case 2: return DotTile<V, D, 2>(xr, w, nrows, K, prefetch, yr);
+    case 3: return DotTile<V, D, 3>(xr, w, nrows, K, prefetch, yr);
+    case 4: return DotTile<V, D, 4>(xr, w, nrows, K, prefetch, yr);
     case 5:
-      if constexpr (V::kDotToks >= 5) return DotTile<V, D, 5>(x, ldx, w, nrows, K, prefetch, y, ldy);
+      if constexpr (V::kDotToks >= 5) return DotTile<V, D, 5>(xr, w, nrows, K, prefetch, yr);
       break;
     case 6:
-      if constexpr (V::kDotToks >= 6) return DotTile<V, D, 6>(x, ldx, w, nrows, K, prefetch, y, ldy);
+      if constexpr (V::kDotToks >= 6) return DotTile<V, D, 6>(xr, w, nrows, K, prefetch, yr);
       break;
     default:
       break;
@@ -106,9 +107,10 @@ inline void DotTileN(int nt, const float* x, int64_t ldx, const void* const* w, 
 }
 
 // Tokens are walked in groups that keep their rows of x in the L2 cache while the rows of a
-// task sweep past them; inside a group, each block of kDotRows weight rows (in L1) meets every
-// tile of kDotToks tokens. `need` (optional, [T × ld_need] indexed by weight row id): a tile
-// whose need entries are all zero is not computed and its outputs are set to 0.
+// task sweep past them; inside a group, each block of kDotRows weight rows (in L1) meets the
+// group's tokens kDotToks at a time. `need` (optional, [T × ld_need] indexed by weight row id):
+// only tokens with a non-zero need entry on some row of the block are computed for it (gathered
+// into full tiles); the others' outputs for the block are set to 0.
 template <class V, DType D>
 void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const int32_t* rows,
              int64_t i0, int64_t i1, float* y, int64_t ldy, const float* need, int64_t ld_need) {
@@ -120,6 +122,8 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
   // ~256 KiB of x per group, whole tiles.
   const int64_t x_bytes = std::max<int64_t>(1, K * static_cast<int64_t>(sizeof(float)));
   const int group = std::max<int>(NT, static_cast<int>((256 * 1024 / x_bytes) / NT * NT));
+  const float* xr[NT];
+  float* yr[NT];
   for (int g0 = 0; g0 < T; g0 += group) {
     const int g1 = std::min(T, g0 + group);
     for (int64_t i = i0; i < i1; i += R) {
@@ -129,25 +133,30 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
       for (int r = 0; r < R; ++r) wr[r] = row_ptr(i + std::min(r, nrows - 1));
       const bool has_next = i + R < i1;
       for (int r = 0; r < R; ++r) pf[r] = has_next ? row_ptr(std::min(i + R + r, i1 - 1)) : nullptr;
-      // Only the first token tile of a block reads its rows from memory; later tiles find them
-      // in cache.
-      for (int t = g0; t < g1; t += NT) {
-        const int nt = std::min(NT, g1 - t);
+      // Only the first tile of a block reads its rows from memory; later tiles find them in
+      // cache.
+      bool first = g0 == 0;
+      int nt = 0;
+      for (int t = g0; t < g1; ++t) {
         float* yt = y + t * ldy + i;
         if (need != nullptr) {
           bool any = false;
-          for (int q = 0; q < nt && !any; ++q)
-            for (int r = 0; r < nrows && !any; ++r)
-              any = need[(t + q) * ld_need + (rows ? rows[i + r] : i + r)] != 0.f;
+          for (int r = 0; r < nrows && !any; ++r)
+            any = need[t * ld_need + (rows ? rows[i + r] : i + r)] != 0.f;
           if (!any) {
-            for (int q = 0; q < nt; ++q)
-              for (int r = 0; r < nrows; ++r) yt[q * ldy + r] = 0.f;
+            for (int r = 0; r < nrows; ++r) yt[r] = 0.f;
             continue;
           }
         }
-        DotTileN<V, D>(nt, x + t * ldx, ldx, wr, nrows, K, (t == g0 && g0 == 0) ? pf : nullptr, yt,
-                       ldy);
+        xr[nt] = x + t * ldx;
+        yr[nt++] = yt;
+        if (nt == NT) {
+          DotTileN<V, D>(nt, xr, wr, nrows, K, first ? pf : nullptr, yr);
+          first = false;
+          nt = 0;
+        }
       }
+      if (nt > 0) DotTileN<V, D>(nt, xr, wr, nrows, K, first ? pf : nullptr, yr);
     }
   }
 }
