@@ -29,7 +29,7 @@ struct Shape {
 
 struct Point {
   double sparse_ms = 0, dense_ms = 0, union_ratio = 0, active_ratio = 0, sparse_bytes = 0;
-  bool per_token = false;  // the sparse run took the per-token path
+  bool per_token = false;                   // the sparse run took the per-token path
   std::string sparse_phases, dense_phases;  // gate / mask / up / down µs (last round)
 };
 
@@ -227,8 +227,9 @@ int main(int argc, char** argv) {
     for (const Row& r : rows) {
       for (int variant : {0, 1, 2}) {
         if (variant == 2 && r.T == 1) continue;  // one token: the paths coincide
-        const std::string& name =
-            variant == 0 ? r.sparse_name : variant == 1 ? r.dense_name : r.union_name;
+        const std::string& name = variant == 0   ? r.sparse_name
+                                  : variant == 1 ? r.dense_name
+                                                 : r.union_name;
         // Recover the configuration from the row's point and name (registered again per round).
         benchmark::RegisterBenchmark(name.c_str(), RunFfn, &wb, r.shape, r.T, r.ratio, r.skew,
                                      variant, r.point.get())
@@ -255,12 +256,13 @@ int main(int argc, char** argv) {
     if (s <= 0 || d <= 0) continue;
     const double u = reporter.Ms(r.union_name);
     const double gbs = r.point->sparse_bytes / (s * 1e-3) / 1e9;
-    std::printf("%s %.1f%% | %.0f%% | %.0f | %s | %.0f | %.2f× | %s | %s | %.1f | %.0f%% | %s | %s |\n",
-                r.label.c_str(), r.point->active_ratio * 100, r.point->union_ratio * 100, s * 1e3,
-                r.point->per_token ? "per-token" : "union", d * 1e3, d / s,
-                u > 0 ? std::to_string(static_cast<int>(u * 1e3)).c_str() : "",
-                u > 0 ? (std::to_string(u / s).substr(0, 4) + "×").c_str() : "", gbs,
-                100 * gbs / bw, r.point->sparse_phases.c_str(), r.point->dense_phases.c_str());
+    std::printf(
+        "%s %.1f%% | %.0f%% | %.0f | %s | %.0f | %.2f× | %s | %s | %.1f | %.0f%% | %s | %s |\n",
+        r.label.c_str(), r.point->active_ratio * 100, r.point->union_ratio * 100, s * 1e3,
+        r.point->per_token ? "per-token" : "union", d * 1e3, d / s,
+        u > 0 ? std::to_string(static_cast<int>(u * 1e3)).c_str() : "",
+        u > 0 ? (std::to_string(u / s).substr(0, 4) + "×").c_str() : "", gbs, 100 * gbs / bw,
+        r.point->sparse_phases.c_str(), r.point->dense_phases.c_str());
   }
   benchmark::Shutdown();
   return 0;

@@ -70,9 +70,8 @@ void Row(const char* op, int T, double frac, double s, double flops, double byte
          const Limits& lim) {
   const double gf = flops / s / 1e9, gb = bytes / s / 1e9;
   std::printf("| %s | %d | %s | %.1f | %.1f | %.0f%% | %.1f | %.0f%% |\n", op, T,
-              frac >= 1 ? "dense" : (std::to_string(static_cast<int>(std::lround(frac * 100))) +
-                                     "%")
-                                        .c_str(),
+              frac >= 1 ? "dense"
+                        : (std::to_string(static_cast<int>(std::lround(frac * 100))) + "%").c_str(),
               s * 1e6, gf, 100 * gf / lim.peak, gb, 100 * gb / lim.bw);
   std::fflush(stdout);
 }
@@ -125,8 +124,9 @@ int Main(int argc, char** argv) {
       tokens = {1, 16, 64};
       reps = 1;
     } else {
-      std::fprintf(stderr, "usage: kernel_bench [--isa avx512|avx2|generic] [--tokens 1,2,...] "
-                           "[--reps N] [--quick]\n");
+      std::fprintf(stderr,
+                   "usage: kernel_bench [--isa avx512|avx2|generic] [--tokens 1,2,...] "
+                   "[--reps N] [--quick]\n");
       return 2;
     }
   }
@@ -141,10 +141,11 @@ int Main(int argc, char** argv) {
   Limits one{MeasureFmaPeakGflops(peak_isa, 1), MeasureReadBandwidthGBs(size_t{1} << 30, 1)};
   Limits all{MeasureFmaPeakGflops(peak_isa, threads),
              MeasureReadBandwidthGBs(size_t{1} << 30, threads)};
-  std::printf("kernels %.*s; %d threads. FMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f on %d. "
-              "Read bandwidth: %.1f GB/s on 1 thread, %.1f on %d.\n\n",
-              static_cast<int>(kt.isa.size()), kt.isa.data(), threads, peak_isa.c_str(), one.peak,
-              all.peak, threads, one.bw, all.bw, threads);
+  std::printf(
+      "kernels %.*s; %d threads. FMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f on %d. "
+      "Read bandwidth: %.1f GB/s on 1 thread, %.1f on %d.\n\n",
+      static_cast<int>(kt.isa.size()), kt.isa.data(), threads, peak_isa.c_str(), one.peak, all.peak,
+      threads, one.bw, all.bw, threads);
 
   std::fprintf(stderr, "kernel_bench: generating a 7B-shape FFN (bf16)...\n");
   const SyntheticFfn f(11008, 4096, 3);
@@ -172,9 +173,8 @@ int Main(int argc, char** argv) {
       const int32_t* rp = frac >= 1 ? nullptr : rows.data();
       const double wbytes = 2.0 * n * f.d;
       const double flops = 2.0 * T * n * f.d;
-      const double sd = MedianSeconds(reps, [&] {
-        be.DotRows(x.data(), T, up, rp, n, y.data(), n, nullptr, 0);
-      });
+      const double sd =
+          MedianSeconds(reps, [&] { be.DotRows(x.data(), T, up, rp, n, y.data(), n, nullptr, 0); });
       Row("dot (gate/up)", T, frac, sd, flops, wbytes, all);
       const double sa = MedianSeconds(reps, [&] {
         std::fill(yd.begin(), yd.begin() + static_cast<size_t>(T) * f.d, 0.f);
@@ -185,32 +185,30 @@ int Main(int argc, char** argv) {
   }
 
   // Thread scaling: the same dense products on one thread and on all.
-  std::printf("\nThread scaling (dense, 1 → %d threads; the FMA peak scales %.2fx, bandwidth "
-              "%.2fx):\n\n| product | T | 1 thread µs | %d threads µs | speedup |\n|---|---|---|---|---|\n",
-              threads, all.peak / one.peak, all.bw / one.bw, threads);
+  std::printf(
+      "\nThread scaling (dense, 1 → %d threads; the FMA peak scales %.2fx, bandwidth "
+      "%.2fx):\n\n| product | T | 1 thread µs | %d threads µs | speedup |\n|---|---|---|---|---|\n",
+      threads, all.peak / one.peak, all.bw / one.bw, threads);
   BackendOptions o1 = o;
   o1.threads = 1;
   CpuBackend be1(o1);
   for (int T : {1, 64}) {
     if (T > maxT) continue;
-    const double d1 = MedianSeconds(reps, [&] {
-      be1.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0);
-    });
-    const double dn = MedianSeconds(reps, [&] {
-      be.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0);
-    });
+    const double d1 = MedianSeconds(
+        reps, [&] { be1.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0); });
+    const double dn = MedianSeconds(
+        reps, [&] { be.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0); });
     std::printf("| dot | %d | %.0f | %.0f | %.2fx |\n", T, d1 * 1e6, dn * 1e6, d1 / dn);
-    const double a1 = MedianSeconds(reps, [&] {
-      be1.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false);
-    });
-    const double an = MedianSeconds(reps, [&] {
-      be.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false);
-    });
+    const double a1 = MedianSeconds(
+        reps, [&] { be1.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false); });
+    const double an = MedianSeconds(
+        reps, [&] { be.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false); });
     std::printf("| axpy | %d | %.0f | %.0f | %.2fx |\n", T, a1 * 1e6, an * 1e6, a1 / an);
   }
 
-  std::printf("\nDecode attention, one layer, 4 sequences at 1024 positions (TinyLlama heads):\n\n"
-              "| KV cache | µs | GB/s of K and V | of bandwidth |\n|---|---|---|---|\n");
+  std::printf(
+      "\nDecode attention, one layer, 4 sequences at 1024 positions (TinyLlama heads):\n\n"
+      "| KV cache | µs | GB/s of K and V | of bandwidth |\n|---|---|---|---|\n");
   for (auto [name, kv] : {std::pair{"fp32", DType::kF32}, {"bf16", DType::kBF16}}) {
     const double s = DecodeAttentionSeconds(be, kv, 1024, std::max(reps, 5));
     const double bytes = 2.0 * 4 * 1024 * 4 * 64 * DTypeSize(kv);

@@ -102,7 +102,8 @@ TEST_P(CpuOps, ProductsBitwiseInvariantUpTo256Tokens) {
             << "AxpyRows T=" << T << " token " << t << " threads " << threads;
         for (int c = 0; c < d; ++c) {
           double e = 0;
-          for (int i = 0; i < F; ++i) e += double(h[t * F + i]) * LoadAsF32(wd.m.Row(i), dtype(), c);
+          for (int i = 0; i < F; ++i)
+            e += double(h[t * F + i]) * LoadAsF32(wd.m.Row(i), dtype(), c);
           ASSERT_NEAR(yd[t * d + c], e, 1e-4 * (1 + std::fabs(e))) << "T=" << T << " c=" << c;
         }
       }

@@ -149,8 +149,8 @@ TEST(SparseFfnInvariance, EveryPathIsaThreadCountAndBatchSize) {
       const char* name;
       double dense_break_even, per_token;
     };
-    for (const Path& p : {Path{"union", 1.0, 0.0}, Path{"per-token", 1.0, 2.0},
-                          Path{"dense fallback", 0.0, 0.0}}) {
+    for (const Path& p :
+         {Path{"union", 1.0, 0.0}, Path{"per-token", 1.0, 2.0}, Path{"dense fallback", 0.0, 0.0}}) {
       for (int threads : {1, 2, 3}) {
         auto be = Cpu(p.dense_break_even, p.per_token, threads, isa);
         for (int B : {2, 5, 7, 13, 64, 100, 256}) {

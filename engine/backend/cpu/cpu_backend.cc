@@ -145,8 +145,8 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
     if (cnt == 0) return;
     const void* base =
         rows ? w.data : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
-    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, cg0,
-                       cg1, p, cols, skip_zero_rows);
+    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, cg0, cg1,
+                       p, cols, skip_zero_rows);
   });
 }
 

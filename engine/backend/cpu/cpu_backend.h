@@ -67,8 +67,9 @@ class CpuBackend final : public Backend {
   // Runs fn(range, c0, c1, partial) for every neuron range × column group over the pool, with
   // partial = that range's [T × cols] slab, zeroed on columns [c0, c1); then y += Σ partials in
   // range order.
-  void DownByRanges(int T, int64_t cols, float* y,
-                    const std::function<void(int range, int64_t c0, int64_t c1, float* partial)>& fn);
+  void DownByRanges(
+      int T, int64_t cols, float* y,
+      const std::function<void(int range, int64_t c0, int64_t c1, float* partial)>& fn);
   // Exact mode's per-token products (cpu_ffn_tokens.cc): each token's up and down over its own
   // active neurons only, bitwise the same as the union products; act_ holds the activations.
   void FfnPerToken(const FfnLayer& layer, const float* x, int T, float* y);

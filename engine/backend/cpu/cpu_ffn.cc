@@ -34,7 +34,8 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   // Per-token products when the tokens' own masks are much narrower than their union (the same
   // bits either way, cpu_ffn_tokens.cc).
   if (mode == SparsityMode::kExact && gated && T > 1 &&
-      static_cast<double>(active_sum) < per_token_break_even_ * static_cast<double>(union_size) * T) {
+      static_cast<double>(active_sum) <
+          per_token_break_even_ * static_cast<double>(union_size) * T) {
     lap(&phase_ns_.mask);
     FfnPerToken(layer, x, T, y);  // adds its own up and down times
     ++per_token_steps_;

@@ -63,8 +63,7 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
       tok_h_[j] = a[tok_rows_[j]] * tok_up_[j];
   }
   const auto up_done = std::chrono::steady_clock::now();
-  phase_ns_.up +=
-      std::chrono::duration_cast<std::chrono::nanoseconds>(up_done - start).count();
+  phase_ns_.up += std::chrono::duration_cast<std::chrono::nanoseconds>(up_done - start).count();
   // 3. Down: per neuron range, each token's own rows into its partial.
   std::fill(y, y + static_cast<size_t>(T) * d, 0.f);
   DownByRanges(T, d, y, [&](int c, int64_t c0, int64_t c1, float* p) {

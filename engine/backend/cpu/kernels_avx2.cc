@@ -27,8 +27,8 @@ struct V {
     if constexpr (D == DType::kF32) {
       return _mm256_loadu_ps(static_cast<const float*>(base) + k);
     } else {
-      return Widen<D>(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + k)));
+      return Widen<D>(_mm_loadu_si128(
+          reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + k)));
     }
   }
   template <DType D>

@@ -27,8 +27,8 @@ struct V {
     if constexpr (D == DType::kF32) {
       return _mm512_loadu_ps(static_cast<const float*>(base) + k);
     } else {
-      const __m256i h =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + k));
+      const __m256i h = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(base) + k));
       return Widen<D>(h);
     }
   }
@@ -54,8 +54,9 @@ struct V {
   static void StorePart(float* p, Reg r, int n) { _mm512_mask_storeu_ps(p, Mask(n), r); }
   // Fixed order: halves, then quarters, then the 4-lane tree of 128-bit sums.
   static float HSum(Reg v) {
-    const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
-                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    const __m256 s8 =
+        _mm256_add_ps(_mm512_castps512_ps256(v),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));

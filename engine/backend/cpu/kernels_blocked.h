@@ -5,8 +5,8 @@
 // V provides, for a register type V::Reg of V::kLanes floats:
 //   Zero(), LoadX(p), LoadXPart(p, n), LoadW<D>(base, k), LoadWPart<D>(base, k, n), Fma(a, b, c)
 //   = a·b + c (fused), Bcast(f), Store(p, r), StorePart(p, r, n), HSum(r) in a fixed order,
-//   Prefetch(p) (into L1), PrefetchL2(p); the constants kDotRows, kDotToks (dot tile) and kAxToks, kAxVecs (axpy tile).
-//   *Part variants touch only the first n < kLanes lanes (the rest read as 0).
+//   Prefetch(p) (into L1), PrefetchL2(p); the constants kDotRows, kDotToks (dot tile) and kAxToks,
+//   kAxVecs (axpy tile). *Part variants touch only the first n < kLanes lanes (the rest read as 0).
 //
 // Summation orders (the batch-invariance contract of kernels.h):
 //   dot:  lane l of one accumulator sums x[k]·w[k] for k ≡ l (mod kLanes) in increasing k, the
@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "engine/common/dtype.h"
 
@@ -37,6 +38,12 @@ constexpr size_t DTypeSizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
 #endif
 constexpr int64_t kPrefetchBytes = SPARSED_DOT_PREFETCH;
 constexpr int64_t kAxPrefetchBlockBytes = SPARSED_AX_PREFETCH;
+// Up to this many tokens the down projection reads weights straight into its register tiles
+// (one or two tiles per block of rows); more convert each block to an fp32 panel first.
+#ifndef SPARSED_AX_DIRECT_TOKENS
+#define SPARSED_AX_DIRECT_TOKENS 8
+#endif
+constexpr int kAxDirectTokens = SPARSED_AX_DIRECT_TOKENS;
 
 // ---------------------------------------------------------------------------------------------
 // dot_rows: y[t·ldy + i] = dot(x[t], W[rows ? rows[i] : i]).
@@ -91,10 +98,14 @@ inline void DotTileN(int nt, const float* const* xr, const void* const* w, int n
                      const void* const* prefetch, float* const* yr) {
   static_assert(V::kDotToks <= 6);
   switch (nt) {
-    case 1: return DotTile<V, D, 1>(xr, w, nrows, K, prefetch, yr);
-    case 2: return DotTile<V, D, 2>(xr, w, nrows, K, prefetch, yr);
-    case 3: return DotTile<V, D, 3>(xr, w, nrows, K, prefetch, yr);
-    case 4: return DotTile<V, D, 4>(xr, w, nrows, K, prefetch, yr);
+    case 1:
+      return DotTile<V, D, 1>(xr, w, nrows, K, prefetch, yr);
+    case 2:
+      return DotTile<V, D, 2>(xr, w, nrows, K, prefetch, yr);
+    case 3:
+      return DotTile<V, D, 3>(xr, w, nrows, K, prefetch, yr);
+    case 4:
+      return DotTile<V, D, 4>(xr, w, nrows, K, prefetch, yr);
     case 5:
       if constexpr (V::kDotToks >= 5) return DotTile<V, D, 5>(xr, w, nrows, K, prefetch, yr);
       break;
@@ -121,9 +132,11 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
   };
   // ~256 KiB of x per group, whole tiles.
   const int64_t x_bytes = std::max<int64_t>(1, K * static_cast<int64_t>(sizeof(float)));
-  const int group = std::max<int>(NT, static_cast<int>((256 * 1024 / x_bytes) / NT * NT));
-  const float* xr[NT];
-  float* yr[NT];
+  constexpr int kMaxGroup = 10 * NT;
+  const int group = static_cast<int>(
+      std::clamp<int64_t>((256 * 1024 / x_bytes) / NT * NT, NT, kMaxGroup));
+  const float* xg[kMaxGroup];
+  float* yg[kMaxGroup];
   for (int g0 = 0; g0 < T; g0 += group) {
     const int g1 = std::min(T, g0 + group);
     for (int64_t i = i0; i < i1; i += R) {
@@ -135,8 +148,7 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
       for (int r = 0; r < R; ++r) pf[r] = has_next ? row_ptr(std::min(i + R + r, i1 - 1)) : nullptr;
       // Only the first tile of a block reads its rows from memory; later tiles find them in
       // cache.
-      bool first = g0 == 0;
-      int nt = 0;
+      int m = 0;  // the group's tokens this block computes
       for (int t = g0; t < g1; ++t) {
         float* yt = y + t * ldy + i;
         if (need != nullptr) {
@@ -148,15 +160,16 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
             continue;
           }
         }
-        xr[nt] = x + t * ldx;
-        yr[nt++] = yt;
-        if (nt == NT) {
-          DotTileN<V, D>(nt, xr, wr, nrows, K, first ? pf : nullptr, yr);
-          first = false;
-          nt = 0;
-        }
+        xg[m] = x + t * ldx;
+        yg[m++] = yt;
       }
-      if (nt > 0) DotTileN<V, D>(nt, xr, wr, nrows, K, first ? pf : nullptr, yr);
+      // Tiles of near-equal size (8 tokens: 4 + 4, not 6 + 2): a tile's cost per token grows
+      // as it narrows.
+      const int tiles = (m + NT - 1) / NT;
+      for (int k = 0; k < tiles; ++k) {
+        const int q0 = m * k / tiles, q1 = m * (k + 1) / tiles;
+        DotTileN<V, D>(q1 - q0, xg + q0, wr, nrows, K, k == 0 && g0 == 0 ? pf : nullptr, yg + q0);
+      }
     }
   }
 }
@@ -202,10 +215,14 @@ inline void AxpyTileN(int nt, const float* const* hrow, int64_t ldh, int n, cons
                       int last, float* y, int64_t ldy) {
   static_assert(V::kAxToks <= 6);
   switch (nt) {
-    case 1: return AxpyTile<V, D, 1, VN>(hrow, ldh, n, w, last, y, ldy);
-    case 2: return AxpyTile<V, D, 2, VN>(hrow, ldh, n, w, last, y, ldy);
-    case 3: return AxpyTile<V, D, 3, VN>(hrow, ldh, n, w, last, y, ldy);
-    case 4: return AxpyTile<V, D, 4, VN>(hrow, ldh, n, w, last, y, ldy);
+    case 1:
+      return AxpyTile<V, D, 1, VN>(hrow, ldh, n, w, last, y, ldy);
+    case 2:
+      return AxpyTile<V, D, 2, VN>(hrow, ldh, n, w, last, y, ldy);
+    case 3:
+      return AxpyTile<V, D, 3, VN>(hrow, ldh, n, w, last, y, ldy);
+    case 4:
+      return AxpyTile<V, D, 4, VN>(hrow, ldh, n, w, last, y, ldy);
     case 5:
       if constexpr (V::kAxToks >= 5) return AxpyTile<V, D, 5, VN>(hrow, ldh, n, w, last, y, ldy);
       break;
@@ -218,19 +235,20 @@ inline void AxpyTileN(int nt, const float* const* hrow, int64_t ldh, int n, cons
 }
 
 // Runs the tiles of one column block [c, c + width) (relative to the pointers in wcol) for
-// token tiles whose row lists are given: tl[k][0..tn[k]) are block rows non-zero for tile k.
+// token tiles k < ntiles — tokens [starts[k], starts[k + 1]) — whose row lists are given:
+// tl[k][0..tn[k]) are block rows non-zero for tile k.
 template <class V, DType D>
-inline void AxpyColumnBlock(const float* h, int64_t ldh, int T, int t0, int ntiles,
+inline void AxpyColumnBlock(const float* h, int64_t ldh, const int* starts, int ntiles,
                             const int32_t (*tl)[64], const int* tn, const void* const* wcol,
                             int width, float* y, int64_t ldy) {
-  constexpr int L = V::kLanes, NT = V::kAxToks, VN = V::kAxVecs, CB = VN * L;
+  constexpr int L = V::kLanes, VN = V::kAxVecs, CB = VN * L;
   constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
   const float* hrow[64];
   const void* wp[64];
   for (int k = 0; k < ntiles; ++k) {
     const int m = tn[k];
     if (m == 0) continue;
-    const int u0 = t0 + k * NT, nt = std::min(NT, T - u0);
+    const int u0 = starts[k], nt = starts[k + 1] - u0;
     for (int q = 0; q < m; ++q) {
       hrow[q] = h + u0 * ldh + tl[k][q];
       wp[q] = wcol[tl[k][q]];
@@ -248,12 +266,12 @@ inline void AxpyColumnBlock(const float* h, int64_t ldh, int T, int t0, int ntil
   }
 }
 
-// Fills tl/tn for token tiles t0, t0 + NT, ... (ntiles of them) over the block's live rows.
-template <int NT>
-inline void TileRowLists(const float* h, int64_t ldh, int T, int t0, int ntiles,
+// Fills tl/tn for token tiles k < ntiles (tokens [starts[k], starts[k + 1])) over the block's
+// live rows.
+inline void TileRowLists(const float* h, int64_t ldh, const int* starts, int ntiles,
                          const int32_t* live, int nl, bool filter, int32_t (*tl)[64], int* tn) {
   for (int k = 0; k < ntiles; ++k) {
-    const int u0 = t0 + k * NT, nt = std::min(NT, T - u0);
+    const int u0 = starts[k], nt = starts[k + 1] - u0;
     tn[k] = 0;
     for (int q = 0; q < nl; ++q) {
       bool any = !filter;
@@ -269,8 +287,8 @@ inline void TileRowLists(const float* h, int64_t ldh, int T, int t0, int ntiles,
 // end.
 template <class V, DType D, int NT>
 inline void AxpyRowBlock(const float* const* hrow, int64_t ldh, int m, const char* const* w,
-                         int64_t width, const char* const* next, int nnext, int64_t ahead,
-                         float* y, int64_t ldy) {
+                         int64_t width, const char* const* next, int nnext, int64_t ahead, float* y,
+                         int64_t ldy) {
   constexpr int L = V::kLanes, VN = V::kAxVecs, CB = VN * L;
   constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
   using Reg = typename V::Reg;
@@ -307,8 +325,7 @@ inline void AxpyRowBlock(const float* const* hrow, int64_t ldh, int m, const cha
     for (int t = 0; t < NT; ++t)
       acc[t] = n == L ? V::LoadX(y + t * ldy + c) : V::LoadXPart(y + t * ldy + c, n);
     for (int j = 0; j < m; ++j) {
-      const Reg wv =
-          n == L ? V::template LoadW<D>(w[j], c) : V::template LoadWPart<D>(w[j], c, n);
+      const Reg wv = n == L ? V::template LoadW<D>(w[j], c) : V::template LoadWPart<D>(w[j], c, n);
       for (int t = 0; t < NT; ++t) acc[t] = V::Fma(V::Bcast(hv[j][t]), wv, acc[t]);
     }
     for (int t = 0; t < NT; ++t) {
@@ -321,8 +338,8 @@ inline void AxpyRowBlock(const float* const* hrow, int64_t ldh, int m, const cha
   }
 }
 
-// At most one token tile (decode, and each token of the per-token path): blocks of 8 rows read
-// straight from the weights; each row is a sequential stream, prefetched ahead.
+// Few tokens (decode, and each token of the per-token path): blocks of 8 rows read straight from
+// the weights; each row is a sequential stream, prefetched ahead.
 template <class V, DType D>
 void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const* rp_all,
                 int64_t n_avail, int64_t width_all, float* y, int64_t ldy, bool skip_zero_rows) {
@@ -346,21 +363,30 @@ void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const
     }
     if (m == 0) continue;
     const char* const* next = rp + kc;
-    switch (T) {
-      case 1: AxpyRowBlock<V, D, 1>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy); break;
-      case 2: AxpyRowBlock<V, D, 2>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy); break;
-      case 3: AxpyRowBlock<V, D, 3>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy); break;
-      case 4: AxpyRowBlock<V, D, 4>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy); break;
-      case 5:
-        if constexpr (V::kAxToks >= 5)
-          AxpyRowBlock<V, D, 5>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy);
-        break;
-      case 6:
-        if constexpr (V::kAxToks >= 6)
-          AxpyRowBlock<V, D, 6>(hrow, ldh, m, lw, width_all, next, nnext, ahead, y, ldy);
-        break;
-      default:
-        break;
+    // Token tiles of near-equal size; the second and later find the block's rows in cache.
+    const int tiles = (T + V::kAxToks - 1) / V::kAxToks;
+    for (int k = 0; k < tiles; ++k) {
+      const int u0 = T * k / tiles, nt = T * (k + 1) / tiles - u0;
+      const float* hr[kRows];
+      for (int j = 0; j < m; ++j) hr[j] = hrow[j] + u0 * ldh;
+      float* yt = y + u0 * ldy;
+      const int nn = k == 0 ? nnext : 0;
+      switch (nt) {
+        case 1: AxpyRowBlock<V, D, 1>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy); break;
+        case 2: AxpyRowBlock<V, D, 2>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy); break;
+        case 3: AxpyRowBlock<V, D, 3>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy); break;
+        case 4: AxpyRowBlock<V, D, 4>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy); break;
+        case 5:
+          if constexpr (V::kAxToks >= 5)
+            AxpyRowBlock<V, D, 5>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
+          break;
+        case 6:
+          if constexpr (V::kAxToks >= 6)
+            AxpyRowBlock<V, D, 6>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
+          break;
+        default:
+          break;
+      }
     }
   }
 }
@@ -386,6 +412,11 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
     heap.reset(new float[stride]);
     pan = heap.get();
   }
+  // Token tiles of near-equal size (8 tokens: 4 + 4, not 6 + 2): a tile's cost per token grows
+  // as it narrows.
+  const int total_tiles = (T + NT - 1) / NT;
+  std::vector<int> starts(total_tiles + 1);
+  for (int k = 0; k <= total_tiles; ++k) starts[k] = static_cast<int>(int64_t{T} * k / total_tiles);
   int32_t live[kMaxRows];
   int32_t tl[kMaxTiles][64];
   int tn[kMaxTiles];
@@ -415,14 +446,13 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
         V::Store(dst + c, V::template LoadWPart<D>(src, c, static_cast<int>(width_all - c)));
       wcol[live[q]] = dst;
     }
-    for (int t0 = 0; t0 < T; t0 += NT * kMaxTiles) {
-      const int ntiles = std::min(kMaxTiles, (T - t0 + NT - 1) / NT);
-      TileRowLists<NT>(h + b, ldh, T, t0, ntiles, live, nl, skip_zero_rows, tl, tn);
+    for (int k0 = 0; k0 < total_tiles; k0 += kMaxTiles) {
+      const int ntiles = std::min(kMaxTiles, total_tiles - k0);
+      TileRowLists(h + b, ldh, starts.data() + k0, ntiles, live, nl, skip_zero_rows, tl, tn);
       for (int64_t c = 0; c < width_all; c += CB) {
         const void* wc[kMaxRows];
-        for (int q = 0; q < nl; ++q)
-          wc[live[q]] = static_cast<const float*>(wcol[live[q]]) + c;
-        AxpyColumnBlock<V, DType::kF32>(h + b, ldh, T, t0, ntiles, tl, tn, wc,
+        for (int q = 0; q < nl; ++q) wc[live[q]] = static_cast<const float*>(wcol[live[q]]) + c;
+        AxpyColumnBlock<V, DType::kF32>(h + b, ldh, starts.data() + k0, ntiles, tl, tn, wc,
                                         static_cast<int>(std::min<int64_t>(CB, width_all - c)),
                                         y + c, ldy);
       }
@@ -442,7 +472,7 @@ void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows
     const int64_t extra = std::min<int64_t>(64, n - b - cnt);
     for (int64_t j = 0; j < cnt + extra; ++j)
       rp[j] = static_cast<const char*>(w) + ((rows ? rows[b + j] : b + j) * cols + c0) * es;
-    if (T > V::kAxToks) {
+    if (T > kAxDirectTokens) {
       AxpyPanel<V, D>(h + b, ldh, T, cnt, rp, cnt + extra, c1 - c0, y + c0, ldy, skip_zero_rows);
     } else {
       AxpyDirect<V, D>(h + b, ldh, T, cnt, rp, cnt + extra, c1 - c0, y + c0, ldy, skip_zero_rows);
@@ -467,8 +497,7 @@ void DotRowsAny(const float* x, int64_t ldx, int T, const void* w, DType dt, int
 
 template <class V>
 void AxpyRowsAny(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
-                 DType dt, int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy,
-                 bool skip) {
+                 DType dt, int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip) {
   switch (dt) {
     case DType::kF32:
       return AxpyRows<V, DType::kF32>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
