@@ -6,11 +6,12 @@
 
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/kernels_blocked.h"
+#include "engine/backend/cpu/kernels_x86.h"
 
 namespace sparsed::cpu::avx2 {
 namespace {
 
-struct V {
+struct V : X86Prefetch {
   using Reg = __m256;
   static constexpr int kLanes = 8;
   static constexpr int kDotRows = 2, kDotToks = 6;
@@ -55,13 +56,8 @@ struct V {
   static void StorePart(float* p, Reg r, int n) { _mm256_maskstore_ps(p, Mask(n), r); }
   // Fixed order: halves, then the 4-lane tree.
   static float HSum(Reg v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
-    return _mm_cvtss_f32(s);
+    return HSum4(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
   }
-  static void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-  static void PrefetchL2(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1); }
 };
 
 }  // namespace

@@ -8,11 +8,12 @@
 
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/kernels_blocked.h"
+#include "engine/backend/cpu/kernels_x86.h"
 
 namespace sparsed::cpu::avx512 {
 namespace {
 
-struct V {
+struct V : X86Prefetch {
   using Reg = __m512;
   static constexpr int kLanes = 16;
   static constexpr int kDotRows = 4, kDotToks = 6;
@@ -57,13 +58,8 @@ struct V {
     const __m256 s8 =
         _mm256_add_ps(_mm512_castps512_ps256(v),
                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0x55));
-    return _mm_cvtss_f32(s);
+    return HSum4(_mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)));
   }
-  static void Prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-  static void PrefetchL2(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1); }
 };
 
 }  // namespace

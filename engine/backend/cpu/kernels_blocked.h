@@ -25,7 +25,11 @@
 
 #include "engine/common/dtype.h"
 
+// Everything here has internal linkage: each including file is compiled for its own instruction
+// set, so a shared inline symbol could resolve to another file's encoding (AVX-512 code run on a
+// CPU without it).
 namespace sparsed::cpu::blocked {
+namespace {
 
 constexpr size_t DTypeSizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
 // How far ahead of its loads the dot kernel prefetches along each weight row, and how many bytes
@@ -508,4 +512,5 @@ void AxpyRowsAny(const float* h, int64_t ldh, int T, int64_t n, const int32_t* r
   }
 }
 
+}  // namespace
 }  // namespace sparsed::cpu::blocked
