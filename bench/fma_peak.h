@@ -25,7 +25,9 @@ __attribute__((target("avx512f"))) inline float FmaLoop512(int64_t iters) {
   }
   __m512 s = a[0];
   for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, a[i]);
-  return _mm512_reduce_add_ps(s);
+  float f[16];
+  _mm512_storeu_ps(f, s);
+  return f[0] + f[15];
 }
 
 __attribute__((target("avx2,fma"))) inline float FmaLoop256(int64_t iters) {
