@@ -297,9 +297,10 @@ int Main(int argc, char** argv) {
              c.hidden_size * c.vocab_size) +
       4.0 * c.num_layers * c.num_heads * c.head_dim * (prompt_len + steps / 2.0);
   if (fma_peak > 0)
-    std::printf("FMA peak %.1f GFLOP/s (measured); compute roofline: %.2f GFLOP per token "
-                "(dense-equivalent)\n\n",
-                fma_peak, decode_flops_per_token / 1e9);
+    std::printf(
+        "FMA peak %.1f GFLOP/s (measured); compute roofline: %.2f GFLOP per token "
+        "(dense-equivalent)\n\n",
+        fma_peak, decode_flops_per_token / 1e9);
   std::printf(
       "| batch | mode | tokens/s | active | union | MB read/step | roofline tokens/s | of roofline "
       "| of FMA peak (dense-equivalent) | vs off | vs off, cuBLAS |\n");

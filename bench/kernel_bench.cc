@@ -46,13 +46,12 @@ class CacheFlusher {
 };
 
 template <class F>
-double MedianSeconds(int reps, F&& fn) {
-  static CacheFlusher* const flusher = new CacheFlusher;  // one 256 MiB buffer per process
-  fn();                                                  // warm-up
+double MedianSeconds(CacheFlusher& flusher, int reps, F&& fn) {
+  fn();  // warm-up
   std::vector<double> s;
   uint64_t touched = 0;
   for (int r = 0; r < reps; ++r) {
-    touched += flusher->Flush();
+    touched += flusher.Flush();
     const auto t0 = Clock::now();
     fn();
     s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
@@ -87,7 +86,8 @@ void Row(const char* op, int T, double frac, double s, double flops, double byte
 
 // One decode step's attention for one layer: B sequences at position `context` - 1
 // (TinyLlama-1.1B heads: 32 query heads, 4 KV heads of 64).
-double DecodeAttentionSeconds(CpuBackend& be, DType kv, int context, int reps) {
+double DecodeAttentionSeconds(CacheFlusher& flusher, CpuBackend& be, DType kv, int context,
+                              int reps) {
   const int H = 32, KV = 4, hd = 64, bs = 16, B = 4;
   const int blocks_per_seq = (context + bs - 1) / bs;
   KvCacheShape shape{1, B * blocks_per_seq, bs, KV, hd};
@@ -107,7 +107,7 @@ double DecodeAttentionSeconds(CpuBackend& be, DType kv, int context, int reps) {
                  out.data());
   }
   std::fill(pos.begin(), pos.end(), context - 1);
-  return MedianSeconds(reps, [&] {
+  return MedianSeconds(flusher, reps, [&] {
     be.Attention(0, q.data(), k.data(), v.data(), AttentionBatch{B, pos.data(), tp.data()}, H,
                  out.data());
   });
@@ -140,6 +140,7 @@ int Main(int argc, char** argv) {
     }
   }
   const cpu::KernelTable& kt = cpu::SelectKernels(isa);
+  CacheFlusher flusher;
   if (!isa.empty() && kt.isa != isa) {
     std::fprintf(stderr, "kernel_bench: this CPU does not run %s\n", isa.c_str());
     return 2;
@@ -182,10 +183,10 @@ int Main(int argc, char** argv) {
       const int32_t* rp = frac >= 1 ? nullptr : rows.data();
       const double wbytes = 2.0 * n * f.d;
       const double flops = 2.0 * T * n * f.d;
-      const double sd =
-          MedianSeconds(reps, [&] { be.DotRows(x.data(), T, up, rp, n, y.data(), n, nullptr, 0); });
+      const double sd = MedianSeconds(
+          flusher, reps, [&] { be.DotRows(x.data(), T, up, rp, n, y.data(), n, nullptr, 0); });
       Row("dot (gate/up)", T, frac, sd, flops, wbytes, all);
-      const double sa = MedianSeconds(reps, [&] {
+      const double sa = MedianSeconds(flusher, reps, [&] {
         std::fill(yd.begin(), yd.begin() + static_cast<size_t>(T) * f.d, 0.f);
         be.AxpyRows(h.data(), n, T, n, rp, down, yd.data(), /*skip_zero_rows=*/frac < 1);
       });
@@ -203,15 +204,19 @@ int Main(int argc, char** argv) {
   CpuBackend be1(o1);
   for (int T : {1, 64}) {
     if (T > maxT) continue;
-    const double d1 = MedianSeconds(
-        reps, [&] { be1.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0); });
-    const double dn = MedianSeconds(
-        reps, [&] { be.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0); });
+    const double d1 = MedianSeconds(flusher, reps, [&] {
+      be1.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0);
+    });
+    const double dn = MedianSeconds(flusher, reps, [&] {
+      be.DotRows(x.data(), T, up, nullptr, f.F, y.data(), f.F, nullptr, 0);
+    });
     std::printf("| dot | %d | %.0f | %.0f | %.2fx |\n", T, d1 * 1e6, dn * 1e6, d1 / dn);
-    const double a1 = MedianSeconds(
-        reps, [&] { be1.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false); });
-    const double an = MedianSeconds(
-        reps, [&] { be.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false); });
+    const double a1 = MedianSeconds(flusher, reps, [&] {
+      be1.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false);
+    });
+    const double an = MedianSeconds(flusher, reps, [&] {
+      be.AxpyRows(h.data(), f.F, T, f.F, nullptr, down, yd.data(), false);
+    });
     std::printf("| axpy | %d | %.0f | %.0f | %.2fx |\n", T, a1 * 1e6, an * 1e6, a1 / an);
   }
 
@@ -219,7 +224,7 @@ int Main(int argc, char** argv) {
       "\nDecode attention, one layer, 4 sequences at 1024 positions (TinyLlama heads):\n\n"
       "| KV cache | µs | GB/s of K and V | of bandwidth |\n|---|---|---|---|\n");
   for (auto [name, kv] : {std::pair{"fp32", DType::kF32}, {"bf16", DType::kBF16}}) {
-    const double s = DecodeAttentionSeconds(be, kv, 1024, std::max(reps, 5));
+    const double s = DecodeAttentionSeconds(flusher, be, kv, 1024, std::max(reps, 5));
     const double bytes = 2.0 * 4 * 1024 * 4 * 64 * DTypeSize(kv);
     std::printf("| %s | %.1f | %.1f | %.0f%% |\n", name, s * 1e6, bytes / s / 1e9,
                 100 * bytes / s / 1e9 / all.bw);

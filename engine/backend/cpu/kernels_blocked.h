@@ -137,8 +137,8 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
   // ~256 KiB of x per group, whole tiles.
   const int64_t x_bytes = std::max<int64_t>(1, K * static_cast<int64_t>(sizeof(float)));
   constexpr int kMaxGroup = 10 * NT;
-  const int group = static_cast<int>(
-      std::clamp<int64_t>((256 * 1024 / x_bytes) / NT * NT, NT, kMaxGroup));
+  const int group =
+      static_cast<int>(std::clamp<int64_t>((256 * 1024 / x_bytes) / NT * NT, NT, kMaxGroup));
   const float* xg[kMaxGroup];
   float* yg[kMaxGroup];
   for (int g0 = 0; g0 < T; g0 += group) {
@@ -376,10 +376,18 @@ void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const
       float* yt = y + u0 * ldy;
       const int nn = k == 0 ? nnext : 0;
       switch (nt) {
-        case 1: AxpyRowBlock<V, D, 1>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy); break;
-        case 2: AxpyRowBlock<V, D, 2>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy); break;
-        case 3: AxpyRowBlock<V, D, 3>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy); break;
-        case 4: AxpyRowBlock<V, D, 4>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy); break;
+        case 1:
+          AxpyRowBlock<V, D, 1>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
+          break;
+        case 2:
+          AxpyRowBlock<V, D, 2>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
+          break;
+        case 3:
+          AxpyRowBlock<V, D, 3>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
+          break;
+        case 4:
+          AxpyRowBlock<V, D, 4>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
+          break;
         case 5:
           if constexpr (V::kAxToks >= 5)
             AxpyRowBlock<V, D, 5>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
