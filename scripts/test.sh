@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds sparsed and runs every test. Usage: scripts/test.sh [preset]   (default | asan | tsan)
-# Tests labelled `long` (the training recipe against the shipped run's log, ~10 min on 2 cores)
+# Tests labelled `long` (the training recipe against the shipped run's log, ~12 min on 2 cores)
 # are left out; run them with `ctest --preset default -L long`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
