@@ -6,8 +6,6 @@
 
 namespace sparsed {
 
-size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
-
 absl::string_view DTypeName(DType t) {
   switch (t) {
     case DType::kF32:

@@ -12,7 +12,7 @@ namespace sparsed {
 enum class DType : uint8_t { kF32, kBF16, kF16 };
 
 // Size of one element in bytes.
-size_t DTypeSize(DType t);
+constexpr size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
 // Safetensors spelling ("F32", "BF16", "F16").
 absl::string_view DTypeName(DType t);
 // Parses a safetensors dtype string; nullopt for types the engine does not load.

@@ -5,8 +5,8 @@
 // V provides, for a register type V::Reg of V::kLanes floats:
 //   Zero(), LoadX(p), LoadXPart(p, n), LoadW<D>(base, k), LoadWPart<D>(base, k, n), Fma(a, b, c)
 //   = a·b + c (fused), Bcast(f), Store(p, r), StorePart(p, r, n), HSum(r) in a fixed order,
-//   Prefetch(p) (into L1), PrefetchL2(p); the constants kDotRows, kDotToks (dot tile) and kAxToks,
-//   kAxVecs (axpy tile). *Part variants touch only the first n < kLanes lanes (the rest read as 0).
+//   Prefetch(p); the constants kDotRows, kDotToks (dot tile) and kAxToks, kAxVecs (axpy tile).
+//   *Part variants touch only the first n < kLanes lanes (the rest read as 0).
 //
 // Summation orders (the batch-invariance contract of kernels.h):
 //   dot:  lane l of one accumulator sums x[k]·w[k] for k ≡ l (mod kLanes) in increasing k, the
@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "engine/common/dtype.h"
@@ -31,23 +32,53 @@
 namespace sparsed::cpu::blocked {
 namespace {
 
-constexpr size_t DTypeSizeOf(DType d) { return d == DType::kF32 ? 4 : 2; }
 // How far ahead of its loads the dot kernel prefetches along each weight row, and how many bytes
 // ahead the axpy kernel prefetches over a whole block of rows.
-#ifndef SPARSED_DOT_PREFETCH
-#define SPARSED_DOT_PREFETCH 512
-#endif
-#ifndef SPARSED_AX_PREFETCH
-#define SPARSED_AX_PREFETCH 8192
-#endif
-constexpr int64_t kPrefetchBytes = SPARSED_DOT_PREFETCH;
-constexpr int64_t kAxPrefetchBlockBytes = SPARSED_AX_PREFETCH;
+constexpr int64_t kPrefetchBytes = 512;
+constexpr int64_t kAxPrefetchBlockBytes = 8192;
 // Up to this many tokens the down projection reads weights straight into its register tiles
 // (one or two tiles per block of rows); more convert each block to an fp32 panel first.
-#ifndef SPARSED_AX_DIRECT_TOKENS
-#define SPARSED_AX_DIRECT_TOKENS 8
-#endif
-constexpr int kAxDirectTokens = SPARSED_AX_DIRECT_TOKENS;
+constexpr int kAxDirectTokens = 8;
+
+// Calls f(std::integral_constant<int, n>{}) for a run-time count n in [1, Max]: the tiles'
+// token counts are template arguments, so their accumulators live in registers.
+template <int Max, class F>
+inline void WithCount(int n, F&& f) {
+  static_assert(Max >= 1 && Max <= 6);
+  switch (n) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      if constexpr (Max >= 2) return f(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      if constexpr (Max >= 3) return f(std::integral_constant<int, 3>{});
+      break;
+    case 4:
+      if constexpr (Max >= 4) return f(std::integral_constant<int, 4>{});
+      break;
+    case 5:
+      if constexpr (Max >= 5) return f(std::integral_constant<int, 5>{});
+      break;
+    case 6:
+      if constexpr (Max >= 6) return f(std::integral_constant<int, 6>{});
+      break;
+    default:
+      break;
+  }
+}
+
+// The rows j < kc of a block (coefficients h[t·ldh + j], t < T) that are non-zero for some token
+// — or every row when !filter — into live[]; returns their count.
+inline int LiveRows(const float* h, int64_t ldh, int T, int kc, bool filter, int32_t* live) {
+  int n = 0;
+  for (int j = 0; j < kc; ++j) {
+    bool any = !filter;
+    for (int t = 0; t < T && !any; ++t) any = h[t * ldh + j] != 0.f;
+    if (any) live[n++] = j;
+  }
+  return n;
+}
 
 // ---------------------------------------------------------------------------------------------
 // dot_rows: y[t·ldy + i] = dot(x[t], W[rows ? rows[i] : i]).
@@ -68,7 +99,7 @@ inline void DotTile(const float* const* xr, const void* const* w, int nrows, int
     for (int r = 0; r < R; ++r) wv[r] = V::template LoadW<D>(w[r], k);
     // Software prefetch kPrefetchBytes ahead along each row, running on into the next block's
     // rows near the end: gathered rows defeat the hardware prefetchers at every row start.
-    constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
+    constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
     if (prefetch != nullptr && ((k * es) & 63) == 0) {
       const int64_t ahead = k * es + kPrefetchBytes;
       for (int r = 0; r < R; ++r) {
@@ -95,30 +126,6 @@ inline void DotTile(const float* const* xr, const void* const* w, int nrows, int
   }
   for (int t = 0; t < NT; ++t)
     for (int r = 0; r < nrows; ++r) yr[t][r] = V::HSum(acc[r][t]);
-}
-
-template <class V, DType D>
-inline void DotTileN(int nt, const float* const* xr, const void* const* w, int nrows, int64_t K,
-                     const void* const* prefetch, float* const* yr) {
-  static_assert(V::kDotToks <= 6);
-  switch (nt) {
-    case 1:
-      return DotTile<V, D, 1>(xr, w, nrows, K, prefetch, yr);
-    case 2:
-      return DotTile<V, D, 2>(xr, w, nrows, K, prefetch, yr);
-    case 3:
-      return DotTile<V, D, 3>(xr, w, nrows, K, prefetch, yr);
-    case 4:
-      return DotTile<V, D, 4>(xr, w, nrows, K, prefetch, yr);
-    case 5:
-      if constexpr (V::kDotToks >= 5) return DotTile<V, D, 5>(xr, w, nrows, K, prefetch, yr);
-      break;
-    case 6:
-      if constexpr (V::kDotToks >= 6) return DotTile<V, D, 6>(xr, w, nrows, K, prefetch, yr);
-      break;
-    default:
-      break;
-  }
 }
 
 // Tokens are walked in groups that keep their rows of x in the L2 cache while the rows of a
@@ -172,7 +179,10 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
       const int tiles = (m + NT - 1) / NT;
       for (int k = 0; k < tiles; ++k) {
         const int q0 = m * k / tiles, q1 = m * (k + 1) / tiles;
-        DotTileN<V, D>(q1 - q0, xg + q0, wr, nrows, K, k == 0 && g0 == 0 ? pf : nullptr, yg + q0);
+        WithCount<NT>(q1 - q0, [&](auto nt) {
+          DotTile<V, D, decltype(nt)::value>(xg + q0, wr, nrows, K,
+                                             k == 0 && g0 == 0 ? pf : nullptr, yg + q0);
+        });
       }
     }
   }
@@ -181,12 +191,13 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
 // ---------------------------------------------------------------------------------------------
 // axpy_rows: y[t·ldy + c] += Σ_i h[t·ldh + i] · W[rows ? rows[i] : i][c], i in order.
 
-// One tile: NT tokens × VN vectors of columns (the last vector holds `last` ≤ kLanes lanes), over
-// n rows: w[j] points at row j's first column of the tile (dtype D), hrow[j][q·ldh] is token q's
-// coefficient for row j. y (token q at y + q·ldy) is loaded once and stored once.
+// One tile: NT tokens × VN vectors of columns starting at column c of the rows (the last vector
+// holds `last` ≤ kLanes lanes), over n rows: w[j] points at row j (dtype D), hrow[j][q·ldh] is
+// token q's coefficient for row j. y (token q at y + q·ldy, already at column c) is loaded once
+// and stored once.
 template <class V, DType D, int NT, int VN>
-inline void AxpyTile(const float* const* hrow, int64_t ldh, int n, const void* const* w, int last,
-                     float* y, int64_t ldy) {
+inline void AxpyTile(const float* const* hrow, int64_t ldh, int n, const void* const* w, int64_t c,
+                     int last, float* y, int64_t ldy) {
   constexpr int L = V::kLanes;
   using Reg = typename V::Reg;
   Reg acc[NT][VN];
@@ -197,8 +208,8 @@ inline void AxpyTile(const float* const* hrow, int64_t ldh, int n, const void* c
   for (int j = 0; j < n; ++j) {
     Reg wv[VN];
     for (int v = 0; v < VN; ++v)
-      wv[v] = (v == VN - 1 && last < L) ? V::template LoadWPart<D>(w[j], v * L, last)
-                                        : V::template LoadW<D>(w[j], v * L);
+      wv[v] = (v == VN - 1 && last < L) ? V::template LoadWPart<D>(w[j], c + v * L, last)
+                                        : V::template LoadW<D>(w[j], c + v * L);
     for (int t = 0; t < NT; ++t) {
       const Reg hb = V::Bcast(hrow[j][t * ldh]);
       for (int v = 0; v < VN; ++v) acc[t][v] = V::Fma(hb, wv[v], acc[t][v]);
@@ -214,59 +225,38 @@ inline void AxpyTile(const float* const* hrow, int64_t ldh, int n, const void* c
     }
 }
 
-template <class V, DType D, int VN>
-inline void AxpyTileN(int nt, const float* const* hrow, int64_t ldh, int n, const void* const* w,
-                      int last, float* y, int64_t ldy) {
-  static_assert(V::kAxToks <= 6);
-  switch (nt) {
-    case 1:
-      return AxpyTile<V, D, 1, VN>(hrow, ldh, n, w, last, y, ldy);
-    case 2:
-      return AxpyTile<V, D, 2, VN>(hrow, ldh, n, w, last, y, ldy);
-    case 3:
-      return AxpyTile<V, D, 3, VN>(hrow, ldh, n, w, last, y, ldy);
-    case 4:
-      return AxpyTile<V, D, 4, VN>(hrow, ldh, n, w, last, y, ldy);
-    case 5:
-      if constexpr (V::kAxToks >= 5) return AxpyTile<V, D, 5, VN>(hrow, ldh, n, w, last, y, ldy);
-      break;
-    case 6:
-      if constexpr (V::kAxToks >= 6) return AxpyTile<V, D, 6, VN>(hrow, ldh, n, w, last, y, ldy);
-      break;
-    default:
-      break;
-  }
+// Columns [c, c + width) of NT tokens over n rows (as AxpyTile): full tiles of kAxVecs vectors,
+// then a short last block a vector at a time.
+template <class V, DType D, int NT>
+inline void AxpyColumns(const float* const* hrow, int64_t ldh, int n, const void* const* w,
+                        int64_t c, int64_t width, float* y, int64_t ldy) {
+  constexpr int L = V::kLanes, VN = V::kAxVecs;
+  if (width == VN * L) return AxpyTile<V, D, NT, VN>(hrow, ldh, n, w, c, L, y, ldy);
+  for (int64_t v = 0; v < width; v += L)
+    AxpyTile<V, D, NT, 1>(hrow, ldh, n, w, c + v, static_cast<int>(std::min<int64_t>(L, width - v)),
+                          y + v, ldy);
 }
 
-// Runs the tiles of one column block [c, c + width) (relative to the pointers in wcol) for
-// token tiles k < ntiles — tokens [starts[k], starts[k + 1]) — whose row lists are given:
-// tl[k][0..tn[k]) are block rows non-zero for tile k.
+// Runs the tiles of one column block [c, c + width) of the rows in wcol for token tiles
+// k < ntiles — tokens [starts[k], starts[k + 1]) — whose row lists are given: tl[k][0..tn[k]) are
+// block rows non-zero for tile k.
 template <class V, DType D>
 inline void AxpyColumnBlock(const float* h, int64_t ldh, const int* starts, int ntiles,
                             const int32_t (*tl)[64], const int* tn, const void* const* wcol,
-                            int width, float* y, int64_t ldy) {
-  constexpr int L = V::kLanes, VN = V::kAxVecs, CB = VN * L;
-  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
+                            int64_t c, int width, float* y, int64_t ldy) {
   const float* hrow[64];
   const void* wp[64];
   for (int k = 0; k < ntiles; ++k) {
     const int m = tn[k];
     if (m == 0) continue;
-    const int u0 = starts[k], nt = starts[k + 1] - u0;
+    const int u0 = starts[k];
     for (int q = 0; q < m; ++q) {
       hrow[q] = h + u0 * ldh + tl[k][q];
       wp[q] = wcol[tl[k][q]];
     }
-    float* yt = y + u0 * ldy;
-    if (width == CB) {
-      AxpyTileN<V, D, VN>(nt, hrow, ldh, m, wp, L, yt, ldy);
-      continue;
-    }
-    for (int v = 0; v * L < width; ++v) {  // a short last column block, a vector at a time
-      const void* wv[64];
-      for (int q = 0; q < m; ++q) wv[q] = static_cast<const char*>(wp[q]) + es * v * L;
-      AxpyTileN<V, D, 1>(nt, hrow, ldh, m, wv, std::min(L, width - v * L), yt + v * L, ldy);
-    }
+    WithCount<V::kAxToks>(starts[k + 1] - u0, [&](auto nt) {
+      AxpyColumns<V, D, decltype(nt)::value>(hrow, ldh, m, wp, c, width, y + u0 * ldy, ldy);
+    });
   }
 }
 
@@ -290,55 +280,22 @@ inline void TileRowLists(const float* h, int64_t ldh, const int* starts, int nti
 // `ahead` bytes along the rows, and into next[0..nnext) (the following block's rows) near the
 // end.
 template <class V, DType D, int NT>
-inline void AxpyRowBlock(const float* const* hrow, int64_t ldh, int m, const char* const* w,
+inline void AxpyRowBlock(const float* const* hrow, int64_t ldh, int m, const void* const* w,
                          int64_t width, const char* const* next, int nnext, int64_t ahead, float* y,
                          int64_t ldy) {
-  constexpr int L = V::kLanes, VN = V::kAxVecs, CB = VN * L;
-  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
-  using Reg = typename V::Reg;
-  float hv[8][NT];
-  for (int j = 0; j < m; ++j)
-    for (int t = 0; t < NT; ++t) hv[j][t] = hrow[j][t * ldh];
-  int64_t c = 0;
-  for (; c + CB <= width; c += CB) {
+  constexpr int CB = V::kAxVecs * V::kLanes;
+  constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
+  for (int64_t c = 0; c < width; c += CB) {
     const int64_t pa = c * es + ahead;
     if (pa < width * es) {
       for (int j = 0; j < m; ++j)
-        for (int64_t o = 0; o < CB * es; o += 64) V::Prefetch(w[j] + pa + o);
+        for (int64_t o = 0; o < CB * es; o += 64)
+          V::Prefetch(static_cast<const char*>(w[j]) + pa + o);
     } else {
       for (int j = 0; j < nnext; ++j)
         for (int64_t o = 0; o < CB * es; o += 64) V::Prefetch(next[j] + (pa - width * es) + o);
     }
-    Reg acc[NT][VN];
-    for (int t = 0; t < NT; ++t)
-      for (int v = 0; v < VN; ++v) acc[t][v] = V::LoadX(y + t * ldy + c + v * L);
-    for (int j = 0; j < m; ++j) {
-      Reg wv[VN];
-      for (int v = 0; v < VN; ++v) wv[v] = V::template LoadW<D>(w[j], c + v * L);
-      for (int t = 0; t < NT; ++t) {
-        const Reg hb = V::Bcast(hv[j][t]);
-        for (int v = 0; v < VN; ++v) acc[t][v] = V::Fma(hb, wv[v], acc[t][v]);
-      }
-    }
-    for (int t = 0; t < NT; ++t)
-      for (int v = 0; v < VN; ++v) V::Store(y + t * ldy + c + v * L, acc[t][v]);
-  }
-  for (; c < width; c += L) {  // the last columns, a vector (or part of one) at a time
-    const int n = static_cast<int>(std::min<int64_t>(L, width - c));
-    Reg acc[NT];
-    for (int t = 0; t < NT; ++t)
-      acc[t] = n == L ? V::LoadX(y + t * ldy + c) : V::LoadXPart(y + t * ldy + c, n);
-    for (int j = 0; j < m; ++j) {
-      const Reg wv = n == L ? V::template LoadW<D>(w[j], c) : V::template LoadWPart<D>(w[j], c, n);
-      for (int t = 0; t < NT; ++t) acc[t] = V::Fma(V::Bcast(hv[j][t]), wv, acc[t]);
-    }
-    for (int t = 0; t < NT; ++t) {
-      if (n == L) {
-        V::Store(y + t * ldy + c, acc[t]);
-      } else {
-        V::StorePart(y + t * ldy + c, acc[t], n);
-      }
-    }
+    AxpyColumns<V, D, NT>(hrow, ldh, m, w, c, std::min<int64_t>(CB, width - c), y + c, ldy);
   }
 }
 
@@ -348,8 +305,9 @@ template <class V, DType D>
 void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const* rp_all,
                 int64_t n_avail, int64_t width_all, float* y, int64_t ldy, bool skip_zero_rows) {
   constexpr int kRows = 8;
-  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
-  const char* lw[kRows];
+  constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
+  int32_t live[kRows];
+  const void* lw[kRows];
   const float* hrow[kRows];
   const int64_t ahead =
       std::max<int64_t>(V::kAxVecs * V::kLanes * es, kAxPrefetchBlockBytes / kRows);
@@ -357,48 +315,18 @@ void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const
     const int kc = static_cast<int>(std::min<int64_t>(kRows, n - b));
     const int nnext = static_cast<int>(std::min<int64_t>(kRows, n_avail - b - kc));
     const char* const* rp = rp_all + b;
-    int m = 0;
-    for (int j = 0; j < kc; ++j) {
-      bool any = !skip_zero_rows;
-      for (int t = 0; t < T && !any; ++t) any = h[t * ldh + b + j] != 0.f;
-      if (!any) continue;
-      lw[m] = rp[j];
-      hrow[m++] = h + b + j;
-    }
+    const int m = LiveRows(h + b, ldh, T, kc, skip_zero_rows, live);
     if (m == 0) continue;
-    const char* const* next = rp + kc;
+    for (int q = 0; q < m; ++q) lw[q] = rp[live[q]];
     // Token tiles of near-equal size; the second and later find the block's rows in cache.
     const int tiles = (T + V::kAxToks - 1) / V::kAxToks;
     for (int k = 0; k < tiles; ++k) {
-      const int u0 = T * k / tiles, nt = T * (k + 1) / tiles - u0;
-      const float* hr[kRows];
-      for (int j = 0; j < m; ++j) hr[j] = hrow[j] + u0 * ldh;
-      float* yt = y + u0 * ldy;
-      const int nn = k == 0 ? nnext : 0;
-      switch (nt) {
-        case 1:
-          AxpyRowBlock<V, D, 1>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
-          break;
-        case 2:
-          AxpyRowBlock<V, D, 2>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
-          break;
-        case 3:
-          AxpyRowBlock<V, D, 3>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
-          break;
-        case 4:
-          AxpyRowBlock<V, D, 4>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
-          break;
-        case 5:
-          if constexpr (V::kAxToks >= 5)
-            AxpyRowBlock<V, D, 5>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
-          break;
-        case 6:
-          if constexpr (V::kAxToks >= 6)
-            AxpyRowBlock<V, D, 6>(hr, ldh, m, lw, width_all, next, nn, ahead, yt, ldy);
-          break;
-        default:
-          break;
-      }
+      const int u0 = T * k / tiles;
+      for (int q = 0; q < m; ++q) hrow[q] = h + b + live[q] + u0 * ldh;
+      WithCount<V::kAxToks>(T * (k + 1) / tiles - u0, [&](auto nt) {
+        AxpyRowBlock<V, D, decltype(nt)::value>(hrow, ldh, m, lw, width_all, rp + kc,
+                                                k == 0 ? nnext : 0, ahead, y + u0 * ldy, ldy);
+      });
     }
   }
 }
@@ -413,7 +341,7 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
   constexpr int L = V::kLanes, NT = V::kAxToks, CB = V::kAxVecs * L;
   constexpr int kMaxRows = 64, kMaxTiles = 8;
   constexpr int64_t kPanelFloats = 64 * 1024;  // 256 KiB: an L2-resident panel
-  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
+  constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
   const int64_t stride = (width_all + L - 1) / L * L + L;
   const int rows_per_block =
       static_cast<int>(std::clamp<int64_t>(kPanelFloats / stride, 1, kMaxRows));
@@ -436,12 +364,7 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
   for (int64_t b = 0; b < n; b += rows_per_block) {
     const int kc = static_cast<int>(std::min<int64_t>(rows_per_block, n - b));
     const char* const* rp = rp_all + b;
-    int nl = 0;
-    for (int j = 0; j < kc; ++j) {
-      bool any = !skip_zero_rows;
-      for (int t = 0; t < T && !any; ++t) any = h[t * ldh + b + j] != 0.f;
-      if (any) live[nl++] = j;
-    }
+    const int nl = LiveRows(h + b, ldh, T, kc, skip_zero_rows, live);
     if (nl == 0) continue;
     // Convert the live rows, each read as one sequential stream; the next one is prefetched
     // while the current one converts.
@@ -461,13 +384,10 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
     for (int k0 = 0; k0 < total_tiles; k0 += kMaxTiles) {
       const int ntiles = std::min(kMaxTiles, total_tiles - k0);
       TileRowLists(h + b, ldh, starts.data() + k0, ntiles, live, nl, skip_zero_rows, tl, tn);
-      for (int64_t c = 0; c < width_all; c += CB) {
-        const void* wc[kMaxRows];
-        for (int q = 0; q < nl; ++q) wc[live[q]] = static_cast<const float*>(wcol[live[q]]) + c;
-        AxpyColumnBlock<V, DType::kF32>(h + b, ldh, starts.data() + k0, ntiles, tl, tn, wc,
+      for (int64_t c = 0; c < width_all; c += CB)
+        AxpyColumnBlock<V, DType::kF32>(h + b, ldh, starts.data() + k0, ntiles, tl, tn, wcol, c,
                                         static_cast<int>(std::min<int64_t>(CB, width_all - c)),
                                         y + c, ldy);
-      }
     }
   }
 }
@@ -475,7 +395,7 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
 template <class V, DType D>
 void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
               int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows) {
-  constexpr int64_t es = static_cast<int64_t>(DTypeSizeOf(D));
+  constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
   constexpr int64_t kChunk = 1024;  // row pointers computed per chunk of rows
   const char* rp[kChunk + 64];
   for (int64_t b = 0; b < n; b += kChunk) {

@@ -64,7 +64,6 @@ struct V {
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
   }
   static void Prefetch(const void* p) { __builtin_prefetch(p); }
-  static void PrefetchL2(const void* p) { __builtin_prefetch(p, 0, 2); }
 };
 
 }  // namespace
