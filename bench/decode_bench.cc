@@ -333,11 +333,7 @@ int Main(int argc, char** argv) {
   }
   if (!prefills.empty()) {
     const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    const std::string isa = device == "cpu" ? engine.backend().Describe() : "";
-    const double peak =
-        device == "cpu" ? MeasureFmaPeakGflops(
-                              isa.find("avx512") != std::string::npos ? "avx512" : "avx2", threads)
-                        : 0;
+    const double peak = fma_peak;  // measured once, above
     // FLOPs of one prompt token: every product (2 per weight element) and attention (q·k and
     // p·v over the positions before it); the LM head runs once, for the last token.
     const double d = c.hidden_size, F = c.intermediate_size, hd = c.head_dim;

@@ -31,6 +31,15 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   }
   // 2. Union of the batch's masks; the cost model falls back to every row when it is too dense.
   const int64_t union_size = mode == SparsityMode::kExact ? uni.Count() : F;
+  auto record = [&](int64_t union_rows, int64_t rows_skipped, bool dense) {
+    if (stats == nullptr) return;
+    stats->tokens += T;
+    stats->neurons = F;
+    stats->active_sum += active_sum;
+    stats->union_size = union_rows;
+    stats->rows_skipped = rows_skipped;
+    stats->dense = dense;
+  };
   // Per-token products when the tokens' own masks are much narrower than their union (the same
   // bits either way, cpu_ffn_tokens.cc).
   if (mode == SparsityMode::kExact && gated && T > 1 &&
@@ -39,14 +48,7 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
     lap(&phase_ns_.mask);
     FfnPerToken(layer, x, T, y);  // adds its own up and down times
     ++per_token_steps_;
-    if (stats) {
-      stats->tokens += T;
-      stats->neurons = F;
-      stats->active_sum += active_sum;
-      stats->union_size = union_size;
-      stats->rows_skipped = F - union_size;
-      stats->dense = false;
-    }
+    record(union_size, F - union_size, /*dense=*/false);
     return;
   }
   const bool dense = mode == SparsityMode::kOff || union_size > dense_break_even_ * F;
@@ -105,14 +107,11 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y,
            /*skip_zero_rows=*/mode != SparsityMode::kOff);
   lap(&phase_ns_.down);
-  if (stats) {
-    stats->tokens += T;
-    stats->neurons = F;
-    stats->active_sum += active_sum;
-    stats->union_size = mode == SparsityMode::kThreshold ? down_rows : union_size;
-    // Threshold mode reads every up row: only down rows are skipped (counted as half a neuron).
-    stats->rows_skipped = mode == SparsityMode::kThreshold ? (F - down_rows) / 2 : F - n;
-    stats->dense = dense;
+  // Threshold mode reads every up row: only down rows are skipped (counted as half a neuron).
+  if (mode == SparsityMode::kThreshold) {
+    record(down_rows, (F - down_rows) / 2, dense);
+  } else {
+    record(union_size, F - n, dense);
   }
 }
 
