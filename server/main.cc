@@ -17,9 +17,12 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend/device.h"
+#include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "scheduler/engine_loop.h"
+#include "server/bind_check.h"
+#include "server/library_logs.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/service.h"
@@ -36,29 +39,34 @@ ABSL_FLAG(std::string, sparsity, "",
           "off). threshold reads the calibrated thresholds of sparsity.json.");
 ABSL_FLAG(std::string, sparsity_file, "",
           "Threshold mode's calibration (sparsed-calibrate); default MODEL/sparsity.json.");
-ABSL_FLAG(int64_t, kv_cache_mb, 512, "KV cache size in MiB.");
+ABSL_FLAG(int64_t, kv_cache_mb, 512, "KV cache size in MiB [1, 1048576].");
 ABSL_FLAG(double, kv_cache_fraction, 0,
           "GPU: KV cache size as this fraction of the device memory free after the weights are "
-          "loaded (0 = use --kv_cache_mb).");
+          "loaded (0 = use --kv_cache_mb) [0, 0.99].");
 ABSL_FLAG(int, cuda_cublas_min_tokens, 0,
           "GPU: FFN calls of at least this many tokens run dense cuBLAS GEMMs (faster for large "
-          "batches; a sequence's output then depends on its batch size). 0 = never.");
+          "batches; a sequence's output then depends on its batch size). 0 = never "
+          "[0, 1048576].");
 ABSL_FLAG(std::string, kv_cache_dtype, "fp32",
           "fp32 | bf16: element type of the cached K and V. bf16 holds twice the tokens in the "
           "same memory; logits move by about bf16's rounding.");
 ABSL_FLAG(bool, cuda_graphs, false,
           "GPU: replay repeated step shapes (decode at a steady batch size) as CUDA graphs; the "
           "same results, fewer launches. Off by default until measured on the deployment's GPU.");
-ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV cache block.");
-ABSL_FLAG(int, max_num_seqs, 64, "Sequences per engine step.");
-ABSL_FLAG(int, max_num_batched_tokens, 512, "Tokens per engine step.");
-ABSL_FLAG(int, max_prefill_chunk, 256, "Tokens one prompt may prefill per step.");
+ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV cache block [1, 1024].");
+ABSL_FLAG(int, max_num_seqs, 64, "Sequences per engine step [1, 4096].");
+ABSL_FLAG(int, max_num_batched_tokens, 512, "Tokens per engine step [1, 1048576].");
+ABSL_FLAG(int, max_prefill_chunk, 256, "Tokens one prompt may prefill per step [1, 1048576].");
 ABSL_FLAG(int, max_waiting_requests, 256,
-          "Queued requests beyond which new ones get RESOURCE_EXHAUSTED.");
-ABSL_FLAG(int, threads, 0, "CPU threads for the engine (0 = all cores).");
+          "Queued requests beyond which new ones get RESOURCE_EXHAUSTED [1, 1048576].");
+ABSL_FLAG(int, threads, 0, "CPU threads for the engine (0 = all cores) [0, 1024].");
 ABSL_FLAG(double, shutdown_timeout_s, 30,
-          "On SIGTERM/SIGINT, how long in-flight requests may finish.");
+          "On SIGTERM/SIGINT, how long in-flight requests may finish [0, 86400].");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error.");
+
+// Exit status: 0 after a drain; 1 for a usage error (a flag out of its range above, an unknown
+// flag, an unparsable value), an address that cannot be bound, or a model that cannot load (the
+// error line says which).
 
 namespace sparsed::server {
 namespace {
@@ -81,6 +89,27 @@ int Main(int argc, char** argv) {
       "0.0.0.0:9464");
   absl::ParseCommandLine(argc, argv);
   const Logger log(ParseLevel(absl::GetFlag(FLAGS_log_level)));
+  const absl::Status usage = FlagChecks()
+                                 .Range(FLAGS_kv_cache_mb, 1, 1 << 20)
+                                 .Range(FLAGS_kv_cache_fraction, 0.0, 0.99)
+                                 .Range(FLAGS_cuda_cublas_min_tokens, 0, 1 << 20)
+                                 .Range(FLAGS_kv_block_size, 1, 1024)
+                                 .Range(FLAGS_max_num_seqs, 1, 4096)
+                                 .Range(FLAGS_max_num_batched_tokens, 1, 1 << 20)
+                                 .Range(FLAGS_max_prefill_chunk, 1, 1 << 20)
+                                 .Range(FLAGS_max_waiting_requests, 1, 1 << 20)
+                                 .Range(FLAGS_threads, 0, 1024)
+                                 .Range(FLAGS_shutdown_timeout_s, 0.0, 86400.0)
+                                 .OneOf(FLAGS_log_level, {"debug", "info", "warn", "error"})
+                                 .OneOf(FLAGS_kv_cache_dtype, {"fp32", "bf16"})
+                                 .OneOf(FLAGS_sparsity, {"", "exact", "threshold", "off"})
+                                 .status();
+  RouteLibraryLogs(ParseLevel(absl::GetFlag(FLAGS_log_level)));
+  if (!usage.ok()) {
+    log.Log(LogLevel::kError, "invalid command line",
+            absl::StrCat("error=", Quote(usage.message())));
+    return kUsageExit;
+  }
 
   // Signals are taken by a dedicated sigwait below: block them in every thread first.
   sigset_t sigs;
@@ -92,8 +121,8 @@ int Main(int argc, char** argv) {
   auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) {
     log.Log(LogLevel::kError, "cannot use the requested device",
-            absl::StrCat("error=\"", device.status().message(), "\""));
-    return 2;
+            absl::StrCat("error=", Quote(device.status().message())));
+    return kUsageExit;
   }
   // Health first, so probes see NOT_SERVING while the model loads.
   grpc::EnableDefaultHealthCheckService(true);
@@ -124,11 +153,16 @@ int Main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  // gRPC sets SO_REUSEPORT by default, which lets a second daemon (or any process of the same
+  // user) bind the same address and take part of the traffic. One address, one daemon.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
+    const std::string why = WhyCannotBind(absl::GetFlag(FLAGS_listen));
     log.Log(LogLevel::kError, "cannot listen",
-            absl::StrCat("listen=", absl::GetFlag(FLAGS_listen)));
+            absl::StrCat("listen=", absl::GetFlag(FLAGS_listen), " error=",
+                         Quote(why.empty() ? "gRPC could not listen on this address" : why)));
     return 1;
   }
   auto* health = server->GetHealthCheckService();
@@ -143,7 +177,7 @@ int Main(int argc, char** argv) {
   auto engine = Engine::Load(eo);
   if (!engine.ok()) {
     log.Log(LogLevel::kError, "cannot load model",
-            absl::StrCat("error=\"", engine.status().message(), "\""));
+            absl::StrCat("error=", Quote(engine.status().message())));
     server->Shutdown();
     return 1;
   }
@@ -197,9 +231,11 @@ int Main(int argc, char** argv) {
     try {
       exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_listen));
     } catch (const std::exception& e) {
+      // The metrics server's own message does not say why; ask the kernel.
+      const std::string why = WhyCannotBind(absl::GetFlag(FLAGS_metrics_listen));
       log.Log(LogLevel::kError, "cannot serve metrics",
-              absl::StrCat("listen=", absl::GetFlag(FLAGS_metrics_listen), " error=\"", e.what(),
-                           "\""));
+              absl::StrCat("listen=", absl::GetFlag(FLAGS_metrics_listen),
+                           " error=", Quote(why.empty() ? e.what() : why)));
       server->Shutdown();
       return 1;
     }

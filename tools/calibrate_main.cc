@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "tools/calibration.h"
@@ -22,17 +23,19 @@ ABSL_FLAG(std::string, device, "auto",
 ABSL_FLAG(std::string, text, "models/corpus/heldout.txt",
           "Calibration text, one document per line (default: the bundled corpus's held-out "
           "slice).");
-ABSL_FLAG(double, cett, 0.2, "Target CETT per layer (ignored with --ppl_increase).");
+ABSL_FLAG(double, cett, 0.2, "Target CETT per layer (ignored with --ppl_increase) [0, 1].");
 ABSL_FLAG(double, ppl_increase, 0,
           "Percent: find the CETT at which perplexity on --text rises by this much over dense "
-          "(CETT-PPL-p%); 0 = use --cett.");
-ABSL_FLAG(double, tolerance_pp, 0.05, "Stop the --ppl_increase search within this many points.");
-ABSL_FLAG(int64_t, calibration_tokens, 4096, "Tokens whose activations set the thresholds.");
-ABSL_FLAG(int64_t, eval_tokens, 16384, "Tokens of --text scored for perplexity.");
-ABSL_FLAG(int, window, 256, "Tokens per window of text.");
-ABSL_FLAG(int, grid_points, 256, "Points of each layer's CETT(ε) curve.");
+          "(CETT-PPL-p%); 0 = use --cett [0, 1000].");
+ABSL_FLAG(double, tolerance_pp, 0.05,
+          "Stop the --ppl_increase search within this many points [0.001, 100].");
+ABSL_FLAG(int64_t, calibration_tokens, 4096,
+          "Tokens whose activations set the thresholds [1, 1073741824].");
+ABSL_FLAG(int64_t, eval_tokens, 16384, "Tokens of --text scored for perplexity [1, 1073741824].");
+ABSL_FLAG(int, window, 256, "Tokens per window of text [2, 65536].");
+ABSL_FLAG(int, grid_points, 256, "Points of each layer's CETT(ε) curve [2, 65536].");
 ABSL_FLAG(std::string, out, "", "Output file (default: MODEL/sparsity.json).");
-ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores).");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores) [0, 1024].");
 
 int main(int argc, char** argv) {
   sparsed::ListHelpFlagsFrom("calibrate_main.cc");
@@ -40,11 +43,25 @@ int main(int argc, char** argv) {
       "Calibrates threshold mode (CETT) on --text and writes sparsity.json.\n"
       "  sparsed-calibrate --model DIR [--cett 0.2 | --ppl_increase 1]");
   absl::ParseCommandLine(argc, argv);
+  if (const absl::Status usage = sparsed::FlagChecks()
+                                     .Range(FLAGS_cett, 0.0, 1.0)
+                                     .Range(FLAGS_ppl_increase, 0.0, 1000.0)
+                                     .Range(FLAGS_tolerance_pp, 0.001, 100.0)
+                                     .Range(FLAGS_calibration_tokens, 1, 1 << 30)
+                                     .Range(FLAGS_eval_tokens, 1, 1 << 30)
+                                     .Range(FLAGS_window, 2, 1 << 16)
+                                     .Range(FLAGS_grid_points, 2, 1 << 16)
+                                     .Range(FLAGS_threads, 0, 1024)
+                                     .status();
+      !usage.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
+    return sparsed::kUsageExit;
+  }
   using namespace sparsed;
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) {
     std::fprintf(stderr, "error: --model is required\n");
-    return 2;
+    return sparsed::kUsageExit;
   }
   const int window = absl::GetFlag(FLAGS_window);
   CalibrationOptions co;
@@ -52,10 +69,6 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_ppl_increase) > 0)
     co.ppl_increase_percent = absl::GetFlag(FLAGS_ppl_increase);
   co.tolerance_pp = absl::GetFlag(FLAGS_tolerance_pp);
-  if (co.cett < 0 || co.cett > 1) {
-    std::fprintf(stderr, "error: --cett must be within [0, 1]\n");
-    return 2;
-  }
   EngineOptions o;
   if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);
   o.model_dir = model;

@@ -7,12 +7,14 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "sparsed/v1/sparsed.grpc.pb.h"
@@ -21,11 +23,12 @@ ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(std::string, service, "", "health: service name to check (\"\" = whole server).");
 ABSL_FLAG(std::string, prompt, "",
           "generate/stream/tokenize: prompt text (or give it as the last arguments).");
-ABSL_FLAG(int64_t, seed, -1, "generate/stream: sampling seed (-1: none).");
-ABSL_FLAG(int, max_new_tokens, 32, "generate: tokens to generate.");
-ABSL_FLAG(double, temperature, 0.0, "generate: sampling temperature (0 = greedy).");
+ABSL_FLAG(int64_t, seed, -1,
+          "generate/stream: sampling seed (-1: none) [-1, 9223372036854775807].");
+ABSL_FLAG(int, max_new_tokens, 32, "generate: tokens to generate [1, 1048576].");
+ABSL_FLAG(double, temperature, 0.0, "generate: sampling temperature (0 = greedy) [0, 100].");
 ABSL_FLAG(bool, add_bos, true, "generate/tokenize: prepend the model's BOS token.");
-ABSL_FLAG(double, timeout_s, 60, "Call deadline in seconds.");
+ABSL_FLAG(double, timeout_s, 60, "Call deadline in seconds [0.001, 86400].");
 
 namespace {
 
@@ -49,10 +52,21 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "sparsed-cli [--server HOST:PORT] health|info|generate|stream|tokenize [flags] [PROMPT]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (const absl::Status usage =
+          sparsed::FlagChecks()
+              .Range(FLAGS_seed, int64_t{-1}, std::numeric_limits<int64_t>::max())
+              .Range(FLAGS_max_new_tokens, 1, 1 << 20)
+              .Range(FLAGS_temperature, 0.0, 100.0)
+              .Range(FLAGS_timeout_s, 0.001, 86400.0)
+              .status();
+      !usage.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
+    return sparsed::kUsageExit;
+  }
   if (args.size() < 2) {
     std::fprintf(stderr,
                  "usage: sparsed-cli health|info|generate|tokenize [--target host:port] ...\n");
-    return 2;
+    return sparsed::kUsageExit;
   }
   const std::string cmd = args[1];
   std::string prompt = absl::GetFlag(FLAGS_prompt);
@@ -97,7 +111,7 @@ int main(int argc, char** argv) {
   if (cmd == "generate" || cmd == "stream") {
     if (prompt.empty()) {
       std::fprintf(stderr, "error: give a prompt (sparsed-cli %s \"text\")\n", cmd.c_str());
-      return 2;
+      return sparsed::kUsageExit;
     }
     sparsed::v1::GenerateRequest req;
     req.set_prompt(prompt);
@@ -137,5 +151,5 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "unknown command '%s'; use health, info, generate or tokenize\n",
                cmd.c_str());
-  return 2;
+  return sparsed::kUsageExit;
 }

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sampling/sampler.h"
@@ -19,24 +21,38 @@ ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, 
 ABSL_FLAG(std::string, device, "auto",
           "auto | cpu | cuda: where the model runs (auto: CUDA when a GPU answers).");
 ABSL_FLAG(std::string, prompt, "The quick brown fox", "Prompt text.");
-ABSL_FLAG(int, max_new_tokens, 32, "Tokens to generate.");
+ABSL_FLAG(int, max_new_tokens, 32, "Tokens to generate [1, 1048576].");
 ABSL_FLAG(std::string, sparsity, "",
           "exact | threshold | off (default: exact for ReLU-family models, else off).");
-ABSL_FLAG(double, temperature, 0.0, "0 = greedy.");
-ABSL_FLAG(int, top_k, 0, "Top-k (0 = off).");
-ABSL_FLAG(double, top_p, 1.0, "Top-p.");
-ABSL_FLAG(uint64_t, seed, 0, "Sampling seed.");
-ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores).");
+ABSL_FLAG(double, temperature, 0.0, "Sampling temperature (0 = greedy) [0, 100].");
+ABSL_FLAG(int, top_k, 0, "Top-k (0 = off) [0, 1048576].");
+ABSL_FLAG(double, top_p, 1.0, "Top-p [0.000001, 1].");
+ABSL_FLAG(uint64_t, seed, 0, "Sampling seed [0, 18446744073709551615].");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores) [0, 1024].");
 ABSL_FLAG(bool, stats, false, "Print per-layer active and union ratios.");
 
 int main(int argc, char** argv) {
   sparsed::ListHelpFlagsFrom("generate_main.cc");
   absl::SetProgramUsageMessage("Generates a continuation of --prompt with the model in --model.");
   absl::ParseCommandLine(argc, argv);
+  if (const absl::Status usage =
+          sparsed::FlagChecks()
+              .Range(FLAGS_max_new_tokens, 1, 1 << 20)
+              .Range(FLAGS_seed, uint64_t{0}, std::numeric_limits<uint64_t>::max())
+              .Range(FLAGS_temperature, 0.0, 100.0)
+              .Range(FLAGS_top_k, 0, 1 << 20)
+              .Range(FLAGS_top_p, 0.000001, 1.0)
+              .Range(FLAGS_threads, 0, 1024)
+              .OneOf(FLAGS_sparsity, {"", "exact", "threshold", "off"})
+              .status();
+      !usage.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
+    return sparsed::kUsageExit;
+  }
   using namespace sparsed;
   if (absl::GetFlag(FLAGS_model).empty()) {
     std::fprintf(stderr, "error: --model is required\n");
-    return 2;
+    return sparsed::kUsageExit;
   }
   EngineOptions o;
   if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);
@@ -63,7 +79,7 @@ int main(int argc, char** argv) {
   if (total > e.kv_blocks() * e.kv_block_size()) {
     std::fprintf(stderr, "error: prompt + max_new_tokens = %d tokens exceed the KV cache (%d)\n",
                  total, e.kv_blocks() * e.kv_block_size());
-    return 2;
+    return sparsed::kUsageExit;
   }
   std::vector<int32_t> table;
   for (int b = 0; b * e.kv_block_size() < total; ++b) table.push_back(b);

@@ -1,11 +1,13 @@
 // sparsed-make-model: writes a synthetic checkpoint in the Hugging Face layout.
 #include <cstdio>
+#include <limits>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "engine/common/dtype.h"
+#include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
 #include "tools/synthetic.h"
 
@@ -14,22 +16,22 @@ ABSL_FLAG(std::string, preset, "tiny", "Shape preset: tiny, small, tinyllama-1.1
 ABSL_FLAG(std::string, model_type, "llama",
           "config.json model_type: llama, mistral, sparsellama, minicpm.");
 ABSL_FLAG(std::string, activation, "relu", "hidden_act: silu, relu, relu2, fatrelu, gelu.");
-ABSL_FLAG(double, act_param, 0.01, "FATReLU threshold (hidden_act_param).");
+ABSL_FLAG(double, act_param, 0.01, "FATReLU threshold (hidden_act_param) [0, 100].");
 ABSL_FLAG(bool, gated, true, "Gated FFN (gate_proj); false writes ffn_gated: false.");
 ABSL_FLAG(std::string, dtype, "bf16", "Weight dtype: bf16, fp16, fp32.");
 ABSL_FLAG(double, active_ratio, 0.11,
-          "Target fraction of FFN neurons active per token (ReLU family).");
+          "Target fraction of FFN neurons active per token (ReLU family) [0.001, 1].");
 ABSL_FLAG(double, skew, 0.0,
-          "Hot-neuron skew: 0 = uniform rates; 2-4 = a few hot neurons fire often.");
-ABSL_FLAG(uint64_t, seed, 1, "Random seed.");
+          "Hot-neuron skew: 0 = uniform rates; 2-4 = a few hot neurons fire often [0, 16].");
+ABSL_FLAG(uint64_t, seed, 1, "Random seed [0, 18446744073709551615].");
 ABSL_FLAG(int64_t, shard_mb, 0,
-          "Shard the weights into files of about this many MiB (0 = one file).");
-ABSL_FLAG(int64_t, hidden, 0, "Override hidden_size.");
-ABSL_FLAG(int64_t, intermediate, 0, "Override intermediate_size.");
-ABSL_FLAG(int64_t, layers, 0, "Override num_hidden_layers.");
-ABSL_FLAG(int64_t, heads, 0, "Override num_attention_heads.");
-ABSL_FLAG(int64_t, kv_heads, 0, "Override num_key_value_heads.");
-ABSL_FLAG(int64_t, vocab, 0, "Override vocab_size.");
+          "Shard the weights into files of about this many MiB (0 = one file) [0, 1048576].");
+ABSL_FLAG(int64_t, hidden, 0, "Override hidden_size (0 = the preset's) [0, 65536].");
+ABSL_FLAG(int64_t, intermediate, 0, "Override intermediate_size (0 = the preset's) [0, 1048576].");
+ABSL_FLAG(int64_t, layers, 0, "Override num_hidden_layers (0 = the preset's) [0, 1024].");
+ABSL_FLAG(int64_t, heads, 0, "Override num_attention_heads (0 = the preset's) [0, 1024].");
+ABSL_FLAG(int64_t, kv_heads, 0, "Override num_key_value_heads (0 = the preset's) [0, 1024].");
+ABSL_FLAG(int64_t, vocab, 0, "Override vocab_size (0 = the preset's) [0, 4194304].");
 ABSL_FLAG(bool, tie_embeddings, false, "Tie the LM head to the embeddings.");
 
 int main(int argc, char** argv) {
@@ -39,16 +41,35 @@ int main(int argc, char** argv) {
       "Example: sparsed-make-model --out /tmp/m --preset tinyllama-1.1b --activation fatrelu "
       "--active_ratio 0.11 --skew 2");
   absl::ParseCommandLine(argc, argv);
+  if (const absl::Status usage =
+          sparsed::FlagChecks()
+              .Range(FLAGS_act_param, 0.0, 100.0)
+              .Range(FLAGS_seed, uint64_t{0}, std::numeric_limits<uint64_t>::max())
+              .Range(FLAGS_active_ratio, 0.001, 1.0)
+              .Range(FLAGS_skew, 0.0, 16.0)
+              .Range(FLAGS_shard_mb, 0, 1 << 20)
+              .Range(FLAGS_hidden, 0, 1 << 16)
+              .Range(FLAGS_intermediate, 0, 1 << 20)
+              .Range(FLAGS_layers, 0, 1024)
+              .Range(FLAGS_heads, 0, 1024)
+              .Range(FLAGS_kv_heads, 0, 1024)
+              .Range(FLAGS_vocab, 0, 1 << 22)
+              .OneOf(FLAGS_dtype, {"bf16", "fp16", "fp32"})
+              .status();
+      !usage.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
+    return sparsed::kUsageExit;
+  }
   sparsed::SyntheticModelSpec s;
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {
     std::fprintf(stderr, "error: --out is required\n");
-    return 2;
+    return sparsed::kUsageExit;
   }
   auto dt = sparsed::ParseDTypeName(absl::GetFlag(FLAGS_dtype));
   if (!dt) {
     std::fprintf(stderr, "error: --dtype must be bf16, fp16 or fp32\n");
-    return 2;
+    return sparsed::kUsageExit;
   }
   s.preset = absl::GetFlag(FLAGS_preset);
   s.model_type = absl::GetFlag(FLAGS_model_type);

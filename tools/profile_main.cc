@@ -15,6 +15,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sparse/cett.h"
@@ -30,11 +31,11 @@ ABSL_FLAG(std::string, text, "models/corpus/heldout.txt", "Text, one document pe
 ABSL_FLAG(std::string, sparsity, "",
           "exact (ReLU family: exact zeros) | threshold (|x1| over sparsity.json's thresholds); "
           "default: exact for ReLU-family models, else threshold.");
-ABSL_FLAG(int64_t, tokens, 8192, "Tokens of --text to record.");
-ABSL_FLAG(int, window, 128, "Tokens per sequence (window of text).");
-ABSL_FLAG(int, samples, 400, "Random batches per batch size.");
+ABSL_FLAG(int64_t, tokens, 8192, "Tokens of --text to record [1, 1073741824].");
+ABSL_FLAG(int, window, 128, "Tokens per sequence (window of text) [1, 65536].");
+ABSL_FLAG(int, samples, 400, "Random batches per batch size [1, 1048576].");
 ABSL_FLAG(std::string, out, "profile", "Output prefix: PREFIX.md, PREFIX.csv, PREFIX.png.");
-ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores).");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores) [0, 1024].");
 
 namespace {
 
@@ -48,11 +49,22 @@ int main(int argc, char** argv) {
       "Measures per-layer active and union ratios under batching.\n"
       "  sparsed-profile --model DIR [--sparsity exact|threshold] [--out PREFIX]");
   absl::ParseCommandLine(argc, argv);
+  if (const absl::Status usage = sparsed::FlagChecks()
+                                     .Range(FLAGS_tokens, 1, 1 << 30)
+                                     .Range(FLAGS_window, 1, 1 << 16)
+                                     .Range(FLAGS_samples, 1, 1 << 20)
+                                     .Range(FLAGS_threads, 0, 1024)
+                                     .OneOf(FLAGS_sparsity, {"", "exact", "threshold", "off"})
+                                     .status();
+      !usage.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
+    return sparsed::kUsageExit;
+  }
   using namespace sparsed;
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) {
     std::fprintf(stderr, "error: --model is required\n");
-    return 2;
+    return sparsed::kUsageExit;
   }
   EngineOptions o;
   if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);

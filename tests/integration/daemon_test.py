@@ -170,9 +170,13 @@ def main():
         check(out.stdout.split() == [str(t) for t in toks.token_ids], "sparsed-cli tokenize")
         out = subprocess.run([cli] + srv + ["info"], capture_output=True, text=True)
         check(out.returncode == 0 and 'activation: "relu2"' in out.stdout, "sparsed-cli info")
+        out = subprocess.run([cli] + srv + ["--max_new_tokens", "1048576", "generate", "x"],
+                             capture_output=True, text=True)
+        check(out.returncode != 0 and "exceeds the context" in out.stderr and out.stdout == "",
+              "sparsed-cli reports the server's refusal on stderr with a non-zero exit")
         out = subprocess.run([cli] + srv + ["--temperature", "-1", "generate", "x"], capture_output=True, text=True)
-        check(out.returncode != 0 and "sampling.temperature" in out.stderr and out.stdout == "",
-              "sparsed-cli reports a bad field on stderr with a non-zero exit")
+        check(out.returncode == 1 and "--temperature=-1 is out of range" in out.stderr and out.stdout == "",
+              "sparsed-cli refuses a flag out of its range before calling")
         out = subprocess.run([cli, "--server", "127.0.0.1:1", "--timeout_s", "2", "health"], capture_output=True, text=True)
         check(out.returncode != 0 and "error" in out.stderr, "sparsed-cli reports an unreachable server")
 

@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""The daemon and the tools as an operator starts and misconfigures them.
+
+1. Every numeric flag of every binary states its range in --help ("[lo, hi]"); the test reads the
+   ranges from --help and tries 0, -1, an absurdly large value and both ends of each range: a value
+   outside the range exits with status 1 and an error naming the flag and the range, a value inside
+   it is not refused as a usage error.
+2. One address, one daemon: a second daemon on the same --listen address exits 1 with "address
+   already in use"; so does another process binding it with SO_REUSEPORT; a daemon whose
+   --metrics_listen port is taken says so.
+3. The lines a daemon writes are logfmt, gRPC's own included.
+
+Usage: operator_test.py --bin BUILD/bin --source REPO [--work DIR]
+"""
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import FAILURES, check, free_port  # noqa: E402
+
+USAGE_EXIT = 1
+HUGE = "1000000000000"  # 10^12
+
+
+def help_flags(binary):
+    """{flag: (lo, hi) or None} for each numeric flag in the binary's --help."""
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60)
+    text = " ".join((out.stdout + out.stderr).split())
+    flags = {}
+    for m in re.finditer(r"--(\w+) \((.*?)\); default: (.*?);", text):
+        name, help_text, default = m.groups()
+        if not re.fullmatch(r"-?[0-9.]+(e[-+]?[0-9]+)?", default):
+            continue  # strings and booleans
+        r = re.findall(r"\[(-?[0-9.e+-]+), (-?[0-9.e+-]+)\]", help_text)
+        flags[name] = (r[-1][0], r[-1][1]) if r else None
+    return flags
+
+
+def in_range(value, lo, hi):
+    return float(lo) <= float(value) <= float(hi)
+
+
+def check_flags(binary, base_args, label):
+    flags = help_flags(binary)
+    check(len(flags) > 0, f"{label}: --help lists numeric flags ({len(flags)})")
+    for name, rng in sorted(flags.items()):
+        check(rng is not None, f"{label} --{name}: --help states a range")
+        if rng is None:
+            continue
+        lo, hi = rng
+        for value in sorted({"0", "-1", HUGE, lo, hi}):
+            r = subprocess.run([binary] + base_args + [f"--{name}={value}"], capture_output=True,
+                               text=True, timeout=120)
+            err = r.stdout + r.stderr
+            m = re.search(rf"--{name}=(\S+) is out of range: it must be in \[(\S+), (\S+)\]", err)
+            ours = bool(m) and [float(x) for x in m.groups()] == [float(value), float(lo), float(hi)]
+            # Abseil refuses what the flag's type cannot hold (a negative unsigned, an int that
+            # overflows) before our check runs, also with status 1 and the flag's name.
+            abseil = f"Illegal value '{value}' specified for flag '{name}'" in err
+            if in_range(value, lo, hi) and not abseil:
+                check("out of range" not in err,
+                      f"{label} --{name}={value} (in [{lo}, {hi}]) is accepted")
+            else:
+                check(r.returncode == USAGE_EXIT and (ours or abseil),
+                      f"{label} --{name}={value} (outside [{lo}, {hi}]) is refused with the flag "
+                      f"and its range, exit {USAGE_EXIT}: got exit {r.returncode}, "
+                      f"{err.strip()[-200:]!r}")
+
+
+def wait_for(path, needle, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        with open(path) as f:
+            if needle in f.read():
+                return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def logfmt_only(text, label):
+    lines = [l for l in text.splitlines() if l.strip()]
+    bad = [l for l in lines if not l.startswith("ts=")]
+    check(lines and not bad, f"{label}: every line is logfmt ({len(lines)} lines; first other: "
+                             f"{bad[0][:120] if bad else ''!r})")
+
+
+def check_ports(bin_dir, model, work):
+    daemon = os.path.join(bin_dir, "sparsed")
+    port, mport = free_port(), free_port()
+    log_path = os.path.join(work, "first.log")
+    first = subprocess.Popen([daemon, "--model", model, "--listen", f"127.0.0.1:{port}",
+                              "--metrics_listen", f"127.0.0.1:{mport}", "--kv_cache_mb", "16"],
+                             stderr=open(log_path, "w"))
+    try:
+        check(wait_for(log_path, 'msg="serving"', first), "first daemon serves")
+        # A second daemon on the same address.
+        r = subprocess.run([daemon, "--model", model, "--listen", f"127.0.0.1:{port}",
+                            "--metrics_listen", "", "--kv_cache_mb", "16"],
+                           capture_output=True, text=True, timeout=120)
+        check(r.returncode == 1 and 'msg="cannot listen"' in r.stderr
+              and f"listen=127.0.0.1:{port}" in r.stderr
+              and 'error="address already in use"' in r.stderr,
+              f"a second daemon on the same address exits 1 naming it: exit {r.returncode}, "
+              f"{r.stderr.strip()[-300:]!r}")
+        check("status=SERVING" not in r.stderr, "the second daemon never reports SERVING")
+        logfmt_only(r.stderr, "second daemon's stderr")
+        # Any other process, even one asking for SO_REUSEPORT, cannot share the port.
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                shared = True
+            except OSError:
+                shared = False
+        check(not shared, "another process cannot bind the daemon's port with SO_REUSEPORT")
+        # The metrics port taken.
+        r = subprocess.run([daemon, "--model", model, "--listen", f"127.0.0.1:{free_port()}",
+                            "--metrics_listen", f"127.0.0.1:{mport}", "--kv_cache_mb", "16"],
+                           capture_output=True, text=True, timeout=120)
+        check(r.returncode == 1 and 'msg="cannot serve metrics"' in r.stderr
+              and f"listen=127.0.0.1:{mport}" in r.stderr
+              and 'error="address already in use"' in r.stderr,
+              f"a taken metrics port is named with its reason: exit {r.returncode}, "
+              f"{r.stderr.strip()[-300:]!r}")
+        check(first.poll() is None, "the first daemon still runs")
+    finally:
+        first.terminate()
+        try:
+            rc = first.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            rc = first.wait()
+    check(rc == 0, f"first daemon drains and exits 0 (exit {rc})")
+    with open(log_path) as f:
+        logfmt_only(f.read(), "first daemon's stderr")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--work", default=None)
+    a = ap.parse_args()
+    work = a.work or tempfile.mkdtemp(prefix="sparsed_op_")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    b = lambda n: os.path.join(a.bin, n)
+    missing = os.path.join(work, "no-such-model")
+    # In-range values must get past the checks and then fail on something else, fast.
+    check_flags(b("sparsed"), ["--model", missing, "--listen", "127.0.0.1:0", "--metrics_listen", ""],
+                "sparsed")
+    check_flags(b("sparsed-generate"), ["--model", missing], "sparsed-generate")
+    check_flags(b("sparsed-calibrate"), ["--model", missing], "sparsed-calibrate")
+    check_flags(b("sparsed-profile"), ["--model", missing], "sparsed-profile")
+    check_flags(b("sparsed-make-model"), [], "sparsed-make-model")  # no --out: refused after
+    check_flags(b("sparsed-cli"), ["--server", f"127.0.0.1:{free_port()}", "health"], "sparsed-cli")
+
+    model = os.path.join(a.source, "models", "sparsed-tiny")
+    check_ports(a.bin, model, work)
+    print(f"{len(FAILURES)} failure(s)")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
