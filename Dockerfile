@@ -20,13 +20,13 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}" \
-    && cmake --build /build --target sparsed sparsed-cli sparsed-make-model sparsed_spm
-# Collect the binaries, the tokenizer plugin and every shared library they load (except the C
+    && cmake --build /build --target sparsed sparsed-cli sparsed-make-model sparsed-tokenizer
+# Collect the binaries, the tokenizer program and every shared library they load (except the C
 # runtime and CUDA's own, which the runtime image provides).
 RUN mkdir -p /out/bin /out/lib \
     && cp /build/bin/sparsed /build/bin/sparsed-cli /build/bin/sparsed-make-model /out/bin/ \
-    && cp /build/lib/libsparsed_spm.so /out/lib/ \
-    && for f in /out/bin/* /out/lib/libsparsed_spm.so; do \
+    && cp /build/lib/sparsed-tokenizer /out/lib/ \
+    && for f in /out/bin/* /out/lib/sparsed-tokenizer; do \
          ldd "$f" | awk '/=> \// {print $3}' ; done | sort -u \
        | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libcudart|libcublas)[.-]' \
        | xargs -r cp -L -t /out/lib/ \

@@ -2,8 +2,13 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "tests/reference/test_models.h"
 
@@ -61,6 +66,81 @@ TEST(Tokenizer, BadModelFileNamed) {
               ::testing::HasSubstr(dir.File("tokenizer.model")));
   auto missing = Tokenizer::Load(dir.File("none.model"));
   EXPECT_FALSE(missing.ok());
+}
+
+// Pids of the tokenizer processes serving `model` (their command line names it).
+std::vector<int> ProcessesServing(const std::string& model) {
+  std::vector<int> pids;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "cmdline");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    std::string cmd = ss.str();
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find("sparsed-tokenizer serve") != std::string::npos &&
+        cmd.find(model) != std::string::npos)
+      pids.push_back(std::stoi(name));
+  }
+  return pids;
+}
+
+// Calls from many threads at once get the answers serial calls get, on at most max_processes
+// processes, and the processes end with the tokenizer.
+TEST(Tokenizer, ConcurrentCallsShareABoundedPool) {
+  auto dir = testing::MakeModel(SyntheticModelSpec{});
+  const std::string model = dir->File("tokenizer.model");
+  {
+    auto tok = Tokenizer::Load(model, /*max_processes=*/3);
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    std::vector<std::string> texts;
+    for (int i = 0; i < 16; ++i)
+      texts.push_back("sentence " + std::to_string(i) + " of the quick brown fox ✓");
+    std::vector<std::vector<int32_t>> serial;
+    for (const auto& t : texts) serial.push_back(*(*tok)->Encode(t));
+    std::vector<std::vector<int32_t>> parallel(texts.size());
+    std::vector<std::string> decoded(texts.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      threads.emplace_back([&, i] {
+        for (int rep = 0; rep < 20; ++rep) {
+          parallel[i] = *(*tok)->Encode(texts[i]);
+          decoded[i] = *(*tok)->Decode(parallel[i]);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(parallel, serial);
+    EXPECT_EQ(decoded, texts);
+    EXPECT_GE((*tok)->processes_started(), 1);
+    EXPECT_LE((*tok)->processes_started(), 3);
+    EXPECT_LE(ProcessesServing(model).size(), 3u);
+  }
+  EXPECT_TRUE(ProcessesServing(model).empty()) << "tokenizer processes outlive their tokenizer";
+}
+
+// A tokenizer process that dies fails the call it serves with INTERNAL (never the caller's
+// process); the next call runs on a new one.
+TEST(Tokenizer, ADeadProcessFailsOneCallAndIsReplaced) {
+  auto dir = testing::MakeModel(SyntheticModelSpec{});
+  const std::string model = dir->File("tokenizer.model");
+  auto tok = Tokenizer::Load(model, /*max_processes=*/1);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const auto before = (*tok)->Encode("The quick brown fox");
+  ASSERT_TRUE(before.ok());
+  const std::vector<int> pids = ProcessesServing(model);
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(kill(pids[0], SIGKILL), 0);
+  const auto lost = (*tok)->Encode("The quick brown fox");
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(lost.status().message()), ::testing::HasSubstr("signal 9"));
+  const auto after = (*tok)->Encode("The quick brown fox");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(*after, *before);
+  EXPECT_EQ((*tok)->processes_started(), 2);
+  EXPECT_EQ(ProcessesServing(model).size(), 1u);
 }
 
 }  // namespace

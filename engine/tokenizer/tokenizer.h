@@ -1,4 +1,6 @@
-// SentencePiece tokenizer, reached through the isolated plugin (see spm_plugin_api.h).
+// SentencePiece tokenizer. SentencePiece itself runs in separate processes (sparsed-tokenizer, see
+// tokenizer_process.h): its bundled protobuf cannot share a process with gRPC's, and a process of
+// its own keeps the daemon whole if the library fails on some input.
 #pragma once
 
 #include <cstdint>
@@ -6,19 +8,24 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/tokenizer/tokenizer_process.h"
 
 namespace sparsed {
 
-class SpmPlugin;
-
-// Thread-safety: Encode/Decode are const and safe to call concurrently (SentencePiece's
-// processor is immutable after load).
+// Thread-safety: every method is const and safe to call concurrently. Calls run on a pool of
+// tokenizer processes: one is started at Load, more (up to max_processes) when calls overlap,
+// and a call waits for a free one beyond that. A process that dies fails the call it was serving
+// (INTERNAL) and is replaced by the next call.
 class Tokenizer {
  public:
-  // Loads `model_path` (tokenizer.model). Errors name the file.
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& model_path);
+  // Loads `model_path` (tokenizer.model). Errors name the file. max_processes <= 0: one per core,
+  // at most 8.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& model_path,
+                                                         int max_processes = 0);
   ~Tokenizer();
 
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text) const;
@@ -30,14 +37,25 @@ class Tokenizer {
   // empty or its text merges with the continuation's (byte pieces).
   absl::StatusOr<std::string> DecodeAfter(const std::vector<int32_t>& context,
                                           const std::vector<int32_t>& ids) const;
-  int vocab_size() const;
-  int bos_id() const;
-  int eos_id() const;
+  int vocab_size() const { return info_.vocab_size; }
+  int bos_id() const { return info_.bos_id; }
+  int eos_id() const { return info_.eos_id; }
+  // Processes started so far (the first included), for tests and metrics.
+  int processes_started() const;
 
  private:
-  Tokenizer() = default;
-  std::shared_ptr<SpmPlugin> plugin_;
-  void* handle_ = nullptr;
+  Tokenizer(std::string model_path, int max_processes)
+      : model_path_(std::move(model_path)), max_processes_(max_processes) {}
+  // One request on a pooled process.
+  absl::StatusOr<std::string> Call(uint8_t op, const std::string& payload) const;
+
+  const std::string model_path_;
+  const int max_processes_;
+  TokenizerProcess::Info info_;
+  mutable absl::Mutex mu_;
+  mutable std::vector<std::unique_ptr<TokenizerProcess>> idle_ ABSL_GUARDED_BY(mu_);
+  mutable int live_ ABSL_GUARDED_BY(mu_) = 0;  // idle + in use
+  mutable int started_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Trains a SentencePiece model with the given trainer flags (used by tools and tests).
