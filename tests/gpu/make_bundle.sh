@@ -3,6 +3,7 @@
 # collects them for a GPU host that has CUDA but none of those libraries:
 #   .gpu/bundle/bin/{cuda_backend_test,decode_bench}   stripped executables
 #   .gpu/bundle/lib/libsparsed_cuda.so                 the CUDA backend (sm_80 and sm_90 code)
+#   .gpu/bundle/lib/sparsed-tokenizer                  the tokenizer process the engine starts
 #   .gpu/bundle/lib/*.so*                              every shared library they load that is
 #                                                      neither glibc's, libstdc++/libgcc nor CUDA's
 # device_check.sh runs them when the bundle is present (the device tool carries `.gpu/bundle`).
@@ -11,13 +12,14 @@ set -euo pipefail
 BUILD="${1:-build}"
 OUTB=.gpu/bundle
 [[ -f "$BUILD/CMakeCache.txt" ]] || cmake --preset default >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target cuda_backend_test decode_bench sparsed_cuda
+cmake --build "$BUILD" -j"$(nproc)" --target cuda_backend_test decode_bench sparsed_cuda sparsed-tokenizer
 rm -rf "$OUTB"
 mkdir -p "$OUTB/bin" "$OUTB/lib"
 strip --strip-debug -o "$OUTB/bin/cuda_backend_test" "$BUILD/tests/cuda_backend_test"
 strip --strip-debug -o "$OUTB/bin/decode_bench" "$BUILD/bench/decode_bench"
 strip --strip-debug -o "$OUTB/lib/libsparsed_cuda.so" "$BUILD/lib/libsparsed_cuda.so"
-for f in "$OUTB"/bin/* "$OUTB/lib/libsparsed_cuda.so"; do
+strip --strip-debug -o "$OUTB/lib/sparsed-tokenizer" "$BUILD/lib/sparsed-tokenizer"
+for f in "$OUTB"/bin/* "$OUTB/lib/libsparsed_cuda.so" "$OUTB/lib/sparsed-tokenizer"; do
   ldd "$f" | awk '$3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
