@@ -107,6 +107,30 @@ int Main() {
   }
   rows.push_back(detok);
 
+  // A decode step of 64 sequences, each 32 tokens into its stream: the engine loop's
+  // detokenization, one DecodeAfter per sequence vs one DecodeAfterEach for the step.
+  {
+    const std::vector<int32_t> context = {ids.front()};
+    std::vector<std::vector<int32_t>> seqs;
+    for (int i = 0; i < 64; ++i) {
+      const size_t from = (static_cast<size_t>(i) * 7) % (ids.size() - 40);
+      seqs.push_back(std::vector<int32_t>(ids.begin() + from, ids.begin() + from + 32));
+    }
+    std::vector<Tokenizer::DecodeAfterItem> items;
+    for (const auto& q : seqs) items.push_back({&context, &q});
+    Row one{"detokenize a 64-sequence step, one call per sequence", {}, "per step"};
+    Row each{"detokenize a 64-sequence step, one call (DecodeAfterEach)", {}, "per step"};
+    for (int r = 0; r < reps; ++r) {
+      one.s.push_back(Seconds([&] {
+                        for (const auto& q : seqs) (void)tok->DecodeAfter(context, q);
+                      }) /
+                      1);
+      each.s.push_back(Seconds([&] { (void)tok->DecodeAfterEach(items); }));
+    }
+    rows.push_back(one);
+    rows.push_back(each);
+  }
+
   // Two threads encoding short prompts at once (the gRPC threads of concurrent requests).
   Row conc{absl::StrFormat("encode %d-token prompts, 2 threads", n_prompt), {}, "per request"};
   for (int r = 0; r < reps; ++r) {

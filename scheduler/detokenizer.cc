@@ -31,10 +31,18 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer,
 
 absl::StatusOr<IncrementalDetokenizer::Delta> IncrementalDetokenizer::Push(
     const std::vector<int32_t>& ids) {
-  ids_.insert(ids_.end(), ids.begin(), ids.end());
-  auto full = tokenizer_->DecodeAfter(context_, ids_);
+  Append(ids);
+  return Apply(tokenizer_->DecodeAfter(context_, ids_));
+}
+
+absl::StatusOr<std::string> IncrementalDetokenizer::Flush() {
+  return FlushWith(tokenizer_->DecodeAfter(context_, ids_));
+}
+
+absl::StatusOr<IncrementalDetokenizer::Delta> IncrementalDetokenizer::Apply(
+    const absl::StatusOr<std::string>& full) {
   if (!full.ok()) return full.status();
-  std::string text = *std::move(full);
+  const std::string& text = *full;
   Delta d;
   // A stop string anywhere in the text not yet emitted (it may straddle the emitted boundary).
   size_t cut = std::string::npos;
@@ -76,10 +84,10 @@ absl::StatusOr<IncrementalDetokenizer::Delta> IncrementalDetokenizer::Push(
   return d;
 }
 
-absl::StatusOr<std::string> IncrementalDetokenizer::Flush() {
-  auto full = tokenizer_->DecodeAfter(context_, ids_);
+absl::StatusOr<std::string> IncrementalDetokenizer::FlushWith(
+    const absl::StatusOr<std::string>& full) {
   if (!full.ok()) return full.status();
-  std::string text = *std::move(full);
+  const std::string& text = *full;
   size_t end = text.size();
   for (const std::string& s : stops_) end = std::min(end, text.find(s));
   if (end <= emitted_.size() || text.compare(0, emitted_.size(), emitted_) != 0)

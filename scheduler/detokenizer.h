@@ -30,6 +30,16 @@ class IncrementalDetokenizer {
   absl::StatusOr<Delta> Push(const std::vector<int32_t>& ids);
   // At the end of generation: everything not yet emitted (still cut at a stop string).
   absl::StatusOr<std::string> Flush();
+
+  // Push and Flush in two halves, so a caller can decode many sequences in one tokenizer call
+  // (Tokenizer::DecodeAfterEach over context() and ids()): Append the new ids, decode, then
+  // Apply the decoded text (and FlushWith the same text at the end of generation).
+  void Append(const std::vector<int32_t>& ids) { ids_.insert(ids_.end(), ids.begin(), ids.end()); }
+  const std::vector<int32_t>& context() const { return context_; }
+  const std::vector<int32_t>& ids() const { return ids_; }
+  // `text`: Tokenizer::DecodeAfter(context(), ids()) (or its error).
+  absl::StatusOr<Delta> Apply(const absl::StatusOr<std::string>& text);
+  absl::StatusOr<std::string> FlushWith(const absl::StatusOr<std::string>& text);
   const std::string& emitted() const { return emitted_; }
 
  private:

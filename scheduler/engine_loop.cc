@@ -281,7 +281,15 @@ void EngineLoop::Iterate() {
       report.layer_stats = out->layer_stats;
       const int V = static_cast<int>(engine_->config().vocab_size);
       size_t logit_row = 0;
-      std::vector<int64_t> finished;
+      // Sample every sequence first, then detokenize the whole step in one tokenizer call, then
+      // emit the events in batch order.
+      struct Sampled {
+        Sequence* s;
+        SampledToken tok;
+        bool stopped, length;
+      };
+      std::vector<Sampled> sampled;
+      std::vector<Tokenizer::DecodeAfterItem> to_decode;
       for (size_t i = 0; i < order.size(); ++i) {
         Sequence& s = *order[i];
         s.computed += batch.sequences[i].num_tokens;
@@ -296,31 +304,46 @@ void EngineLoop::Iterate() {
         if (s.first_token == absl::InfinitePast()) s.first_token = absl::Now();
         const StoppingParams& stop = s.req.stopping;
         const auto& eos = engine_->config().eos_token_ids;
-        bool stopped =
+        const bool stopped =
             (!stop.ignore_eos && std::find(eos.begin(), eos.end(), tok.token) != eos.end()) ||
             std::find(stop.stop_token_ids.begin(), stop.stop_token_ids.end(), tok.token) !=
                 stop.stop_token_ids.end();
         const bool length = static_cast<int>(s.generated.size()) >= stop.max_new_tokens;
+        if (s.detok) {
+          s.detok->Append({tok.token});
+          to_decode.push_back({&s.detok->context(), &s.detok->ids()});
+        }
+        sampled.push_back({&s, tok, stopped, length});
+      }
+      absl::StatusOr<std::vector<absl::StatusOr<std::string>>> texts =
+          std::vector<absl::StatusOr<std::string>>{};
+      if (!to_decode.empty()) texts = engine_->tokenizer()->DecodeAfterEach(to_decode);
+      size_t next_text = 0;
+      std::vector<int64_t> finished;
+      for (const Sampled& x : sampled) {
+        Sequence& s = *x.s;
         // Stop strings are found by the detokenizer: its text then ends before the string.
         TokenEvent ev;
-        ev.token_ids = {tok.token};
-        ev.logprobs = {tok.logprob};
-        if (s.req.sampling.top_logprobs > 0) ev.top_logprobs = {tok.top};
+        ev.token_ids = {x.tok.token};
+        ev.logprobs = {x.tok.logprob};
+        if (s.req.sampling.top_logprobs > 0) ev.top_logprobs = {x.tok.top};
         bool stop_string = false;
         if (s.detok) {
-          auto dl = s.detok->Push({tok.token});
+          const absl::StatusOr<std::string> text =
+              texts.ok() ? (*texts)[next_text++] : absl::StatusOr<std::string>(texts.status());
+          auto dl = s.detok->Apply(text);
           if (dl.ok()) {
             ev.text = dl->text;
             stop_string = dl->stopped;
           }
-          if (!stop_string && (length || stopped)) {
-            auto rest = s.detok->Flush();
+          if (!stop_string && (x.length || x.stopped)) {
+            auto rest = s.detok->FlushWith(text);
             if (rest.ok()) ev.text += *rest;
           }
         }
         s.req.sink->OnTokens(ev);
-        if (stop_string || stopped || length) {
-          Finish(s, stop_string || stopped ? FinishReason::kStop : FinishReason::kLength,
+        if (stop_string || x.stopped || x.length) {
+          Finish(s, stop_string || x.stopped ? FinishReason::kStop : FinishReason::kLength,
                  absl::OkStatus());
           finished.push_back(s.id);
         }

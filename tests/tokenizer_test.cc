@@ -57,6 +57,35 @@ TEST(Tokenizer, DecodeAfterKeepsTheContinuationsLeadingSpace) {
   EXPECT_EQ(*(*tok)->DecodeAfter({}, rest), *alone);
 }
 
+// One call for many sequences gives each the text DecodeAfter gives it alone, in order; empty
+// lists and ids outside the vocabulary included.
+TEST(Tokenizer, DecodeAfterEachMatchesDecodeAfter) {
+  auto dir = testing::MakeModel(SyntheticModelSpec{});
+  auto tok = Tokenizer::Load(dir->File("tokenizer.model"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::vector<std::vector<int32_t>> contexts, ids;
+  for (const char* text : {"The quick brown fox", "a lazy dog ✓", "x", "Ünïcödé and more words"}) {
+    auto e = *(*tok)->Encode(text);
+    contexts.push_back({e.front()});
+    ids.push_back(std::vector<int32_t>(e.begin() + 1, e.end()));
+  }
+  contexts.push_back({});
+  ids.push_back({5, (*tok)->vocab_size() + 7, 9});
+  contexts.push_back({3});
+  ids.push_back({});
+  std::vector<Tokenizer::DecodeAfterItem> items;
+  for (size_t i = 0; i < ids.size(); ++i) items.push_back({&contexts[i], &ids[i]});
+  auto each = (*tok)->DecodeAfterEach(items);
+  ASSERT_TRUE(each.ok()) << each.status();
+  ASSERT_EQ(each->size(), items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto alone = (*tok)->DecodeAfter(contexts[i], ids[i]);
+    ASSERT_TRUE(alone.ok() && (*each)[i].ok());
+    EXPECT_EQ(*(*each)[i], *alone) << "item " << i;
+  }
+  EXPECT_TRUE((*tok)->DecodeAfterEach({})->empty());
+}
+
 TEST(Tokenizer, BadModelFileNamed) {
   testing::TempDir dir;
   std::ofstream(dir.File("tokenizer.model")) << "not a sentencepiece model";

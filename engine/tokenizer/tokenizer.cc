@@ -1,6 +1,7 @@
 #include "engine/tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -85,6 +86,37 @@ absl::StatusOr<std::string> Tokenizer::DecodeAfter(const std::vector<int32_t>& c
   wire::AppendIds(&payload, context);
   wire::AppendIds(&payload, ids);
   return Call(wire::kDecodeAfter, payload);
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<std::string>>> Tokenizer::DecodeAfterEach(
+    const std::vector<DecodeAfterItem>& items) const {
+  std::vector<absl::StatusOr<std::string>> texts;
+  if (items.empty()) return texts;
+  std::string payload;
+  wire::AppendI32(&payload, static_cast<int32_t>(items.size()));
+  for (const DecodeAfterItem& it : items) {
+    wire::AppendI32(&payload, static_cast<int32_t>(it.context->size()));
+    wire::AppendI32(&payload, static_cast<int32_t>(it.ids->size()));
+    wire::AppendIds(&payload, *it.context);
+    wire::AppendIds(&payload, *it.ids);
+  }
+  auto out = Call(wire::kDecodeAfterEach, payload);
+  if (!out.ok()) return out.status();
+  size_t at = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    int32_t len = -1;
+    if (out->size() - at >= 5) std::memcpy(&len, out->data() + at + 1, 4);
+    if (len < 0 || out->size() - at - 5 < static_cast<size_t>(len))
+      return absl::InternalError("the tokenizer process answered a malformed batch");
+    std::string text = out->substr(at + 5, static_cast<size_t>(len));
+    if ((*out)[at] == static_cast<char>(wire::kOk)) {
+      texts.push_back(std::move(text));
+    } else {
+      texts.push_back(absl::InvalidArgumentError(text));
+    }
+    at += 5 + static_cast<size_t>(len);
+  }
+  return texts;
 }
 
 absl::Status TrainSentencePiece(const std::string& flags) { return TokenizerProcess::Train(flags); }

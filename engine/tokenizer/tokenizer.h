@@ -37,6 +37,15 @@ class Tokenizer {
   // empty or its text merges with the continuation's (byte pieces).
   absl::StatusOr<std::string> DecodeAfter(const std::vector<int32_t>& context,
                                           const std::vector<int32_t>& ids) const;
+  // DecodeAfter for many (context, ids) pairs in one call (one round trip to a tokenizer
+  // process): the engine loop's whole step. Results in the order of `items`; the outer status
+  // fails only when the call itself does.
+  struct DecodeAfterItem {
+    const std::vector<int32_t>* context;
+    const std::vector<int32_t>* ids;
+  };
+  absl::StatusOr<std::vector<absl::StatusOr<std::string>>> DecodeAfterEach(
+      const std::vector<DecodeAfterItem>& items) const;
   int vocab_size() const { return info_.vocab_size; }
   int bos_id() const { return info_.bos_id; }
   int eos_id() const { return info_.eos_id; }

@@ -84,6 +84,36 @@ bool Answer(const sentencepiece::SentencePieceProcessor& sp, int fd, uint8_t op,
       if (!DecodeAfter(sp, context, ids, &text)) return Error(fd, "token ids could not be decoded");
       return WriteFrame(fd, kOk, text);
     }
+    case kDecodeAfterEach: {
+      // Reads one i32 at `*at`; false past the end.
+      size_t at = 0;
+      auto next = [&](int32_t* v) {
+        if (in.size() - at < 4) return false;
+        std::memcpy(v, in.data() + at, 4);
+        at += 4;
+        return true;
+      };
+      int32_t count = 0;
+      if (!next(&count) || count < 0) return Error(fd, "decode_after_each: malformed payload");
+      std::string out;
+      for (int32_t i = 0; i < count; ++i) {
+        int32_t nc = 0, ni = 0;
+        if (!next(&nc) || !next(&ni) || nc < 0 || ni < 0 ||
+            (in.size() - at) / 4 < static_cast<size_t>(nc) + static_cast<size_t>(ni))
+          return Error(fd, "decode_after_each: malformed payload");
+        const std::vector<int32_t> context = ToIds(in.data() + at, 4 * static_cast<size_t>(nc));
+        at += 4 * static_cast<size_t>(nc);
+        const std::vector<int32_t> ids = ToIds(in.data() + at, 4 * static_cast<size_t>(ni));
+        at += 4 * static_cast<size_t>(ni);
+        std::string text;
+        const bool ok = DecodeAfter(sp, context, ids, &text);
+        if (!ok) text = "token ids could not be decoded";
+        out.push_back(static_cast<char>(ok ? kOk : kError));
+        AppendI32(&out, static_cast<int32_t>(text.size()));
+        out += text;
+      }
+      return WriteFrame(fd, kOk, out);
+    }
     default:
       return Error(fd, "unknown request");
   }

@@ -9,6 +9,9 @@
 //   kEncode        text bytes                         -> i32 ids
 //   kDecode        i32 ids                            -> text (ids outside the vocabulary skipped)
 //   kDecodeAfter   i32 n, i32 context[n], i32 ids      -> the text of ids as it reads after context
+//   kDecodeAfterEach  i32 count, then per item: i32 n_context, i32 n_ids, i32 context[n_context],
+//                  i32 ids[n_ids]                      -> per item: u8 status, u32 length, bytes
+//                  (the text, or the item's error message): one round trip for a whole step
 // On start the process sends one unsolicited response: kOk with i32 vocab_size, bos_id, eos_id once
 // the model is loaded, or kError with the reason. In `train` mode that first response is the
 // training's outcome (empty payload) and the process exits.
@@ -21,7 +24,7 @@
 
 namespace sparsed::tokenizer_wire {
 
-enum Op : uint8_t { kEncode = 'E', kDecode = 'D', kDecodeAfter = 'A' };
+enum Op : uint8_t { kEncode = 'E', kDecode = 'D', kDecodeAfter = 'A', kDecodeAfterEach = 'M' };
 enum Status : uint8_t { kOk = 0, kError = 1 };
 
 // Frames larger than this are refused on both ends (a prompt is bounded far below it).
