@@ -19,7 +19,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
   if (!first.ok()) return first.status();
   std::unique_ptr<Tokenizer> t(new Tokenizer(model_path, max_processes));
   t->info_ = (*first)->info();
-  absl::MutexLock lock(&t->mu_);
+  std::lock_guard<std::mutex> lock(t->mu_);
   t->idle_.push_back(*std::move(first));
   t->live_ = t->started_ = 1;
   return t;
@@ -28,18 +28,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
 Tokenizer::~Tokenizer() = default;
 
 int Tokenizer::processes_started() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return started_;
 }
 
 absl::StatusOr<std::string> Tokenizer::Call(uint8_t op, const std::string& payload) const {
   std::unique_ptr<TokenizerProcess> p;
   {
-    absl::MutexLock lock(&mu_);
-    auto can_go = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-      return !idle_.empty() || live_ < max_processes_;
-    };
-    mu_.Await(absl::Condition(&can_go));
+    std::unique_lock<std::mutex> lock(mu_);
+    freed_.wait(lock, [this] { return !idle_.empty() || live_ < max_processes_; });
     if (!idle_.empty()) {
       p = std::move(idle_.back());
       idle_.pop_back();
@@ -51,19 +48,25 @@ absl::StatusOr<std::string> Tokenizer::Call(uint8_t op, const std::string& paylo
   if (p == nullptr) {
     auto started = TokenizerProcess::Start(model_path_);
     if (!started.ok()) {
-      absl::MutexLock lock(&mu_);
-      --live_;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        --live_;
+      }
+      freed_.notify_one();
       return started.status();
     }
     p = *std::move(started);
   }
   absl::StatusOr<std::string> out = p->Call(op, payload);
-  absl::MutexLock lock(&mu_);
-  if (p->broken()) {
-    --live_;  // a lost process is replaced by a later call
-  } else {
-    idle_.push_back(std::move(p));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (p->broken()) {
+      --live_;  // a lost process is replaced by a later call
+    } else {
+      idle_.push_back(std::move(p));
+    }
   }
+  freed_.notify_one();
   return out;
 }
 
