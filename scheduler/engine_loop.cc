@@ -185,13 +185,19 @@ void EngineLoop::Iterate() {
     cancels.swap(cancels_);
   }
   for (auto& s : arrivals) seqs_[s->id] = std::move(s);
+  const absl::Time now = absl::Now();
   for (int64_t id : cancels) {
     auto it = seqs_.find(id);
     if (it == seqs_.end()) continue;
-    Finish(*it->second, FinishReason::kCancelled, absl::CancelledError("request cancelled"));
+    // gRPC cancels a call whose deadline has passed: that is the deadline, not the client.
+    if (it->second->req.deadline <= now) {
+      Finish(*it->second, FinishReason::kDeadline,
+             absl::DeadlineExceededError("deadline exceeded"));
+    } else {
+      Finish(*it->second, FinishReason::kCancelled, absl::CancelledError("request cancelled"));
+    }
     seqs_.erase(it);
   }
-  const absl::Time now = absl::Now();
   for (auto it = seqs_.begin(); it != seqs_.end();) {
     if (it->second->req.deadline < now) {
       Finish(*it->second, FinishReason::kDeadline,

@@ -55,7 +55,8 @@ class EngineLoop {
   // On success the sink will receive OnFinish exactly once.
   absl::StatusOr<int64_t> Submit(Request request);
   // Cancels a request if it is still queued or running (no-op otherwise). Its sink is told
-  // kCancelled and its KV blocks are freed at the next iteration.
+  // kCancelled — or kDeadline when its deadline has passed by then (a client's deadline reaches
+  // the server as a cancellation) — and its KV blocks are freed at the next iteration.
   void Cancel(int64_t id);
   // Refuses new requests (UNAVAILABLE) while the loop finishes what it has.
   void StopAccepting();

@@ -1,31 +1,28 @@
 #include "server/convert.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace sparsed::server {
+
+int64_t ContextTokens(const Engine& engine) {
+  return std::min<int64_t>(engine.config().max_position_embeddings,
+                           static_cast<int64_t>(engine.kv_blocks()) * engine.kv_block_size());
+}
+
+absl::Status CheckTextBytes(absl::string_view field, size_t bytes, const Engine& engine) {
+  const int64_t limit = ContextTokens(engine) * engine.tokenizer()->max_bytes_per_token();
+  if (static_cast<int64_t>(bytes) <= limit) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, " has ", bytes, " bytes; the context holds ", ContextTokens(engine),
+      " tokens, which no text longer than ", limit, " bytes fits in: shorten the text"));
+}
 
 absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const Engine& engine) {
   Request r;
   r.request_id = in.request_id();
   r.priority = in.priority();
-  switch (in.input_case()) {
-    case v1::GenerateRequest::kPrompt: {
-      if (in.prompt().empty()) return absl::InvalidArgumentError("prompt is empty");
-      if (engine.tokenizer() == nullptr)
-        return absl::FailedPreconditionError("the model has no tokenizer; send prompt_token_ids");
-      auto ids = engine.tokenizer()->Encode(in.prompt());
-      if (!ids.ok())
-        return absl::InvalidArgumentError(absl::StrCat("prompt: ", ids.status().message()));
-      if (in.add_bos()) r.prompt.push_back(engine.config().bos_token_id);
-      r.prompt.insert(r.prompt.end(), ids->begin(), ids->end());
-      break;
-    }
-    case v1::GenerateRequest::kPromptTokenIds:
-      r.prompt.assign(in.prompt_token_ids().ids().begin(), in.prompt_token_ids().ids().end());
-      break;
-    default:
-      return absl::InvalidArgumentError("one of prompt or prompt_token_ids is required");
-  }
   const v1::SamplingParams& s = in.sampling();
   if (s.has_temperature()) r.sampling.temperature = s.temperature();
   r.sampling.top_k = s.top_k();
@@ -60,6 +57,27 @@ absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const Engine& e
       return absl::InvalidArgumentError(absl::StrCat(
           "stopping.stop_token_ids has ", id, "; allowed: [0, ", engine.config().vocab_size, ")"));
     }
+  }
+  // The prompt last: every cheap check above runs before the text is tokenized.
+  switch (in.input_case()) {
+    case v1::GenerateRequest::kPrompt: {
+      if (in.prompt().empty()) return absl::InvalidArgumentError("prompt is empty");
+      if (engine.tokenizer() == nullptr)
+        return absl::FailedPreconditionError("the model has no tokenizer; send prompt_token_ids");
+      if (absl::Status st = CheckTextBytes("prompt", in.prompt().size(), engine); !st.ok())
+        return st;
+      auto ids = engine.tokenizer()->Encode(in.prompt());
+      if (!ids.ok())
+        return absl::InvalidArgumentError(absl::StrCat("prompt: ", ids.status().message()));
+      if (in.add_bos()) r.prompt.push_back(engine.config().bos_token_id);
+      r.prompt.insert(r.prompt.end(), ids->begin(), ids->end());
+      break;
+    }
+    case v1::GenerateRequest::kPromptTokenIds:
+      r.prompt.assign(in.prompt_token_ids().ids().begin(), in.prompt_token_ids().ids().end());
+      break;
+    default:
+      return absl::InvalidArgumentError("one of prompt or prompt_token_ids is required");
   }
   return r;
 }

@@ -230,6 +230,9 @@ grpc::Status SparsedService::Tokenize(grpc::ServerContext*, const v1::TokenizeRe
   const Engine& e = loop_.load()->engine();
   if (e.tokenizer() == nullptr)
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the model has no tokenizer");
+  if (absl::Status st = CheckTextBytes("text", req->text().size(), e); !st.ok()) {
+    return ToGrpc(st);
+  }
   auto ids = e.tokenizer()->Encode(req->text());
   if (!ids.ok()) return ToGrpc(ids.status());
   if (req->add_bos()) r->add_token_ids(e.config().bos_token_id);

@@ -200,6 +200,21 @@ TEST_F(EngineLoopTest, DeadlineExpires) {
   EXPECT_EQ(sink->reason(), FinishReason::kDeadline);
 }
 
+// A cancellation that arrives after the request's deadline (gRPC cancels such calls) is
+// reported as the deadline, so metrics and logs count deadlines honestly.
+TEST_F(EngineLoopTest, CancelAfterTheDeadlineIsTheDeadline) {
+  auto loop = Loop(64);
+  auto sink = std::make_shared<CollectingSink>();
+  Request r = Req(Prompts()[1], 40, sink);
+  r.deadline = absl::Now() - absl::Milliseconds(1);
+  auto id = loop->Submit(std::move(r));
+  ASSERT_TRUE(id.ok());
+  loop->Cancel(*id);
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->reason(), FinishReason::kDeadline);
+  EXPECT_EQ(sink->finishes(), 1);
+}
+
 TEST_F(EngineLoopTest, BackpressureRefusesAtOnce) {
   EngineLoopOptions o;
   o.max_waiting_requests = 2;

@@ -49,6 +49,11 @@ class Tokenizer {
   int vocab_size() const { return info_.vocab_size; }
   int bos_id() const { return info_.bos_id; }
   int eos_id() const { return info_.eos_id; }
+  // The most UTF-8 bytes of text one token stands for, allowing for normalization (compatibility
+  // forms such as full-width letters, runs of whitespace) shrinking the input up to 4×: four times
+  // the longest piece. A text of more than n × this many bytes cannot encode to n tokens or fewer
+  // in practice; the server refuses such prompts before tokenizing them.
+  int64_t max_bytes_per_token() const { return 4 * static_cast<int64_t>(info_.max_piece_bytes); }
   // Processes started so far (the first included), for tests and metrics.
   int processes_started() const;
 
@@ -66,8 +71,8 @@ class Tokenizer {
   mutable std::mutex mu_;
   mutable std::condition_variable freed_;
   mutable std::vector<std::unique_ptr<TokenizerProcess>> idle_;  // guarded by mu_
-  mutable int live_ = 0;     // idle + in use; guarded by mu_
-  mutable int started_ = 0;  // guarded by mu_
+  mutable int live_ = 0;                                         // idle + in use; guarded by mu_
+  mutable int started_ = 0;                                      // guarded by mu_
 };
 
 // Trains a SentencePiece model with the given trainer flags (used by tools and tests).

@@ -11,6 +11,7 @@
 #include <sentencepiece_trainer.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -130,6 +131,10 @@ int Serve(int fd, const char* model) {
   AppendI32(&hello, sp.GetPieceSize());
   AppendI32(&hello, sp.bos_id());
   AppendI32(&hello, sp.eos_id());
+  int32_t longest = 1;
+  for (int i = 0; i < sp.GetPieceSize(); ++i)
+    longest = std::max<int32_t>(longest, static_cast<int32_t>(sp.IdToPiece(i).size()));
+  AppendI32(&hello, longest);
   if (!WriteFrame(fd, kOk, hello)) return 1;
   uint8_t op = 0;
   std::string in;

@@ -83,13 +83,14 @@ absl::StatusOr<std::unique_ptr<TokenizerProcess>> TokenizerProcess::Start(
     return absl::InternalError(
         absl::StrCat(model_path, ": the tokenizer process ended while loading it (", how, ")"));
   }
-  if (status != wire::kOk || payload.size() != 12) {
+  if (status != wire::kOk || payload.size() != 16) {
     return absl::InvalidArgumentError(
         absl::StrCat(model_path, ": cannot load SentencePiece model: ", payload));
   }
   std::memcpy(&p->info_.vocab_size, payload.data(), 4);
   std::memcpy(&p->info_.bos_id, payload.data() + 4, 4);
   std::memcpy(&p->info_.eos_id, payload.data() + 8, 4);
+  std::memcpy(&p->info_.max_piece_bytes, payload.data() + 12, 4);
   return p;
 }
 

@@ -16,6 +16,7 @@ class TokenizerProcess {
  public:
   struct Info {
     int32_t vocab_size = 0, bos_id = 0, eos_id = 0;
+    int32_t max_piece_bytes = 1;  // the longest piece, in UTF-8 bytes
   };
 
   // Starts `sparsed-tokenizer serve` on `model_path` and waits until it has loaded the model.

@@ -12,9 +12,10 @@
 //   kDecodeAfterEach  i32 count, then per item: i32 n_context, i32 n_ids, i32 context[n_context],
 //                  i32 ids[n_ids]                      -> per item: u8 status, u32 length, bytes
 //                  (the text, or the item's error message): one round trip for a whole step
-// On start the process sends one unsolicited response: kOk with i32 vocab_size, bos_id, eos_id once
-// the model is loaded, or kError with the reason. In `train` mode that first response is the
-// training's outcome (empty payload) and the process exits.
+// On start the process sends one unsolicited response: kOk with i32 vocab_size, bos_id, eos_id,
+// max_piece_bytes (the longest piece's UTF-8 length) once the model is loaded, or kError with the
+// reason. In `train` mode that first response is the training's outcome (empty payload) and the
+// process exits.
 #pragma once
 
 #include <cstdint>

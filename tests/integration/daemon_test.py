@@ -205,6 +205,17 @@ def main():
         check(code == grpc.StatusCode.INVALID_ARGUMENT and "prompt_token_ids[1]" in msg, f"bad token id: {code} {msg}")
         code, msg = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt_token_ids=pb.PromptTokenIds(ids=[5] * 5000)), timeout=5))
         check(code == grpc.StatusCode.INVALID_ARGUMENT and "5000" in msg, f"prompt too long: {code} {msg}")
+        # Admission before work: a prompt too long for the context whatever it says is refused
+        # by its size, without being tokenized (3 MiB would take seconds to tokenize here).
+        huge = "The quick brown fox jumps. " * (3 << 15)
+        t0 = time.time()
+        code, msg = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt=huge), timeout=30))
+        took = time.time() - t0
+        check(code == grpc.StatusCode.INVALID_ARGUMENT and "prompt has" in msg and "bytes" in msg and took < 2,
+              f"a {len(huge)}-byte prompt is refused by its size in {took:.2f} s: {code} {msg[:160]}")
+        code, msg = code_of(lambda: stub.Tokenize(pb.TokenizeRequest(text=huge), timeout=30))
+        check(code == grpc.StatusCode.INVALID_ARGUMENT and "text has" in msg,
+              f"Tokenize caps its text the same way: {code} {msg[:160]}")
         bad_fields = [
             ("sampling.temperature", pb.SamplingParams(temperature=-0.5), None, None),
             ("sampling.top_k", pb.SamplingParams(top_k=-1), None, None),
@@ -260,7 +271,10 @@ def main():
                      "sparsed_inter_token_latency_seconds_bucket", 'sparsed_ffn_active_ratio{layer="0"}',
                      "sparsed_ffn_rows_skipped_total", "sparsed_kv_blocks_used", "sparsed_batch_sequences_bucket"]:
             check(name in metrics, f"/metrics has {name}")
-        check(f'sparsed_requests_total{{outcome="rejected"}} {5 + len(bad_fields)}' in metrics, "rejected requests counted")
+        check(f'sparsed_requests_total{{outcome="rejected"}} {6 + len(bad_fields)}' in metrics, "rejected requests counted")
+        deadline = [l for l in metrics.splitlines() if l.startswith('sparsed_requests_total{outcome="deadline"}')]
+        check(deadline and float(deadline[0].split()[1]) >= 1,
+              f"a client deadline mid-generation is counted as a deadline, not a cancel: {deadline}")
         check('sparsed_model_info{' in metrics and 'sparsed_build_info{' in metrics, "build and model info series")
         pport = free_port()
         cfg = os.path.join(work, "prometheus.yml")
