@@ -123,6 +123,11 @@ void SparsedService::Attach(EngineLoop* loop, Metrics* metrics) {
 grpc::Status SparsedService::Run(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                                  grpc::ServerWriter<v1::GenerateResponse>* writer,
                                  v1::GenerateResponse* unary) {
+  running_.fetch_add(1);
+  struct Done {
+    std::atomic<int>* n;
+    ~Done() { n->fetch_sub(1); }
+  } done{&running_};
   EngineLoop* loop = loop_.load();
   Metrics* metrics = metrics_.load();
   if (loop == nullptr) return kLoading;

@@ -18,6 +18,8 @@ class SparsedService final : public v1::Sparsed::Service {
   SparsedService(std::string model_dir, std::string device);
   // `loop` and `metrics` must outlive the service. Called once, after the model has loaded.
   void Attach(EngineLoop* loop, Metrics* metrics);
+  // Generate and GenerateStream calls whose handlers have not returned yet.
+  int running() const { return running_.load(); }
 
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         v1::GenerateResponse* resp) override;
@@ -35,6 +37,7 @@ class SparsedService final : public v1::Sparsed::Service {
   // Set once by Attach(); read by handler threads.
   std::atomic<EngineLoop*> loop_{nullptr};
   std::atomic<Metrics*> metrics_{nullptr};
+  std::atomic<int> running_{0};
   std::string model_dir_;
   std::string device_;
 };

@@ -1,4 +1,5 @@
-// CETT calibration of a loaded model (PAPERS.md §1 and §3): per-layer activations on calibration
+// CETT calibration of a loaded model (cumulative error of tail truncation, README "Tools"):
+// per-layer activations on calibration
 // text, CETT(ε) curves, thresholds for a target CETT, and the CETT-PPL-p% search.
 #pragma once
 

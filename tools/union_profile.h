@@ -1,6 +1,6 @@
 // How union sparsity behaves under batching: per-token neuron masks recorded from real text, and
 // the union ratio of batches of B tokens drawn from different sequences or consecutive tokens of
-// one sequence, beside the independence baseline 1 − (1 − a)^B (PAPERS.md, "What no paper ...").
+// one sequence, beside the independence baseline 1 − (1 − a)^B.
 #pragma once
 
 #include <cstdint>

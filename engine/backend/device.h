@@ -1,6 +1,7 @@
 // Picks the compute device at start-up. The CUDA backend is a separate shared library
 // (libsparsed_cuda.so) loaded with dlopen, so the daemon never links CUDA itself and the same
-// binary serves on CPU-only hosts (ENVIRONMENT.md, trap 2).
+// binary serves on CPU-only hosts (and cuBLAS's large static thread-local storage never reaches
+// the threads of the metrics server, which it would keep from starting).
 #pragma once
 
 #include <memory>

@@ -34,8 +34,9 @@ def gen_stubs(source, out):
     os.makedirs(flat, exist_ok=True)
     shutil.copy("/usr/share/grpc-proto/grpc/health/v1/health.proto", os.path.join(flat, "health.proto"))
     shutil.copy("/usr/share/grpc-proto/grpc/reflection/v1alpha/reflection.proto", os.path.join(flat, "reflection.proto"))
+    shutil.copy("/usr/share/grpc-proto/grpc/reflection/v1/reflection.proto", os.path.join(flat, "reflection_v1.proto"))
     for proto_path, proto in [(os.path.join(source, "proto"), "sparsed/v1/sparsed.proto"),
-                              (flat, "health.proto"), (flat, "reflection.proto")]:
+                              (flat, "health.proto"), (flat, "reflection.proto"), (flat, "reflection_v1.proto")]:
         rc = protoc.main(["protoc", f"--proto_path={proto_path}", f"--python_out={out}", f"--grpc_python_out={out}", proto])
         if rc != 0:
             raise RuntimeError(f"protoc failed for {proto}")
@@ -55,6 +56,8 @@ def main():
     gen_stubs(a.source, os.path.join(work, "stubs"))
     from sparsed.v1 import sparsed_pb2 as pb, sparsed_pb2_grpc as pbg
     import health_pb2, health_pb2_grpc, reflection_pb2, reflection_pb2_grpc
+    import reflection_v1_pb2, reflection_v1_pb2_grpc
+    from google.protobuf import descriptor_pb2
 
     model = os.path.join(work, "model")
     subprocess.run([os.path.join(a.bin, "sparsed-make-model"), "--out", model, "--preset", "small",
@@ -97,6 +100,27 @@ def main():
         resp = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
         services = {s.name for s in resp.list_services_response.service}
         check("sparsed.v1.Sparsed" in services, f"reflection lists sparsed.v1.Sparsed ({sorted(services)})")
+        # Reflection v1 (what current grpcurl asks first): services, then the descriptor of a
+        # method's file, then an unknown symbol.
+        refl1 = reflection_v1_pb2_grpc.ServerReflectionStub(channel)
+        R = reflection_v1_pb2.ServerReflectionRequest
+        answers = list(refl1.ServerReflectionInfo(iter([
+            R(list_services=""), R(file_containing_symbol="sparsed.v1.Sparsed.GenerateStream"),
+            R(file_containing_symbol="no.such.Symbol")]), timeout=5))
+        services1 = {s.name for s in answers[0].list_services_response.service}
+        check({"sparsed.v1.Sparsed", "grpc.reflection.v1.ServerReflection"} <= services1,
+              f"reflection v1 lists the services ({sorted(services1)})")
+        files = []
+        for raw in answers[1].file_descriptor_response.file_descriptor_proto:
+            fd = descriptor_pb2.FileDescriptorProto()
+            fd.ParseFromString(raw)
+            files.append(fd)
+        sparsed_file = [f for f in files if f.package == "sparsed.v1"]
+        check(sparsed_file and any(s.name == "Sparsed" and any(m.name == "GenerateStream" for m in s.method)
+                                   for s in sparsed_file[0].service),
+              f"reflection v1 returns the file describing sparsed.v1.Sparsed ({[f.name for f in files]})")
+        check(answers[2].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0],
+              f"reflection v1: an unknown symbol is NOT_FOUND ({answers[2].error_response})")
 
         stub = pbg.SparsedStub(channel)
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)

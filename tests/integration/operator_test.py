@@ -132,6 +132,10 @@ def check_ports(bin_dir, model, work):
               f"a taken metrics port is named with its reason: exit {r.returncode}, "
               f"{r.stderr.strip()[-300:]!r}")
         check(first.poll() is None, "the first daemon still runs")
+        # An idle client connection must not hold the exit (it used to wait a fixed 2 s).
+        import grpc
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
     finally:
         first.terminate()
         try:
@@ -141,7 +145,12 @@ def check_ports(bin_dir, model, work):
             rc = first.wait()
     check(rc == 0, f"first daemon drains and exits 0 (exit {rc})")
     with open(log_path) as f:
-        logfmt_only(f.read(), "first daemon's stderr")
+        text = f.read()
+    logfmt_only(text, "first daemon's stderr")
+    m = re.search(r'msg="stopped" .*shutdown_s=([0-9.e-]+)', text)
+    check(m is not None and float(m.group(1)) < 1.0,
+          f"with an idle connection open, the server stops without a fixed grace: "
+          f"shutdown_s={m.group(1) if m else None}")
 
 
 def main():

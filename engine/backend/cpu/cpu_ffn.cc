@@ -1,4 +1,4 @@
-// The union sparse FFN on the CPU backend (DESIGN.md, "The union sparse FFN").
+// The union sparse FFN on the CPU backend (README, "How the sparse FFN works (CPU)").
 #include <algorithm>
 #include <chrono>
 #include <cmath>
