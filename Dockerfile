@@ -21,12 +21,15 @@ WORKDIR /src
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}" \
     && cmake --build /build --target sparsed sparsed-cli sparsed-make-model sparsed-tokenizer
-# Collect the binaries, the tokenizer program and every shared library they load (except the C
-# runtime and CUDA's own, which the runtime image provides).
+# Collect the binaries, the tokenizer program, the CUDA backend (dlopen'ed by --device auto|cuda)
+# and every shared library they load (except the C runtime and CUDA's own, which the runtime
+# image provides).
 RUN mkdir -p /out/bin /out/lib \
     && cp /build/bin/sparsed /build/bin/sparsed-cli /build/bin/sparsed-make-model /out/bin/ \
     && cp /build/lib/sparsed-tokenizer /out/lib/ \
-    && for f in /out/bin/* /out/lib/sparsed-tokenizer; do \
+    && if [ -f /build/lib/libsparsed_cuda.so ]; then cp /build/lib/libsparsed_cuda.so /out/lib/; fi \
+    && for f in /out/bin/* /out/lib/sparsed-tokenizer /out/lib/libsparsed_cuda.so; do \
+         [ -f "$f" ] || continue; \
          ldd "$f" | awk '/=> \// {print $3}' ; done | sort -u \
        | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux|libcuda|libcudart|libcublas)[.-]' \
        | xargs -r cp -L -t /out/lib/ \
@@ -37,7 +40,8 @@ RUN useradd --system --uid 10001 --home /opt/sparsed sparsed
 COPY --from=build /out/bin/ /opt/sparsed/bin/
 COPY --from=build /out/lib/ /opt/sparsed/lib/
 COPY --from=build /out/models/ /opt/sparsed/models/
-ENV LD_LIBRARY_PATH=/opt/sparsed/lib PATH=/opt/sparsed/bin:$PATH
+# Appended to, not replaced: GPU nodes mount the driver's libraries on the base image's path.
+ENV LD_LIBRARY_PATH=/opt/sparsed/lib${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}} PATH=/opt/sparsed/bin:$PATH
 WORKDIR /opt/sparsed
 USER sparsed
 EXPOSE 50051 9464

@@ -60,7 +60,10 @@ ABSL_FLAG(int, max_num_batched_tokens, 512, "Tokens per engine step [1, 1048576]
 ABSL_FLAG(int, max_prefill_chunk, 256, "Tokens one prompt may prefill per step [1, 1048576].");
 ABSL_FLAG(int, max_waiting_requests, 256,
           "Queued requests beyond which new ones get RESOURCE_EXHAUSTED [1, 1048576].");
-ABSL_FLAG(int, threads, 0, "CPU threads for the engine (0 = all cores) [0, 1024].");
+ABSL_FLAG(
+    int, threads, 0,
+    "CPU threads for the engine (0 = the CPUs this process may use: its affinity, capped by its "
+    "cgroup CPU quota) [0, 1024].");
 ABSL_FLAG(double, shutdown_timeout_s, 30,
           "On SIGTERM/SIGINT, how long in-flight requests may finish [0, 86400].");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error.");
@@ -221,7 +224,8 @@ int Main(int argc, char** argv) {
       .Add({{"model_type", c.model_type},
             {"activation", std::string(ActivationName(c.activation))},
             {"dtype", std::string(DTypeName((*engine)->weights().embed.dtype))},
-            {"layers", std::to_string(layers)}})
+            {"layers", std::to_string(layers)},
+            {"device", device->device}})
       .Set(1);
   if (profile) {
     prometheus::BuildGauge()

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/common/cpu_quota.h"
 #include "engine/tokenizer/tokenizer_wire.h"
 
 namespace sparsed {
@@ -13,8 +14,7 @@ namespace wire = tokenizer_wire;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_path,
                                                            int max_processes) {
-  if (max_processes <= 0)
-    max_processes = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, 8);
+  if (max_processes <= 0) max_processes = std::clamp(UsableCpus(), 1, 8);
   auto first = TokenizerProcess::Start(model_path);
   if (!first.ok()) return first.status();
   std::unique_ptr<Tokenizer> t(new Tokenizer(model_path, max_processes));

@@ -170,6 +170,12 @@ def main():
     check(pkgs == wanted, f"Dockerfile build stage installs exactly install-deps.sh's packages (diff {sorted(pkgs ^ wanted)})")
     check(ports == exposed == {"50051", "9464"}, f"Dockerfile listens on and exposes {sorted(ports)}")
     check("USER sparsed" in dockerfile and "HEALTHCHECK" in dockerfile, "non-root user and a health check")
+    runtime = dockerfile.split("AS runtime", 1)[1]
+    check("cp /build/lib/libsparsed_cuda.so /out/lib/" in dockerfile and "COPY --from=build /out/lib/" in runtime,
+          "the image carries the CUDA backend (libsparsed_cuda.so) and the libraries it loads")
+    ld = re.search(r"ENV LD_LIBRARY_PATH=(\S+)", runtime)
+    check(ld is not None and "${LD_LIBRARY_PATH" in ld.group(1) and ld.group(1).startswith("/opt/sparsed/lib"),
+          f"LD_LIBRARY_PATH keeps the base image's path (the GPU driver's): {ld and ld.group(1)}")
 
     rules = check_prometheus(deploy)
     check_compose(deploy, ports)

@@ -11,6 +11,7 @@ Usage: daemon_test.py --bin BUILD/bin --source REPO [--work DIR]
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -300,6 +301,8 @@ def main():
         check(deadline and float(deadline[0].split()[1]) >= 1,
               f"a client deadline mid-generation is counted as a deadline, not a cancel: {deadline}")
         check('sparsed_model_info{' in metrics and 'sparsed_build_info{' in metrics, "build and model info series")
+        check(re.search(r'sparsed_model_info\{[^}]*device="cpu"', metrics) is not None,
+              "the serving device is a label of sparsed_model_info")
         pport = free_port()
         cfg = os.path.join(work, "prometheus.yml")
         with open(cfg, "w") as f:

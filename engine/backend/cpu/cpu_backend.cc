@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/common/cpu_quota.h"
 
 namespace sparsed {
 namespace {
@@ -23,10 +24,8 @@ constexpr double kDefaultPerTokenBreakEven = 0.5;
 constexpr int64_t kRowsPerTask = 32;
 constexpr int64_t kTokensPerTask = 12;  // a multiple of every table's token tile
 
-int DefaultThreads() {
-  const unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
-}
+// The CPUs the process may use (affinity and cgroup quota), not the node's count.
+int DefaultThreads() { return UsableCpus(); }
 
 }  // namespace
 
