@@ -180,8 +180,9 @@ void Metrics::OnFinished(FinishReason reason, const RequestStats& st) {
       break;
   }
   requests_.Add({{"outcome", outcome}}).Increment();
-  queue_.Observe(absl::ToDoubleSeconds(st.queue_time));
-  if (st.generated_tokens > 0) ttft_.Observe(absl::ToDoubleSeconds(st.time_to_first_token));
+  // A request that never left the queue (its deadline passed, it was cancelled) waited all along.
+  const bool scheduled = st.first_scheduled != absl::InfinitePast();
+  queue_.Observe(absl::ToDoubleSeconds(scheduled ? st.queue_time : st.total_time));
   e2e_.Observe(absl::ToDoubleSeconds(st.total_time));
   prompt_tokens_.Increment(static_cast<double>(st.prompt_tokens));
   generated_tokens_.Increment(static_cast<double>(st.generated_tokens));
@@ -190,5 +191,7 @@ void Metrics::OnFinished(FinishReason reason, const RequestStats& st) {
 void Metrics::OnRejected() { requests_.Add({{"outcome", "rejected"}}).Increment(); }
 
 void Metrics::OnInterToken(double seconds) { itl_.Observe(seconds); }
+
+void Metrics::OnFirstToken(double seconds) { ttft_.Observe(seconds); }
 
 }  // namespace sparsed::server

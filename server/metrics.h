@@ -23,6 +23,9 @@ class Metrics {
   void OnFinished(FinishReason reason, const RequestStats& st);
   void OnRejected();
   void OnInterToken(double seconds);
+  // When the first token is produced (not when the request ends), so a long stream's TTFT shows
+  // while it runs.
+  void OnFirstToken(double seconds_since_submission);
 
  private:
   prometheus::Histogram& queue_;

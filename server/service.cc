@@ -14,14 +14,17 @@ namespace {
 // Collects a request's events from the engine thread for its gRPC handler thread.
 class QueueSink : public TokenSink {
  public:
-  explicit QueueSink(Metrics* metrics) : metrics_(metrics) {}
+  QueueSink(Metrics* metrics, absl::Time submitted) : metrics_(metrics), submitted_(submitted) {}
 
   void OnTokens(const TokenEvent& e) override {
     const absl::Time now = absl::Now();
     std::lock_guard<std::mutex> l(mu_);
     if (!e.token_ids.empty()) {
-      if (last_token_ != absl::InfinitePast())
+      if (last_token_ != absl::InfinitePast()) {
         metrics_->OnInterToken(absl::ToDoubleSeconds(now - last_token_));
+      } else {
+        metrics_->OnFirstToken(absl::ToDoubleSeconds(now - submitted_));
+      }
       last_token_ = now;
     }
     events_.push_back(e);
@@ -61,6 +64,7 @@ class QueueSink : public TokenSink {
 
  private:
   Metrics* metrics_;
+  const absl::Time submitted_;
   mutable std::mutex
       mu_;  // std::mutex: visible to ThreadSanitizer (Debian's Abseil is not instrumented)
   std::condition_variable cv_;
@@ -123,6 +127,7 @@ void SparsedService::Attach(EngineLoop* loop, Metrics* metrics) {
 grpc::Status SparsedService::Run(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                                  grpc::ServerWriter<v1::GenerateResponse>* writer,
                                  v1::GenerateResponse* unary) {
+  const absl::Time received = absl::Now();
   running_.fetch_add(1);
   struct Done {
     std::atomic<int>* n;
@@ -136,7 +141,7 @@ grpc::Status SparsedService::Run(grpc::ServerContext* ctx, const v1::GenerateReq
     metrics->OnRejected();
     return ToGrpc(request.status());
   }
-  auto sink = std::make_shared<QueueSink>(metrics);
+  auto sink = std::make_shared<QueueSink>(metrics, received);
   request->sink = sink;
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max())

@@ -267,10 +267,19 @@ def main():
         code, msg = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(max_new_tokens=2000, ignore_eos=True)), timeout=0.001))
         check(code == grpc.StatusCode.DEADLINE_EXCEEDED, f"client deadline honoured: {code}")
 
-        # Client cancellation mid-stream frees the sequence; the server keeps serving.
+        # Client cancellation mid-stream frees the sequence; the server keeps serving. Its time to
+        # first token is observed when the first token comes, not when the request ends.
+        def ttft_count():
+            m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            line = [l for l in m.splitlines() if l.startswith("sparsed_time_to_first_token_seconds_count")]
+            return float(line[0].split()[-1]) if line else None
+        before_ttft = ttft_count()
         long_req = pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(max_new_tokens=2000, ignore_eos=True))
         call = stub.GenerateStream(long_req, timeout=60)
         next(call)
+        during_ttft = ttft_count()
+        check(before_ttft is not None and during_ttft == before_ttft + 1,
+              f"TTFT observed at the first token, while the stream runs ({before_ttft} -> {during_ttft})")
         call.cancel()
         time.sleep(0.5)
         after = stub.Generate(req, timeout=30)
