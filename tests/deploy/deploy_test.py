@@ -12,14 +12,12 @@ No Docker engine runs here: the image itself is not built by this test.
 
 Usage: deploy_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
-import argparse
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -28,7 +26,7 @@ import urllib.request
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import FAILURES, check, free_port  # noqa: E402
+from harness import FAILURES, check, free_port, parse_test_args  # noqa: E402
 
 
 def run(cmd, **kw):
@@ -154,15 +152,8 @@ def dockerfile_facts(source):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--source", required=True)
-    ap.add_argument("--work", default=None)
-    a = ap.parse_args()
+    a, work = parse_test_args("sparsed_deploy_")
     deploy = os.path.join(a.source, "deploy")
-    work = a.work or tempfile.mkdtemp(prefix="sparsed_deploy_")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
 
     pkgs, ports, exposed, dockerfile = dockerfile_facts(a.source)
     script = open(os.path.join(a.source, "scripts", "install-deps.sh")).read()

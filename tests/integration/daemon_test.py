@@ -8,7 +8,6 @@ text with promtool; a real Prometheus server scraping it; and the SIGTERM drain.
 
 Usage: daemon_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
-import argparse
 import json
 import os
 import re
@@ -16,14 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, check, free_port  # noqa: E402
+from harness import FAILURES, check, free_port, parse_test_args  # noqa: E402
 
 
 def gen_stubs(source, out):
@@ -45,14 +43,7 @@ def gen_stubs(source, out):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--source", required=True)
-    ap.add_argument("--work", default=None)
-    a = ap.parse_args()
-    work = a.work or tempfile.mkdtemp(prefix="sparsed_it_")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    a, work = parse_test_args("sparsed_it_")
     import grpc
     gen_stubs(a.source, os.path.join(work, "stubs"))
     from sparsed.v1 import sparsed_pb2 as pb, sparsed_pb2_grpc as pbg
@@ -216,6 +207,21 @@ def main():
             t.join()
         check(len(streams) == 32 and all(v == unary.text for v in streams.values()), "32 concurrent streams match one alone")
 
+        # Time to first token is observed when the first token comes, not when the request ends
+        # (nothing else is in flight here: every request above has finished).
+        def ttft_count():
+            m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            line = [l for l in m.splitlines() if l.startswith("sparsed_time_to_first_token_seconds_count")]
+            return float(line[0].split()[-1]) if line else None
+        before_ttft = ttft_count()
+        running = stub.GenerateStream(pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(
+            max_new_tokens=2000, ignore_eos=True)), timeout=60)
+        next(running)
+        during_ttft = ttft_count()
+        running.cancel()
+        check(before_ttft is not None and during_ttft == before_ttft + 1,
+              f"TTFT observed at the first token, while the stream runs ({before_ttft} -> {during_ttft})")
+
         def code_of(fn):
             try:
                 fn()
@@ -267,19 +273,10 @@ def main():
         code, msg = code_of(lambda: stub.Generate(pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(max_new_tokens=2000, ignore_eos=True)), timeout=0.001))
         check(code == grpc.StatusCode.DEADLINE_EXCEEDED, f"client deadline honoured: {code}")
 
-        # Client cancellation mid-stream frees the sequence; the server keeps serving. Its time to
-        # first token is observed when the first token comes, not when the request ends.
-        def ttft_count():
-            m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-            line = [l for l in m.splitlines() if l.startswith("sparsed_time_to_first_token_seconds_count")]
-            return float(line[0].split()[-1]) if line else None
-        before_ttft = ttft_count()
+        # Client cancellation mid-stream frees the sequence; the server keeps serving.
         long_req = pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(max_new_tokens=2000, ignore_eos=True))
         call = stub.GenerateStream(long_req, timeout=60)
         next(call)
-        during_ttft = ttft_count()
-        check(before_ttft is not None and during_ttft == before_ttft + 1,
-              f"TTFT observed at the first token, while the stream runs ({before_ttft} -> {during_ttft})")
         call.cancel()
         time.sleep(0.5)
         after = stub.Generate(req, timeout=30)

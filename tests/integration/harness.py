@@ -16,3 +16,21 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def parse_test_args(prefix):
+    """Parses the integration tests' common flags (--bin, --source, --work) and empties the work
+    folder (a fresh temporary one when --work is not given). Returns (args, work)."""
+    import argparse
+    import os
+    import shutil
+    import tempfile
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--work", default=None)
+    a = ap.parse_args()
+    work = a.work or tempfile.mkdtemp(prefix=prefix)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    return a, work

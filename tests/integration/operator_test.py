@@ -12,18 +12,15 @@
 
 Usage: operator_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
-import argparse
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, check, free_port  # noqa: E402
+from harness import FAILURES, check, free_port, parse_test_args  # noqa: E402
 
 USAGE_EXIT = 1
 HUGE = "1000000000000"  # 10^12
@@ -154,14 +151,7 @@ def check_ports(bin_dir, model, work):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--source", required=True)
-    ap.add_argument("--work", default=None)
-    a = ap.parse_args()
-    work = a.work or tempfile.mkdtemp(prefix="sparsed_op_")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    a, work = parse_test_args("sparsed_op_")
     b = lambda n: os.path.join(a.bin, n)
     missing = os.path.join(work, "no-such-model")
     # In-range values must get past the checks and then fail on something else, fast.
