@@ -153,7 +153,7 @@ int Main(int argc, char** argv) {
 
   // The server listens first: while the model loads, health says NOT_SERVING and calls get
   // UNAVAILABLE, so orchestrators can tell "starting" from "dead".
-  SparsedService service(eo.model_dir, device->device);
+  SparsedService service(eo.model_dir, device->device, ParseLevel(absl::GetFlag(FLAGS_log_level)));
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/convert.h"
 
@@ -116,8 +117,27 @@ void FillFinal(const QueueSink& sink, const v1::GenerateRequest& req, v1::Genera
 
 const grpc::Status kLoading(grpc::StatusCode::UNAVAILABLE, "the model is loading; retry shortly");
 
-SparsedService::SparsedService(std::string model_dir, std::string device)
-    : model_dir_(std::move(model_dir)), device_(std::move(device)) {}
+SparsedService::SparsedService(std::string model_dir, std::string device, LogLevel log_level)
+    : model_dir_(std::move(model_dir)), device_(std::move(device)), log_(log_level) {}
+
+void SparsedService::LogRefused(const grpc::ServerContext& ctx, const absl::Status& why) {
+  int64_t also = 0;
+  {
+    std::lock_guard<std::mutex> l(refused_mu_);
+    const absl::Time now = absl::Now();
+    if (now - refused_logged_ < absl::Seconds(1)) {
+      ++refused_unlogged_;
+      return;
+    }
+    refused_logged_ = now;
+    also = refused_unlogged_;
+    refused_unlogged_ = 0;
+  }
+  log_.Log(LogLevel::kWarn, "request refused",
+           absl::StrCat("code=", absl::StatusCodeToString(why.code()), " peer=", Quote(ctx.peer()),
+                        " error=", Quote(why.message().substr(0, 300)),
+                        " refused_since_last_line=", also));
+}
 
 void SparsedService::Attach(EngineLoop* loop, Metrics* metrics) {
   metrics_.store(metrics);
@@ -139,6 +159,7 @@ grpc::Status SparsedService::Run(grpc::ServerContext* ctx, const v1::GenerateReq
   auto request = ToRequest(req, loop->engine());
   if (!request.ok()) {
     metrics->OnRejected();
+    LogRefused(*ctx, request.status());
     return ToGrpc(request.status());
   }
   auto sink = std::make_shared<QueueSink>(metrics, received);
@@ -149,6 +170,7 @@ grpc::Status SparsedService::Run(grpc::ServerContext* ctx, const v1::GenerateReq
   auto id = loop->Submit(*std::move(request));
   if (!id.ok()) {
     metrics->OnRejected();
+    LogRefused(*ctx, id.status());
     return ToGrpc(id.status());
   }
   bool cancel_sent = false, write_failed = false;

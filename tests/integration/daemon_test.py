@@ -303,6 +303,12 @@ def main():
                      "sparsed_ffn_rows_skipped_total", "sparsed_kv_blocks_used", "sparsed_batch_sequences_bucket"]:
             check(name in metrics, f"/metrics has {name}")
         check(f'sparsed_requests_total{{outcome="rejected"}} {6 + len(bad_fields)}' in metrics, "rejected requests counted")
+        with open(os.path.join(work, "sparsed.log")) as f:
+            refused = [l for l in f.read().splitlines() if 'msg="request refused"' in l]
+        rejected = 6 + len(bad_fields)
+        check(1 <= len(refused) < rejected and all("code=INVALID_ARGUMENT" in l or "code=RESOURCE_EXHAUSTED" in l
+                                                   for l in refused),
+              f"refused requests are logged, at most one line a second ({len(refused)} lines for {rejected} refusals)")
         deadline = [l for l in metrics.splitlines() if l.startswith('sparsed_requests_total{outcome="deadline"}')]
         check(deadline and float(deadline[0].split()[1]) >= 1,
               f"a client deadline mid-generation is counted as a deadline, not a cancel: {deadline}")
