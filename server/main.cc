@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -30,6 +31,9 @@
 
 ABSL_FLAG(std::string, model, "models/sparsed-tiny",
           "Model directory (config.json, *.safetensors, tokenizer.model).");
+ABSL_FLAG(std::string, model_name, "",
+          "The served model's name: the model_name label of every metric (default: the --model "
+          "directory's name).");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics listen address (empty: off).");
@@ -210,16 +214,25 @@ int Main(int argc, char** argv) {
   const int layers = static_cast<int>(c.num_layers);
 
   auto registry = std::make_shared<prometheus::Registry>();
-  Metrics metrics(*registry, layers, mode);
+  std::string model_name = absl::GetFlag(FLAGS_model_name);
+  if (model_name.empty())
+    model_name = std::filesystem::path(eo.model_dir).lexically_normal().filename().string();
+  if (model_name.empty())  // "--model dir/" ends in a separator
+    model_name =
+        std::filesystem::path(eo.model_dir).lexically_normal().parent_path().filename().string();
+  const prometheus::Labels model_label = {{"model_name", model_name}};
+  Metrics metrics(*registry, layers, mode, model_label);
   prometheus::BuildGauge()
       .Name("sparsed_build_info")
       .Help("Build information (value 1)")
+      .Labels(model_label)
       .Register(*registry)
       .Add({{"version", "0.1.0"}})
       .Set(1);
   prometheus::BuildGauge()
       .Name("sparsed_model_info")
       .Help("The served model (value 1)")
+      .Labels(model_label)
       .Register(*registry)
       .Add({{"model_type", c.model_type},
             {"activation", std::string(ActivationName(c.activation))},
@@ -231,6 +244,7 @@ int Main(int argc, char** argv) {
     prometheus::BuildGauge()
         .Name("sparsed_cett_target")
         .Help("The CETT target of threshold mode's calibration (sparsity.json)")
+        .Labels(model_label)
         .Register(*registry)
         .Add({})
         .Set(profile->cett);

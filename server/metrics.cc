@@ -11,99 +11,118 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
 
 }  // namespace
 
-Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& sparsity_mode)
+Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& sparsity_mode,
+                 const prometheus::Labels& model)
     : queue_(prometheus::BuildHistogram()
                  .Name("sparsed_queue_time_seconds")
                  .Help("Time from submission to first scheduling")
+                 .Labels(model)
                  .Register(reg)
                  .Add({}, LatencyBuckets())),
       ttft_(prometheus::BuildHistogram()
                 .Name("sparsed_time_to_first_token_seconds")
                 .Help("Time from submission to the first generated token")
+                .Labels(model)
                 .Register(reg)
                 .Add({}, LatencyBuckets())),
       itl_(prometheus::BuildHistogram()
                .Name("sparsed_inter_token_latency_seconds")
                .Help("Time between consecutive streamed tokens of a request")
+               .Labels(model)
                .Register(reg)
                .Add({}, LatencyBuckets())),
       e2e_(prometheus::BuildHistogram()
                .Name("sparsed_request_duration_seconds")
                .Help("Time from submission to the end of a request")
+               .Labels(model)
                .Register(reg)
                .Add({}, LatencyBuckets())),
       requests_(prometheus::BuildCounter()
                     .Name("sparsed_requests_total")
                     .Help("Requests by outcome")
+                    .Labels(model)
                     .Register(reg)),
       prompt_tokens_(prometheus::BuildCounter()
                          .Name("sparsed_prompt_tokens_total")
                          .Help("Prompt tokens of finished requests")
+                         .Labels(model)
                          .Register(reg)
                          .Add({})),
       generated_tokens_(prometheus::BuildCounter()
                             .Name("sparsed_generated_tokens_total")
                             .Help("Generated tokens")
+                            .Labels(model)
                             .Register(reg)
                             .Add({})),
       running_(prometheus::BuildGauge()
                    .Name("sparsed_running_sequences")
                    .Help("Sequences in the running batch")
+                   .Labels(model)
                    .Register(reg)
                    .Add({})),
       waiting_(prometheus::BuildGauge()
                    .Name("sparsed_waiting_sequences")
                    .Help("Sequences waiting for admission")
+                   .Labels(model)
                    .Register(reg)
                    .Add({})),
       kv_used_(prometheus::BuildGauge()
                    .Name("sparsed_kv_blocks_used")
                    .Help("KV cache blocks in use")
+                   .Labels(model)
                    .Register(reg)
                    .Add({})),
       kv_total_(prometheus::BuildGauge()
                     .Name("sparsed_kv_blocks_capacity")
                     .Help("KV cache blocks")
+                    .Labels(model)
                     .Register(reg)
                     .Add({})),
       preemptions_(prometheus::BuildCounter()
                        .Name("sparsed_preemptions_total")
                        .Help("Sequences preempted for lack of KV blocks")
+                       .Labels(model)
                        .Register(reg)
                        .Add({})),
       batch_size_(
           prometheus::BuildHistogram()
               .Name("sparsed_batch_sequences")
               .Help("Sequences per engine step")
+              .Labels(model)
               .Register(reg)
               .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128})),
       batch_tokens_(
           prometheus::BuildHistogram()
               .Name("sparsed_batch_tokens")
               .Help("Tokens per engine step")
+              .Labels(model)
               .Register(reg)
               .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256,
                                                                512, 1024, 2048})),
       step_phase_(prometheus::BuildHistogram()
                       .Name("sparsed_step_phase_seconds")
                       .Help("Engine step time by phase")
+                      .Labels(model)
                       .Register(reg)),
       union_ratio_(
           prometheus::BuildHistogram()
               .Name("sparsed_ffn_union_ratio")
               .Help(
                   "Union of active FFN neurons per step over layers, as a fraction of the neurons")
+              .Labels(model)
               .Register(reg)
               .Add({}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
                                                                0.6, 0.7, 0.8, 0.9, 0.95, 1.0})),
       rows_skipped_(prometheus::BuildCounter()
                         .Name("sparsed_ffn_rows_skipped_total")
                         .Help("FFN up/down weight rows not read thanks to sparsity")
+                        .Labels(model)
                         .Register(reg)
                         .Add({})),
       rows_total_(prometheus::BuildCounter()
                       .Name("sparsed_ffn_rows_total")
                       .Help("FFN up/down weight rows a dense step would read")
+                      .Labels(model)
                       .Register(reg)
                       .Add({})) {
   const prometheus::Histogram::BucketBoundaries phase_buckets{0.0001, 0.0005, 0.001, 0.005, 0.01,
@@ -115,10 +134,12 @@ Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& s
       prometheus::BuildGauge()
           .Name("sparsed_ffn_active_ratio")
           .Help("Mean fraction of FFN neurons active per token in the last step, by layer")
+          .Labels(model)
           .Register(reg);
   auto& uni = prometheus::BuildGauge()
                   .Name("sparsed_ffn_layer_union_ratio")
                   .Help("Union of active FFN neurons in the last step, by layer")
+                  .Labels(model)
                   .Register(reg);
   for (int l = 0; l < num_layers; ++l) {
     layer_active_.push_back(&active.Add({{"layer", std::to_string(l)}}));
@@ -127,6 +148,7 @@ Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& s
   prometheus::BuildGauge()
       .Name("sparsed_sparsity_mode_info")
       .Help("The FFN sparsity mode (value 1)")
+      .Labels(model)
       .Register(reg)
       .Add({{"mode", sparsity_mode}})
       .Set(1);

@@ -17,7 +17,10 @@ namespace sparsed::server {
 // Thread-safety: all methods may be called from any thread (prometheus-cpp metrics are atomic).
 class Metrics {
  public:
-  Metrics(prometheus::Registry& registry, int num_layers, const std::string& sparsity_mode);
+  // `model` labels every series (e.g. {{"model_name", "sparsed-tiny"}}), so one Prometheus can
+  // tell the models of several daemons apart.
+  Metrics(prometheus::Registry& registry, int num_layers, const std::string& sparsity_mode,
+          const prometheus::Labels& model);
 
   void OnStep(const StepReport& r);
   void OnFinished(FinishReason reason, const RequestStats& st);

@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, check, free_port, parse_test_args  # noqa: E402
+from harness import FAILURES, check, free_port, metric, parse_test_args  # noqa: E402
 
 
 def gen_stubs(source, out):
@@ -211,8 +211,7 @@ def main():
         # (nothing else is in flight here: every request above has finished).
         def ttft_count():
             m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-            line = [l for l in m.splitlines() if l.startswith("sparsed_time_to_first_token_seconds_count")]
-            return float(line[0].split()[-1]) if line else None
+            return metric(m, "sparsed_time_to_first_token_seconds_count", model_name="model")
         before_ttft = ttft_count()
         running = stub.GenerateStream(pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(
             max_new_tokens=2000, ignore_eos=True)), timeout=60)
@@ -287,8 +286,7 @@ def main():
         used = None
         for _ in range(40):
             m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
-            line = [l for l in m.splitlines() if l.startswith("sparsed_kv_blocks_used ")]
-            used = float(line[0].split()[1]) if line else None
+            used = metric(m, "sparsed_kv_blocks_used", model_name="model")
             if used == 0:
                 break
             time.sleep(0.05)
@@ -299,18 +297,19 @@ def main():
         pt = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
         check(pt.returncode == 0, "promtool check metrics: " + (pt.stdout + pt.stderr).strip()[:300])
         for name in ["sparsed_requests_total", "sparsed_time_to_first_token_seconds_bucket",
-                     "sparsed_inter_token_latency_seconds_bucket", 'sparsed_ffn_active_ratio{layer="0"}',
+                     "sparsed_inter_token_latency_seconds_bucket", 'sparsed_ffn_active_ratio{model_name="model",layer="0"}',
                      "sparsed_ffn_rows_skipped_total", "sparsed_kv_blocks_used", "sparsed_batch_sequences_bucket"]:
             check(name in metrics, f"/metrics has {name}")
-        check(f'sparsed_requests_total{{outcome="rejected"}} {6 + len(bad_fields)}' in metrics, "rejected requests counted")
+        check(metric(metrics, "sparsed_requests_total", model_name="model", outcome="rejected") == 6 + len(bad_fields),
+              "rejected requests counted (the series labelled with the model's name)")
         with open(os.path.join(work, "sparsed.log")) as f:
             refused = [l for l in f.read().splitlines() if 'msg="request refused"' in l]
         rejected = 6 + len(bad_fields)
         check(1 <= len(refused) < rejected and all("code=INVALID_ARGUMENT" in l or "code=RESOURCE_EXHAUSTED" in l
                                                    for l in refused),
               f"refused requests are logged, at most one line a second ({len(refused)} lines for {rejected} refusals)")
-        deadline = [l for l in metrics.splitlines() if l.startswith('sparsed_requests_total{outcome="deadline"}')]
-        check(deadline and float(deadline[0].split()[1]) >= 1,
+        deadline = metric(metrics, "sparsed_requests_total", outcome="deadline")
+        check(deadline is not None and deadline >= 1,
               f"a client deadline mid-generation is counted as a deadline, not a cancel: {deadline}")
         check('sparsed_model_info{' in metrics and 'sparsed_build_info{' in metrics, "build and model info series")
         check(re.search(r'sparsed_model_info\{[^}]*device="cpu"', metrics) is not None,

@@ -34,3 +34,17 @@ def parse_test_args(prefix):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     return a, work
+
+
+def metric(text, name, **labels):
+    """The value of the first series `name` in Prometheus text whose labels include `labels`
+    (None when there is none)."""
+    import re
+    for line in text.splitlines():
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return float(m.group(4))
+    return None
