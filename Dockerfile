@@ -36,14 +36,16 @@ RUN mkdir -p /out/bin /out/lib \
     && if [ -d models/sparsed-tiny ]; then cp -r models /out/models; else mkdir -p /out/models; fi
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU} AS runtime
-RUN useradd --system --uid 10001 --home /opt/sparsed sparsed
+RUN groupadd --system --gid 10001 sparsed \
+    && useradd --system --uid 10001 --gid 10001 --home /opt/sparsed sparsed
 COPY --from=build /out/bin/ /opt/sparsed/bin/
 COPY --from=build /out/lib/ /opt/sparsed/lib/
 COPY --from=build /out/models/ /opt/sparsed/models/
 # Appended to, not replaced: GPU nodes mount the driver's libraries on the base image's path.
 ENV LD_LIBRARY_PATH=/opt/sparsed/lib${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}} PATH=/opt/sparsed/bin:$PATH
 WORKDIR /opt/sparsed
-USER sparsed
+# Numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
+USER 10001:10001
 EXPOSE 50051 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
   CMD ["sparsed-cli", "--server", "127.0.0.1:50051", "--timeout_s", "2", "health"]

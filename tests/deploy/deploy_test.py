@@ -112,6 +112,20 @@ def check_k8s(deploy, dockerfile_ports):
     grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     check(grace > shutdown + pre, f"termination grace {grace}s > drain {shutdown}s + preStop {pre}s")
     check("requests" in c["resources"], "resource requests set")
+    pod = dep["spec"]["template"]["spec"]
+    psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
+    check(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 10001
+          and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+          and csc.get("allowPrivilegeEscalation") is False and csc.get("readOnlyRootFilesystem") is True
+          and csc.get("capabilities", {}).get("drop") == ["ALL"]
+          and pod.get("automountServiceAccountToken") is False,
+          "Pod Security 'restricted': non-root 10001 (the image's USER), RuntimeDefault seccomp, no escalation, "
+          "no capabilities, read-only root, no service-account token")
+    check("replicas" not in dep["spec"], "no replicas beside the HPA (an apply would reset its count)")
+    ru = dep["spec"].get("strategy", {}).get("rollingUpdate", {})
+    check(ru.get("maxUnavailable") == 0 and ru.get("maxSurge", 0) >= 1, "rollouts surge before removing a pod")
+    check(any(t.get("topologyKey") == "kubernetes.io/hostname" for t in pod.get("topologySpreadConstraints", [])),
+          "replicas spread across nodes")
     services = by["Service"]
     for s in services:
         check(subset(s["spec"]["selector"], pod_labels), f"Service {s['metadata']['name']} selects the pods")
@@ -128,6 +142,8 @@ def check_k8s(deploy, dockerfile_ports):
     hpa_metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
     pdb = by["PodDisruptionBudget"][0]
     check(subset(pdb["spec"]["selector"]["matchLabels"], pod_labels), "PDB selects the pods")
+    check(pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"],
+          "PDB lets one pod go at a time (maxUnavailable 1)")
     overlay = yaml.safe_load(open(os.path.join(deploy, "k8s", "overlays", "gpu", "kustomization.yaml")))
     patch = yaml.safe_load(open(os.path.join(deploy, "k8s", "overlays", "gpu", overlay["patches"][0]["path"])))
     check(patch["metadata"]["name"] == dep["metadata"]["name"], "GPU overlay patches the Deployment")
@@ -160,7 +176,8 @@ def main():
     wanted = set(re.search(r"PKGS=\(\n(.*?)\n\)", script, re.S).group(1).split())
     check(pkgs == wanted, f"Dockerfile build stage installs exactly install-deps.sh's packages (diff {sorted(pkgs ^ wanted)})")
     check(ports == exposed == {"50051", "9464"}, f"Dockerfile listens on and exposes {sorted(ports)}")
-    check("USER sparsed" in dockerfile and "HEALTHCHECK" in dockerfile, "non-root user and a health check")
+    check(re.search(r"^USER 10001:10001$", dockerfile, re.M) is not None and "HEALTHCHECK" in dockerfile,
+          "a numeric non-root user and a health check")
     runtime = dockerfile.split("AS runtime", 1)[1]
     check("cp /build/lib/libsparsed_cuda.so /out/lib/" in dockerfile and "COPY --from=build /out/lib/" in runtime,
           "the image carries the CUDA backend (libsparsed_cuda.so) and the libraries it loads")
