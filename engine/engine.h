@@ -1,6 +1,7 @@
 // The engine: a loaded model, its backend and paged KV cache, and the batched step.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -96,6 +97,12 @@ class Engine {
   void set_ffn_observer(FfnInputObserver observer) { ffn_observer_ = std::move(observer); }
   int kv_blocks() const { return kv_shape_.blocks; }
   int kv_block_size() const { return kv_shape_.block_size; }
+  // Tokens one sequence may hold (prompt and output): the model's context, or the whole KV cache
+  // if that is smaller.
+  int64_t context_tokens() const {
+    return std::min<int64_t>(config().max_position_embeddings,
+                             static_cast<int64_t>(kv_blocks()) * kv_block_size());
+  }
   Backend& backend() { return *backend_; }
   const ModelWeights& weights() const { return weights_; }
   // Bytes of weights a decode step reads per token: everything but the FFN up/down, plus

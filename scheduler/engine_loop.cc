@@ -67,8 +67,7 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   if (auto s = ValidateStoppingParams(r.stopping); !s.ok()) return s;
   if (!r.sink) return absl::InvalidArgumentError("request has no sink");
   const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.stopping.max_new_tokens;
-  const int64_t capacity = std::min<int64_t>(
-      c.max_position_embeddings, static_cast<int64_t>(blocks_.num_blocks()) * blocks_.block_size());
+  const int64_t capacity = engine_->context_tokens();
   if (static_cast<int64_t>(r.prompt.size()) >= capacity) {
     return absl::InvalidArgumentError(absl::StrCat("prompt has ", r.prompt.size(),
                                                    " tokens; the context holds at most ",
@@ -185,27 +184,23 @@ void EngineLoop::Iterate() {
     cancels.swap(cancels_);
   }
   for (auto& s : arrivals) seqs_[s->id] = std::move(s);
+  // Deadlines before cancellations: gRPC cancels a call whose deadline has passed, and that is
+  // the deadline, not the client.
   const absl::Time now = absl::Now();
-  for (int64_t id : cancels) {
-    auto it = seqs_.find(id);
-    if (it == seqs_.end()) continue;
-    // gRPC cancels a call whose deadline has passed: that is the deadline, not the client.
-    if (it->second->req.deadline <= now) {
-      Finish(*it->second, FinishReason::kDeadline,
-             absl::DeadlineExceededError("deadline exceeded"));
-    } else {
-      Finish(*it->second, FinishReason::kCancelled, absl::CancelledError("request cancelled"));
-    }
-    seqs_.erase(it);
-  }
   for (auto it = seqs_.begin(); it != seqs_.end();) {
-    if (it->second->req.deadline < now) {
+    if (it->second->req.deadline <= now) {
       Finish(*it->second, FinishReason::kDeadline,
              absl::DeadlineExceededError("deadline exceeded"));
       it = seqs_.erase(it);
     } else {
       ++it;
     }
+  }
+  for (int64_t id : cancels) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) continue;
+    Finish(*it->second, FinishReason::kCancelled, absl::CancelledError("request cancelled"));
+    seqs_.erase(it);
   }
 
   // Schedule.

@@ -1,21 +1,14 @@
 #include "server/convert.h"
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 
 namespace sparsed::server {
 
-int64_t ContextTokens(const Engine& engine) {
-  return std::min<int64_t>(engine.config().max_position_embeddings,
-                           static_cast<int64_t>(engine.kv_blocks()) * engine.kv_block_size());
-}
-
 absl::Status CheckTextBytes(absl::string_view field, size_t bytes, const Engine& engine) {
-  const int64_t limit = ContextTokens(engine) * engine.tokenizer()->max_bytes_per_token();
+  const int64_t limit = engine.context_tokens() * engine.tokenizer()->max_bytes_per_token();
   if (static_cast<int64_t>(bytes) <= limit) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
-      field, " has ", bytes, " bytes; the context holds ", ContextTokens(engine),
+      field, " has ", bytes, " bytes; the context holds ", engine.context_tokens(),
       " tokens, which no text longer than ", limit, " bytes fits in: shorten the text"));
 }
 

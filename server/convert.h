@@ -14,12 +14,9 @@ namespace sparsed::server {
 // INVALID_ARGUMENT naming the field and its allowed range. The sink and deadline are left unset.
 absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const Engine& engine);
 
-// The tokens a request's prompt and output may take: the model's context, or the KV cache if
-// smaller.
-int64_t ContextTokens(const Engine& engine);
 // Admission before work: INVALID_ARGUMENT (naming `field`) when a text of `bytes` bytes cannot fit
-// the context whatever it says (Tokenizer::max_bytes_per_token), so no time is spent tokenizing
-// it. The engine must have a tokenizer.
+// the context (Engine::context_tokens) whatever it says (Tokenizer::max_bytes_per_token), so no
+// time is spent tokenizing it. The engine must have a tokenizer.
 absl::Status CheckTextBytes(absl::string_view field, size_t bytes, const Engine& engine);
 
 v1::FinishReason ToProto(FinishReason r);

@@ -21,6 +21,7 @@
 #include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
+#include "engine/sparse/ffn_types.h"
 #include "scheduler/engine_loop.h"
 #include "server/bind_check.h"
 #include "server/library_logs.h"
@@ -96,7 +97,8 @@ int Main(int argc, char** argv) {
       "Example: sparsed --model models/sparsed-tiny --listen 0.0.0.0:50051 --metrics_listen "
       "0.0.0.0:9464");
   absl::ParseCommandLine(argc, argv);
-  const Logger log(ParseLevel(absl::GetFlag(FLAGS_log_level)));
+  const LogLevel log_level = ParseLevel(absl::GetFlag(FLAGS_log_level));
+  const Logger log(log_level);
   const absl::Status usage = FlagChecks()
                                  .Range(FLAGS_kv_cache_mb, 1, 1 << 20)
                                  .Range(FLAGS_kv_cache_fraction, 0.0, 0.99)
@@ -110,9 +112,9 @@ int Main(int argc, char** argv) {
                                  .Range(FLAGS_shutdown_timeout_s, 0.0, 86400.0)
                                  .OneOf(FLAGS_log_level, {"debug", "info", "warn", "error"})
                                  .OneOf(FLAGS_kv_cache_dtype, {"fp32", "bf16"})
-                                 .OneOf(FLAGS_sparsity, {"", "exact", "threshold", "off"})
+                                 .Parses(FLAGS_sparsity, sparsed::ParseSparsityMode)
                                  .status();
-  RouteLibraryLogs(ParseLevel(absl::GetFlag(FLAGS_log_level)));
+  RouteLibraryLogs(log_level);
   if (!usage.ok()) {
     log.Log(LogLevel::kError, "invalid command line",
             absl::StrCat("error=", Quote(usage.message())));
@@ -157,7 +159,7 @@ int Main(int argc, char** argv) {
 
   // The server listens first: while the model loads, health says NOT_SERVING and calls get
   // UNAVAILABLE, so orchestrators can tell "starting" from "dead".
-  SparsedService service(eo.model_dir, device->device, ParseLevel(absl::GetFlag(FLAGS_log_level)));
+  SparsedService service(eo.model_dir, device->device, log_level);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
@@ -215,11 +217,11 @@ int Main(int argc, char** argv) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   std::string model_name = absl::GetFlag(FLAGS_model_name);
-  if (model_name.empty())
-    model_name = std::filesystem::path(eo.model_dir).lexically_normal().filename().string();
-  if (model_name.empty())  // "--model dir/" ends in a separator
-    model_name =
-        std::filesystem::path(eo.model_dir).lexically_normal().parent_path().filename().string();
+  if (model_name.empty()) {
+    std::filesystem::path dir = std::filesystem::path(eo.model_dir).lexically_normal();
+    if (!dir.has_filename()) dir = dir.parent_path();  // "--model dir/"
+    model_name = dir.filename().string();
+  }
   const prometheus::Labels model_label = {{"model_name", model_name}};
   Metrics metrics(*registry, layers, mode, model_label);
   prometheus::BuildGauge()

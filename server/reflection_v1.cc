@@ -27,6 +27,13 @@ void AddFile(const pb::FileDescriptor* file, std::set<std::string>* sent,
   proto.SerializeToString(r->mutable_file_descriptor_response()->add_file_descriptor_proto());
 }
 
+// The file a request asked for (again, if it was sent before) and its dependencies not yet sent.
+void SendFile(const pb::FileDescriptor* file, std::set<std::string>* sent,
+              ServerReflectionResponse* r) {
+  sent->erase(file->name());
+  AddFile(file, sent, r);
+}
+
 }  // namespace
 
 grpc::Status ReflectionV1::ServerReflectionInfo(
@@ -46,11 +53,7 @@ grpc::Status ReflectionV1::ServerReflectionInfo(
         break;
       case ServerReflectionRequest::kFileByFilename:
         if (const pb::FileDescriptor* f = pool->FindFileByName(req.file_by_filename())) {
-          AddFile(f, &sent, &r);
-          if (r.file_descriptor_response().file_descriptor_proto_size() == 0) {
-            sent.erase(f->name());  // asked again: send it again
-            AddFile(f, &sent, &r);
-          }
+          SendFile(f, &sent, &r);
         } else {
           NotFound("file " + req.file_by_filename(), &r);
         }
@@ -58,8 +61,7 @@ grpc::Status ReflectionV1::ServerReflectionInfo(
       case ServerReflectionRequest::kFileContainingSymbol:
         if (const pb::FileDescriptor* f =
                 pool->FindFileContainingSymbol(req.file_containing_symbol())) {
-          sent.erase(f->name());
-          AddFile(f, &sent, &r);
+          SendFile(f, &sent, &r);
         } else {
           NotFound("symbol " + req.file_containing_symbol(), &r);
         }
@@ -70,8 +72,7 @@ grpc::Status ReflectionV1::ServerReflectionInfo(
         const pb::FieldDescriptor* ext =
             type ? pool->FindExtensionByNumber(type, e.extension_number()) : nullptr;
         if (ext != nullptr) {
-          sent.erase(ext->file()->name());
-          AddFile(ext->file(), &sent, &r);
+          SendFile(ext->file(), &sent, &r);
         } else {
           NotFound(
               "extension " + std::to_string(e.extension_number()) + " of " + e.containing_type(),

@@ -53,10 +53,8 @@ int main(int argc, char** argv) {
                                      .Range(FLAGS_grid_points, 2, 1 << 16)
                                      .Range(FLAGS_threads, 0, 1024)
                                      .status();
-      !usage.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
-    return sparsed::kUsageExit;
-  }
+      !usage.ok())
+    return sparsed::UsageFail(usage);
   using namespace sparsed;
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) {

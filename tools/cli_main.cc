@@ -18,6 +18,7 @@
 #include "engine/common/help_flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "sparsed/v1/sparsed.grpc.pb.h"
+#include "tools/cli_status.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(std::string, service, "", "health: service name to check (\"\" = whole server).");
@@ -59,10 +60,8 @@ int main(int argc, char** argv) {
               .Range(FLAGS_temperature, 0.0, 100.0)
               .Range(FLAGS_timeout_s, 0.001, 86400.0)
               .status();
-      !usage.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
-    return sparsed::kUsageExit;
-  }
+      !usage.ok())
+    return sparsed::UsageFail(usage);
   if (args.size() < 2) {
     std::fprintf(stderr,
                  "usage: sparsed-cli health|info|generate|tokenize [--target host:port] ...\n");

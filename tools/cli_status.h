@@ -5,12 +5,20 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "engine/common/flag_checks.h"
 
 namespace sparsed {
 
 inline int FailWith(const absl::Status& s) {
   std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
   return 1;
+}
+
+// A usage error (a flag outside its range: engine/common/flag_checks.h): the same line, and the
+// exit status every usage error has.
+inline int UsageFail(const absl::Status& s) {
+  FailWith(s);
+  return kUsageExit;
 }
 
 }  // namespace sparsed

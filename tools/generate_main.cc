@@ -14,6 +14,7 @@
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sampling/sampler.h"
+#include "engine/sparse/ffn_types.h"
 #include "tools/cli_status.h"
 #include "tools/device_option.h"
 
@@ -43,12 +44,10 @@ int main(int argc, char** argv) {
               .Range(FLAGS_top_k, 0, 1 << 20)
               .Range(FLAGS_top_p, 0.000001, 1.0)
               .Range(FLAGS_threads, 0, 1024)
-              .OneOf(FLAGS_sparsity, {"", "exact", "threshold", "off"})
+              .Parses(FLAGS_sparsity, sparsed::ParseSparsityMode)
               .status();
-      !usage.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
-    return sparsed::kUsageExit;
-  }
+      !usage.ok())
+    return sparsed::UsageFail(usage);
   using namespace sparsed;
   if (absl::GetFlag(FLAGS_model).empty()) {
     std::fprintf(stderr, "error: --model is required\n");

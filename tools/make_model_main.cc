@@ -9,6 +9,7 @@
 #include "engine/common/dtype.h"
 #include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
+#include "tools/cli_status.h"
 #include "tools/synthetic.h"
 
 ABSL_FLAG(std::string, out, "", "Output directory (required).");
@@ -54,12 +55,9 @@ int main(int argc, char** argv) {
               .Range(FLAGS_heads, 0, 1024)
               .Range(FLAGS_kv_heads, 0, 1024)
               .Range(FLAGS_vocab, 0, 1 << 22)
-              .OneOf(FLAGS_dtype, {"bf16", "fp16", "fp32"})
               .status();
-      !usage.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
-    return sparsed::kUsageExit;
-  }
+      !usage.ok())
+    return sparsed::UsageFail(usage);
   sparsed::SyntheticModelSpec s;
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {

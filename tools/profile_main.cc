@@ -19,6 +19,7 @@
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
 #include "engine/sparse/cett.h"
+#include "engine/sparse/ffn_types.h"
 #include "tools/cli_status.h"
 #include "tools/device_option.h"
 #include "tools/text_eval.h"
@@ -54,12 +55,10 @@ int main(int argc, char** argv) {
                                      .Range(FLAGS_window, 1, 1 << 16)
                                      .Range(FLAGS_samples, 1, 1 << 20)
                                      .Range(FLAGS_threads, 0, 1024)
-                                     .OneOf(FLAGS_sparsity, {"", "exact", "threshold", "off"})
+                                     .Parses(FLAGS_sparsity, sparsed::ParseSparsityMode)
                                      .status();
-      !usage.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(usage.message()).c_str());
-    return sparsed::kUsageExit;
-  }
+      !usage.ok())
+    return sparsed::UsageFail(usage);
   using namespace sparsed;
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) {

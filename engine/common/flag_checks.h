@@ -26,7 +26,7 @@ inline constexpr int kUsageExit = 1;
 
 // Collects the first failed check. Usage:
 //   absl::Status s = FlagChecks().Range(FLAGS_threads, 0, 1024).OneOf(FLAGS_mode, {"a", "b"})
-//                        .status();
+//                        .Parses(FLAGS_sparsity, ParseSparsityMode).status();
 class FlagChecks {
  public:
   // value in [lo, hi] (inclusive).
@@ -57,6 +57,20 @@ class FlagChecks {
       status_ = absl::InvalidArgumentError(
           absl::StrCat("--", absl::GetFlagReflectionHandle(flag).Name(), "=", v,
                        " is not one of: ", absl::StrJoin(choices, ", ")));
+    }
+    return *this;
+  }
+
+  // A value `parse` (returning absl::StatusOr) accepts, such as a mode name the library parses
+  // itself; an empty value means the binary's default and is not checked.
+  template <typename Parse>
+  FlagChecks& Parses(const absl::Flag<std::string>& flag, Parse parse) {
+    const std::string v = absl::GetFlag(flag);
+    if (status_.ok() && !v.empty()) {
+      if (const absl::Status s = parse(v).status(); !s.ok()) {
+        status_ = absl::InvalidArgumentError(absl::StrCat(
+            "--", absl::GetFlagReflectionHandle(flag).Name(), "=", v, ": ", s.message()));
+      }
     }
     return *this;
   }

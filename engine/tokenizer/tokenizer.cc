@@ -84,11 +84,9 @@ absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids) c
 
 absl::StatusOr<std::string> Tokenizer::DecodeAfter(const std::vector<int32_t>& context,
                                                    const std::vector<int32_t>& ids) const {
-  std::string payload;
-  wire::AppendI32(&payload, static_cast<int32_t>(context.size()));
-  wire::AppendIds(&payload, context);
-  wire::AppendIds(&payload, ids);
-  return Call(wire::kDecodeAfter, payload);
+  auto texts = DecodeAfterEach({{&context, &ids}});
+  if (!texts.ok()) return texts.status();
+  return std::move(texts->front());
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<std::string>>> Tokenizer::DecodeAfterEach(

@@ -73,18 +73,6 @@ bool Answer(const sentencepiece::SentencePieceProcessor& sp, int fd, uint8_t op,
         return Error(fd, "token ids could not be decoded");
       return WriteFrame(fd, kOk, text);
     }
-    case kDecodeAfter: {
-      int32_t n = -1;
-      if (in.size() >= 4) std::memcpy(&n, in.data(), 4);
-      if (in.size() % 4 != 0 || n < 0 || static_cast<size_t>(n) > in.size() / 4 - 1)
-        return Error(fd, "decode_after: malformed payload");
-      const std::vector<int32_t> context = ToIds(in.data() + 4, 4 * static_cast<size_t>(n));
-      const size_t off = 4 + 4 * static_cast<size_t>(n);
-      const std::vector<int32_t> ids = ToIds(in.data() + off, in.size() - off);
-      std::string text;
-      if (!DecodeAfter(sp, context, ids, &text)) return Error(fd, "token ids could not be decoded");
-      return WriteFrame(fd, kOk, text);
-    }
     case kDecodeAfterEach: {
       // Reads one i32 at `*at`; false past the end.
       size_t at = 0;

@@ -8,10 +8,10 @@
 // kOk carries the op's result; kError carries a UTF-8 message. Payloads by op:
 //   kEncode        text bytes                         -> i32 ids
 //   kDecode        i32 ids                            -> text (ids outside the vocabulary skipped)
-//   kDecodeAfter   i32 n, i32 context[n], i32 ids      -> the text of ids as it reads after context
 //   kDecodeAfterEach  i32 count, then per item: i32 n_context, i32 n_ids, i32 context[n_context],
 //                  i32 ids[n_ids]                      -> per item: u8 status, u32 length, bytes
-//                  (the text, or the item's error message): one round trip for a whole step
+//                  (the text of ids as it reads after context, or the item's error message):
+//                  one round trip for a whole step, or for one sequence
 // On start the process sends one unsolicited response: kOk with i32 vocab_size, bos_id, eos_id,
 // max_piece_bytes (the longest piece's UTF-8 length) once the model is loaded, or kError with the
 // reason. In `train` mode that first response is the training's outcome (empty payload) and the
@@ -25,7 +25,7 @@
 
 namespace sparsed::tokenizer_wire {
 
-enum Op : uint8_t { kEncode = 'E', kDecode = 'D', kDecodeAfter = 'A', kDecodeAfterEach = 'M' };
+enum Op : uint8_t { kEncode = 'E', kDecode = 'D', kDecodeAfterEach = 'M' };
 enum Status : uint8_t { kOk = 0, kError = 1 };
 
 // Frames larger than this are refused on both ends (a prompt is bounded far below it).

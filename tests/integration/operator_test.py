@@ -90,6 +90,17 @@ def logfmt_only(text, label):
                              f"{bad[0][:120] if bad else ''!r})")
 
 
+def refused_bind(daemon, model, listen, metrics_listen, msg, taken_port, what):
+    """Starts a daemon that must fail to bind `taken_port`: exit 1 with `msg`, the address and the
+    kernel's reason. Returns the finished process."""
+    r = subprocess.run([daemon, "--model", model, "--listen", listen, "--metrics_listen", metrics_listen,
+                        "--kv_cache_mb", "16"], capture_output=True, text=True, timeout=120)
+    check(r.returncode == 1 and msg in r.stderr and f"listen=127.0.0.1:{taken_port}" in r.stderr
+          and 'error="address already in use"' in r.stderr,
+          f"{what}: exit {r.returncode}, {r.stderr.strip()[-300:]!r}")
+    return r
+
+
 def check_ports(bin_dir, model, work):
     daemon = os.path.join(bin_dir, "sparsed")
     port, mport = free_port(), free_port()
@@ -100,14 +111,8 @@ def check_ports(bin_dir, model, work):
     try:
         check(wait_for(log_path, 'msg="serving"', first), "first daemon serves")
         # A second daemon on the same address.
-        r = subprocess.run([daemon, "--model", model, "--listen", f"127.0.0.1:{port}",
-                            "--metrics_listen", "", "--kv_cache_mb", "16"],
-                           capture_output=True, text=True, timeout=120)
-        check(r.returncode == 1 and 'msg="cannot listen"' in r.stderr
-              and f"listen=127.0.0.1:{port}" in r.stderr
-              and 'error="address already in use"' in r.stderr,
-              f"a second daemon on the same address exits 1 naming it: exit {r.returncode}, "
-              f"{r.stderr.strip()[-300:]!r}")
+        r = refused_bind(daemon, model, f"127.0.0.1:{port}", "", 'msg="cannot listen"', port,
+                         "a second daemon on the same address exits 1 naming it")
         check("status=SERVING" not in r.stderr, "the second daemon never reports SERVING")
         logfmt_only(r.stderr, "second daemon's stderr")
         # Any other process, even one asking for SO_REUSEPORT, cannot share the port.
@@ -120,14 +125,8 @@ def check_ports(bin_dir, model, work):
                 shared = False
         check(not shared, "another process cannot bind the daemon's port with SO_REUSEPORT")
         # The metrics port taken.
-        r = subprocess.run([daemon, "--model", model, "--listen", f"127.0.0.1:{free_port()}",
-                            "--metrics_listen", f"127.0.0.1:{mport}", "--kv_cache_mb", "16"],
-                           capture_output=True, text=True, timeout=120)
-        check(r.returncode == 1 and 'msg="cannot serve metrics"' in r.stderr
-              and f"listen=127.0.0.1:{mport}" in r.stderr
-              and 'error="address already in use"' in r.stderr,
-              f"a taken metrics port is named with its reason: exit {r.returncode}, "
-              f"{r.stderr.strip()[-300:]!r}")
+        refused_bind(daemon, model, f"127.0.0.1:{free_port()}", f"127.0.0.1:{mport}",
+                     'msg="cannot serve metrics"', mport, "a taken metrics port is named with its reason")
         check(first.poll() is None, "the first daemon still runs")
         # An idle client connection must not hold the exit (it used to wait a fixed 2 s).
         import grpc
