@@ -1,6 +1,7 @@
 #include "scheduler/engine_loop.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "scheduler/detokenizer.h"
@@ -14,6 +15,8 @@ struct EngineLoop::Sequence {
   std::vector<int32_t> generated;
   int64_t computed = 0;
   std::vector<int32_t> blocks;
+  PrefixCursor cursor;
+  int64_t cached_prompt_tokens = -1;  // at the first admission; -1 until then
   bool running = false;
   int64_t arrival = 0;
   int64_t admitted = 0;
@@ -31,7 +34,7 @@ EngineLoop::EngineLoop(std::unique_ptr<Engine> engine, const EngineLoopOptions& 
     : engine_(std::move(engine)),
       options_(options),
       on_step_(std::move(on_step)),
-      blocks_(engine_->kv_blocks(), engine_->kv_block_size()),
+      blocks_(engine_->kv_blocks(), engine_->kv_block_size(), options.prefix_cache),
       thread_([this] { Run(); }) {}
 
 EngineLoop::~EngineLoop() {
@@ -139,7 +142,8 @@ void EngineLoop::Run() {
         Finish(*s, FinishReason::kShutdown, absl::UnavailableError("server shut down"));
       seqs_.clear();
       std::lock_guard<std::mutex> l(mu_);
-      snapshot_ = Snapshot{0, 0, blocks_.num_used(), blocks_.num_blocks(), preemptions_};
+      snapshot_ = Snapshot{
+          0, 0, blocks_.num_used(), blocks_.num_blocks(), preemptions_, blocks_.num_cached()};
       return;
     }
     Iterate();
@@ -159,6 +163,7 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
       s.first_token == absl::InfinitePast() ? absl::ZeroDuration() : s.first_token - s.submitted;
   st.total_time = now - s.submitted;
   st.prompt_tokens = static_cast<int64_t>(s.req.prompt.size());
+  st.cached_prompt_tokens = std::max<int64_t>(s.cached_prompt_tokens, 0);
   st.generated_tokens = static_cast<int64_t>(s.generated.size());
   st.preemptions = s.preemptions;
   st.first_scheduled = s.first_scheduled;
@@ -203,7 +208,9 @@ void EngineLoop::Iterate() {
     seqs_.erase(it);
   }
 
-  // Schedule.
+  // Schedule. A waiting sequence may start after its longest cached prefix of whole blocks,
+  // short of its last token (whose logits are needed).
+  const int bsize = blocks_.block_size();
   std::vector<SeqView> running, waiting;
   for (auto& [id, s] : seqs_) {
     SeqView v{id,
@@ -215,6 +222,15 @@ void EngineLoop::Iterate() {
               static_cast<int>(s->blocks.size())};
     (s->running ? running : waiting).push_back(v);
   }
+  // Only the first max_num_seqs waiting sequences can be admitted: look up just those.
+  std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);
+  for (size_t i = 0; i < waiting.size() && i < static_cast<size_t>(options_.limits.max_num_seqs);
+       ++i) {
+    const std::vector<int32_t>& tokens = seqs_[waiting[i].id]->tokens;
+    const PrefixHit hit = blocks_.Peek(tokens, static_cast<int>((tokens.size() - 1) / bsize));
+    waiting[i].cached_tokens = static_cast<int64_t>(hit.blocks) * bsize;
+    waiting[i].cached_evictable = hit.evictable;
+  }
   const ScheduleDecision d =
       Schedule(running, waiting, blocks_.num_free(), blocks_.block_size(), options_.limits);
   StepReport report;
@@ -223,6 +239,7 @@ void EngineLoop::Iterate() {
     blocks_.Free(s.blocks);
     s.blocks.clear();
     s.computed = 0;
+    s.cursor = PrefixCursor{};
     s.running = false;
     ++s.preemptions;
     ++preemptions_;
@@ -230,6 +247,18 @@ void EngineLoop::Iterate() {
     std::lock_guard<std::mutex> l(mu_);
     ++queued_;
     queued_tokens_ += static_cast<int64_t>(s.req.prompt.size());
+  }
+  // Admitted sequences take their cached blocks before anything is allocated: an allocation may
+  // evict unreferenced cached blocks, and the policy counted these as taken.
+  for (const ScheduledChunk& c : d.scheduled) {
+    if (!c.from_waiting) continue;
+    Sequence& s = *seqs_[c.id];
+    s.blocks = blocks_.Acquire(s.tokens, static_cast<int>(c.cached_tokens / bsize), &s.cursor);
+    s.computed = static_cast<int64_t>(s.blocks.size()) * bsize;
+    if (s.computed != c.cached_tokens) std::abort();  // nothing changed since Peek
+    if (s.cached_prompt_tokens < 0) s.cached_prompt_tokens = s.computed;
+    report.prefix_query_tokens += static_cast<int64_t>(s.tokens.size());
+    report.prefix_hit_tokens += s.computed;
   }
   Batch batch;
   std::vector<Sequence*> order;
@@ -294,6 +323,7 @@ void EngineLoop::Iterate() {
       for (size_t i = 0; i < order.size(); ++i) {
         Sequence& s = *order[i];
         s.computed += batch.sequences[i].num_tokens;
+        blocks_.Publish(s.tokens, s.blocks, s.computed, &s.cursor);
         s.active_sum += active;
         s.union_sum += uni;
         ++s.stat_steps;
@@ -359,9 +389,11 @@ void EngineLoop::Iterate() {
   report.waiting = nwait;
   report.kv_blocks_used = blocks_.num_used();
   report.kv_blocks_total = blocks_.num_blocks();
+  report.kv_blocks_cached = blocks_.num_cached();
   {
     std::lock_guard<std::mutex> l(mu_);
-    snapshot_ = Snapshot{nrun, nwait, blocks_.num_used(), blocks_.num_blocks(), preemptions_};
+    snapshot_ = Snapshot{
+        nrun, nwait, blocks_.num_used(), blocks_.num_blocks(), preemptions_, blocks_.num_cached()};
   }
   // Report steps that ran, and idle iterations that freed blocks (cancellations, deadlines), so
   // gauges such as KV usage never go stale.

@@ -22,6 +22,9 @@ struct EngineLoopOptions {
   SchedulerLimits limits;
   int max_waiting_requests = 256;  // backpressure: queued (not yet running) requests
   int64_t max_waiting_prompt_tokens = 1 << 20;
+  // Reuse the keys and values of cached full blocks of earlier sequences' tokens; outputs are
+  // bitwise those of recomputation (scheduler/prefix_index.h).
+  PrefixCacheOptions prefix_cache{.enabled = true, .max_fraction = 1.0};
 };
 
 // What one step did, for metrics.
@@ -34,6 +37,9 @@ struct StepReport {
   absl::Duration schedule_time, forward_time, sample_time;
   std::vector<FfnStats> layer_stats;
   int running = 0, waiting = 0, kv_blocks_used = 0, kv_blocks_total = 0;
+  int kv_blocks_cached = 0;  // in the prefix cache (some also in use)
+  // Sequences admitted this step: prompt tokens looked up in the prefix cache, and found there.
+  int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
 };
 
 // Thread-safety: Submit, Cancel and Stats may be called from any thread; everything else runs
@@ -66,6 +72,7 @@ class EngineLoop {
   struct Snapshot {
     int running = 0, waiting = 0, kv_blocks_used = 0, kv_blocks_total = 0;
     int64_t preemptions = 0;
+    int kv_blocks_cached = 0;
   };
   Snapshot Stats() const;
   const Engine& engine() const { return *engine_; }

@@ -17,6 +17,10 @@ int ChunkFor(const SeqView& s, int budget, const SchedulerLimits& limits) {
 
 }  // namespace
 
+bool AdmitsBefore(const SeqView& a, const SeqView& b) {
+  return a.priority != b.priority ? a.priority > b.priority : a.arrival < b.arrival;
+}
+
 ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
                           const std::vector<SeqView>& waiting_in, int free_blocks, int block_size,
                           const SchedulerLimits& limits) {
@@ -55,19 +59,19 @@ ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
   // evict the newcomer again at once.
   if (!d.preempted.empty()) return d;
   std::vector<SeqView> waiting = waiting_in;
-  std::stable_sort(waiting.begin(), waiting.end(), [](const SeqView& a, const SeqView& b) {
-    return a.priority != b.priority ? a.priority > b.priority : a.arrival < b.arrival;
-  });
-  for (const SeqView& s : waiting) {
+  std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);
+  for (SeqView s : waiting) {
     if (seqs >= limits.max_num_seqs || budget <= 0) break;
+    s.computed += s.cached_tokens;
+    s.blocks_held += BlocksFor(s.cached_tokens, block_size);
     const int tokens = ChunkFor(s, budget, limits);
     if (tokens == 0) break;
     const int need = std::max(0, BlocksFor(s.computed + tokens, block_size) - s.blocks_held);
-    if (need > free_blocks) break;
-    free_blocks -= need;
+    if (need + s.cached_evictable > free_blocks) break;
+    free_blocks -= need + s.cached_evictable;
     budget -= tokens;
     ++seqs;
-    d.scheduled.push_back({s.id, tokens, need, true});
+    d.scheduled.push_back({s.id, tokens, need, true, s.cached_tokens});
     d.batched_tokens += tokens;
   }
   return d;

@@ -23,6 +23,11 @@ struct SeqView {
   int64_t total_tokens = 0;  // prompt + generated so far
   int64_t computed = 0;      // tokens whose K/V are in the cache
   int blocks_held = 0;
+  // Waiting sequences only: leading tokens the prefix cache holds (whole blocks, fewer than
+  // total_tokens), and how many of those blocks are evictable (counted in the free blocks now,
+  // consumed when the sequence takes them).
+  int64_t cached_tokens = 0;
+  int cached_evictable = 0;
 };
 
 struct ScheduledChunk {
@@ -30,6 +35,8 @@ struct ScheduledChunk {
   int tokens = 0;      // tokens to run this step: [computed, computed + tokens)
   int new_blocks = 0;  // blocks to allocate first
   bool from_waiting = false;
+  int64_t cached_tokens = 0;  // from_waiting only: taken from the prefix cache first; the chunk
+                              // then runs [cached_tokens, cached_tokens + tokens)
 };
 
 struct ScheduleDecision {
@@ -38,13 +45,17 @@ struct ScheduleDecision {
   int batched_tokens = 0;
 };
 
+// The order in which waiting sequences are admitted: higher priority first, then arrival.
+bool AdmitsBefore(const SeqView& a, const SeqView& b);
+
 // Decides one step:
 //  1. running sequences, oldest admission first: a decode takes 1 token, an unfinished prefill
 //     a chunk of at most max_prefill_chunk; when its blocks do not fit, the most recently
 //     admitted running sequence is preempted (possibly itself) until they do — never deadlock;
 //  2. waiting sequences by priority, then arrival: each admitted with a prefill chunk while the
 //     token budget, the sequence limit and the free blocks allow; the first that does not fit
-//     stops admission (no overtaking, so a long prompt is not starved).
+//     stops admission (no overtaking, so a long prompt is not starved). A waiting sequence's
+//     cached prefix costs neither tokens nor compute, only its evictable blocks.
 // Requires: every waiting sequence fits the whole cache on its own (checked at submission).
 ScheduleDecision Schedule(const std::vector<SeqView>& running, const std::vector<SeqView>& waiting,
                           int free_blocks, int block_size, const SchedulerLimits& limits);

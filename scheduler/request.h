@@ -40,6 +40,7 @@ struct RequestStats {
   absl::Duration time_to_first_token;
   absl::Duration total_time;
   int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // of prompt_tokens, found in the prefix cache at admission
   int64_t generated_tokens = 0;
   int64_t preemptions = 0;
   double mean_active_ratio =
