@@ -63,6 +63,13 @@ ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV cache block [1, 1024].");
 ABSL_FLAG(int, max_num_seqs, 64, "Sequences per engine step [1, 4096].");
 ABSL_FLAG(int, max_num_batched_tokens, 512, "Tokens per engine step [1, 1048576].");
 ABSL_FLAG(int, max_prefill_chunk, 256, "Tokens one prompt may prefill per step [1, 1048576].");
+ABSL_FLAG(bool, prefix_cache, true,
+          "Reuse the KV cache of full blocks of earlier requests' tokens for a new prompt that "
+          "starts with the same tokens (system prompts, conversation turns): less prefill, the "
+          "same bits as recomputation.");
+ABSL_FLAG(double, prefix_cache_max_fraction, 1.0,
+          "Share of the KV blocks the prefix cache may hold [0, 1]; unreferenced cached blocks are "
+          "reclaimed before any request is preempted.");
 ABSL_FLAG(int, max_waiting_requests, 256,
           "Queued requests beyond which new ones get RESOURCE_EXHAUSTED [1, 1048576].");
 ABSL_FLAG(
@@ -108,6 +115,7 @@ int Main(int argc, char** argv) {
                                  .Range(FLAGS_max_num_batched_tokens, 1, 1 << 20)
                                  .Range(FLAGS_max_prefill_chunk, 1, 1 << 20)
                                  .Range(FLAGS_max_waiting_requests, 1, 1 << 20)
+                                 .Range(FLAGS_prefix_cache_max_fraction, 0.0, 1.0)
                                  .Range(FLAGS_threads, 0, 1024)
                                  .Range(FLAGS_shutdown_timeout_s, 0.0, 86400.0)
                                  .OneOf(FLAGS_log_level, {"debug", "info", "warn", "error"})
@@ -211,7 +219,9 @@ int Main(int argc, char** argv) {
       LogLevel::kInfo, "kv cache",
       absl::StrCat("blocks=", (*engine)->kv_blocks(), " block_size=", (*engine)->kv_block_size(),
                    " tokens=", (*engine)->kv_blocks() * (*engine)->kv_block_size(),
-                   " dtype=", absl::GetFlag(FLAGS_kv_cache_dtype)));
+                   " dtype=", absl::GetFlag(FLAGS_kv_cache_dtype),
+                   " prefix_cache=", absl::GetFlag(FLAGS_prefix_cache) ? "on" : "off",
+                   " prefix_cache_max_fraction=", absl::GetFlag(FLAGS_prefix_cache_max_fraction)));
   const std::string mode(SparsityModeName((*engine)->sparsity_mode()));
   const int layers = static_cast<int>(c.num_layers);
 
@@ -272,6 +282,8 @@ int Main(int argc, char** argv) {
   lo.limits.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   lo.limits.max_prefill_chunk = absl::GetFlag(FLAGS_max_prefill_chunk);
   lo.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);
+  lo.prefix_cache.enabled = absl::GetFlag(FLAGS_prefix_cache);
+  lo.prefix_cache.max_fraction = absl::GetFlag(FLAGS_prefix_cache_max_fraction);
   EngineLoop loop(*std::move(engine), lo, [&metrics](const StepReport& r) { metrics.OnStep(r); });
   service.Attach(&loop, &metrics);
   health->SetServingStatus(kServiceName, true);

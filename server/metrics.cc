@@ -84,6 +84,24 @@ Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& s
                        .Labels(model)
                        .Register(reg)
                        .Add({})),
+      kv_cached_(prometheus::BuildGauge()
+                     .Name("sparsed_kv_blocks_cached")
+                     .Help("KV cache blocks in the prefix cache (in use or reclaimable)")
+                     .Labels(model)
+                     .Register(reg)
+                     .Add({})),
+      prefix_queries_(prometheus::BuildCounter()
+                          .Name("sparsed_prefix_cache_queries_total")
+                          .Help("Prompt tokens looked up in the prefix cache at admission")
+                          .Labels(model)
+                          .Register(reg)
+                          .Add({})),
+      prefix_hits_(prometheus::BuildCounter()
+                       .Name("sparsed_prefix_cache_hits_total")
+                       .Help("Prompt tokens found in the prefix cache (prefill skipped)")
+                       .Labels(model)
+                       .Register(reg)
+                       .Add({})),
       batch_size_(
           prometheus::BuildHistogram()
               .Name("sparsed_batch_sequences")
@@ -164,6 +182,9 @@ void Metrics::OnStep(const StepReport& r) {
   kv_used_.Set(r.kv_blocks_used);
   kv_total_.Set(r.kv_blocks_total);
   if (r.preempted) preemptions_.Increment(r.preempted);
+  kv_cached_.Set(r.kv_blocks_cached);
+  if (r.prefix_query_tokens) prefix_queries_.Increment(static_cast<double>(r.prefix_query_tokens));
+  if (r.prefix_hit_tokens) prefix_hits_.Increment(static_cast<double>(r.prefix_hit_tokens));
   if (r.sequences == 0) return;  // an idle iteration that only freed blocks
   batch_size_.Observe(r.sequences);
   batch_tokens_.Observe(r.tokens);

@@ -43,6 +43,9 @@ class Metrics {
   prometheus::Gauge& kv_used_;
   prometheus::Gauge& kv_total_;
   prometheus::Counter& preemptions_;
+  prometheus::Gauge& kv_cached_;
+  prometheus::Counter& prefix_queries_;
+  prometheus::Counter& prefix_hits_;
   prometheus::Histogram& batch_size_;
   prometheus::Histogram& batch_tokens_;
   prometheus::Family<prometheus::Histogram>& step_phase_;

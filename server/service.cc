@@ -103,6 +103,7 @@ void FillFinal(const QueueSink& sink, const v1::GenerateRequest& req, v1::Genera
   r->set_finish_reason(ToProto(sink.reason()));
   r->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(st.prompt_tokens));
   r->mutable_usage()->set_generated_tokens(static_cast<uint32_t>(st.generated_tokens));
+  r->mutable_usage()->set_cached_prompt_tokens(static_cast<uint32_t>(st.cached_prompt_tokens));
   r->mutable_timings()->set_queue_seconds(absl::ToDoubleSeconds(st.queue_time));
   r->mutable_timings()->set_first_token_seconds(absl::ToDoubleSeconds(st.time_to_first_token));
   r->mutable_timings()->set_total_seconds(absl::ToDoubleSeconds(st.total_time));

@@ -159,6 +159,25 @@ def main():
         a2 = stub.Generate(sreq, timeout=30).token_ids
         check(list(a1) == list(a2), "same seed, same tokens")
 
+        # Prefix cache: a long prompt twice. The second reuses the first's full KV blocks (all but
+        # the last token's block) and gives the same tokens and log-probabilities, to the bit.
+        preq = pb.GenerateRequest(prompt="You are a careful assistant. " * 12 + "What is a fox?", add_bos=True,
+                                  sampling=pb.SamplingParams(temperature=0.0),
+                                  stopping=pb.StoppingParams(max_new_tokens=8, ignore_eos=True),
+                                  options=pb.GenerateOptions(include_token_ids=True, logprobs=1))
+        p1 = stub.Generate(preq, timeout=30)
+        p2 = stub.Generate(preq, timeout=30)
+        n = p2.usage.prompt_tokens
+        check(n > 32 and p2.usage.cached_prompt_tokens == (n - 1) // 16 * 16,
+              f"prefix cache: {p2.usage.cached_prompt_tokens} of {n} prompt tokens reused (first run: "
+              f"{p1.usage.cached_prompt_tokens})")
+        check(list(p1.token_ids) == list(p2.token_ids) and
+              [lp.logprob for lp in p1.logprobs] == [lp.logprob for lp in p2.logprobs],
+              "prefix cache: same tokens and log-probabilities as the computed prompt")
+        hits = metric(urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode(),
+                      "sparsed_prefix_cache_hits_total", model_name="model")
+        check(hits >= p2.usage.cached_prompt_tokens, f"sparsed_prefix_cache_hits_total counts them ({hits})")
+
         # Concurrent requests are batched and each equals its unbatched result.
         results = {}
         def run(i):
