@@ -1,6 +1,7 @@
 // The CUDA backend against the CPU backend: every operation on the same inputs, and whole bundled
 // models (logits at every position, greedy tokens) in each sparsity mode; bitwise batch
-// invariance of whole decode steps on CUDA. Exits 77 (CTest: Skipped) without a CUDA device.
+// invariance of whole decode steps on CUDA; the prefix cache bitwise equal to recomputation
+// through the engine loop on CUDA. Exits 77 (CTest: Skipped) without a CUDA device.
 //
 // Both backends read the same bf16 weights and compute in fp32; only summation orders differ,
 // so the tolerances are fp32-sized (the cuBLAS path, bf16 activations, gets a bf16-sized one).
@@ -8,10 +9,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <string>
@@ -22,6 +26,7 @@
 #include "engine/backend/device.h"
 #include "engine/engine.h"
 #include "nlohmann/json.hpp"
+#include "scheduler/engine_loop.h"
 #include "tests/reference/reference.h"
 #include "tests/reference/test_models.h"
 #include "tools/ffn_fixture.h"
@@ -577,6 +582,82 @@ TEST(CudaGraphs, StepGraphsGiveTheBitsOfPlainLaunches) {
         << d;
     EXPECT_GE(captured, 3) << d;    // batch 1, batch 2, after the split boundary, ...
     EXPECT_GE(replayed, 100) << d;  // most steps
+  }
+}
+
+// Collects a request's tokens and log-probabilities; Wait() blocks until it ends.
+class OutcomeSink : public TokenSink {
+ public:
+  void OnTokens(const TokenEvent& e) override {
+    std::lock_guard<std::mutex> l(mu_);
+    ids.insert(ids.end(), e.token_ids.begin(), e.token_ids.end());
+    logprobs.insert(logprobs.end(), e.logprobs.begin(), e.logprobs.end());
+  }
+  void OnFinish(FinishReason r, const absl::Status&, const RequestStats& st) override {
+    std::lock_guard<std::mutex> l(mu_);
+    reason = r;
+    cached = st.cached_prompt_tokens;
+    done = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [this] { return done; });
+  }
+  std::vector<int32_t> ids;
+  std::vector<float> logprobs;
+  int64_t cached = 0;
+  FinishReason reason = FinishReason::kError;
+  bool done = false;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+// Requests sharing a 48-token prefix, greedy and seeded, through an engine loop on CUDA with the
+// prefix cache off (each alone) and on (one after another, then all at once): the same tokens
+// and log-probabilities, to the bit.
+TEST(CudaPrefixCache, CachedPrefixGivesTheBitsOfRecomputation) {
+  auto requests = [](int i) {
+    Request r;
+    r.prompt = {1};
+    for (int k = 1; k < 48; ++k) r.prompt.push_back(3 + (k * 37) % 900);
+    for (int k = 0; k < 1 + (i * 5) % 19; ++k) r.prompt.push_back(3 + (i * 131 + k * 17) % 900);
+    r.stopping.max_new_tokens = 8;
+    r.stopping.ignore_eos = true;
+    r.sampling.temperature = i % 2 ? 0.9f : 0.f;
+    r.sampling.seed = 700 + i;
+    r.sampling.has_seed = true;
+    return r;
+  };
+  auto run = [&](bool cache, bool concurrent) {
+    EngineLoopOptions o;
+    o.prefix_cache.enabled = cache;
+    EngineLoop loop(Load("sparsed-tiny", "exact", "cuda"), o);
+    std::vector<std::shared_ptr<OutcomeSink>> sinks;
+    for (int round = 0; round < (cache ? 2 : 1); ++round) {
+      for (int i = 0; i < 8; ++i) {
+        sinks.push_back(std::make_shared<OutcomeSink>());
+        Request r = requests(i);
+        r.sink = sinks.back();
+        EXPECT_TRUE(loop.Submit(std::move(r)).ok());
+        if (!concurrent || round == 0) sinks.back()->Wait();
+      }
+    }
+    for (auto& s : sinks) s->Wait();
+    return sinks;
+  };
+  const auto ref = run(false, false);
+  const auto got = run(true, true);
+  ASSERT_EQ(got.size(), 2 * ref.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    const OutcomeSink& a = *got[i];
+    const OutcomeSink& b = *ref[i % ref.size()];
+    EXPECT_EQ(a.reason, FinishReason::kLength) << "request " << i;
+    EXPECT_EQ(a.ids, b.ids) << "request " << i;
+    EXPECT_EQ(a.logprobs, b.logprobs) << "request " << i;
+    if (i > 0) EXPECT_GE(a.cached, 48) << "request " << i;
   }
 }
 
