@@ -1,22 +1,21 @@
-# sparsed container image. Multi-stage: build on the CUDA 13 development image, run on the
-# matching runtime image. The same image serves on CPU-only hosts (--device=auto falls back).
+# sparsed container image. Multi-stage: compile in the build stage, copy only the binaries, the
+# shared libraries they load, the bundled models and a non-root user into the runtime stage.
+# The base images are build arguments: CUDA 13 development and runtime images by default (the GPU
+# image; it also serves on CPU-only hosts, --device=auto falls back), or plain Debian 12 for a
+# CPU image. The packages come from scripts/install-deps.sh either way.
 #   docker build -t sparsed .                      (CUDA_ARCHS defaults to "80;90")
+#   docker build -t sparsed:cpu --build-arg BUILD_IMAGE=debian:12 --build-arg RUNTIME_IMAGE=debian:12 .
 #   docker run -p 50051:50051 -p 9464:9464 sparsed
-ARG CUDA_VERSION=13.0.0
-ARG UBUNTU=ubuntu24.04
+# tests/container/container_test.py builds and runs the CPU image with podman.
+ARG BUILD_IMAGE=nvidia/cuda:13.0.0-devel-ubuntu24.04
+ARG RUNTIME_IMAGE=nvidia/cuda:13.0.0-runtime-ubuntu24.04
 
-FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build
+FROM ${BUILD_IMAGE} AS build
 ARG CUDA_ARCHS="80;90"
 ENV DEBIAN_FRONTEND=noninteractive
-# The same library packages scripts/install-deps.sh installs on Debian.
-RUN apt-get update && apt-get install -y --no-install-recommends \
-      build-essential cmake ninja-build pkg-config git \
-      libabsl-dev nlohmann-json3-dev \
-      libgtest-dev libgmock-dev libbenchmark-dev \
-      libsentencepiece-dev sentencepiece \
-      libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
-      prometheus-cpp-dev \
-    && rm -rf /var/lib/apt/lists/*
+# Only the package list first, so the installed packages stay cached across source changes.
+COPY scripts/install-deps.sh /tmp/install-deps.sh
+RUN /tmp/install-deps.sh build && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}" \
@@ -35,7 +34,7 @@ RUN mkdir -p /out/bin /out/lib \
        | xargs -r cp -L -t /out/lib/ \
     && if [ -d models/sparsed-tiny ]; then cp -r models /out/models; else mkdir -p /out/models; fi
 
-FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU} AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 sparsed \
     && useradd --system --uid 10001 --gid 10001 --home /opt/sparsed sparsed
 COPY --from=build /out/bin/ /opt/sparsed/bin/

@@ -18,6 +18,13 @@ PKGS=(
 TEST_PKGS=(
   python3-grpcio python3-grpc-tools python3-yaml prometheus curl
 )
+# The container test (tests/container/): podman builds and runs the image, mmdebstrap makes its
+# Debian 12 base image from Debian's archive, podman-compose brings up the compose stack, the
+# dnsname plugin lets its containers find each other by service name.
+CONTAINER_PKGS=(
+  podman runc uidmap fuse-overlayfs slirp4netns mmdebstrap podman-compose containernetworking-plugins
+  golang-github-containernetworking-plugin-dnsname
+)
 # The bundled models' training recipe (tools/train/) and its reproducibility test: PyTorch,
 # SentencePiece's Python module, and the corpus sources (KJV text and its reader, WordNet).
 TRAIN_PKGS=(
@@ -25,7 +32,7 @@ TRAIN_PKGS=(
   gnuplot-nox
 )
 wanted=("${PKGS[@]}")
-if [ "${1:-all}" != build ]; then wanted+=("${TEST_PKGS[@]}" "${TRAIN_PKGS[@]}"); fi
+if [ "${1:-all}" != build ]; then wanted+=("${TEST_PKGS[@]}" "${CONTAINER_PKGS[@]}" "${TRAIN_PKGS[@]}"); fi
 missing=()
 for p in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
