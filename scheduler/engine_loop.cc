@@ -294,9 +294,14 @@ void EngineLoop::Iterate() {
   report.schedule_time = t_sched - t_start;
 
   if (!order.empty()) {
-    auto out = engine_->Step(batch);
+    const absl::Status fault =
+        options_.inject_step_fault ? options_.inject_step_fault() : absl::OkStatus();
+    absl::StatusOr<StepOutput> out =
+        fault.ok() ? engine_->Step(batch) : absl::StatusOr<StepOutput>(fault);
     const absl::Time t_fwd = absl::Now();
     report.forward_time = t_fwd - t_sched;
+    report.step_failed = !out.ok();
+    consecutive_failed_steps_ = out.ok() ? 0 : consecutive_failed_steps_ + 1;
     if (!out.ok()) {
       for (Sequence* s : order) {
         Finish(*s, FinishReason::kError, out.status());
@@ -390,10 +395,17 @@ void EngineLoop::Iterate() {
   report.kv_blocks_used = blocks_.num_used();
   report.kv_blocks_total = blocks_.num_blocks();
   report.kv_blocks_cached = blocks_.num_cached();
+  report.consecutive_failed_steps = consecutive_failed_steps_;
+  report.engine_healthy = consecutive_failed_steps_ < options_.unhealthy_after_failed_steps;
   {
     std::lock_guard<std::mutex> l(mu_);
-    snapshot_ = Snapshot{
-        nrun, nwait, blocks_.num_used(), blocks_.num_blocks(), preemptions_, blocks_.num_cached()};
+    snapshot_ = Snapshot{nrun,
+                         nwait,
+                         blocks_.num_used(),
+                         blocks_.num_blocks(),
+                         preemptions_,
+                         blocks_.num_cached(),
+                         report.engine_healthy};
   }
   // Report steps that ran, and idle iterations that freed blocks (cancellations, deadlines), so
   // gauges such as KV usage never go stale.

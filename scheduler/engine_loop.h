@@ -25,6 +25,13 @@ struct EngineLoopOptions {
   // Reuse the keys and values of cached full blocks of earlier sequences' tokens; outputs are
   // bitwise those of recomputation (scheduler/prefix_index.h).
   PrefixCacheOptions prefix_cache{.enabled = true, .max_fraction = 1.0};
+  // After this many engine steps fail in a row the engine counts as unhealthy (the daemon's
+  // health then says NOT_SERVING, so an orchestrator restarts it); a step that succeeds makes it
+  // healthy again.
+  int unhealthy_after_failed_steps = 3;
+  // Tests: called on the loop thread before each engine step; a non-OK status fails the step as
+  // a failing engine would.
+  std::function<absl::Status()> inject_step_fault;
 };
 
 // What one step did, for metrics.
@@ -40,6 +47,9 @@ struct StepReport {
   int kv_blocks_cached = 0;  // in the prefix cache (some also in use)
   // Sequences admitted this step: prompt tokens looked up in the prefix cache, and found there.
   int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
+  bool step_failed = false;          // the engine step failed (its sequences ended in errors)
+  int consecutive_failed_steps = 0;  // including this one
+  bool engine_healthy = true;        // fewer than unhealthy_after_failed_steps failures in a row
 };
 
 // Thread-safety: Submit, Cancel and Stats may be called from any thread; everything else runs
@@ -73,6 +83,7 @@ class EngineLoop {
     int running = 0, waiting = 0, kv_blocks_used = 0, kv_blocks_total = 0;
     int64_t preemptions = 0;
     int kv_blocks_cached = 0;
+    bool engine_healthy = true;
   };
   Snapshot Stats() const;
   const Engine& engine() const { return *engine_; }
@@ -107,6 +118,7 @@ class EngineLoop {
   int64_t admit_counter_ = 0;
   int64_t preemptions_ = 0;
   int last_reported_blocks_ = -1;
+  int consecutive_failed_steps_ = 0;
 
   std::thread thread_;  // last: starts after everything above is initialised
 };

@@ -1,4 +1,5 @@
 // sparsed: serves a sparse-FFN LLM over gRPC (sparsed.v1), with health, reflection and metrics.
+#include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -76,6 +78,15 @@ ABSL_FLAG(
     int, threads, 0,
     "CPU threads for the engine (0 = the CPUs this process may use: its affinity, capped by its "
     "cgroup CPU quota) [0, 1024].");
+ABSL_FLAG(
+    double, max_connection_age_s, 300,
+    "Clients' connections are closed (GOAWAY) after about this long, so that they spread over "
+    "replicas added since (0 = never) [0, 86400].");
+ABSL_FLAG(double, max_connection_age_grace_s, 600,
+          "How long calls in flight on a connection closed for its age may still run [0, 86400].");
+ABSL_FLAG(int, unhealthy_after_failed_steps, 3,
+          "After this many engine steps fail in a row, health says NOT_SERVING (so an orchestrator "
+          "restarts the daemon) until a step succeeds again [1, 1000000].");
 ABSL_FLAG(double, shutdown_timeout_s, 30,
           "On SIGTERM/SIGINT, how long in-flight requests may finish [0, 86400].");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error.");
@@ -116,6 +127,9 @@ int Main(int argc, char** argv) {
                                  .Range(FLAGS_max_prefill_chunk, 1, 1 << 20)
                                  .Range(FLAGS_max_waiting_requests, 1, 1 << 20)
                                  .Range(FLAGS_prefix_cache_max_fraction, 0.0, 1.0)
+                                 .Range(FLAGS_unhealthy_after_failed_steps, 1, 1000000)
+                                 .Range(FLAGS_max_connection_age_s, 0.0, 86400.0)
+                                 .Range(FLAGS_max_connection_age_grace_s, 0.0, 86400.0)
                                  .Range(FLAGS_threads, 0, 1024)
                                  .Range(FLAGS_shutdown_timeout_s, 0.0, 86400.0)
                                  .OneOf(FLAGS_log_level, {"debug", "info", "warn", "error"})
@@ -174,6 +188,14 @@ int Main(int argc, char** argv) {
   // gRPC sets SO_REUSEPORT by default, which lets a second daemon (or any process of the same
   // user) bind the same address and take part of the traffic. One address, one daemon.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (absl::GetFlag(FLAGS_max_connection_age_s) > 0) {
+    // gRPC adds ±10% jitter, so connections of one start do not all close at once.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(1000 * absl::GetFlag(FLAGS_max_connection_age_s)));
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+        static_cast<int>(1000 * absl::GetFlag(FLAGS_max_connection_age_grace_s)));
+  }
   builder.RegisterService(&service);
   ReflectionV1 reflection_v1({kServiceName, "grpc.health.v1.Health",
                               "grpc.reflection.v1.ServerReflection",
@@ -194,6 +216,39 @@ int Main(int argc, char** argv) {
       LogLevel::kInfo, "listening",
       absl::StrCat("grpc=", absl::GetFlag(FLAGS_listen), " port=", port, " status=NOT_SERVING"));
 
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::string model_name = absl::GetFlag(FLAGS_model_name);
+  if (model_name.empty()) {
+    std::filesystem::path dir = std::filesystem::path(eo.model_dir).lexically_normal();
+    if (!dir.has_filename()) dir = dir.parent_path();  // "--model dir/"
+    model_name = dir.filename().string();
+  }
+  const prometheus::Labels model_label = {{"model_name", model_name}};
+  // Metrics are served from the start, so a scrape during a long model load sees the process up
+  // and loading (sparsed_model_loading 1) rather than down.
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_listen));
+    } catch (const std::exception& e) {
+      // The metrics server's own message does not say why; ask the kernel.
+      const std::string why = WhyCannotBind(absl::GetFlag(FLAGS_metrics_listen));
+      log.Log(LogLevel::kError, "cannot serve metrics",
+              absl::StrCat("listen=", absl::GetFlag(FLAGS_metrics_listen),
+                           " error=", Quote(why.empty() ? e.what() : why)));
+      server->Shutdown();
+      return 1;
+    }
+    exposer->RegisterCollectable(registry);
+  }
+  prometheus::Gauge& loading = prometheus::BuildGauge()
+                                   .Name("sparsed_model_loading")
+                                   .Help("1 while the model loads, then 0")
+                                   .Labels(model_label)
+                                   .Register(*registry)
+                                   .Add({});
+  loading.Set(1);
+
   log.Log(LogLevel::kInfo, "loading model", absl::StrCat("dir=", eo.model_dir));
   const absl::Time t0 = absl::Now();
   auto engine = Engine::Load(eo);
@@ -203,6 +258,7 @@ int Main(int argc, char** argv) {
     server->Shutdown();
     return 1;
   }
+  loading.Set(0);
   const ModelConfig& c = (*engine)->config();
   log.Log(LogLevel::kInfo, "model loaded",
           absl::StrCat("type=", c.model_type, " layers=", c.num_layers, " hidden=", c.hidden_size,
@@ -225,14 +281,6 @@ int Main(int argc, char** argv) {
   const std::string mode(SparsityModeName((*engine)->sparsity_mode()));
   const int layers = static_cast<int>(c.num_layers);
 
-  auto registry = std::make_shared<prometheus::Registry>();
-  std::string model_name = absl::GetFlag(FLAGS_model_name);
-  if (model_name.empty()) {
-    std::filesystem::path dir = std::filesystem::path(eo.model_dir).lexically_normal();
-    if (!dir.has_filename()) dir = dir.parent_path();  // "--model dir/"
-    model_name = dir.filename().string();
-  }
-  const prometheus::Labels model_label = {{"model_name", model_name}};
   Metrics metrics(*registry, layers, mode, model_label);
   prometheus::BuildGauge()
       .Name("sparsed_build_info")
@@ -261,21 +309,6 @@ int Main(int argc, char** argv) {
         .Add({})
         .Set(profile->cett);
   }
-  std::unique_ptr<prometheus::Exposer> exposer;
-  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_listen));
-    } catch (const std::exception& e) {
-      // The metrics server's own message does not say why; ask the kernel.
-      const std::string why = WhyCannotBind(absl::GetFlag(FLAGS_metrics_listen));
-      log.Log(LogLevel::kError, "cannot serve metrics",
-              absl::StrCat("listen=", absl::GetFlag(FLAGS_metrics_listen),
-                           " error=", Quote(why.empty() ? e.what() : why)));
-      server->Shutdown();
-      return 1;
-    }
-    exposer->RegisterCollectable(registry);
-  }
 
   EngineLoopOptions lo;
   lo.limits.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
@@ -284,10 +317,33 @@ int Main(int argc, char** argv) {
   lo.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);
   lo.prefix_cache.enabled = absl::GetFlag(FLAGS_prefix_cache);
   lo.prefix_cache.max_fraction = absl::GetFlag(FLAGS_prefix_cache_max_fraction);
-  EngineLoop loop(*std::move(engine), lo, [&metrics](const StepReport& r) { metrics.OnStep(r); });
+  lo.unhealthy_after_failed_steps = absl::GetFlag(FLAGS_unhealthy_after_failed_steps);
+  // Health follows the engine: NOT_SERVING after repeated failed steps (a dead device), SERVING
+  // again after a step succeeds, NOT_SERVING for good once draining. health_mu orders the engine
+  // loop's changes against the drain's.
+  std::mutex health_mu;
+  bool draining = false;       // guarded by health_mu
+  bool engine_healthy = true;  // engine-loop thread only
+  auto set_health = [&](bool serving) {
+    health->SetServingStatus(kServiceName, serving);
+    health->SetServingStatus("", serving);
+  };
+  EngineLoop loop(*std::move(engine), lo, [&](const StepReport& r) {
+    metrics.OnStep(r);
+    if (r.engine_healthy == engine_healthy) return;
+    engine_healthy = r.engine_healthy;
+    log.Log(engine_healthy ? LogLevel::kInfo : LogLevel::kError,
+            engine_healthy ? "engine healthy again" : "engine unhealthy",
+            absl::StrCat("failed_steps_in_a_row=", r.consecutive_failed_steps,
+                         " status=", engine_healthy ? "SERVING" : "NOT_SERVING"));
+    std::lock_guard<std::mutex> l(health_mu);
+    if (!draining) set_health(engine_healthy);
+  });
   service.Attach(&loop, &metrics);
-  health->SetServingStatus(kServiceName, true);
-  health->SetServingStatus("", true);
+  {
+    std::lock_guard<std::mutex> l(health_mu);
+    set_health(true);
+  }
   log.Log(LogLevel::kInfo, "serving",
           absl::StrCat("grpc=", absl::GetFlag(FLAGS_listen),
                        " metrics=", absl::GetFlag(FLAGS_metrics_listen), " status=SERVING"));
@@ -296,10 +352,17 @@ int Main(int argc, char** argv) {
   sigwait(&sigs, &sig);
   log.Log(LogLevel::kInfo, "draining",
           absl::StrCat("signal=", sig, " timeout_s=", absl::GetFlag(FLAGS_shutdown_timeout_s)));
-  health->SetServingStatus(kServiceName, false);
-  health->SetServingStatus("", false);
+  {
+    std::lock_guard<std::mutex> l(health_mu);
+    draining = true;
+    set_health(false);
+  }
   loop.StopAccepting();
+  // GOAWAY at once: clients send new calls to other replicas from now on, while the calls in
+  // flight run on. Server::Shutdown blocks until every call has ended, so it runs beside the
+  // drain below, which ends the calls still running at the timeout.
   const absl::Time until = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_timeout_s));
+  std::thread goaway([&server] { server->Shutdown(); });
   while (absl::Now() < until) {
     const auto s = loop.Stats();
     if (s.running == 0 && s.waiting == 0) break;
@@ -307,11 +370,12 @@ int Main(int argc, char** argv) {
   }
   const auto left = loop.Stats();
   loop.Shutdown();  // cancels whatever is left; their handlers then return at once
-  // Let the handlers send their final status (up to 2 s), then stop at once: idle connections
-  // and open health watches are closed now instead of holding the exit for a fixed grace.
+  // Let the handlers send their final status (up to 2 s), then end what no request of ours holds
+  // (open health watches, reflection streams) instead of waiting for their clients.
   const absl::Time stop_from = absl::Now();
   for (int i = 0; i < 400 && service.running() > 0; ++i) absl::SleepFor(absl::Milliseconds(5));
-  server->Shutdown(std::chrono::system_clock::now());
+  grpc_server_cancel_all_calls(server->c_server());
+  goaway.join();
   log.Log(LogLevel::kInfo, "stopped",
           absl::StrCat("cancelled=", left.running + left.waiting,
                        " shutdown_s=", absl::ToDoubleSeconds(absl::Now() - stop_from)));

@@ -102,6 +102,20 @@ Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& s
                        .Labels(model)
                        .Register(reg)
                        .Add({})),
+      engine_healthy_(
+          prometheus::BuildGauge()
+              .Name("sparsed_engine_healthy")
+              .Help("1 while engine steps succeed; 0 after --unhealthy_after_failed_steps "
+                    "failures in a row (health then says NOT_SERVING)")
+              .Labels(model)
+              .Register(reg)
+              .Add({})),
+      step_failures_(prometheus::BuildCounter()
+                         .Name("sparsed_engine_step_failures_total")
+                         .Help("Engine steps that failed (their sequences ended in errors)")
+                         .Labels(model)
+                         .Register(reg)
+                         .Add({})),
       batch_size_(
           prometheus::BuildHistogram()
               .Name("sparsed_batch_sequences")
@@ -143,6 +157,7 @@ Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& s
                       .Labels(model)
                       .Register(reg)
                       .Add({})) {
+  engine_healthy_.Set(1);
   const prometheus::Histogram::BucketBoundaries phase_buckets{0.0001, 0.0005, 0.001, 0.005, 0.01,
                                                               0.05,   0.1,    0.5,   1,     5};
   phase_schedule_ = &step_phase_.Add({{"phase", "schedule"}}, phase_buckets);
@@ -183,6 +198,8 @@ void Metrics::OnStep(const StepReport& r) {
   kv_total_.Set(r.kv_blocks_total);
   if (r.preempted) preemptions_.Increment(r.preempted);
   kv_cached_.Set(r.kv_blocks_cached);
+  engine_healthy_.Set(r.engine_healthy ? 1 : 0);
+  if (r.step_failed) step_failures_.Increment();
   if (r.prefix_query_tokens) prefix_queries_.Increment(static_cast<double>(r.prefix_query_tokens));
   if (r.prefix_hit_tokens) prefix_hits_.Increment(static_cast<double>(r.prefix_hit_tokens));
   if (r.sequences == 0) return;  // an idle iteration that only freed blocks

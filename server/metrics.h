@@ -46,6 +46,8 @@ class Metrics {
   prometheus::Gauge& kv_cached_;
   prometheus::Counter& prefix_queries_;
   prometheus::Counter& prefix_hits_;
+  prometheus::Gauge& engine_healthy_;
+  prometheus::Counter& step_failures_;
   prometheus::Histogram& batch_size_;
   prometheus::Histogram& batch_tokens_;
   prometheus::Family<prometheus::Histogram>& step_phase_;

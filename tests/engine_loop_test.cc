@@ -455,6 +455,50 @@ TEST_F(EngineLoopTest, StopStringEndsTheTextBeforeIt) {
   EXPECT_LT(sink->ids().size(), free_run->ids().size());
 }
 
+TEST_F(EngineLoopTest, RepeatedStepFailuresMakeTheEngineUnhealthyUntilAStepSucceeds) {
+  std::atomic<bool> fail{true};
+  EngineLoopOptions o;
+  o.unhealthy_after_failed_steps = 3;
+  o.inject_step_fault = [&]() -> absl::Status {
+    return fail ? absl::InternalError("injected device error") : absl::OkStatus();
+  };
+  std::mutex mu;
+  std::vector<StepReport> reports;
+  EngineLoop loop(testing::LoadEngine(dir_->path(), "", 64), o, [&](const StepReport& r) {
+    std::lock_guard<std::mutex> l(mu);
+    if (r.sequences > 0) reports.push_back(r);
+  });
+  for (int i = 0; i < 3; ++i) {
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(loop.Submit(Req({1, 5, 6}, 4, sink)).ok());
+    ASSERT_TRUE(sink->Wait());
+    EXPECT_EQ(sink->reason(), FinishReason::kError);
+    // Healthy through the first two failures in a row; unhealthy from the third.
+    for (int t = 0; t < 200 && loop.Stats().engine_healthy != (i < 2); ++t)
+      absl::SleepFor(absl::Milliseconds(5));
+    EXPECT_EQ(loop.Stats().engine_healthy, i < 2) << "after failure " << i + 1;
+  }
+  {
+    std::lock_guard<std::mutex> l(mu);
+    ASSERT_EQ(reports.size(), 3u);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(reports[i].step_failed);
+      EXPECT_EQ(reports[i].consecutive_failed_steps, i + 1);
+      EXPECT_EQ(reports[i].engine_healthy, i < 2);
+    }
+    EXPECT_EQ(reports[2].kv_blocks_used, 0);  // the failed sequences' blocks came back
+  }
+  fail = false;
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(loop.Submit(Req({1, 5, 6}, 4, sink)).ok());
+  ASSERT_TRUE(sink->Wait());
+  EXPECT_EQ(sink->reason(), FinishReason::kLength);
+  EXPECT_TRUE(loop.Stats().engine_healthy);
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_FALSE(reports.back().step_failed);
+  EXPECT_EQ(reports.back().consecutive_failed_steps, 0);
+}
+
 // Prefix cache: requests sharing a 40-token system prompt (two full 16-token blocks), greedy and
 // seeded-sampled, each with its token ids and log-probabilities.
 std::vector<int32_t> SharedPrompt(int i) {

@@ -9,11 +9,15 @@
    already in use"; so does another process binding it with SO_REUSEPORT; a daemon whose
    --metrics_listen port is taken says so.
 3. The lines a daemon writes are logfmt, gRPC's own included.
+4. Drain moves clients at once: a client balancing round-robin over two daemons sends nothing
+   more to the one that got SIGTERM (it sends GOAWAY when the drain starts), while that one's
+   stream in flight runs on to its end.
 
 Usage: operator_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import FAILURES, check, free_port, parse_test_args  # noqa: E402
+from daemon_test import gen_stubs  # noqa: E402
 
 USAGE_EXIT = 1
 HUGE = "1000000000000"  # 10^12
@@ -149,6 +154,62 @@ def check_ports(bin_dir, model, work):
           f"shutdown_s={m.group(1) if m else None}")
 
 
+def check_drain_moves_clients(bin_dir, model, work):
+    import grpc
+    gen_stubs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."), os.path.join(work, "stubs"))
+    from sparsed.v1 import sparsed_pb2 as pb, sparsed_pb2_grpc as pbg
+    daemon = os.path.join(bin_dir, "sparsed")
+    procs, ports, logs = [], [], []
+    for name in ("a", "b"):
+        port = free_port()
+        log_path = os.path.join(work, f"drain_{name}.log")
+        procs.append(subprocess.Popen([daemon, "--model", model, "--listen", f"127.0.0.1:{port}",
+                                       "--metrics_listen", f"127.0.0.1:{free_port()}", "--kv_cache_mb", "64",
+                                       "--shutdown_timeout_s", "60"], stderr=open(log_path, "w")))
+        ports.append(port)
+        logs.append(log_path)
+    try:
+        for p, log_path in zip(procs, logs):
+            check(wait_for(log_path, 'msg="serving"', p), f"daemon serves ({log_path})")
+        balanced = grpc.insecure_channel(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}",
+                                         options=[("grpc.lb_policy_name", "round_robin")])
+        rr = pbg.SparsedStub(balanced)
+        one = pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(max_new_tokens=1))
+        for _ in range(6):
+            rr.Generate(one, timeout=30)
+        # A long stream on the first daemon keeps its drain going.
+        direct = pbg.SparsedStub(grpc.insecure_channel(f"127.0.0.1:{ports[0]}"))
+        stream = direct.GenerateStream(pb.GenerateRequest(
+            prompt="x", stopping=pb.StoppingParams(max_new_tokens=500, ignore_eos=True)), timeout=120)
+        next(stream)
+        procs[0].send_signal(signal.SIGTERM)
+        check(wait_for(logs[0], 'msg="draining"', procs[0]), "the first daemon drains")
+        time.sleep(0.3)  # the GOAWAY reaches the client
+        codes = []
+        for _ in range(20):
+            try:
+                rr.Generate(one, timeout=30)
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code().name)
+        draining = procs[0].poll() is None
+        check(draining and codes == ["OK"] * 20,
+              f"while one daemon drains (still running: {draining}), round-robin calls all go to the "
+              f"other: {sorted(set(codes))}")
+        got = sum(1 for _ in stream)
+        check(got > 0, f"the draining daemon's stream in flight ran to its end ({got} more messages)")
+        rc = procs[0].wait(timeout=90)
+        check(rc == 0, f"the drained daemon exits 0 (exit {rc})")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def main():
     a, work = parse_test_args("sparsed_op_")
     b = lambda n: os.path.join(a.bin, n)
@@ -164,6 +225,7 @@ def main():
 
     model = os.path.join(a.source, "models", "sparsed-tiny")
     check_ports(a.bin, model, work)
+    check_drain_moves_clients(a.bin, model, work)
     print(f"{len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0
 
