@@ -5,8 +5,25 @@
 namespace sparsed::server {
 namespace {
 
-prometheus::Histogram::BucketBoundaries LatencyBuckets() {
-  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+// One bucket set per latency, spanning what serving sees (vLLM's ranges): a 2 s boundary for the
+// time-to-first-token alert, end-to-end up to two hours.
+prometheus::Histogram::BucketBoundaries QueueBuckets() {
+  return {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600};
+}
+prometheus::Histogram::BucketBoundaries TtftBuckets() {
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1,
+          2,     2.5,   5,    7.5,  10,   20,   40,   80,  160,  640, 2560};
+}
+prometheus::Histogram::BucketBoundaries ItlBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+          0.4,   0.5,    0.75,  1,    2.5,   5,    7.5,   10,  20,   40,  80};
+}
+prometheus::Histogram::BucketBoundaries E2eBuckets() {
+  return {0.1, 0.3, 0.5, 0.8, 1,  1.5, 2,   2.5, 5,   10,   15,
+          20,  30,  40,  50,  60, 120, 240, 480, 960, 1920, 7680};
+}
+prometheus::Histogram::BucketBoundaries LengthBuckets() {
+  return {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000};
 }
 
 }  // namespace
@@ -18,25 +35,37 @@ Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& s
                  .Help("Time from submission to first scheduling")
                  .Labels(model)
                  .Register(reg)
-                 .Add({}, LatencyBuckets())),
+                 .Add({}, QueueBuckets())),
       ttft_(prometheus::BuildHistogram()
                 .Name("sparsed_time_to_first_token_seconds")
                 .Help("Time from submission to the first generated token")
                 .Labels(model)
                 .Register(reg)
-                .Add({}, LatencyBuckets())),
+                .Add({}, TtftBuckets())),
       itl_(prometheus::BuildHistogram()
                .Name("sparsed_inter_token_latency_seconds")
                .Help("Time between consecutive streamed tokens of a request")
                .Labels(model)
                .Register(reg)
-               .Add({}, LatencyBuckets())),
+               .Add({}, ItlBuckets())),
       e2e_(prometheus::BuildHistogram()
                .Name("sparsed_request_duration_seconds")
                .Help("Time from submission to the end of a request")
                .Labels(model)
                .Register(reg)
-               .Add({}, LatencyBuckets())),
+               .Add({}, E2eBuckets())),
+      prompt_len_(prometheus::BuildHistogram()
+                      .Name("sparsed_request_prompt_tokens")
+                      .Help("Prompt length of finished requests, in tokens")
+                      .Labels(model)
+                      .Register(reg)
+                      .Add({}, LengthBuckets())),
+      generated_len_(prometheus::BuildHistogram()
+                         .Name("sparsed_request_generated_tokens")
+                         .Help("Tokens generated per finished request")
+                         .Labels(model)
+                         .Register(reg)
+                         .Add({}, LengthBuckets())),
       requests_(prometheus::BuildCounter()
                     .Name("sparsed_requests_total")
                     .Help("Requests by outcome")
@@ -174,9 +203,27 @@ Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& s
                   .Help("Union of active FFN neurons in the last step, by layer")
                   .Labels(model)
                   .Register(reg);
+  // Counters beside the gauges: rates over a window stay right on an idle daemon, whose gauges
+  // keep their last step's values.
+  auto counter = [&](const char* name,
+                     const char* help) -> prometheus::Family<prometheus::Counter>& {
+    return prometheus::BuildCounter().Name(name).Help(help).Labels(model).Register(reg);
+  };
+  auto& active_n = counter("sparsed_ffn_active_neurons_total",
+                           "Σ over tokens of active FFN neurons, by layer (÷ "
+                           "sparsed_ffn_token_neurons_total: activation ratio)");
+  auto& token_n =
+      counter("sparsed_ffn_token_neurons_total", "Σ over tokens of FFN neurons, by layer");
+  auto& union_n = counter("sparsed_ffn_union_neurons_total",
+                          "Σ over steps of the union of active FFN neurons, by layer (÷ "
+                          "sparsed_ffn_step_neurons_total: union ratio)");
+  auto& step_n = counter("sparsed_ffn_step_neurons_total", "Σ over steps of FFN neurons, by layer");
   for (int l = 0; l < num_layers; ++l) {
-    layer_active_.push_back(&active.Add({{"layer", std::to_string(l)}}));
-    layer_union_.push_back(&uni.Add({{"layer", std::to_string(l)}}));
+    const prometheus::Labels layer = {{"layer", std::to_string(l)}};
+    layer_active_.push_back(&active.Add(layer));
+    layer_union_.push_back(&uni.Add(layer));
+    layer_counters_.push_back(
+        {&active_n.Add(layer), &token_n.Add(layer), &union_n.Add(layer), &step_n.Add(layer)});
   }
   prometheus::BuildGauge()
       .Name("sparsed_sparsity_mode_info")
@@ -213,6 +260,11 @@ void Metrics::OnStep(const StepReport& r) {
     const FfnStats& s = r.layer_stats[l];
     layer_active_[l]->Set(s.active_ratio());
     layer_union_[l]->Set(s.union_ratio());
+    const LayerCounters& c = layer_counters_[l];
+    c.active->Increment(static_cast<double>(s.active_sum));
+    c.token_neurons->Increment(static_cast<double>(s.tokens) * static_cast<double>(s.neurons));
+    c.union_neurons->Increment(static_cast<double>(s.union_size));
+    c.step_neurons->Increment(static_cast<double>(s.neurons));
     uni_mean += s.union_ratio() / r.layer_stats.size();
     rows_skipped_.Increment(2.0 * s.rows_skipped);
     rows_total_.Increment(2.0 * s.neurons);
@@ -246,6 +298,8 @@ void Metrics::OnFinished(FinishReason reason, const RequestStats& st) {
   e2e_.Observe(absl::ToDoubleSeconds(st.total_time));
   prompt_tokens_.Increment(static_cast<double>(st.prompt_tokens));
   generated_tokens_.Increment(static_cast<double>(st.generated_tokens));
+  prompt_len_.Observe(static_cast<double>(st.prompt_tokens));
+  generated_len_.Observe(static_cast<double>(st.generated_tokens));
 }
 
 void Metrics::OnRejected() { requests_.Add({{"outcome", "rejected"}}).Increment(); }

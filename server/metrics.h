@@ -35,6 +35,8 @@ class Metrics {
   prometheus::Histogram& ttft_;
   prometheus::Histogram& itl_;
   prometheus::Histogram& e2e_;
+  prometheus::Histogram& prompt_len_;
+  prometheus::Histogram& generated_len_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Counter& prompt_tokens_;
   prometheus::Counter& generated_tokens_;
@@ -56,6 +58,10 @@ class Metrics {
   prometheus::Histogram* phase_sample_;
   std::vector<prometheus::Gauge*> layer_active_;
   std::vector<prometheus::Gauge*> layer_union_;
+  struct LayerCounters {
+    prometheus::Counter *active, *token_neurons, *union_neurons, *step_neurons;
+  };
+  std::vector<LayerCounters> layer_counters_;
   prometheus::Histogram& union_ratio_;
   prometheus::Counter& rows_skipped_;
   prometheus::Counter& rows_total_;

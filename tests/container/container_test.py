@@ -171,6 +171,11 @@ def main():
         listing = podman("run", "--rm", "--entrypoint", "ls", IMAGE, "/opt/sparsed/bin", "/opt/sparsed/lib").stdout
         check("sparsed-cli" in listing and "sparsed-tokenizer" in listing,
               "the runtime stage holds the binaries and the tokenizer program")
+        ldd = podman("run", "--rm", "--entrypoint", "sh", IMAGE, "-c",
+                     "for f in /opt/sparsed/bin/* /opt/sparsed/lib/sparsed-tokenizer; do ldd $f; done").stdout
+        check("=>" in ldd and "not found" not in ldd,
+              "every shared library the binaries load resolves inside the image"
+              + ("" if "not found" not in ldd else ": " + " ".join(l.strip() for l in ldd.splitlines() if "not found" in l)))
         tools = podman("run", "--rm", "--entrypoint", "sh", IMAGE, "-c", "command -v cmake g++ cc ninja").stdout
         check(tools.strip() == "", f"and no build toolchain ({tools.split()})")
 

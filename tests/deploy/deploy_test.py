@@ -81,7 +81,7 @@ def check_compose(deploy, dockerfile_ports):
 def load_kustomize(path):
     k = yaml.safe_load(open(os.path.join(path, "kustomization.yaml")))
     docs = []
-    for res in k.get("resources", []):
+    for res in k.get("resources", []) + k.get("components", []):
         p = os.path.join(path, res)
         if os.path.isdir(p):
             docs += load_kustomize(p)[0]
@@ -92,7 +92,8 @@ def load_kustomize(path):
 
 def check_k8s(deploy, dockerfile_ports):
     known = {"Deployment": "apps/v1", "Service": "v1", "ServiceMonitor": "monitoring.coreos.com/v1",
-             "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1"}
+             "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1",
+             "PrometheusRule": "monitoring.coreos.com/v1", "ConfigMap": "v1"}
     base, _ = load_kustomize(os.path.join(deploy, "k8s", "base"))
     for d in base:
         check(known.get(d["kind"]) == d["apiVersion"], f"{d['kind']} {d['metadata']['name']}: apiVersion {d['apiVersion']}")
@@ -149,11 +150,61 @@ def check_k8s(deploy, dockerfile_ports):
     check(patch["metadata"]["name"] == dep["metadata"]["name"], "GPU overlay patches the Deployment")
     pc = patch["spec"]["template"]["spec"]["containers"][0]
     check(pc["name"] == c["name"] and pc["resources"]["limits"].get("nvidia.com/gpu") == 1, "GPU overlay asks for one GPU")
+    check_monitoring(deploy, by, hpa_metric)
+    check_model_volume(deploy, c)
     if shutil.which("kubectl"):
-        for kdir in ("base", "overlays/gpu"):
+        for kdir in ("base", "overlays/gpu", "overlays/model-volume"):
             r = run(["kubectl", "kustomize", os.path.join(deploy, "k8s", kdir)])
             check(r.returncode == 0, f"kubectl kustomize {kdir} renders")
     return hpa_metric
+
+
+def check_monitoring(deploy, by, hpa_metric):
+    """The monitoring component: the alert rules, the dashboard and the HPA's adapter rule."""
+    alerts = yaml.safe_load(open(os.path.join(deploy, "prometheus", "alerts.yml")))
+    rule = by["PrometheusRule"][0]
+    check(rule["spec"]["groups"] == alerts["groups"], "PrometheusRule carries exactly deploy/prometheus/alerts.yml's rules")
+    sm = by["ServiceMonitor"][0]
+    release = sm["metadata"].get("labels", {}).get("release")
+    check(release is not None and rule["metadata"]["labels"].get("release") == release,
+          f"ServiceMonitor and PrometheusRule carry the Prometheus selector label (release={release})")
+    comp_dir = os.path.join(deploy, "monitoring")
+    comp = yaml.safe_load(open(os.path.join(comp_dir, "kustomization.yaml")))
+    check(comp["kind"] == "Component", "deploy/monitoring is a kustomize Component")
+    gen = comp["configMapGenerator"][0]
+    check(gen["files"] == ["dashboards/sparsed.json"] and gen["options"]["labels"].get("grafana_dashboard") == "1",
+          "the dashboard ConfigMap is generated from the one dashboard file, labelled for the Grafana sidecar")
+    compose = yaml.safe_load(open(os.path.join(deploy, "compose.yaml")))
+    check("./monitoring/dashboards:/var/lib/grafana/dashboards:ro" in compose["services"]["grafana"]["volumes"],
+          "compose provisions the same dashboard file")
+    adapter = next(d for d in by["ConfigMap"] if d["metadata"]["name"] == "sparsed-adapter-rules")
+    rules = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
+    check(any(hpa_metric in r["seriesQuery"] and r["name"]["as"] == hpa_metric for r in rules),
+          f"the adapter rule exposes the HPA's metric {hpa_metric}")
+
+
+def check_model_volume(deploy, base_container):
+    """The model-volume overlay: a read-only claim at /models, --model under it, a memory limit for
+    the mapped weights."""
+    odir = os.path.join(deploy, "k8s", "overlays", "model-volume")
+    docs, k = load_kustomize(odir)
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    check(pvc["spec"]["accessModes"] == ["ReadOnlyMany"], "model claim is ReadOnlyMany (every replica reads it)")
+    patch = yaml.safe_load(open(os.path.join(odir, k["patches"][0]["path"])))
+    pod = patch["spec"]["template"]["spec"]
+    vol = next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)
+    c = pod["containers"][0]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == vol["name"])
+    check(vol["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"] and vol["persistentVolumeClaim"]["readOnly"]
+          and mount["readOnly"], "the claim is mounted read-only")
+    model = flag_value(c["args"], "--model")
+    check(c["name"] == base_container["name"] and model.startswith(mount["mountPath"] + "/"),
+          f"--model {model} is under the mount {mount['mountPath']}")
+    check(flag_value(c["args"], "--shutdown_timeout_s") == flag_value(base_container["args"], "--shutdown_timeout_s"),
+          "the overlay keeps the base's drain timeout (the grace period is sized for it)")
+    gib = float(c["resources"]["limits"]["memory"].rstrip("Gi"))
+    check(gib >= 13.5 + float(flag_value(c["args"], "--kv_cache_mb")) / 1024,
+          f"memory limit {gib} GiB covers a 7B model's mapped bf16 weights and the KV cache")
 
 
 def dockerfile_facts(source):
@@ -191,8 +242,17 @@ def main():
     check_compose(deploy, ports)
     hpa_metric = check_k8s(deploy, ports)
 
-    dash = json.load(open(os.path.join(deploy, "grafana", "dashboards", "sparsed.json")))
+    dash = json.load(open(os.path.join(deploy, "monitoring", "dashboards", "sparsed.json")))
     queries = [(p["title"], t["expr"]) for p in dash["panels"] for t in p["targets"]]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    check({"datasource", "model_name", "instance"} <= set(variables), f"dashboard variables: {sorted(variables)}")
+    check(all('model_name=~"$model_name"' in e and 'instance=~"$instance"' in e and not re.search(r"\[\d+[smh]\]", e)
+              for _, e in queries),
+          "every panel query selects $model_name and $instance and uses $__rate_interval, not a fixed window")
+    check(all(p["datasource"]["uid"] == "${datasource}" for p in dash["panels"]), "every panel uses the $datasource variable")
+    # As Grafana would run them with every model and instance selected.
+    def concrete(expr):
+        return expr.replace("$__rate_interval", "1m").replace("$model_name", ".*").replace("$instance", ".*")
     used = set()
     for _, e in queries + [(r["alert"], r["expr"]) for r in rules]:
         used |= set(re.findall(r"sparsed_[a-z0-9_]+", e))
@@ -248,7 +308,13 @@ def main():
         names = set(re.findall(r"^(sparsed_[a-z0-9_]+)", metrics, re.M))
         for n in sorted(used):
             check(n in names, f"metric {n} (dashboard/alerts/HPA) exists in /metrics")
+        for name in ("model_name", "instance"):
+            m = re.fullmatch(r"label_values\((.*), (\w+)\)", variables[name]["definition"])
+            series = query(concrete(m.group(1))) if m else []
+            values = sorted({x["metric"].get(m.group(2)) for x in series} - {None}) if m else []
+            check(bool(values), f"variable ${name} lists values: {values}")
         for title, expr in queries:
+            expr = concrete(expr)
             res = []
             for _ in range(20):
                 res = query(expr)
