@@ -150,6 +150,10 @@ def check_k8s(deploy, dockerfile_ports):
     check(patch["metadata"]["name"] == dep["metadata"]["name"], "GPU overlay patches the Deployment")
     pc = patch["spec"]["template"]["spec"]["containers"][0]
     check(pc["name"] == c["name"] and pc["resources"]["limits"].get("nvidia.com/gpu") == 1, "GPU overlay asks for one GPU")
+    gp = patch["spec"]["template"]["spec"]
+    check(gp.get("runtimeClassName") == "nvidia" and gp.get("nodeSelector", {}).get("nvidia.com/gpu.present") == "true"
+          and any(t.get("key") == "nvidia.com/gpu" for t in gp.get("tolerations", [])),
+          "GPU overlay selects GPU nodes, tolerates their taint and runs with the NVIDIA runtime class")
     check_monitoring(deploy, by, hpa_metric)
     check_model_volume(deploy, c)
     if shutil.which("kubectl"):
