@@ -106,6 +106,7 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   s->req = std::move(r);
   ++queued_;
   queued_tokens_ += static_cast<int64_t>(s->tokens.size());
+  unfinished_.fetch_add(1);
   const int64_t id = s->id;
   inbox_.push_back(std::move(s));
   cv_.notify_all();
@@ -177,6 +178,7 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
     queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
   }
   s.req.sink->OnFinish(reason, status, st);
+  unfinished_.fetch_sub(1);
 }
 
 void EngineLoop::Iterate() {

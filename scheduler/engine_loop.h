@@ -1,6 +1,7 @@
 // The engine-loop thread: owns the engine and its KV cache, runs continuous batching.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -86,6 +87,9 @@ class EngineLoop {
     bool engine_healthy = true;
   };
   Snapshot Stats() const;
+  // Requests submitted whose sinks have not had OnFinish yet; exact at any moment (Stats() is
+  // the state at the end of the last step).
+  int Unfinished() const { return unfinished_.load(); }
   const Engine& engine() const { return *engine_; }
 
  private:
@@ -119,6 +123,7 @@ class EngineLoop {
   int64_t preemptions_ = 0;
   int last_reported_blocks_ = -1;
   int consecutive_failed_steps_ = 0;
+  std::atomic<int> unfinished_{0};
 
   std::thread thread_;  // last: starts after everything above is initialised
 };

@@ -84,6 +84,12 @@ ABSL_FLAG(
     "replicas added since (0 = never) [0, 86400].");
 ABSL_FLAG(double, max_connection_age_grace_s, 600,
           "How long calls in flight on a connection closed for its age may still run [0, 86400].");
+ABSL_FLAG(double, stream_write_timeout_s, 60,
+          "A streaming client that takes no message for this long while tokens wait for it has its "
+          "request cancelled and its KV cache freed [0.1, 86400].");
+ABSL_FLAG(int, stream_max_pending_tokens, 4096,
+          "A streaming client that leaves more tokens than this unsent has its request cancelled "
+          "[1, 1073741824].");
 ABSL_FLAG(int, unhealthy_after_failed_steps, 3,
           "After this many engine steps fail in a row, health says NOT_SERVING (so an orchestrator "
           "restarts the daemon) until a step succeeds again [1, 1000000].");
@@ -128,6 +134,8 @@ int Main(int argc, char** argv) {
                                  .Range(FLAGS_max_waiting_requests, 1, 1 << 20)
                                  .Range(FLAGS_prefix_cache_max_fraction, 0.0, 1.0)
                                  .Range(FLAGS_unhealthy_after_failed_steps, 1, 1000000)
+                                 .Range(FLAGS_stream_write_timeout_s, 0.1, 86400.0)
+                                 .Range(FLAGS_stream_max_pending_tokens, 1, 1 << 30)
                                  .Range(FLAGS_max_connection_age_s, 0.0, 86400.0)
                                  .Range(FLAGS_max_connection_age_grace_s, 0.0, 86400.0)
                                  .Range(FLAGS_threads, 0, 1024)
@@ -181,7 +189,9 @@ int Main(int argc, char** argv) {
 
   // The server listens first: while the model loads, health says NOT_SERVING and calls get
   // UNAVAILABLE, so orchestrators can tell "starting" from "dead".
-  SparsedService service(eo.model_dir, device->device, log_level);
+  SparsedService service(eo.model_dir, device->device, log_level,
+                         StreamLimits{absl::Seconds(absl::GetFlag(FLAGS_stream_write_timeout_s)),
+                                      absl::GetFlag(FLAGS_stream_max_pending_tokens)});
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
@@ -363,12 +373,8 @@ int Main(int argc, char** argv) {
   // drain below, which ends the calls still running at the timeout.
   const absl::Time until = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_timeout_s));
   std::thread goaway([&server] { server->Shutdown(); });
-  while (absl::Now() < until) {
-    const auto s = loop.Stats();
-    if (s.running == 0 && s.waiting == 0) break;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  const auto left = loop.Stats();
+  while (absl::Now() < until && loop.Unfinished() > 0) absl::SleepFor(absl::Milliseconds(20));
+  const int left = loop.Unfinished();
   loop.Shutdown();  // cancels whatever is left; their handlers then return at once
   // Let the handlers send their final status (up to 2 s), then end what no request of ours holds
   // (open health watches, reflection streams) instead of waiting for their clients.
@@ -377,7 +383,7 @@ int Main(int argc, char** argv) {
   grpc_server_cancel_all_calls(server->c_server());
   goaway.join();
   log.Log(LogLevel::kInfo, "stopped",
-          absl::StrCat("cancelled=", left.running + left.waiting,
+          absl::StrCat("cancelled=", left,
                        " shutdown_s=", absl::ToDoubleSeconds(absl::Now() - stop_from)));
   return 0;
 }

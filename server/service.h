@@ -1,4 +1,5 @@
-// The sparsed.v1.Sparsed gRPC service over the engine loop.
+// The sparsed.v1.Sparsed gRPC service over the engine loop, on gRPC's callback API: no thread is
+// held by a call while its request waits or generates (server/generate_calls.h).
 #pragma once
 
 #include <atomic>
@@ -7,50 +8,74 @@
 
 #include "absl/time/time.h"
 #include "scheduler/engine_loop.h"
+#include "server/generate_calls.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "sparsed/v1/sparsed.grpc.pb.h"
 
 namespace sparsed::server {
 
-// Thread-safety: gRPC calls the handlers from its thread pool; each handler blocks its thread
-// while its request runs, polling for client cancellation.
-class SparsedService final : public v1::Sparsed::Service {
+// Every method takes its request as bytes, so that one that does not parse is answered
+// INVALID_ARGUMENT with a message.
+using RawSparsedService =
+    v1::Sparsed::WithRawCallbackMethod_Generate<v1::Sparsed::WithRawCallbackMethod_GenerateStream<
+        v1::Sparsed::WithRawCallbackMethod_GetModelInfo<
+            v1::Sparsed::WithRawCallbackMethod_Tokenize<v1::Sparsed::Service>>>>;
+
+struct StreamLimits {
+  absl::Duration write_timeout = absl::Seconds(60);
+  int64_t max_pending_tokens = 4096;
+};
+
+// Thread-safety: gRPC calls the methods from its threads; Attach once, before serving.
+class SparsedService final : public RawSparsedService {
  public:
-  // The service answers UNAVAILABLE ("model is loading") until Attach(). Refused requests are
-  // logged (warn) at most once a second, with the number of others refused since.
-  SparsedService(std::string model_dir, std::string device, LogLevel log_level = LogLevel::kInfo);
-  // `loop` and `metrics` must outlive the service. Called once, after the model has loaded.
+  // The service answers UNAVAILABLE ("model is loading") until Attach(). Refused requests and
+  // stalled streams are logged (warn) at most once a second each, with the number since.
+  SparsedService(std::string model_dir, std::string device, LogLevel log_level = LogLevel::kInfo,
+                 StreamLimits limits = {});
+  // `loop` and `metrics` must outlive the service's calls. Called once, after the model loads.
   void Attach(EngineLoop* loop, Metrics* metrics);
-  // Generate and GenerateStream calls whose handlers have not returned yet.
+  // Generate and GenerateStream calls not done yet.
   int running() const { return running_.load(); }
 
-  grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
-                        v1::GenerateResponse* resp) override;
-  grpc::Status GenerateStream(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
-                              grpc::ServerWriter<v1::GenerateResponse>* writer) override;
-  grpc::Status GetModelInfo(grpc::ServerContext* ctx, const v1::GetModelInfoRequest* req,
-                            v1::ModelInfo* resp) override;
-  grpc::Status Tokenize(grpc::ServerContext* ctx, const v1::TokenizeRequest* req,
-                        v1::TokenizeResponse* resp) override;
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateStream(
+      grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
 
  private:
-  grpc::Status Run(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
-                   grpc::ServerWriter<v1::GenerateResponse>* writer, v1::GenerateResponse* unary);
+  // At most one line a second per kind; a client cannot fill the log.
+  class RateLimitedLog {
+   public:
+    // Returns how many were suppressed since the last line, or -1 to suppress this one.
+    int64_t Take();
 
-  // One log line per second at most for refused requests; a client cannot fill the log.
-  void LogRefused(const grpc::ServerContext& ctx, const absl::Status& why);
+   private:
+    std::mutex mu_;
+    absl::Time last_ = absl::InfinitePast();  // guarded by mu_
+    int64_t suppressed_ = 0;                  // guarded by mu_
+  };
+  CallEnv Env();
+  void LogRefused(const grpc::CallbackServerContext& ctx, const absl::Status& why);
+  void LogStalled(const grpc::CallbackServerContext& ctx, int64_t pending_tokens);
 
-  // Set once by Attach(); read by handler threads.
+  // Set once by Attach(); read by gRPC threads.
   std::atomic<EngineLoop*> loop_{nullptr};
   std::atomic<Metrics*> metrics_{nullptr};
   std::atomic<int> running_{0};
-  std::string model_dir_;
-  std::string device_;
+  const std::string model_dir_;
+  const std::string device_;
   const Logger log_;
-  std::mutex refused_mu_;
-  absl::Time refused_logged_ = absl::InfinitePast();  // guarded by refused_mu_
-  int64_t refused_unlogged_ = 0;                      // guarded by refused_mu_
+  const StreamLimits limits_;
+  RateLimitedLog refused_log_, stalled_log_;
 };
 
 }  // namespace sparsed::server

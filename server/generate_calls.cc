@@ -1,0 +1,312 @@
+#include "server/generate_calls.h"
+
+#include <grpcpp/server_context.h>
+
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "server/convert.h"
+#include "server/wire.h"
+#include "sparsed/v1/sparsed.pb.h"
+
+namespace sparsed::server {
+namespace {
+
+const grpc::Status kLoading(grpc::StatusCode::UNAVAILABLE, "the model is loading; retry shortly");
+
+void AppendEvent(const TokenEvent& e, const v1::GenerateRequest& req, v1::GenerateResponse* r) {
+  r->mutable_text()->append(e.text);
+  if (req.options().include_token_ids()) {
+    for (int32_t id : e.token_ids) r->add_token_ids(id);
+  }
+  if (req.options().logprobs() > 0) {
+    for (size_t i = 0; i < e.token_ids.size(); ++i) {
+      v1::TokenLogprob* lp = r->add_logprobs();
+      lp->set_token_id(e.token_ids[i]);
+      if (i < e.logprobs.size()) lp->set_logprob(e.logprobs[i]);
+      if (i < e.top_logprobs.size()) {
+        for (const auto& [id, logprob] : e.top_logprobs[i]) {
+          v1::TopLogprob* t = lp->add_top();
+          t->set_token_id(id);
+          t->set_logprob(logprob);
+        }
+      }
+    }
+  }
+}
+
+void FillFinal(FinishReason reason, const RequestStats& st, const v1::GenerateRequest& req,
+               v1::GenerateResponse* r) {
+  r->set_finish_reason(ToProto(reason));
+  r->mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(st.prompt_tokens));
+  r->mutable_usage()->set_generated_tokens(static_cast<uint32_t>(st.generated_tokens));
+  r->mutable_usage()->set_cached_prompt_tokens(static_cast<uint32_t>(st.cached_prompt_tokens));
+  r->mutable_timings()->set_queue_seconds(absl::ToDoubleSeconds(st.queue_time));
+  r->mutable_timings()->set_first_token_seconds(absl::ToDoubleSeconds(st.time_to_first_token));
+  r->mutable_timings()->set_total_seconds(absl::ToDoubleSeconds(st.total_time));
+  if (req.options().sparsity_stats()) {
+    r->mutable_sparsity()->set_mean_active_ratio(st.mean_active_ratio);
+    r->mutable_sparsity()->set_mean_union_ratio(st.mean_union_ratio);
+  }
+  r->set_request_id(req.request_id());
+}
+
+// The call's status for how its request ended.
+grpc::Status FinalStatus(FinishReason reason, const absl::Status& status) {
+  switch (reason) {
+    case FinishReason::kLength:
+    case FinishReason::kStop:
+      return grpc::Status::OK;
+    case FinishReason::kCancelled:
+      return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
+    case FinishReason::kDeadline:
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          "deadline exceeded before generation finished");
+    case FinishReason::kShutdown:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "the server shut down; retry on another replica");
+    case FinishReason::kError:
+      break;
+  }
+  return ToGrpc(status.ok() ? absl::InternalError("generation failed") : status);
+}
+
+// Hands the engine loop's events to a reactor (Target: Tokens, Finished), observing the token
+// timings on the way. Held by the engine loop until OnFinish; the reactor outlives it because a
+// reactor finishes its call only from Finished, as its last action.
+template <class Target>
+class ForwardingSink final : public TokenSink {
+ public:
+  ForwardingSink(Target* target, Metrics* metrics, absl::Time submitted)
+      : target_(target), metrics_(metrics), submitted_(submitted) {}
+  void OnTokens(const TokenEvent& e) override {
+    if (!e.token_ids.empty()) {
+      const absl::Time now = absl::Now();
+      if (last_token_ != absl::InfinitePast()) {
+        metrics_->OnInterToken(absl::ToDoubleSeconds(now - last_token_));
+      } else {
+        metrics_->OnFirstToken(absl::ToDoubleSeconds(now - submitted_));
+      }
+      last_token_ = now;
+    }
+    target_->Tokens(e);
+  }
+  void OnFinish(FinishReason reason, const absl::Status& status, const RequestStats& st) override {
+    metrics_->OnFinished(reason, st);
+    target_->Finished(reason, status, st);
+  }
+
+ private:
+  Target* const target_;
+  Metrics* const metrics_;
+  const absl::Time submitted_;
+  absl::Time last_token_ = absl::InfinitePast();  // engine-loop thread only
+};
+
+// What both reactors share: parsing, admission, and a cancellation that may arrive before the
+// request has its id.
+class CallState {
+ public:
+  CallState(const CallEnv& env, grpc::CallbackServerContext* ctx) : env_(env), ctx_(ctx) {
+    env_.running->fetch_add(1);
+  }
+  ~CallState() { env_.running->fetch_sub(1); }
+
+  // Parses and submits the request with `sink`; a non-OK status ends the call at once.
+  grpc::Status Submit(const grpc::ByteBuffer* raw, std::shared_ptr<TokenSink> sink) {
+    if (env_.loop == nullptr) return kLoading;
+    absl::Status refused = ParseRequest(raw, &req_);
+    absl::StatusOr<Request> request =
+        refused.ok() ? ToRequest(req_, env_.loop->engine()) : absl::StatusOr<Request>(refused);
+    absl::StatusOr<int64_t> id = absl::InternalError("not submitted");
+    if (request.ok()) {
+      request->sink = std::move(sink);
+      const auto deadline = ctx_->deadline();
+      if (deadline != std::chrono::system_clock::time_point::max())
+        request->deadline = absl::FromChrono(deadline);
+      id = env_.loop->Submit(*std::move(request));
+    } else {
+      id = request.status();
+    }
+    if (!id.ok()) {
+      env_.metrics->OnRejected();
+      env_.log_refused(*ctx_, id.status());
+      return ToGrpc(id.status());
+    }
+    int64_t cancel = 0;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      id_ = *id;
+      if (cancel_wanted_) cancel = id_;
+    }
+    if (cancel != 0) env_.loop->Cancel(cancel);
+    return grpc::Status::OK;
+  }
+  // From OnCancel or a failed write: cancels the request (now, or once it has its id).
+  void Cancel() {
+    int64_t id = 0;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (cancel_wanted_) return;
+      cancel_wanted_ = true;
+      id = id_;
+    }
+    if (id != 0) env_.loop->Cancel(id);
+  }
+  const v1::GenerateRequest& request() const { return req_; }
+  const CallEnv& env() const { return env_; }
+  grpc::CallbackServerContext* ctx() const { return ctx_; }
+
+ private:
+  const CallEnv env_;
+  grpc::CallbackServerContext* const ctx_;
+  v1::GenerateRequest req_;  // written before Submit hands the request over; read-only after
+  std::mutex mu_;
+  int64_t id_ = 0;  // guarded by mu_
+  bool cancel_wanted_ = false;
+};
+
+class UnaryGenerate final : public grpc::ServerUnaryReactor {
+ public:
+  UnaryGenerate(const CallEnv& env, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
+                grpc::ByteBuffer* response)
+      : call_(env, ctx), response_(response) {
+    const grpc::Status st = call_.Submit(
+        raw, std::make_shared<ForwardingSink<UnaryGenerate>>(this, env.metrics, absl::Now()));
+    if (!st.ok()) Finish(st);
+  }
+  void OnCancel() override { call_.Cancel(); }
+  void OnDone() override { delete this; }
+
+  // Engine-loop thread.
+  void Tokens(const TokenEvent& e) { AppendEvent(e, call_.request(), &resp_); }
+  void Finished(FinishReason reason, const absl::Status& status, const RequestStats& st) {
+    const grpc::Status result = FinalStatus(reason, status);
+    if (result.ok()) {
+      FillFinal(reason, st, call_.request(), &resp_);
+      SerializeResponse(resp_, response_);
+    }
+    Finish(result);  // last: gRPC may delete this reactor from here on
+  }
+
+ private:
+  CallState call_;
+  grpc::ByteBuffer* const response_;
+  v1::GenerateResponse resp_;  // engine-loop thread only
+};
+
+// Writes one message per completed write: whatever tokens arrived meanwhile are merged, so a slow
+// reader gets fewer, larger messages. A reader that takes no write for stream_write_timeout while
+// tokens wait, or lets stream_max_pending_tokens pile up, is cancelled (its KV blocks freed).
+class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  StreamGenerate(const CallEnv& env, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw)
+      : call_(env, ctx) {
+    const grpc::Status st = call_.Submit(
+        raw, std::make_shared<ForwardingSink<StreamGenerate>>(this, env.metrics, absl::Now()));
+    if (!st.ok()) Finish(st);
+  }
+  void OnCancel() override { call_.Cancel(); }
+  void OnDone() override { delete this; }
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> l(mu_);
+    writing_ = false;
+    if (!ok) write_failed_ = true;
+    if (!ok && !finished_) {
+      l.unlock();
+      call_.Cancel();  // the engine then finishes the request, and Finished ends the call
+      return;
+    }
+    Pump(l);
+  }
+
+  // Engine-loop thread.
+  void Tokens(const TokenEvent& e) {
+    std::unique_lock<std::mutex> l(mu_);
+    pending_.push_back(e);
+    pending_tokens_ += static_cast<int64_t>(e.token_ids.size());
+    if (writing_ && !stalled_ &&
+        (pending_tokens_ > call_.env().stream_max_pending_tokens ||
+         absl::Now() - write_started_ > call_.env().stream_write_timeout)) {
+      stalled_ = true;
+      const int64_t pending = pending_tokens_;
+      l.unlock();
+      call_.env().log_stalled(*call_.ctx(), pending);
+      call_.Cancel();
+      // Also end the write the client is not taking, so the call can finish.
+      call_.ctx()->TryCancel();
+      return;
+    }
+    Pump(l);
+  }
+  void Finished(FinishReason reason, const absl::Status& status, const RequestStats& st) {
+    std::unique_lock<std::mutex> l(mu_);
+    finished_ = true;
+    reason_ = reason;
+    stats_ = st;
+    status_ = FinalStatus(reason, status);
+    Pump(l);  // last: may end the call
+  }
+
+ private:
+  // Starts the next write, or ends the call once everything is written; called with `l` held,
+  // returns with it released. Ending the call is the last thing it does.
+  void Pump(std::unique_lock<std::mutex>& l) {
+    if (writing_ || done_) return l.unlock();
+    if (write_failed_ || (pending_.empty() && finished_ && final_sent_)) {
+      if (!finished_) return l.unlock();  // Finished will end it
+      done_ = true;
+      const grpc::Status st = status_;
+      l.unlock();
+      return Finish(st);
+    }
+    if (pending_.empty() && !finished_) return l.unlock();
+    v1::GenerateResponse msg;
+    for (const TokenEvent& e : pending_) AppendEvent(e, call_.request(), &msg);
+    pending_.clear();
+    pending_tokens_ = 0;
+    if (finished_) FillFinal(reason_, stats_, call_.request(), &msg);
+    SerializeResponse(msg, &out_);  // no write is in flight: out_ is free
+    if (finished_) {
+      final_sent_ = done_ = true;
+      const grpc::Status st = status_;
+      l.unlock();
+      return StartWriteAndFinish(&out_, grpc::WriteOptions(), st);
+    }
+    writing_ = true;
+    write_started_ = absl::Now();
+    l.unlock();
+    StartWrite(&out_);
+  }
+
+  CallState call_;
+  std::mutex mu_;  // guards everything below
+  std::vector<TokenEvent> pending_;
+  int64_t pending_tokens_ = 0;
+  bool writing_ = false, write_failed_ = false, stalled_ = false;
+  bool finished_ = false, final_sent_ = false, done_ = false;
+  absl::Time write_started_ = absl::InfinitePast();
+  FinishReason reason_ = FinishReason::kError;
+  RequestStats stats_;
+  grpc::Status status_;
+  grpc::ByteBuffer out_;  // the message in flight
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* StartUnaryGenerate(const CallEnv& env, grpc::CallbackServerContext* ctx,
+                                             const grpc::ByteBuffer* raw,
+                                             grpc::ByteBuffer* response) {
+  return new UnaryGenerate(env, ctx, raw, response);
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* StartStreamGenerate(const CallEnv& env,
+                                                                grpc::CallbackServerContext* ctx,
+                                                                const grpc::ByteBuffer* raw) {
+  return new StreamGenerate(env, ctx, raw);
+}
+
+}  // namespace sparsed::server
