@@ -16,7 +16,7 @@ PKGS=(
 )
 # Only for the tests: independent clients, a Prometheus server, manifest parsing.
 TEST_PKGS=(
-  python3-grpcio python3-grpc-tools python3-yaml prometheus curl
+  python3-grpcio python3-grpc-tools python3-yaml python3-venv prometheus curl
 )
 # The container test (tests/container/): podman builds and runs the image, mmdebstrap makes its
 # Debian 12 base image from Debian's archive, podman-compose brings up the compose stack, the

@@ -8,14 +8,13 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "server/call_state.h"
 #include "server/convert.h"
 #include "server/wire.h"
 #include "sparsed/v1/sparsed.pb.h"
 
 namespace sparsed::server {
 namespace {
-
-const grpc::Status kLoading(grpc::StatusCode::UNAVAILABLE, "the model is loading; retry shortly");
 
 void AppendEvent(const TokenEvent& e, const v1::GenerateRequest& req, v1::GenerateResponse* r) {
   r->mutable_text()->append(e.text);
@@ -38,6 +37,12 @@ void AppendEvent(const TokenEvent& e, const v1::GenerateRequest& req, v1::Genera
   }
 }
 
+absl::StatusOr<v1::GenerateRequest> ParseGenerateRequest(const grpc::ByteBuffer* raw) {
+  v1::GenerateRequest req;
+  if (absl::Status st = ParseRequest(raw, &req); !st.ok()) return st;
+  return req;
+}
+
 void FillFinal(FinishReason reason, const RequestStats& st, const v1::GenerateRequest& req,
                v1::GenerateResponse* r) {
   r->set_finish_reason(ToProto(reason));
@@ -54,128 +59,14 @@ void FillFinal(FinishReason reason, const RequestStats& st, const v1::GenerateRe
   r->set_request_id(req.request_id());
 }
 
-// The call's status for how its request ended.
-grpc::Status FinalStatus(FinishReason reason, const absl::Status& status) {
-  switch (reason) {
-    case FinishReason::kLength:
-    case FinishReason::kStop:
-      return grpc::Status::OK;
-    case FinishReason::kCancelled:
-      return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
-    case FinishReason::kDeadline:
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                          "deadline exceeded before generation finished");
-    case FinishReason::kShutdown:
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "the server shut down; retry on another replica");
-    case FinishReason::kError:
-      break;
-  }
-  return ToGrpc(status.ok() ? absl::InternalError("generation failed") : status);
-}
-
-// Hands the engine loop's events to a reactor (Target: Tokens, Finished), observing the token
-// timings on the way. Held by the engine loop until OnFinish; the reactor outlives it because a
-// reactor finishes its call only from Finished, as its last action.
-template <class Target>
-class ForwardingSink final : public TokenSink {
- public:
-  ForwardingSink(Target* target, Metrics* metrics, absl::Time submitted)
-      : target_(target), metrics_(metrics), submitted_(submitted) {}
-  void OnTokens(const TokenEvent& e) override {
-    if (!e.token_ids.empty()) {
-      const absl::Time now = absl::Now();
-      if (last_token_ != absl::InfinitePast()) {
-        metrics_->OnInterToken(absl::ToDoubleSeconds(now - last_token_));
-      } else {
-        metrics_->OnFirstToken(absl::ToDoubleSeconds(now - submitted_));
-      }
-      last_token_ = now;
-    }
-    target_->Tokens(e);
-  }
-  void OnFinish(FinishReason reason, const absl::Status& status, const RequestStats& st) override {
-    metrics_->OnFinished(reason, st);
-    target_->Finished(reason, status, st);
-  }
-
- private:
-  Target* const target_;
-  Metrics* const metrics_;
-  const absl::Time submitted_;
-  absl::Time last_token_ = absl::InfinitePast();  // engine-loop thread only
-};
-
-// What both reactors share: parsing, admission, and a cancellation that may arrive before the
-// request has its id.
-class CallState {
- public:
-  CallState(const CallEnv& env, grpc::CallbackServerContext* ctx) : env_(env), ctx_(ctx) {
-    env_.running->fetch_add(1);
-  }
-  ~CallState() { env_.running->fetch_sub(1); }
-
-  // Parses and submits the request with `sink`; a non-OK status ends the call at once.
-  grpc::Status Submit(const grpc::ByteBuffer* raw, std::shared_ptr<TokenSink> sink) {
-    if (env_.loop == nullptr) return kLoading;
-    absl::Status refused = ParseRequest(raw, &req_);
-    absl::StatusOr<Request> request =
-        refused.ok() ? ToRequest(req_, env_.loop->engine()) : absl::StatusOr<Request>(refused);
-    absl::StatusOr<int64_t> id = absl::InternalError("not submitted");
-    if (request.ok()) {
-      request->sink = std::move(sink);
-      const auto deadline = ctx_->deadline();
-      if (deadline != std::chrono::system_clock::time_point::max())
-        request->deadline = absl::FromChrono(deadline);
-      id = env_.loop->Submit(*std::move(request));
-    } else {
-      id = request.status();
-    }
-    if (!id.ok()) {
-      env_.metrics->OnRejected();
-      env_.log_refused(*ctx_, id.status());
-      return ToGrpc(id.status());
-    }
-    int64_t cancel = 0;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      id_ = *id;
-      if (cancel_wanted_) cancel = id_;
-    }
-    if (cancel != 0) env_.loop->Cancel(cancel);
-    return grpc::Status::OK;
-  }
-  // From OnCancel or a failed write: cancels the request (now, or once it has its id).
-  void Cancel() {
-    int64_t id = 0;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (cancel_wanted_) return;
-      cancel_wanted_ = true;
-      id = id_;
-    }
-    if (id != 0) env_.loop->Cancel(id);
-  }
-  const v1::GenerateRequest& request() const { return req_; }
-  const CallEnv& env() const { return env_; }
-  grpc::CallbackServerContext* ctx() const { return ctx_; }
-
- private:
-  const CallEnv env_;
-  grpc::CallbackServerContext* const ctx_;
-  v1::GenerateRequest req_;  // written before Submit hands the request over; read-only after
-  std::mutex mu_;
-  int64_t id_ = 0;  // guarded by mu_
-  bool cancel_wanted_ = false;
-};
-
 class UnaryGenerate final : public grpc::ServerUnaryReactor {
  public:
   UnaryGenerate(const CallEnv& env, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
                 grpc::ByteBuffer* response)
       : call_(env, ctx), response_(response) {
     const grpc::Status st = call_.Submit(
-        raw, std::make_shared<ForwardingSink<UnaryGenerate>>(this, env.metrics, absl::Now()));
+        ParseGenerateRequest(raw),
+        std::make_shared<ForwardingSink<UnaryGenerate>>(this, env.metrics, absl::Now()));
     if (!st.ok()) Finish(st);
   }
   void OnCancel() override { call_.Cancel(); }
@@ -206,7 +97,8 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   StreamGenerate(const CallEnv& env, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw)
       : call_(env, ctx) {
     const grpc::Status st = call_.Submit(
-        raw, std::make_shared<ForwardingSink<StreamGenerate>>(this, env.metrics, absl::Now()));
+        ParseGenerateRequest(raw),
+        std::make_shared<ForwardingSink<StreamGenerate>>(this, env.metrics, absl::Now()));
     if (!st.ok()) Finish(st);
   }
   void OnCancel() override { call_.Cancel(); }

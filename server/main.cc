@@ -8,6 +8,7 @@
 #include <prometheus/registry.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -29,6 +30,7 @@
 #include "server/library_logs.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/oip_service.h"
 #include "server/reflection_v1.h"
 #include "server/service.h"
 
@@ -189,6 +191,12 @@ int Main(int argc, char** argv) {
 
   // The server listens first: while the model loads, health says NOT_SERVING and calls get
   // UNAVAILABLE, so orchestrators can tell "starting" from "dead".
+  std::string model_name = absl::GetFlag(FLAGS_model_name);
+  if (model_name.empty()) {
+    std::filesystem::path dir = std::filesystem::path(eo.model_dir).lexically_normal();
+    if (!dir.has_filename()) dir = dir.parent_path();  // "--model dir/"
+    model_name = dir.filename().string();
+  }
   SparsedService service(eo.model_dir, device->device, log_level,
                          StreamLimits{absl::Seconds(absl::GetFlag(FLAGS_stream_write_timeout_s)),
                                       absl::GetFlag(FLAGS_stream_max_pending_tokens)});
@@ -207,8 +215,13 @@ int Main(int argc, char** argv) {
         static_cast<int>(1000 * absl::GetFlag(FLAGS_max_connection_age_grace_s)));
   }
   builder.RegisterService(&service);
-  ReflectionV1 reflection_v1({kServiceName, "grpc.health.v1.Health",
-                              "grpc.reflection.v1.ServerReflection",
+  // The Open Inference Protocol (KServe v2) beside sparsed.v1: same engine loop, limits, metrics.
+  std::atomic<bool> serving{false};  // health says SERVING
+  OipService oip(
+      model_name, [&service] { return service.Env(); }, [&serving] { return serving.load(); });
+  builder.RegisterService(&oip);
+  ReflectionV1 reflection_v1({kServiceName, "inference.GRPCInferenceService",
+                              "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                               "grpc.reflection.v1alpha.ServerReflection"});
   builder.RegisterService(&reflection_v1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -227,12 +240,6 @@ int Main(int argc, char** argv) {
       absl::StrCat("grpc=", absl::GetFlag(FLAGS_listen), " port=", port, " status=NOT_SERVING"));
 
   auto registry = std::make_shared<prometheus::Registry>();
-  std::string model_name = absl::GetFlag(FLAGS_model_name);
-  if (model_name.empty()) {
-    std::filesystem::path dir = std::filesystem::path(eo.model_dir).lexically_normal();
-    if (!dir.has_filename()) dir = dir.parent_path();  // "--model dir/"
-    model_name = dir.filename().string();
-  }
   const prometheus::Labels model_label = {{"model_name", model_name}};
   // Metrics are served from the start, so a scrape during a long model load sees the process up
   // and loading (sparsed_model_loading 1) rather than down.
@@ -334,9 +341,10 @@ int Main(int argc, char** argv) {
   std::mutex health_mu;
   bool draining = false;       // guarded by health_mu
   bool engine_healthy = true;  // engine-loop thread only
-  auto set_health = [&](bool serving) {
-    health->SetServingStatus(kServiceName, serving);
-    health->SetServingStatus("", serving);
+  auto set_health = [&](bool on) {
+    health->SetServingStatus(kServiceName, on);
+    health->SetServingStatus("", on);
+    serving.store(on);
   };
   EngineLoop loop(*std::move(engine), lo, [&](const StepReport& r) {
     metrics.OnStep(r);

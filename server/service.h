@@ -36,8 +36,10 @@ class SparsedService final : public RawSparsedService {
                  StreamLimits limits = {});
   // `loop` and `metrics` must outlive the service's calls. Called once, after the model loads.
   void Attach(EngineLoop* loop, Metrics* metrics);
-  // Generate and GenerateStream calls not done yet.
+  // Generating calls not done yet (of this service and of OipService, which shares Env()).
   int running() const { return running_.load(); }
+  // What a generating call runs with; loop null while the model loads.
+  CallEnv Env();
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx,
                                      const grpc::ByteBuffer* request,
@@ -63,7 +65,6 @@ class SparsedService final : public RawSparsedService {
     absl::Time last_ = absl::InfinitePast();  // guarded by mu_
     int64_t suppressed_ = 0;                  // guarded by mu_
   };
-  CallEnv Env();
   void LogRefused(const grpc::CallbackServerContext& ctx, const absl::Status& why);
   void LogStalled(const grpc::CallbackServerContext& ctx, int64_t pending_tokens);
 

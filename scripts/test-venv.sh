@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Makes the test-only Python environment: Triton's KServe v2 client (tritonclient[grpc], from PyPI),
+# an independent client of the daemon's Open Inference Protocol service. Idempotent; prints the
+# environment's python. Usage: scripts/test-venv.sh [DIR]   (default .venv-test, ignored by git)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir="$(realpath -m "${1:-.venv-test}")"
+if ! "$dir/bin/python" -c "import tritonclient.grpc" >/dev/null 2>&1; then
+  rm -rf "$dir"
+  /usr/bin/python3 -m venv "$dir" >&2
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "tritonclient[grpc]" >&2
+fi
+echo "$dir/bin/python"

@@ -1,0 +1,84 @@
+// What every generating call shares, whatever protocol it speaks (sparsed.v1, the Open Inference
+// Protocol): admission of a GenerateRequest into the engine loop, a cancellation that may arrive
+// before the request has its id, the token timings on the way from the engine loop to the
+// reactor, and the call's final status.
+#pragma once
+
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/status.h>
+
+#include <memory>
+#include <mutex>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "scheduler/request.h"
+#include "server/generate_calls.h"
+#include "sparsed/v1/sparsed.pb.h"
+
+namespace sparsed::server {
+
+// The call's status for how its request ended.
+grpc::Status FinalStatus(FinishReason reason, const absl::Status& status);
+
+// Hands the engine loop's events to a reactor (Target: Tokens(e), Finished(reason, status, st)),
+// observing the token timings on the way. Held by the engine loop until OnFinish; the reactor
+// outlives it because a reactor ends its call only from Finished, as its last action, or before
+// the request was admitted.
+template <class Target>
+class ForwardingSink final : public TokenSink {
+ public:
+  ForwardingSink(Target* target, Metrics* metrics, absl::Time submitted)
+      : target_(target), metrics_(metrics), submitted_(submitted) {}
+  void OnTokens(const TokenEvent& e) override {
+    if (!e.token_ids.empty()) {
+      const absl::Time now = absl::Now();
+      if (last_token_ != absl::InfinitePast()) {
+        metrics_->OnInterToken(absl::ToDoubleSeconds(now - last_token_));
+      } else {
+        metrics_->OnFirstToken(absl::ToDoubleSeconds(now - submitted_));
+      }
+      last_token_ = now;
+    }
+    target_->Tokens(e);
+  }
+  void OnFinish(FinishReason reason, const absl::Status& status, const RequestStats& st) override {
+    metrics_->OnFinished(reason, st);
+    target_->Finished(reason, status, st);
+  }
+
+ private:
+  Target* const target_;
+  Metrics* const metrics_;
+  const absl::Time submitted_;
+  absl::Time last_token_ = absl::InfinitePast();  // engine-loop thread only
+};
+
+// One request's admission and cancellation. Counts itself in env.running while it lives.
+class CallState {
+ public:
+  CallState(const CallEnv& env, grpc::CallbackServerContext* ctx);
+  ~CallState();
+  CallState(const CallState&) = delete;
+  CallState& operator=(const CallState&) = delete;
+
+  // Validates `req` (or takes its error), converts and submits it with `sink`; a non-OK status
+  // (counted and logged as a refusal) ends the call at once.
+  grpc::Status Submit(absl::StatusOr<v1::GenerateRequest> req, std::shared_ptr<TokenSink> sink);
+  // Cancels the request, now or as soon as it has its id. Idempotent.
+  void Cancel();
+
+  const v1::GenerateRequest& request() const { return req_; }
+  const CallEnv& env() const { return env_; }
+  grpc::CallbackServerContext* ctx() const { return ctx_; }
+
+ private:
+  const CallEnv env_;
+  grpc::CallbackServerContext* const ctx_;
+  v1::GenerateRequest req_;  // set by Submit before the request is handed over; read-only after
+  std::mutex mu_;
+  int64_t id_ = 0;              // guarded by mu_
+  bool cancel_wanted_ = false;  // guarded by mu_
+};
+
+}  // namespace sparsed::server

@@ -1,0 +1,283 @@
+#include "server/oip_service.h"
+
+#include <deque>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include "absl/time/clock.h"
+#include "server/call_state.h"
+#include "server/convert.h"
+#include "server/oip_convert.h"
+
+namespace sparsed::server {
+namespace {
+
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::Status& st) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(st);
+  return r;
+}
+
+// ModelInfer: the whole text in one response.
+class OipInfer final : public grpc::ServerUnaryReactor {
+ public:
+  OipInfer(const CallEnv& env, grpc::CallbackServerContext* ctx, std::string model,
+           const inference::ModelInferRequest* req, inference::ModelInferResponse* resp)
+      : call_(env, ctx), model_(std::move(model)), id_(req->id()), resp_(resp) {
+    if (absl::Status name = CheckModelName(req->model_name(), model_); !name.ok()) {
+      Finish(ToGrpc(name));
+      return;
+    }
+    const grpc::Status st =
+        call_.Submit(FromInferRequest(*req),
+                     std::make_shared<ForwardingSink<OipInfer>>(this, env.metrics, absl::Now()));
+    if (!st.ok()) Finish(st);
+  }
+  void OnCancel() override { call_.Cancel(); }
+  void OnDone() override { delete this; }
+
+  // Engine-loop thread.
+  void Tokens(const TokenEvent& e) { text_ += e.text; }
+  void Finished(FinishReason reason, const absl::Status& status, const RequestStats&) {
+    const grpc::Status result = FinalStatus(reason, status);
+    if (result.ok()) *resp_ = TextResponse(model_, id_, text_, true);
+    Finish(result);  // last: gRPC may delete this reactor from here on
+  }
+
+ private:
+  CallState call_;
+  const std::string model_, id_;
+  inference::ModelInferResponse* const resp_;
+  std::string text_;  // engine-loop thread only
+};
+
+// ModelStreamInfer: reads requests for as long as the client sends them, runs each as its own
+// engine request, and writes their responses one at a time in the order they come. Each
+// request's latest response is held back until the next one (or its end) so that its last one
+// can carry triton_final_response = true; a request that asked for an empty final response
+// (triton_enable_empty_final_response) gets one. The call ends when the client has stopped
+// sending (or cancelled) and every request has ended and been written.
+class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequest,
+                                                       inference::ModelStreamInferResponse> {
+ public:
+  OipStream(std::function<CallEnv()> env, grpc::CallbackServerContext* ctx, std::string model)
+      : env_(std::move(env)), ctx_(ctx), model_(std::move(model)) {
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      std::unique_lock<std::mutex> l(mu_);
+      reads_done_ = true;
+      return MaybeFinish(l);
+    }
+    Start(in_);
+    StartRead(&in_);
+  }
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> l(mu_);
+    queue_.pop_front();
+    if (!ok) {
+      write_failed_ = true;
+      queue_.clear();
+    }
+    if (!queue_.empty()) {
+      const inference::ModelStreamInferResponse* next = &queue_.front();
+      l.unlock();
+      return StartWrite(next);
+    }
+    writing_ = false;
+    if (!ok) {
+      l.unlock();
+      CancelAll();
+      l.lock();
+    }
+    MaybeFinish(l);
+  }
+  void OnCancel() override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      cancelled_ = true;
+    }
+    CancelAll();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  // One request of the stream; the engine loop's sink for it forwards here.
+  struct Req {
+    Req(OipStream* s, const CallEnv& env, std::string id, bool empty_final)
+        : stream(s), call(env, s->ctx_), id(std::move(id)), empty_final(empty_final) {}
+    void Tokens(const TokenEvent& e) { stream->OnRequestTokens(this, e); }
+    void Finished(FinishReason reason, const absl::Status& status, const RequestStats&) {
+      stream->OnRequestFinished(this, FinalStatus(reason, status));
+    }
+    OipStream* const stream;
+    CallState call;
+    const std::string id;
+    const bool empty_final;
+    std::optional<inference::ModelStreamInferResponse> held;  // guarded by stream->mu_
+  };
+
+  void Start(const inference::ModelInferRequest& in) {
+    auto flag = in.parameters().find("triton_enable_empty_final_response");
+    const bool empty_final =
+        flag != in.parameters().end() &&
+        flag->second.parameter_choice_case() == inference::InferParameter::kBoolParam &&
+        flag->second.bool_param();
+    const CallEnv env = env_();
+    Req* r;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      reqs_.push_back(std::make_unique<Req>(this, env, in.id(), empty_final));
+      r = reqs_.back().get();
+      ++active_;
+    }
+    grpc::Status st;
+    if (absl::Status name = CheckModelName(in.model_name(), model_); !name.ok()) {
+      st = ToGrpc(name);
+    } else {
+      st = r->call.Submit(FromInferRequest(in),
+                          std::make_shared<ForwardingSink<Req>>(r, env.metrics, absl::Now()));
+    }
+    if (!st.ok()) OnRequestFinished(r, st);
+  }
+
+  void CancelAll() {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& r : reqs_) r->call.Cancel();
+  }
+
+  // Engine-loop thread.
+  void OnRequestTokens(Req* r, const TokenEvent& e) {
+    if (e.text.empty()) return;  // bytes of a character still incomplete
+    inference::ModelStreamInferResponse resp;
+    *resp.mutable_infer_response() = TextResponse(model_, r->id, e.text, false);
+    std::unique_lock<std::mutex> l(mu_);
+    if (r->held) Enqueue(*std::exchange(r->held, std::nullopt), l);
+    r->held = std::move(resp);
+  }
+  void OnRequestFinished(Req* r, const grpc::Status& st) {
+    std::unique_lock<std::mutex> l(mu_);
+    if (!st.ok()) {
+      if (r->held) Enqueue(*std::exchange(r->held, std::nullopt), l);
+      inference::ModelStreamInferResponse err;
+      err.set_error_message(st.error_message());
+      *err.mutable_infer_response() = TextResponse(model_, r->id, "", true);
+      err.mutable_infer_response()->clear_outputs();
+      err.mutable_infer_response()->clear_raw_output_contents();
+      Enqueue(std::move(err), l);
+    } else if (r->held && !r->empty_final) {
+      (*r->held->mutable_infer_response()->mutable_parameters())["triton_final_response"]
+          .set_bool_param(true);
+      Enqueue(*std::exchange(r->held, std::nullopt), l);
+    } else {
+      if (r->held) Enqueue(*std::exchange(r->held, std::nullopt), l);
+      inference::ModelStreamInferResponse last;
+      *last.mutable_infer_response() = TextResponse(model_, r->id, "", true);
+      if (r->empty_final) {  // Triton's empty final response: no outputs
+        last.mutable_infer_response()->clear_outputs();
+        last.mutable_infer_response()->clear_raw_output_contents();
+      }
+      Enqueue(std::move(last), l);
+    }
+    --active_;
+    MaybeFinish(l);  // last: may end the call
+  }
+
+  // Queues a response and starts writing if no write is in flight; `l` held, and held again on
+  // return.
+  void Enqueue(inference::ModelStreamInferResponse resp, std::unique_lock<std::mutex>& l) {
+    if (write_failed_) return;
+    queue_.push_back(std::move(resp));  // a deque: the message in flight does not move
+    if (writing_) return;
+    writing_ = true;
+    const inference::ModelStreamInferResponse* next = &queue_.front();
+    l.unlock();
+    StartWrite(next);
+    l.lock();
+  }
+
+  // Ends the call once nothing is left to read, run or write; releases `l`. Ending the call is
+  // the last thing it does.
+  void MaybeFinish(std::unique_lock<std::mutex>& l) {
+    if (finished_ || !(reads_done_ || cancelled_) || active_ > 0 || writing_) return l.unlock();
+    finished_ = true;
+    const bool cancelled = cancelled_;
+    l.unlock();
+    Finish(cancelled ? grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled")
+                     : grpc::Status::OK);
+  }
+
+  const std::function<CallEnv()> env_;
+  grpc::CallbackServerContext* const ctx_;
+  const std::string model_;
+  inference::ModelInferRequest in_;  // the read in flight
+  std::mutex mu_;                    // guards everything below
+  std::list<std::unique_ptr<Req>> reqs_;
+  int active_ = 0;
+  std::deque<inference::ModelStreamInferResponse> queue_;  // front: the write in flight
+  bool writing_ = false, write_failed_ = false, reads_done_ = false, cancelled_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+OipService::OipService(std::string model_name, std::function<CallEnv()> env,
+                       std::function<bool()> ready)
+    : model_(std::move(model_name)), env_(std::move(env)), ready_(std::move(ready)) {}
+
+grpc::ServerUnaryReactor* OipService::ServerLive(grpc::CallbackServerContext* ctx,
+                                                 const inference::ServerLiveRequest*,
+                                                 inference::ServerLiveResponse* resp) {
+  resp->set_live(true);
+  return Answer(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* OipService::ServerReady(grpc::CallbackServerContext* ctx,
+                                                  const inference::ServerReadyRequest*,
+                                                  inference::ServerReadyResponse* resp) {
+  resp->set_ready(ready_());
+  return Answer(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* OipService::ModelReady(grpc::CallbackServerContext* ctx,
+                                                 const inference::ModelReadyRequest* req,
+                                                 inference::ModelReadyResponse* resp) {
+  if (absl::Status st = CheckModelName(req->name(), model_); !st.ok())
+    return Answer(ctx, ToGrpc(st));
+  resp->set_ready(ready_());
+  return Answer(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* OipService::ServerMetadata(grpc::CallbackServerContext* ctx,
+                                                     const inference::ServerMetadataRequest*,
+                                                     inference::ServerMetadataResponse* resp) {
+  resp->set_name("sparsed");
+  resp->set_version("0.1.0");
+  return Answer(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* OipService::ModelMetadata(grpc::CallbackServerContext* ctx,
+                                                    const inference::ModelMetadataRequest* req,
+                                                    inference::ModelMetadataResponse* resp) {
+  if (absl::Status st = CheckModelName(req->name(), model_); !st.ok())
+    return Answer(ctx, ToGrpc(st));
+  DescribeModel(model_, resp);
+  return Answer(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* OipService::ModelInfer(grpc::CallbackServerContext* ctx,
+                                                 const inference::ModelInferRequest* req,
+                                                 inference::ModelInferResponse* resp) {
+  return new OipInfer(env_(), ctx, model_, req, resp);
+}
+
+grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+OipService::ModelStreamInfer(grpc::CallbackServerContext* ctx) {
+  return new OipStream(env_, ctx, model_);
+}
+
+}  // namespace sparsed::server

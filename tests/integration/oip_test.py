@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""The Open Inference Protocol (KServe v2) service, through Triton's own client (tritonclient[grpc]
+from PyPI, in the venv scripts/test-venv.sh makes): an independent implementation of the protocol.
+
+Liveness, readiness and metadata; ModelInfer's text equals sparsed.v1's for the same greedy
+request (sparsed-cli); ModelStreamInfer (decoupled) pieces concatenate to the same text, with and
+without Triton's empty final response, several requests on one stream; cancelling a unary call
+and a stream mid-generation frees their KV blocks; bad tensors and parameters are
+INVALID_ARGUMENT naming them (on a stream: an error response, and the stream serves on); an
+unknown model is NOT_FOUND.
+
+Usage: oip_test.py --bin BUILD/bin --source REPO [--work DIR]   (run with the venv's python)
+"""
+import os
+import queue
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import FAILURES, check, free_port, metric, parse_test_args  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tritonclient.grpc as tc  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+PROMPT = "And the king said unto his servants,"
+
+
+def text_input(text=PROMPT):
+    t = tc.InferInput("text_input", [1], "BYTES")
+    t.set_data_from_numpy(np.array([text.encode()], dtype=object))
+    return t
+
+
+def scalar(name, value, datatype, dtype):
+    t = tc.InferInput(name, [1], datatype)
+    t.set_data_from_numpy(np.array([value], dtype=dtype))
+    return t
+
+
+def main():
+    a, work = parse_test_args("sparsed_oip_")
+    model = os.path.join(a.source, "models", "sparsed-tiny")
+    port, mport = free_port(), free_port()
+    log_path = os.path.join(work, "sparsed.log")
+    proc = subprocess.Popen([os.path.join(a.bin, "sparsed"), "--model", model, "--listen", f"127.0.0.1:{port}",
+                             "--metrics_listen", f"127.0.0.1:{mport}", "--kv_cache_mb", "64"],
+                            stderr=open(log_path, "w"))
+
+    def kv_used_settles():
+        for _ in range(100):
+            m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            if metric(m, "sparsed_kv_blocks_used") == 0 and metric(m, "sparsed_running_sequences") == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        c = tc.InferenceServerClient(f"127.0.0.1:{port}")
+        for _ in range(300):
+            try:
+                if c.is_server_ready():
+                    break
+            except InferenceServerException:
+                pass
+            time.sleep(0.1)
+        check(c.is_server_live() and c.is_server_ready() and c.is_model_ready("sparsed-tiny"),
+              "ServerLive, ServerReady and ModelReady say yes")
+        md = c.get_model_metadata("sparsed-tiny")
+        check(md.name == "sparsed-tiny" and md.inputs[0].name == "text_input" and md.inputs[0].datatype == "BYTES"
+              and [o.name for o in md.outputs] == ["text_output"], "ModelMetadata: text_input BYTES -> text_output")
+        check(c.get_server_metadata().name == "sparsed", "ServerMetadata names the server")
+
+        # Unary: the same text as sparsed.v1 for the same greedy request.
+        ref = subprocess.run([os.path.join(a.bin, "sparsed-cli"), "--server", f"127.0.0.1:{port}",
+                              "--max_new_tokens", "24", "generate", PROMPT], capture_output=True, text=True)
+        expected = ref.stdout[len(PROMPT):].rstrip("\n")
+        r = c.infer("sparsed-tiny", [text_input(), scalar("max_tokens", 24, "INT32", np.int32)],
+                    parameters={"temperature": 0.0}, request_id="u1")
+        got = r.as_numpy("text_output")[0].decode()
+        check(ref.returncode == 0 and got == expected and r.get_response().id == "u1",
+              f"ModelInfer equals sparsed.v1 Generate for the same greedy request ({got[-40:]!r})")
+        r2 = c.infer("sparsed-tiny", [text_input(), scalar("max_tokens", 24, "INT64", np.int64),
+                                      scalar("temperature", 0.0, "FP32", np.float32)])
+        check(r2.as_numpy("text_output")[0].decode() == expected, "sampling parameters as input tensors work too")
+
+        # Streaming (decoupled): two requests on one stream, with and without the empty final response.
+        q = queue.Queue()
+        c.start_stream(callback=lambda result, error: q.put((result, error)))
+        for rid, empty_final in (("s1", False), ("s2", True)):
+            c.async_stream_infer("sparsed-tiny", [text_input(), scalar("max_tokens", 24, "INT32", np.int32)],
+                                 request_id=rid, parameters={"temperature": 0.0},
+                                 enable_empty_final_response=empty_final)
+        pieces, finals, errors = {"s1": [], "s2": []}, {}, []
+        while len(finals) < 2 and not errors:
+            res, err = q.get(timeout=60)
+            if err is not None:
+                errors.append(str(err))
+                break
+            resp = res.get_response()
+            out = res.as_numpy("text_output")
+            if out is not None:
+                pieces[resp.id].append(out[0].decode())
+            if resp.parameters["triton_final_response"].bool_param:
+                finals[resp.id] = out is None
+        check(not errors and "".join(pieces["s1"]) == expected and "".join(pieces["s2"]) == expected
+              and len(pieces["s1"]) > 1, f"ModelStreamInfer: {len(pieces['s1'])} responses concatenate to the "
+              f"same text, for both requests on the stream ({errors})")
+        check(finals == {"s1": False, "s2": True},
+              f"the last response is marked final; an empty one when asked for ({finals})")
+        # A bad request on the stream: an error response, and the stream serves on.
+        c.async_stream_infer("sparsed-tiny", [scalar("max_tokens", 4, "INT32", np.int32)], request_id="bad")
+        res, err = q.get(timeout=30)
+        check(err is not None and "text_input" in str(err), f"a bad request on a stream gets an error response ({err})")
+        c.async_stream_infer("sparsed-tiny", [text_input(), scalar("max_tokens", 4, "INT32", np.int32)], request_id="ok")
+        seen_final = False
+        while not seen_final:
+            res, err = q.get(timeout=30)
+            seen_final = err is None and res.get_response().parameters["triton_final_response"].bool_param
+            if err is not None:
+                break
+        check(seen_final, "and the stream serves the next request")
+        # Cancel a stream mid-generation.
+        c.async_stream_infer("sparsed-tiny", [text_input(), scalar("max_tokens", 400, "INT32", np.int32),
+                                              scalar("ignore_eos", True, "BOOL", bool)], request_id="long")
+        q.get(timeout=30)
+        c.stop_stream(cancel_requests=True)
+        check(kv_used_settles(), "a stream cancelled mid-generation frees its KV blocks")
+
+        # Cancel a unary call mid-generation.
+        done = queue.Queue()
+        ctx = c.async_infer("sparsed-tiny", [text_input(), scalar("max_tokens", 400, "INT32", np.int32),
+                                             scalar("ignore_eos", True, "BOOL", bool)],
+                            callback=lambda result, error: done.put(error))
+        time.sleep(0.1)
+        ctx.cancel()
+        err = done.get(timeout=30)
+        check(err is not None and "CANCELLED" in str(err.status()), f"a cancelled ModelInfer ends CANCELLED ({err})")
+        check(kv_used_settles(), "and frees its KV blocks")
+
+        # Bad tensors and parameters.
+        cases = [
+            ("missing text_input", [scalar("max_tokens", 4, "INT32", np.int32)], "text_input"),
+            ("text_input as INT32", [scalar("text_input", 3, "INT32", np.int32)], "BYTES"),
+            ("two prompts", [tc.InferInput("text_input", [2], "BYTES")], "one element"),
+            ("max_tokens 0", [text_input(), scalar("max_tokens", 0, "INT32", np.int32)], "max_tokens"),
+            ("max_tokens as BYTES", [text_input(), tc.InferInput("max_tokens", [1], "BYTES")], "max_tokens"),
+            ("temperature -1", [text_input(), scalar("temperature", -1.0, "FP32", np.float32)], "temperature"),
+        ]
+        cases[2][1][0].set_data_from_numpy(np.array([b"a", b"b"], dtype=object))
+        cases[4][1][1].set_data_from_numpy(np.array([b"4"], dtype=object))
+        for what, inputs, needle in cases:
+            try:
+                c.infer("sparsed-tiny", inputs)
+                status, msg = "OK", ""
+            except InferenceServerException as e:
+                status, msg = str(e.status()), e.message()
+            check("INVALID_ARGUMENT" in status and needle in msg, f"{what}: {status} {msg!r}")
+        try:
+            c.infer("other-model", [text_input()])
+            status, msg = "OK", ""
+        except InferenceServerException as e:
+            status, msg = str(e.status()), e.message()
+        check("NOT_FOUND" in status and "sparsed-tiny" in msg, f"unknown model: {status} {msg!r}")
+        check(proc.poll() is None and kv_used_settles(), "the daemon serves on, nothing held")
+        c.close()
+    finally:
+        proc.terminate()
+        rc = proc.wait(timeout=60)
+    check(rc == 0, f"exit 0 after SIGTERM ({rc})")
+    print(f"{len(FAILURES)} failure(s)")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
