@@ -107,10 +107,23 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   ++queued_;
   queued_tokens_ += static_cast<int64_t>(s->tokens.size());
   unfinished_.fetch_add(1);
+  if (!s->req.request_id.empty()) by_request_id_.emplace(s->req.request_id, s->id);
   const int64_t id = s->id;
   inbox_.push_back(std::move(s));
   cv_.notify_all();
   return id;
+}
+
+int EngineLoop::CancelByRequestId(const std::string& request_id) {
+  if (request_id.empty()) return 0;
+  int n = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto [b, e] = by_request_id_.equal_range(request_id);
+    for (auto it = b; it != e; ++it, ++n) cancels_.push_back(it->second);
+  }
+  if (n > 0) cv_.notify_all();
+  return n;
 }
 
 void EngineLoop::Cancel(int64_t id) {
@@ -172,10 +185,21 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
     st.mean_active_ratio = s.active_sum / s.stat_steps;
     st.mean_union_ratio = s.union_sum / s.stat_steps;
   }
-  if (!s.running) {
+  {
     std::lock_guard<std::mutex> l(mu_);
-    --queued_;
-    queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
+    if (!s.running) {
+      --queued_;
+      queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
+    }
+    if (!s.req.request_id.empty()) {
+      auto [b, e] = by_request_id_.equal_range(s.req.request_id);
+      for (auto it = b; it != e; ++it) {
+        if (it->second == s.id) {
+          by_request_id_.erase(it);
+          break;
+        }
+      }
+    }
   }
   s.req.sink->OnFinish(reason, status, st);
   unfinished_.fetch_sub(1);

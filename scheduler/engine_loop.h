@@ -8,7 +8,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -75,6 +77,10 @@ class EngineLoop {
   // kCancelled — or kDeadline when its deadline has passed by then (a client's deadline reaches
   // the server as a cancellation) — and its KV blocks are freed at the next iteration.
   void Cancel(int64_t id);
+  // Cancels every queued or running request whose Request::request_id is `request_id` (from any
+  // thread, e.g. a router's abort on another connection); returns how many. Empty ids match none.
+  int CancelByRequestId(const std::string& request_id);
+  int max_waiting_requests() const { return options_.max_waiting_requests; }
   // Refuses new requests (UNAVAILABLE) while the loop finishes what it has.
   void StopAccepting();
   // Refuses new requests and cancels everything queued or running (kShutdown); the thread ends.
@@ -109,6 +115,7 @@ class EngineLoop {
   // Guarded by mu_:
   std::vector<std::unique_ptr<Sequence>> inbox_;
   std::vector<int64_t> cancels_;
+  std::unordered_multimap<std::string, int64_t> by_request_id_;  // unfinished requests with ids
   bool stopping_ = false;
   bool accepting_ = true;
   int64_t next_id_ = 1;

@@ -107,6 +107,7 @@ namespace sparsed::server {
 namespace {
 
 constexpr char kServiceName[] = "sparsed.v1.Sparsed";
+constexpr char kLivenessName[] = "liveness";  // health name of the liveness check
 
 LogLevel ParseLevel(const std::string& s) {
   if (s == "debug") return LogLevel::kDebug;
@@ -199,7 +200,8 @@ int Main(int argc, char** argv) {
   }
   SparsedService service(eo.model_dir, device->device, log_level,
                          StreamLimits{absl::Seconds(absl::GetFlag(FLAGS_stream_write_timeout_s)),
-                                      absl::GetFlag(FLAGS_stream_max_pending_tokens)});
+                                      absl::GetFlag(FLAGS_stream_max_pending_tokens)},
+                         model_name);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
@@ -235,6 +237,10 @@ int Main(int argc, char** argv) {
   auto* health = server->GetHealthCheckService();
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus("", false);
+  // Liveness apart from readiness: "liveness" is SERVING while the process can serve at all —
+  // loading and draining included — and NOT_SERVING only when the engine is dead, so a liveness
+  // probe restarts a broken daemon and never a slow-loading or draining one.
+  health->SetServingStatus(kLivenessName, true);
   log.Log(
       LogLevel::kInfo, "listening",
       absl::StrCat("grpc=", absl::GetFlag(FLAGS_listen), " port=", port, " status=NOT_SERVING"));
@@ -345,6 +351,7 @@ int Main(int argc, char** argv) {
     health->SetServingStatus(kServiceName, on);
     health->SetServingStatus("", on);
     serving.store(on);
+    service.SetReady(on);
   };
   EngineLoop loop(*std::move(engine), lo, [&](const StepReport& r) {
     metrics.OnStep(r);
@@ -355,6 +362,7 @@ int Main(int argc, char** argv) {
             absl::StrCat("failed_steps_in_a_row=", r.consecutive_failed_steps,
                          " status=", engine_healthy ? "SERVING" : "NOT_SERVING"));
     std::lock_guard<std::mutex> l(health_mu);
+    health->SetServingStatus(kLivenessName, engine_healthy);
     if (!draining) set_health(engine_healthy);
   });
   service.Attach(&loop, &metrics);
@@ -373,6 +381,7 @@ int Main(int argc, char** argv) {
   {
     std::lock_guard<std::mutex> l(health_mu);
     draining = true;
+    service.SetDraining(true);
     set_health(false);
   }
   loop.StopAccepting();

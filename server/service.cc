@@ -20,8 +20,9 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::S
 }  // namespace
 
 SparsedService::SparsedService(std::string model_dir, std::string device, LogLevel log_level,
-                               StreamLimits limits)
+                               StreamLimits limits, std::string model_name)
     : model_dir_(std::move(model_dir)),
+      model_name_(std::move(model_name)),
       device_(std::move(device)),
       log_(log_level),
       limits_(limits) {}
@@ -138,6 +139,51 @@ grpc::ServerUnaryReactor* SparsedService::Tokenize(grpc::CallbackServerContext* 
   v1::TokenizeResponse r;
   if (req.add_bos()) r.add_token_ids(e.config().bos_token_id);
   for (int32_t id : *ids) r.add_token_ids(id);
+  SerializeResponse(r, response);
+  return Answer(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* SparsedService::Abort(grpc::CallbackServerContext* ctx,
+                                                const grpc::ByteBuffer* request,
+                                                grpc::ByteBuffer* response) {
+  v1::AbortRequest req;
+  if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
+  if (req.request_id().empty()) {
+    return Answer(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                    "request_id is empty: give the id the request was sent with"));
+  }
+  EngineLoop* loop = loop_.load();
+  const int n = loop == nullptr ? 0 : loop->CancelByRequestId(req.request_id());
+  if (n == 0) {
+    return Answer(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                    "no queued or running request has request_id '" +
+                                        req.request_id().substr(0, 200) + "'"));
+  }
+  v1::AbortResponse r;
+  r.set_aborted(static_cast<uint32_t>(n));
+  SerializeResponse(r, response);
+  return Answer(ctx, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* SparsedService::GetServerLoad(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
+  v1::GetServerLoadRequest req;
+  if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
+  v1::ServerLoad r;
+  r.set_model_name(model_name_);
+  r.set_ready(ready_.load());
+  r.set_draining(draining_.load());
+  if (EngineLoop* loop = loop_.load()) {
+    const EngineLoop::Snapshot s = loop->Stats();
+    r.set_running_sequences(static_cast<uint32_t>(s.running));
+    r.set_waiting_sequences(static_cast<uint32_t>(s.waiting));
+    r.set_max_waiting_requests(static_cast<uint32_t>(loop->max_waiting_requests()));
+    r.set_kv_blocks_used(static_cast<uint32_t>(s.kv_blocks_used));
+    r.set_kv_blocks_cached(static_cast<uint32_t>(s.kv_blocks_cached));
+    r.set_kv_blocks_capacity(static_cast<uint32_t>(s.kv_blocks_total));
+    r.set_engine_healthy(s.engine_healthy);
+  }
   SerializeResponse(r, response);
   return Answer(ctx, grpc::Status::OK);
 }

@@ -20,7 +20,8 @@ namespace sparsed::server {
 using RawSparsedService =
     v1::Sparsed::WithRawCallbackMethod_Generate<v1::Sparsed::WithRawCallbackMethod_GenerateStream<
         v1::Sparsed::WithRawCallbackMethod_GetModelInfo<
-            v1::Sparsed::WithRawCallbackMethod_Tokenize<v1::Sparsed::Service>>>>;
+            v1::Sparsed::WithRawCallbackMethod_Tokenize<v1::Sparsed::WithRawCallbackMethod_Abort<
+                v1::Sparsed::WithRawCallbackMethod_GetServerLoad<v1::Sparsed::Service>>>>>>;
 
 struct StreamLimits {
   absl::Duration write_timeout = absl::Seconds(60);
@@ -33,7 +34,10 @@ class SparsedService final : public RawSparsedService {
   // The service answers UNAVAILABLE ("model is loading") until Attach(). Refused requests and
   // stalled streams are logged (warn) at most once a second each, with the number since.
   SparsedService(std::string model_dir, std::string device, LogLevel log_level = LogLevel::kInfo,
-                 StreamLimits limits = {});
+                 StreamLimits limits = {}, std::string model_name = "");
+  // What GetServerLoad reports of the daemon's state (set by its owner).
+  void SetReady(bool ready) { ready_.store(ready); }
+  void SetDraining(bool draining) { draining_.store(draining); }
   // `loop` and `metrics` must outlive the service's calls. Called once, after the model loads.
   void Attach(EngineLoop* loop, Metrics* metrics);
   // Generating calls not done yet (of this service and of OipService, which shares Env()).
@@ -52,6 +56,11 @@ class SparsedService final : public RawSparsedService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetServerLoad(grpc::CallbackServerContext* ctx,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
 
  private:
   // At most one line a second per kind; a client cannot fill the log.
@@ -72,7 +81,9 @@ class SparsedService final : public RawSparsedService {
   std::atomic<EngineLoop*> loop_{nullptr};
   std::atomic<Metrics*> metrics_{nullptr};
   std::atomic<int> running_{0};
+  std::atomic<bool> ready_{false}, draining_{false};
   const std::string model_dir_;
+  const std::string model_name_;
   const std::string device_;
   const Logger log_;
   const StreamLimits limits_;

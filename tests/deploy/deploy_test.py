@@ -108,6 +108,8 @@ def check_k8s(deploy, dockerfile_ports):
     check({str(v) for v in ports.values()} == dockerfile_ports, f"container ports {ports} match the image's listen flags")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         check(c[probe]["grpc"]["port"] == ports["grpc"], f"{probe} is a gRPC health probe on the gRPC port")
+    check(c["livenessProbe"]["grpc"].get("service") == "liveness" and "service" not in c["readinessProbe"]["grpc"],
+          "liveness asks the daemon's 'liveness' health name (up while loading and draining), readiness the default")
     shutdown = float(flag_value(c["args"], "--shutdown_timeout_s"))
     pre = c["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]

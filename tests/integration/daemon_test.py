@@ -81,7 +81,7 @@ def main():
         ok_seq = seen[-1] == health_pb2.HealthCheckResponse.SERVING and all(
             x == health_pb2.HealthCheckResponse.NOT_SERVING for x in seen[:-1])
         check(ok_seq, f"health Watch across start-up: {[health_pb2.HealthCheckResponse.ServingStatus.Name(x) for x in seen]}")
-        for name in ["", "sparsed.v1.Sparsed"]:
+        for name in ["", "sparsed.v1.Sparsed", "liveness"]:
             r = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             check(r.status == health_pb2.HealthCheckResponse.SERVING, f"health Check('{name}') is SERVING")
         watch = health.Watch(health_pb2.HealthCheckRequest(service="sparsed.v1.Sparsed"), timeout=5)
@@ -158,6 +158,44 @@ def main():
         a1 = stub.Generate(sreq, timeout=30).token_ids
         a2 = stub.Generate(sreq, timeout=30).token_ids
         check(list(a1) == list(a2), "same seed, same tokens")
+
+        # Router RPCs: the server's load, and Abort from another connection.
+        load = stub.GetServerLoad(pb.GetServerLoadRequest(), timeout=5)
+        check(load.model_name == "model" and load.ready and not load.draining and load.engine_healthy
+              and load.kv_blocks_capacity > 0 and load.max_waiting_requests > 0,
+              f"GetServerLoad: {str(load).strip().replace(chr(10), ', ')}")
+        victim = stub.GenerateStream(pb.GenerateRequest(prompt="x", request_id="abort-me", stopping=pb.StoppingParams(
+            max_new_tokens=400, ignore_eos=True)), timeout=60)
+        next(victim)
+        other_channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        other = pbg.SparsedStub(other_channel)
+        busy = other.GetServerLoad(pb.GetServerLoadRequest(), timeout=5)
+        aborted = other.Abort(pb.AbortRequest(request_id="abort-me"), timeout=5)
+        try:
+            for _ in victim:
+                pass
+            victim_code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            victim_code = e.code()
+        check(busy.running_sequences >= 1 and busy.kv_blocks_used > 0 and aborted.aborted == 1
+              and victim_code == grpc.StatusCode.CANCELLED,
+              f"Abort from another connection ends the request CANCELLED (running {busy.running_sequences}, "
+              f"aborted {aborted.aborted}, {victim_code.name})")
+        freed = None
+        for _ in range(100):
+            freed = other.GetServerLoad(pb.GetServerLoadRequest(), timeout=5)
+            if freed.kv_blocks_used == 0 and freed.running_sequences == 0:
+                break
+            time.sleep(0.02)
+        check(freed.kv_blocks_used == 0 and freed.running_sequences == 0, "and frees its KV blocks at once")
+        for rid, want in (("no-such-request", grpc.StatusCode.NOT_FOUND), ("", grpc.StatusCode.INVALID_ARGUMENT)):
+            try:
+                other.Abort(pb.AbortRequest(request_id=rid), timeout=5)
+                got = grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                got = e.code()
+            check(got == want, f"Abort({rid!r}): {got.name}")
+        other_channel.close()
 
         # Prefix cache: a long prompt twice. The second reuses the first's full KV blocks (all but
         # the last token's block) and gives the same tokens and log-probabilities, to the bit.
