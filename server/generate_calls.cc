@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "server/call_state.h"
 #include "server/convert.h"
+#include "server/tsan_handoff.h"
 #include "server/wire.h"
 #include "sparsed/v1/sparsed.pb.h"
 
@@ -67,10 +68,17 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
     const grpc::Status st = call_.Submit(
         ParseGenerateRequest(raw),
         std::make_shared<ForwardingSink<UnaryGenerate>>(this, env.metrics, absl::Now()));
+    HandOff(this);
     if (!st.ok()) Finish(st);
   }
-  void OnCancel() override { call_.Cancel(); }
-  void OnDone() override { delete this; }
+  void OnCancel() override {
+    TakeOver(this);
+    call_.Cancel();
+  }
+  void OnDone() override {
+    TakeOver(this);
+    delete this;
+  }
 
   // Engine-loop thread.
   void Tokens(const TokenEvent& e) { AppendEvent(e, call_.request(), &resp_); }
@@ -80,6 +88,7 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
       FillFinal(reason, st, call_.request(), &resp_);
       SerializeResponse(resp_, response_);
     }
+    HandOff(this);
     Finish(result);  // last: gRPC may delete this reactor from here on
   }
 
@@ -99,11 +108,19 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     const grpc::Status st = call_.Submit(
         ParseGenerateRequest(raw),
         std::make_shared<ForwardingSink<StreamGenerate>>(this, env.metrics, absl::Now()));
+    HandOff(this);
     if (!st.ok()) Finish(st);
   }
-  void OnCancel() override { call_.Cancel(); }
-  void OnDone() override { delete this; }
+  void OnCancel() override {
+    TakeOver(this);
+    call_.Cancel();
+  }
+  void OnDone() override {
+    TakeOver(this);
+    delete this;
+  }
   void OnWriteDone(bool ok) override {
+    TakeOver(this);
     std::unique_lock<std::mutex> l(mu_);
     writing_ = false;
     if (!ok) write_failed_ = true;
@@ -153,6 +170,7 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       done_ = true;
       const grpc::Status st = status_;
       l.unlock();
+      HandOff(this);
       return Finish(st);
     }
     if (pending_.empty() && !finished_) return l.unlock();
@@ -166,11 +184,13 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       final_sent_ = done_ = true;
       const grpc::Status st = status_;
       l.unlock();
+      HandOff(this);
       return StartWriteAndFinish(&out_, grpc::WriteOptions(), st);
     }
     writing_ = true;
     write_started_ = absl::Now();
     l.unlock();
+    HandOff(this);
     StartWrite(&out_);
   }
 

@@ -10,6 +10,7 @@
 #include "server/call_state.h"
 #include "server/convert.h"
 #include "server/oip_convert.h"
+#include "server/tsan_handoff.h"
 
 namespace sparsed::server {
 namespace {
@@ -27,22 +28,31 @@ class OipInfer final : public grpc::ServerUnaryReactor {
            const inference::ModelInferRequest* req, inference::ModelInferResponse* resp)
       : call_(env, ctx), model_(std::move(model)), id_(req->id()), resp_(resp) {
     if (absl::Status name = CheckModelName(req->model_name(), model_); !name.ok()) {
+      HandOff(this);
       Finish(ToGrpc(name));
       return;
     }
     const grpc::Status st =
         call_.Submit(FromInferRequest(*req),
                      std::make_shared<ForwardingSink<OipInfer>>(this, env.metrics, absl::Now()));
+    HandOff(this);
     if (!st.ok()) Finish(st);
   }
-  void OnCancel() override { call_.Cancel(); }
-  void OnDone() override { delete this; }
+  void OnCancel() override {
+    TakeOver(this);
+    call_.Cancel();
+  }
+  void OnDone() override {
+    TakeOver(this);
+    delete this;
+  }
 
   // Engine-loop thread.
   void Tokens(const TokenEvent& e) { text_ += e.text; }
   void Finished(FinishReason reason, const absl::Status& status, const RequestStats&) {
     const grpc::Status result = FinalStatus(reason, status);
     if (result.ok()) *resp_ = TextResponse(model_, id_, text_, true);
+    HandOff(this);
     Finish(result);  // last: gRPC may delete this reactor from here on
   }
 
@@ -64,19 +74,23 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
  public:
   OipStream(std::function<CallEnv()> env, grpc::CallbackServerContext* ctx, std::string model)
       : env_(std::move(env)), ctx_(ctx), model_(std::move(model)) {
+    HandOff(this);
     StartRead(&in_);
   }
 
   void OnReadDone(bool ok) override {
+    TakeOver(this);
     if (!ok) {
       std::unique_lock<std::mutex> l(mu_);
       reads_done_ = true;
       return MaybeFinish(l);
     }
     Start(in_);
+    HandOff(this);
     StartRead(&in_);
   }
   void OnWriteDone(bool ok) override {
+    TakeOver(this);
     std::unique_lock<std::mutex> l(mu_);
     queue_.pop_front();
     if (!ok) {
@@ -86,6 +100,7 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
     if (!queue_.empty()) {
       const inference::ModelStreamInferResponse* next = &queue_.front();
       l.unlock();
+      HandOff(this);
       return StartWrite(next);
     }
     writing_ = false;
@@ -97,13 +112,17 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
     MaybeFinish(l);
   }
   void OnCancel() override {
+    TakeOver(this);
     {
       std::lock_guard<std::mutex> l(mu_);
       cancelled_ = true;
     }
     CancelAll();
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    TakeOver(this);
+    delete this;
+  }
 
  private:
   // One request of the stream; the engine loop's sink for it forwards here.
@@ -196,6 +215,7 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
     writing_ = true;
     const inference::ModelStreamInferResponse* next = &queue_.front();
     l.unlock();
+    HandOff(this);
     StartWrite(next);
     l.lock();
   }
@@ -207,6 +227,7 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
     finished_ = true;
     const bool cancelled = cancelled_;
     l.unlock();
+    HandOff(this);
     Finish(cancelled ? grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled")
                      : grpc::Status::OK);
   }
