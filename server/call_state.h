@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "scheduler/request.h"
 #include "server/generate_calls.h"
+#include "server/tsan_handoff.h"
 #include "sparsed/v1/sparsed.pb.h"
 
 namespace sparsed::server {
@@ -79,6 +80,37 @@ class CallState {
   std::mutex mu_;
   int64_t id_ = 0;              // guarded by mu_
   bool cancel_wanted_ = false;  // guarded by mu_
+};
+
+// The part every generating reactor shares (GrpcReactor: grpc::ServerUnaryReactor or
+// grpc::ServerWriteReactor<...>): its request's CallState, cancellation, and deleting itself when
+// gRPC is done with it.
+template <class GrpcReactor>
+class GeneratingReactor : public GrpcReactor {
+ public:
+  GeneratingReactor(const CallEnv& env, grpc::CallbackServerContext* ctx) : call_(env, ctx) {}
+  void OnCancel() override {
+    TakeOver(this);
+    call_.Cancel();
+  }
+  void OnDone() override {
+    TakeOver(this);
+    delete this;
+  }
+
+ protected:
+  // Submits `req` with a sink that forwards the engine loop's events to `self` (the derived
+  // reactor: Tokens, Finished); finishes the call at once when the request is refused.
+  template <class Self>
+  void Admit(Self* self, absl::StatusOr<v1::GenerateRequest> req) {
+    const grpc::Status st = call_.Submit(
+        std::move(req),
+        std::make_shared<ForwardingSink<Self>>(self, call_.env().metrics, absl::Now()));
+    HandOff(this);
+    if (!st.ok()) this->Finish(st);
+  }
+
+  CallState call_;
 };
 
 }  // namespace sparsed::server

@@ -60,24 +60,12 @@ void FillFinal(FinishReason reason, const RequestStats& st, const v1::GenerateRe
   r->set_request_id(req.request_id());
 }
 
-class UnaryGenerate final : public grpc::ServerUnaryReactor {
+class UnaryGenerate final : public GeneratingReactor<grpc::ServerUnaryReactor> {
  public:
   UnaryGenerate(const CallEnv& env, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
                 grpc::ByteBuffer* response)
-      : call_(env, ctx), response_(response) {
-    const grpc::Status st = call_.Submit(
-        ParseGenerateRequest(raw),
-        std::make_shared<ForwardingSink<UnaryGenerate>>(this, env.metrics, absl::Now()));
-    HandOff(this);
-    if (!st.ok()) Finish(st);
-  }
-  void OnCancel() override {
-    TakeOver(this);
-    call_.Cancel();
-  }
-  void OnDone() override {
-    TakeOver(this);
-    delete this;
+      : GeneratingReactor(env, ctx), response_(response) {
+    Admit(this, ParseGenerateRequest(raw));
   }
 
   // Engine-loop thread.
@@ -93,7 +81,6 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
   }
 
  private:
-  CallState call_;
   grpc::ByteBuffer* const response_;
   v1::GenerateResponse resp_;  // engine-loop thread only
 };
@@ -101,23 +88,11 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
 // Writes one message per completed write: whatever tokens arrived meanwhile are merged, so a slow
 // reader gets fewer, larger messages. A reader that takes no write for stream_write_timeout while
 // tokens wait, or lets stream_max_pending_tokens pile up, is cancelled (its KV blocks freed).
-class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+class StreamGenerate final : public GeneratingReactor<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
  public:
   StreamGenerate(const CallEnv& env, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw)
-      : call_(env, ctx) {
-    const grpc::Status st = call_.Submit(
-        ParseGenerateRequest(raw),
-        std::make_shared<ForwardingSink<StreamGenerate>>(this, env.metrics, absl::Now()));
-    HandOff(this);
-    if (!st.ok()) Finish(st);
-  }
-  void OnCancel() override {
-    TakeOver(this);
-    call_.Cancel();
-  }
-  void OnDone() override {
-    TakeOver(this);
-    delete this;
+      : GeneratingReactor(env, ctx) {
+    Admit(this, ParseGenerateRequest(raw));
   }
   void OnWriteDone(bool ok) override {
     TakeOver(this);
@@ -194,7 +169,6 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     StartWrite(&out_);
   }
 
-  CallState call_;
   std::mutex mu_;  // guards everything below
   std::vector<TokenEvent> pending_;
   int64_t pending_tokens_ = 0;

@@ -22,29 +22,17 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::S
 }
 
 // ModelInfer: the whole text in one response.
-class OipInfer final : public grpc::ServerUnaryReactor {
+class OipInfer final : public GeneratingReactor<grpc::ServerUnaryReactor> {
  public:
   OipInfer(const CallEnv& env, grpc::CallbackServerContext* ctx, std::string model,
            const inference::ModelInferRequest* req, inference::ModelInferResponse* resp)
-      : call_(env, ctx), model_(std::move(model)), id_(req->id()), resp_(resp) {
+      : GeneratingReactor(env, ctx), model_(std::move(model)), id_(req->id()), resp_(resp) {
     if (absl::Status name = CheckModelName(req->model_name(), model_); !name.ok()) {
       HandOff(this);
       Finish(ToGrpc(name));
       return;
     }
-    const grpc::Status st =
-        call_.Submit(FromInferRequest(*req),
-                     std::make_shared<ForwardingSink<OipInfer>>(this, env.metrics, absl::Now()));
-    HandOff(this);
-    if (!st.ok()) Finish(st);
-  }
-  void OnCancel() override {
-    TakeOver(this);
-    call_.Cancel();
-  }
-  void OnDone() override {
-    TakeOver(this);
-    delete this;
+    Admit(this, FromInferRequest(*req));
   }
 
   // Engine-loop thread.
@@ -57,7 +45,6 @@ class OipInfer final : public grpc::ServerUnaryReactor {
   }
 
  private:
-  CallState call_;
   const std::string model_, id_;
   inference::ModelInferResponse* const resp_;
   std::string text_;  // engine-loop thread only

@@ -1,8 +1,8 @@
 // Hand-offs of a call's reactor between threads that go through gRPC's completion queues: Debian's
 // libgrpc is not built with ThreadSanitizer, so it cannot see that the thread which starts an
-// operation (StartWrite, Finish, ...) happens before the thread that runs its reaction (OnWriteDone,
-// OnDone, ...). HandOff before such a call and TakeOver at the start of each reaction tell it;
-// elsewhere they compile to nothing.
+// operation (StartWrite, Finish, ...) happens before the thread that runs its reaction
+// (OnWriteDone, OnDone, ...). HandOff before such a call and TakeOver at the start of each reaction
+// tell it; elsewhere they compile to nothing.
 #pragma once
 
 #if defined(__SANITIZE_THREAD__)
