@@ -169,7 +169,11 @@ def main():
         next(victim)
         other_channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
         other = pbg.SparsedStub(other_channel)
-        busy = other.GetServerLoad(pb.GetServerLoadRequest(), timeout=5)
+        for _ in range(200):  # the load is the state at the end of the last step
+            busy = other.GetServerLoad(pb.GetServerLoadRequest(), timeout=5)
+            if busy.running_sequences >= 1 and busy.kv_blocks_used > 0:
+                break
+            time.sleep(0.005)
         aborted = other.Abort(pb.AbortRequest(request_id="abort-me"), timeout=5)
         try:
             for _ in victim:
