@@ -8,6 +8,10 @@ dir="$(realpath -m "${1:-.venv-test}")"
 if ! "$dir/bin/python" -c "import tritonclient.grpc" >/dev/null 2>&1; then
   rm -rf "$dir"
   /usr/bin/python3 -m venv "$dir" >&2
-  "$dir/bin/pip" install --quiet --disable-pip-version-check "tritonclient[grpc]" >&2
+  for attempt in 1 2 3; do  # PyPI over a shared network: retry a failed install
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "tritonclient[grpc]" >&2 && break
+    [ "$attempt" = 3 ] && exit 1
+    sleep 10
+  done
 fi
 echo "$dir/bin/python"
