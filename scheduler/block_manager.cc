@@ -64,17 +64,26 @@ void BlockManager::AddRef(const std::vector<int32_t>& blocks) {
   }
 }
 
-PrefixHit BlockManager::Peek(std::span<const int32_t> tokens, int max_blocks) const {
-  PrefixHit hit;
-  if (!prefix_cache_enabled()) return hit;
+std::vector<PrefixIndex::Node> BlockManager::Lookup(std::span<const int32_t> tokens,
+                                                    int max_blocks) const {
+  std::vector<PrefixIndex::Node> nodes;
+  if (!prefix_cache_enabled()) return nodes;
   max_blocks = std::min<int>(max_blocks, static_cast<int>(tokens.size()) / block_size_);
   uint64_t parent = 0;
   for (int k = 0; k < max_blocks; ++k) {
     const auto node = index_.Find(parent, BlockTokens(tokens, k));
     if (!node) break;
-    ++hit.blocks;
-    if (refs_[node->block] == 1) ++hit.evictable;
+    nodes.push_back(*node);
     parent = node->serial;
+  }
+  return nodes;
+}
+
+PrefixHit BlockManager::Peek(std::span<const int32_t> tokens, int max_blocks) const {
+  PrefixHit hit;
+  for (const PrefixIndex::Node& node : Lookup(tokens, max_blocks)) {
+    ++hit.blocks;
+    if (refs_[node.block] == 1) ++hit.evictable;
   }
   return hit;
 }
@@ -83,13 +92,9 @@ std::vector<int32_t> BlockManager::Acquire(std::span<const int32_t> tokens, int 
                                            PrefixCursor* cursor) {
   *cursor = PrefixCursor{};
   std::vector<int32_t> out;
-  if (!prefix_cache_enabled()) return out;
-  max_blocks = std::min<int>(max_blocks, static_cast<int>(tokens.size()) / block_size_);
-  for (int k = 0; k < max_blocks; ++k) {
-    const auto node = index_.Find(cursor->parent, BlockTokens(tokens, k));
-    if (!node) break;
-    out.push_back(node->block);
-    cursor->parent = node->serial;
+  for (const PrefixIndex::Node& node : Lookup(tokens, max_blocks)) {
+    out.push_back(node.block);
+    cursor->parent = node.serial;
     ++cursor->blocks;
   }
   AddRef(out);

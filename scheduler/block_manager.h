@@ -88,6 +88,8 @@ class BlockManager {
 
  private:
   void EvictOne();
+  // The index's nodes for the leading full blocks of `tokens`, at most `max_blocks`.
+  std::vector<PrefixIndex::Node> Lookup(std::span<const int32_t> tokens, int max_blocks) const;
   std::span<const int32_t> BlockTokens(std::span<const int32_t> tokens, int k) const {
     return tokens.subspan(static_cast<size_t>(k) * block_size_, block_size_);
   }

@@ -26,6 +26,16 @@ grpc::Status FinalStatus(FinishReason reason, const absl::Status& status) {
   return ToGrpc(status.ok() ? absl::InternalError("generation failed") : status);
 }
 
+grpc::Status LoadingStatus() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is loading; retry shortly");
+}
+
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::Status& st) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(st);
+  return r;
+}
+
 CallState::CallState(const CallEnv& env, grpc::CallbackServerContext* ctx) : env_(env), ctx_(ctx) {
   env_.running->fetch_add(1);
 }
@@ -34,9 +44,7 @@ CallState::~CallState() { env_.running->fetch_sub(1); }
 
 grpc::Status CallState::Submit(absl::StatusOr<v1::GenerateRequest> req,
                                std::shared_ptr<TokenSink> sink) {
-  if (env_.loop == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is loading; retry shortly");
-  }
+  if (env_.loop == nullptr) return LoadingStatus();
   absl::StatusOr<int64_t> id = absl::InternalError("not submitted");
   if (!req.ok()) {
     id = req.status();

@@ -22,6 +22,12 @@ namespace sparsed::server {
 // The call's status for how its request ended.
 grpc::Status FinalStatus(FinishReason reason, const absl::Status& status);
 
+// UNAVAILABLE: the model is still loading (every service's answer until the engine is attached).
+grpc::Status LoadingStatus();
+
+// A unary call answered at once, with `st`, by gRPC's default reactor.
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::Status& st);
+
 // Hands the engine loop's events to a reactor (Target: Tokens(e), Finished(reason, status, st)),
 // observing the token timings on the way. Held by the engine loop until OnFinish; the reactor
 // outlives it because a reactor ends its call only from Finished, as its last action, or before

@@ -140,7 +140,7 @@ class StreamGenerate final : public GeneratingReactor<grpc::ServerWriteReactor<g
   // returns with it released. Ending the call is the last thing it does.
   void Pump(std::unique_lock<std::mutex>& l) {
     if (writing_ || done_) return l.unlock();
-    if (write_failed_ || (pending_.empty() && finished_ && final_sent_)) {
+    if (write_failed_) {
       if (!finished_) return l.unlock();  // Finished will end it
       done_ = true;
       const grpc::Status st = status_;
@@ -156,7 +156,7 @@ class StreamGenerate final : public GeneratingReactor<grpc::ServerWriteReactor<g
     if (finished_) FillFinal(reason_, stats_, call_.request(), &msg);
     SerializeResponse(msg, &out_);  // no write is in flight: out_ is free
     if (finished_) {
-      final_sent_ = done_ = true;
+      done_ = true;
       const grpc::Status st = status_;
       l.unlock();
       HandOff(this);
@@ -173,7 +173,7 @@ class StreamGenerate final : public GeneratingReactor<grpc::ServerWriteReactor<g
   std::vector<TokenEvent> pending_;
   int64_t pending_tokens_ = 0;
   bool writing_ = false, write_failed_ = false, stalled_ = false;
-  bool finished_ = false, final_sent_ = false, done_ = false;
+  bool finished_ = false, done_ = false;
   absl::Time write_started_ = absl::InfinitePast();
   FinishReason reason_ = FinishReason::kError;
   RequestStats stats_;

@@ -8,7 +8,6 @@
 #include <prometheus/registry.h>
 #include <signal.h>
 
-#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -218,9 +217,8 @@ int Main(int argc, char** argv) {
   }
   builder.RegisterService(&service);
   // The Open Inference Protocol (KServe v2) beside sparsed.v1: same engine loop, limits, metrics.
-  std::atomic<bool> serving{false};  // health says SERVING
   OipService oip(
-      model_name, [&service] { return service.Env(); }, [&serving] { return serving.load(); });
+      model_name, [&service] { return service.Env(); }, [&service] { return service.ready(); });
   builder.RegisterService(&oip);
   ReflectionV1 reflection_v1({kServiceName, "inference.GRPCInferenceService",
                               "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
@@ -345,12 +343,10 @@ int Main(int argc, char** argv) {
   // again after a step succeeds, NOT_SERVING for good once draining. health_mu orders the engine
   // loop's changes against the drain's.
   std::mutex health_mu;
-  bool draining = false;       // guarded by health_mu
   bool engine_healthy = true;  // engine-loop thread only
   auto set_health = [&](bool on) {
     health->SetServingStatus(kServiceName, on);
     health->SetServingStatus("", on);
-    serving.store(on);
     service.SetReady(on);
   };
   EngineLoop loop(*std::move(engine), lo, [&](const StepReport& r) {
@@ -363,7 +359,7 @@ int Main(int argc, char** argv) {
                          " status=", engine_healthy ? "SERVING" : "NOT_SERVING"));
     std::lock_guard<std::mutex> l(health_mu);
     health->SetServingStatus(kLivenessName, engine_healthy);
-    if (!draining) set_health(engine_healthy);
+    if (!service.draining()) set_health(engine_healthy);
   });
   service.Attach(&loop, &metrics);
   {
@@ -380,7 +376,6 @@ int Main(int argc, char** argv) {
           absl::StrCat("signal=", sig, " timeout_s=", absl::GetFlag(FLAGS_shutdown_timeout_s)));
   {
     std::lock_guard<std::mutex> l(health_mu);
-    draining = true;
     service.SetDraining(true);
     set_health(false);
   }

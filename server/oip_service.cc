@@ -15,12 +15,6 @@
 namespace sparsed::server {
 namespace {
 
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::Status& st) {
-  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  r->Finish(st);
-  return r;
-}
-
 // ModelInfer: the whole text in one response.
 class OipInfer final : public GeneratingReactor<grpc::ServerUnaryReactor> {
  public:

@@ -2,22 +2,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/call_state.h"
 #include "server/convert.h"
 #include "server/wire.h"
 
 namespace sparsed::server {
-namespace {
-
-const grpc::Status kLoading(grpc::StatusCode::UNAVAILABLE, "the model is loading; retry shortly");
-
-// A unary call answered at once.
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::Status& st) {
-  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
-  r->Finish(st);
-  return r;
-}
-
-}  // namespace
 
 SparsedService::SparsedService(std::string model_dir, std::string device, LogLevel log_level,
                                StreamLimits limits, std::string model_name)
@@ -96,7 +85,7 @@ grpc::ServerUnaryReactor* SparsedService::GetModelInfo(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   v1::GetModelInfoRequest req;
   if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
-  if (loop_.load() == nullptr) return Answer(ctx, kLoading);
+  if (loop_.load() == nullptr) return Answer(ctx, LoadingStatus());
   const Engine& e = loop_.load()->engine();
   v1::ModelInfo info;
   v1::ModelInfo* r = &info;
@@ -125,7 +114,7 @@ grpc::ServerUnaryReactor* SparsedService::Tokenize(grpc::CallbackServerContext* 
                                                    grpc::ByteBuffer* response) {
   v1::TokenizeRequest req;
   if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
-  if (loop_.load() == nullptr) return Answer(ctx, kLoading);
+  if (loop_.load() == nullptr) return Answer(ctx, LoadingStatus());
   const Engine& e = loop_.load()->engine();
   if (e.tokenizer() == nullptr) {
     return Answer(

@@ -35,9 +35,12 @@ class SparsedService final : public RawSparsedService {
   // stalled streams are logged (warn) at most once a second each, with the number since.
   SparsedService(std::string model_dir, std::string device, LogLevel log_level = LogLevel::kInfo,
                  StreamLimits limits = {}, std::string model_name = "");
-  // What GetServerLoad reports of the daemon's state (set by its owner).
+  // The daemon's state as its owner sets it (health SERVING; draining), which GetServerLoad
+  // reports and the Open Inference Protocol's readiness answers with.
   void SetReady(bool ready) { ready_.store(ready); }
   void SetDraining(bool draining) { draining_.store(draining); }
+  bool ready() const { return ready_.load(); }
+  bool draining() const { return draining_.load(); }
   // `loop` and `metrics` must outlive the service's calls. Called once, after the model loads.
   void Attach(EngineLoop* loop, Metrics* metrics);
   // Generating calls not done yet (of this service and of OipService, which shares Env()).

@@ -540,7 +540,9 @@ std::vector<Outcome> RunAll(EngineLoop& loop, const std::vector<Request>& reqs, 
     Request r = reqs[i];
     r.sink = sinks.back();
     EXPECT_TRUE(loop.Submit(std::move(r)).ok());
-    if (!concurrent) EXPECT_TRUE(sinks.back()->Wait());
+    if (!concurrent) {
+      EXPECT_TRUE(sinks.back()->Wait());
+    }
   }
   for (size_t i = 0; i < reqs.size(); ++i) {
     EXPECT_TRUE(sinks[i]->Wait());

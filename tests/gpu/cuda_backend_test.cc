@@ -657,7 +657,9 @@ TEST(CudaPrefixCache, CachedPrefixGivesTheBitsOfRecomputation) {
     EXPECT_EQ(a.reason, FinishReason::kLength) << "request " << i;
     EXPECT_EQ(a.ids, b.ids) << "request " << i;
     EXPECT_EQ(a.logprobs, b.logprobs) << "request " << i;
-    if (i > 0) EXPECT_GE(a.cached, 48) << "request " << i;
+    if (i > 0) {
+      EXPECT_GE(a.cached, 48) << "request " << i;
+    }
   }
 }
 
