@@ -184,7 +184,20 @@ def check_drain_moves_clients(bin_dir, model, work):
         next(stream)
         procs[0].send_signal(signal.SIGTERM)
         check(wait_for(logs[0], 'msg="draining"', procs[0]), "the first daemon drains")
-        time.sleep(0.3)  # the GOAWAY reaches the client
+        # The drain has begun once the first daemon refuses new connections (it shut its listener
+        # when it sent GOAWAY); wait for that rather than for a fixed time.
+        refused = False
+        for _ in range(200):
+            probe = grpc.insecure_channel(f"127.0.0.1:{ports[0]}", options=[("grpc.use_local_subchannel_pool", 1)])
+            try:
+                pbg.SparsedStub(probe).GetServerLoad(pb.GetServerLoadRequest(), timeout=0.5)
+            except grpc.RpcError:
+                refused = True
+            probe.close()
+            if refused:
+                break
+            time.sleep(0.05)
+        check(refused, "the draining daemon refuses new connections")
         codes = []
         for _ in range(20):
             try:
