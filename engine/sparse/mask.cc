@@ -23,22 +23,44 @@ float Activate(float g, Activation act, float threshold) {
   return g;
 }
 
-int64_t ActivateInPlace(float* a, int64_t n, Activation act, float threshold) {
+namespace {
+
+// The activation's loop with the choice made once, so that the simple ones vectorise.
+template <class F>
+int64_t ApplyAll(float* a, int64_t n, F f) {
   int64_t nz = 0;
   for (int64_t i = 0; i < n; ++i) {
-    a[i] = Activate(a[i], act, threshold);
+    a[i] = f(a[i]);
     nz += a[i] != 0.f;
   }
   return nz;
 }
 
+}  // namespace
+
+int64_t ActivateInPlace(float* a, int64_t n, Activation act, float threshold) {
+  switch (act) {
+    case Activation::kRelu:
+      return ApplyAll(a, n, [](float g) { return g > 0.f ? g : 0.f; });
+    case Activation::kRelu2:
+      return ApplyAll(a, n, [](float g) { return g > 0.f ? g * g : 0.f; });
+    case Activation::kFatRelu:
+      return ApplyAll(a, n, [threshold](float g) { return g >= threshold && g > 0.f ? g : 0.f; });
+    default:
+      return ApplyAll(a, n, [act, threshold](float g) { return Activate(g, act, threshold); });
+  }
+}
+
+uint64_t NonZeroBits(const float* a, int n) {
+  uint64_t word = 0;
+  for (int b = 0; b < n; ++b) word |= static_cast<uint64_t>(a[b] != 0.f) << b;
+  return word;
+}
+
 void NeuronUnion::AddNonZero(const float* a) {
   for (int64_t w = 0; w < static_cast<int64_t>(bits_.size()); ++w) {
-    uint64_t word = 0;
     const int64_t base = w * 64;
-    const int64_t end = std::min<int64_t>(64, neurons_ - base);
-    for (int64_t b = 0; b < end; ++b) word |= static_cast<uint64_t>(a[base + b] != 0.f) << b;
-    bits_[w] |= word;
+    bits_[w] |= NonZeroBits(a + base, static_cast<int>(std::min<int64_t>(64, neurons_ - base)));
   }
 }
 

@@ -14,6 +14,9 @@ float Activate(float g, Activation act, float threshold);
 // In-place act() over n values; returns the number of non-zero outputs.
 int64_t ActivateInPlace(float* a, int64_t n, Activation act, float threshold);
 
+// Bit b set where a[b] != 0, for b < n <= 64.
+uint64_t NonZeroBits(const float* a, int n);
+
 // A set of neuron indices kept as a bitmap and compacted to a sorted index list.
 class NeuronUnion {
  public:
@@ -21,6 +24,9 @@ class NeuronUnion {
   void Clear() { std::fill(bits_.begin(), bits_.end(), 0); }
   // ORs in the non-zero positions of a[0..neurons).
   void AddNonZero(const float* a);
+  // ORs in bits for neurons [64·w, 64·w + 64). Calls for different w may run concurrently.
+  void OrWord(int64_t w, uint64_t bits) { bits_[w] |= bits; }
+  int64_t words() const { return static_cast<int64_t>(bits_.size()); }
   // Sorted indices of the union (ascending neuron order).
   void Compact(std::vector<int32_t>* out) const;
   int64_t Count() const;

@@ -70,6 +70,10 @@ class CpuBackend final : public Backend {
   void DownByRanges(
       int T, int64_t cols, float* y,
       const std::function<void(int range, int64_t c0, int64_t c1, float* partial)>& fn);
+  // Applies the activation to act_ [T × F] in place over the pool and returns the number of
+  // non-zero outputs; with `masks`, also each token's non-zero bits (tok_bits_, [T × ⌈F/64⌉]
+  // words) and their union in *uni (cpu_ffn_mask.cc).
+  int64_t ActivateAndMask(const FfnLayer& layer, int T, bool masks, NeuronUnion* uni);
   // Exact mode's per-token products (cpu_ffn_tokens.cc): each token's up and down over its own
   // active neurons only, bitwise the same as the union products; act_ holds the activations.
   void FfnPerToken(const FfnLayer& layer, const float* x, int T, float* y);
@@ -90,6 +94,7 @@ class CpuBackend final : public Backend {
   std::vector<int32_t> union_rows_;
   // Per-token lists of the per-token path: token t's active neuron ids (ascending) are
   // tok_rows_[tok_off_[t] .. tok_off_[t + 1]), with their up products and coefficients.
+  std::vector<uint64_t> tok_bits_;
   std::vector<int64_t> tok_off_;
   std::vector<int32_t> tok_rows_;
   std::vector<float> tok_up_, tok_h_;

@@ -23,12 +23,7 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   DotRows(x, T, gated ? *layer.gate : *layer.up, nullptr, F, act_.data(), F, nullptr, 0);
   lap(&phase_ns_.gate);
   NeuronUnion uni(F);
-  int64_t active_sum = 0;
-  for (int t = 0; t < T; ++t) {
-    float* a = act_.data() + static_cast<size_t>(t) * F;
-    active_sum += ActivateInPlace(a, F, layer.activation, layer.threshold);
-    if (mode == SparsityMode::kExact) uni.AddNonZero(a);
-  }
+  int64_t active_sum = ActivateAndMask(layer, T, mode == SparsityMode::kExact, &uni);
   // 2. Union of the batch's masks; the cost model falls back to every row when it is too dense.
   const int64_t union_size = mode == SparsityMode::kExact ? uni.Count() : F;
   auto record = [&](int64_t union_rows, int64_t rows_skipped, bool dense) {

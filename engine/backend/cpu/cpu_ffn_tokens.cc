@@ -27,10 +27,12 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
   // 1. Each token's active neurons, ascending.
   tok_off_.assign(static_cast<size_t>(T) + 1, 0);
   tok_rows_.clear();
+  const int64_t W = (F + 63) / 64;
   for (int t = 0; t < T; ++t) {
-    const float* a = act_.data() + static_cast<size_t>(t) * F;
-    for (int64_t r = 0; r < F; ++r)
-      if (a[r] != 0.f) tok_rows_.push_back(static_cast<int32_t>(r));
+    const uint64_t* bits = tok_bits_.data() + static_cast<size_t>(t) * W;
+    for (int64_t w = 0; w < W; ++w)
+      for (uint64_t b = bits[w]; b != 0; b &= b - 1)
+        tok_rows_.push_back(static_cast<int32_t>(w * 64 + __builtin_ctzll(b)));
     tok_off_[t + 1] = static_cast<int64_t>(tok_rows_.size());
   }
   tok_up_.resize(std::max<size_t>(tok_rows_.size(), 1));

@@ -1,0 +1,47 @@
+// The FFN's activation and mask pass on the CPU backend, over the thread pool: each task owns a
+// range of 64-neuron words and, for every token, applies the activation to those neurons of
+// act_, records the token's non-zero bits (tok_bits_) and ORs them into the union. Tasks write
+// disjoint words, so the result is the same whatever the thread count.
+#include <algorithm>
+#include <atomic>
+
+#include "engine/backend/cpu/cpu_backend.h"
+
+namespace sparsed {
+
+int64_t CpuBackend::ActivateAndMask(const FfnLayer& layer, int T, bool masks, NeuronUnion* uni) {
+  const int64_t F = layer.neurons();
+  const int64_t W = (F + 63) / 64;
+  if (masks) tok_bits_.assign(static_cast<size_t>(T) * W, 0);
+  // Enough tasks to balance two threads on a step of one token, few enough that each still
+  // sweeps a few KiB of every token's row.
+  const int tasks = static_cast<int>(
+      std::clamp<int64_t>(W / 4, 1, 4 * static_cast<int64_t>(pool_.num_threads())));
+  std::atomic<int64_t> active{0};
+  pool_.ParallelFor(tasks, [&](int task) {
+    const int64_t w0 = W * task / tasks, w1 = W * (task + 1) / tasks;
+    const int64_t n0 = w0 * 64, n1 = std::min(F, w1 * 64);
+    int64_t nz = 0;
+    for (int t = 0; t < T; ++t) {
+      float* a = act_.data() + static_cast<size_t>(t) * F;
+      nz += ActivateInPlace(a + n0, n1 - n0, layer.activation, layer.threshold);
+      if (!masks) continue;
+      uint64_t* bits = tok_bits_.data() + static_cast<size_t>(t) * W;
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t b = w * 64;
+        bits[w] = NonZeroBits(a + b, static_cast<int>(std::min<int64_t>(64, F - b)));
+      }
+    }
+    if (masks) {
+      for (int64_t w = w0; w < w1; ++w) {
+        uint64_t u = 0;
+        for (int t = 0; t < T; ++t) u |= tok_bits_[static_cast<size_t>(t) * W + w];
+        uni->OrWord(w, u);
+      }
+    }
+    active.fetch_add(nz, std::memory_order_relaxed);
+  });
+  return active.load(std::memory_order_relaxed);
+}
+
+}  // namespace sparsed
