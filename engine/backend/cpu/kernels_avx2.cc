@@ -15,6 +15,7 @@ struct V : X86Prefetch {
   using Reg = __m256;
   static constexpr int kLanes = 8;
   static constexpr int kDotRows = 2, kDotToks = 6;
+  static constexpr int kDotRowsNarrow = 4, kDotToksNarrow = 1;
   static constexpr int kAxToks = 6, kAxVecs = 2;
 
   static __m256i Mask(int n) {

@@ -1,5 +1,6 @@
 // Kernels for AVX-512 (F, BW, VL) with FMA and F16C: 16-float registers, 32 of them, so the dot
-// tile is 4 weight rows × 6 tokens (24 accumulators) and the axpy tile 6 tokens × 64 columns.
+// tile is 4 weight rows × 6 tokens (24 accumulators; 8 rows × up to 2 tokens for decode) and the
+// axpy tile 6 tokens × 64 columns.
 // Partial vectors use masked loads and stores.
 // GCC 12 reports the deliberately undefined source operands inside its own AVX-512 intrinsic
 // headers (_mm512_undefined_*) as maybe-uninitialized; nothing here reads an undefined lane.
@@ -17,6 +18,7 @@ struct V : X86Prefetch {
   using Reg = __m512;
   static constexpr int kLanes = 16;
   static constexpr int kDotRows = 4, kDotToks = 6;
+  static constexpr int kDotRowsNarrow = 8, kDotToksNarrow = 2;
   static constexpr int kAxToks = 6, kAxVecs = 4;
 
   static __mmask16 Mask(int n) { return static_cast<__mmask16>((1u << n) - 1); }

@@ -5,7 +5,9 @@
 // V provides, for a register type V::Reg of V::kLanes floats:
 //   Zero(), LoadX(p), LoadXPart(p, n), LoadW<D>(base, k), LoadWPart<D>(base, k, n), Fma(a, b, c)
 //   = a·b + c (fused), Bcast(f), Store(p, r), StorePart(p, r, n), HSum(r) in a fixed order,
-//   Prefetch(p); the constants kDotRows, kDotToks (dot tile) and kAxToks, kAxVecs (axpy tile).
+//   Prefetch(p); the constants kDotRows, kDotToks (dot tile), kDotRowsNarrow (the dot tile's
+//   rows when a call has at most kDotToksNarrow tokens: decode's weight streams) and kAxToks,
+//   kAxVecs (axpy tile).
 //   *Part variants touch only the first n < kLanes lanes (the rest read as 0).
 //
 // Summation orders (the batch-invariance contract of kernels.h):
@@ -32,10 +34,11 @@
 namespace sparsed::cpu::blocked {
 namespace {
 
-// How far ahead of its loads the dot kernel prefetches along each weight row, and how many bytes
-// ahead the axpy kernel prefetches over a whole block of rows.
+// How far ahead of its loads the dot kernel's wide tiles prefetch along each weight row. The
+// narrow dot tiles and the down projection's direct path do not prefetch: with eight rows in
+// flight the hardware prefetchers keep up, and the prefetch instructions cost more than they
+// save (bench/results/cpu_kernel_bench.md, "Prefetching").
 constexpr int64_t kPrefetchBytes = 512;
-constexpr int64_t kAxPrefetchBlockBytes = 8192;
 // Up to this many tokens the down projection reads weights straight into its register tiles
 // (one or two tiles per block of rows); more convert each block to an fp32 panel first.
 constexpr int kAxDirectTokens = 8;
@@ -85,10 +88,10 @@ inline int LiveRows(const float* h, int64_t ldh, int T, int kc, bool filter, int
 
 // One tile: R rows (row pointers; repeated pointers for a short last block) × NT tokens (xr[q]:
 // token q's row of x; its results go to yr[q][0..nrows)).
-template <class V, DType D, int NT>
+template <class V, DType D, int R, int NT>
 inline void DotTile(const float* const* xr, const void* const* w, int nrows, int64_t K,
                     const void* const* prefetch, float* const* yr) {
-  constexpr int R = V::kDotRows, L = V::kLanes;
+  constexpr int L = V::kLanes;
   using Reg = typename V::Reg;
   Reg acc[R][NT];
   for (int r = 0; r < R; ++r)
@@ -133,10 +136,11 @@ inline void DotTile(const float* const* xr, const void* const* w, int nrows, int
 // group's tokens kDotToks at a time. `need` (optional, [T × ld_need] indexed by weight row id):
 // only tokens with a non-zero need entry on some row of the block are computed for it (gathered
 // into full tiles); the others' outputs for the block are set to 0.
-template <class V, DType D>
-void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const int32_t* rows,
-             int64_t i0, int64_t i1, float* y, int64_t ldy, const float* need, int64_t ld_need) {
-  constexpr int R = V::kDotRows, NT = V::kDotToks;
+// Blocks of R rows, tiles of at most NT tokens; `prefetch`: whether tiles prefetch along rows.
+template <class V, DType D, int R, int NT, bool kPrefetch>
+void DotRowsBlocked(const float* x, int64_t ldx, int T, const void* w, int64_t K,
+                    const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
+                    const float* need, int64_t ld_need) {
   const size_t row_bytes = static_cast<size_t>(K) * DTypeSize(D);
   auto row_ptr = [&](int64_t i) {
     return static_cast<const void*>(static_cast<const char*>(w) + (rows ? rows[i] : i) * row_bytes);
@@ -180,11 +184,25 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
       for (int k = 0; k < tiles; ++k) {
         const int q0 = m * k / tiles, q1 = m * (k + 1) / tiles;
         WithCount<NT>(q1 - q0, [&](auto nt) {
-          DotTile<V, D, decltype(nt)::value>(xg + q0, wr, nrows, K,
-                                             k == 0 && g0 == 0 ? pf : nullptr, yg + q0);
+          DotTile<V, D, R, decltype(nt)::value>(
+              xg + q0, wr, nrows, K, kPrefetch && k == 0 && g0 == 0 ? pf : nullptr, yg + q0);
         });
       }
     }
+  }
+}
+
+// Few tokens (decode): narrow tiles of more rows, more weight streams in flight; otherwise the
+// wide tiles. Either way each (token, row) pair is summed in the same order.
+template <class V, DType D>
+void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const int32_t* rows,
+             int64_t i0, int64_t i1, float* y, int64_t ldy, const float* need, int64_t ld_need) {
+  if (T <= V::kDotToksNarrow) {
+    DotRowsBlocked<V, D, V::kDotRowsNarrow, V::kDotToksNarrow, false>(x, ldx, T, w, K, rows, i0, i1,
+                                                                      y, ldy, need, ld_need);
+  } else {
+    DotRowsBlocked<V, D, V::kDotRows, V::kDotToks, true>(x, ldx, T, w, K, rows, i0, i1, y, ldy,
+                                                         need, ld_need);
   }
 }
 
@@ -276,44 +294,26 @@ inline void TileRowLists(const float* h, int64_t ldh, const int* starts, int nti
 }
 
 // One token tile over a block of m rows (w[j]: row j at the first column, hrow[j][q·ldh]: token
-// q's coefficient), across all `width` columns, column block by column block; prefetches
-// `ahead` bytes along the rows, and into next[0..nnext) (the following block's rows) near the
-// end.
+// q's coefficient), across all `width` columns, column block by column block.
 template <class V, DType D, int NT>
 inline void AxpyRowBlock(const float* const* hrow, int64_t ldh, int m, const void* const* w,
-                         int64_t width, const char* const* next, int nnext, int64_t ahead, float* y,
-                         int64_t ldy) {
+                         int64_t width, float* y, int64_t ldy) {
   constexpr int CB = V::kAxVecs * V::kLanes;
-  constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
-  for (int64_t c = 0; c < width; c += CB) {
-    const int64_t pa = c * es + ahead;
-    if (pa < width * es) {
-      for (int j = 0; j < m; ++j)
-        for (int64_t o = 0; o < CB * es; o += 64)
-          V::Prefetch(static_cast<const char*>(w[j]) + pa + o);
-    } else {
-      for (int j = 0; j < nnext; ++j)
-        for (int64_t o = 0; o < CB * es; o += 64) V::Prefetch(next[j] + (pa - width * es) + o);
-    }
+  for (int64_t c = 0; c < width; c += CB)
     AxpyColumns<V, D, NT>(hrow, ldh, m, w, c, std::min<int64_t>(CB, width - c), y + c, ldy);
-  }
 }
 
 // Few tokens (decode, and each token of the per-token path): blocks of 8 rows read straight from
-// the weights; each row is a sequential stream, prefetched ahead.
+// the weights, eight sequential streams that the hardware prefetchers follow.
 template <class V, DType D>
 void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const* rp_all,
-                int64_t n_avail, int64_t width_all, float* y, int64_t ldy, bool skip_zero_rows) {
+                int64_t width_all, float* y, int64_t ldy, bool skip_zero_rows) {
   constexpr int kRows = 8;
-  constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
   int32_t live[kRows];
   const void* lw[kRows];
   const float* hrow[kRows];
-  const int64_t ahead =
-      std::max<int64_t>(V::kAxVecs * V::kLanes * es, kAxPrefetchBlockBytes / kRows);
   for (int64_t b = 0; b < n; b += kRows) {
     const int kc = static_cast<int>(std::min<int64_t>(kRows, n - b));
-    const int nnext = static_cast<int>(std::min<int64_t>(kRows, n_avail - b - kc));
     const char* const* rp = rp_all + b;
     const int m = LiveRows(h + b, ldh, T, kc, skip_zero_rows, live);
     if (m == 0) continue;
@@ -324,8 +324,7 @@ void AxpyDirect(const float* h, int64_t ldh, int T, int64_t n, const char* const
       const int u0 = T * k / tiles;
       for (int q = 0; q < m; ++q) hrow[q] = h + b + live[q] + u0 * ldh;
       WithCount<V::kAxToks>(T * (k + 1) / tiles - u0, [&](auto nt) {
-        AxpyRowBlock<V, D, decltype(nt)::value>(hrow, ldh, m, lw, width_all, rp + kc,
-                                                k == 0 ? nnext : 0, ahead, y + u0 * ldy, ldy);
+        AxpyRowBlock<V, D, decltype(nt)::value>(hrow, ldh, m, lw, width_all, y + u0 * ldy, ldy);
       });
     }
   }
@@ -407,7 +406,7 @@ void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows
     if (T > kAxDirectTokens) {
       AxpyPanel<V, D>(h + b, ldh, T, cnt, rp, cnt + extra, c1 - c0, y + c0, ldy, skip_zero_rows);
     } else {
-      AxpyDirect<V, D>(h + b, ldh, T, cnt, rp, cnt + extra, c1 - c0, y + c0, ldy, skip_zero_rows);
+      AxpyDirect<V, D>(h + b, ldh, T, cnt, rp, c1 - c0, y + c0, ldy, skip_zero_rows);
     }
   }
 }

@@ -16,6 +16,7 @@ struct V {
   using Reg = vf8;
   static constexpr int kLanes = 8;
   static constexpr int kDotRows = 2, kDotToks = 4;
+  static constexpr int kDotRowsNarrow = 4, kDotToksNarrow = 1;
   static constexpr int kAxToks = 4, kAxVecs = 2;
 
   static Reg Zero() { return vf8{}; }
