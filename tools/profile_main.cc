@@ -1,7 +1,9 @@
 // sparsed-profile: records every layer's neuron masks from real text and reports, per batch size,
 // the union ratio of tokens from different sequences and of consecutive tokens, beside the
-// independence baseline 1 − (1 − a)^B. Writes PREFIX.md (table), PREFIX.csv (per layer) and,
-// when gnuplot is installed, PREFIX.png.
+// independence baseline 1 − (1 − a)^B, at neuron level and for aligned blocks of 8–64 neurons;
+// then the union per tile when a batch's tokens are split into tiles (of --tiles tokens) in
+// arrival order, by mask similarity, or from one sequence. Writes PREFIX.md (tables), PREFIX.csv
+// and PREFIX.tiles.csv (per layer) and, when gnuplot is installed, PREFIX.png.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/common/flag_checks.h"
@@ -35,6 +38,8 @@ ABSL_FLAG(std::string, sparsity, "",
 ABSL_FLAG(int64_t, tokens, 8192, "Tokens of --text to record [1, 1073741824].");
 ABSL_FLAG(int, window, 128, "Tokens per sequence (window of text) [1, 65536].");
 ABSL_FLAG(int, samples, 400, "Random batches per batch size [1, 1048576].");
+ABSL_FLAG(std::vector<std::string>, tiles, std::vector<std::string>({"8", "16"}),
+          "Tile sizes (tokens) for the tiling table, comma-separated, each in [1, 1024].");
 ABSL_FLAG(std::string, out, "profile", "Output prefix: PREFIX.md, PREFIX.csv, PREFIX.png.");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores) [0, 1024].");
 
@@ -60,6 +65,15 @@ int main(int argc, char** argv) {
       !usage.ok())
     return sparsed::UsageFail(usage);
   using namespace sparsed;
+  std::vector<int> tile_sizes;
+  for (const std::string& t : absl::GetFlag(FLAGS_tiles)) {
+    int v = 0;
+    if (!absl::SimpleAtoi(t, &v) || v < 1 || v > 1024) {
+      std::fprintf(stderr, "error: --tiles: '%s' is not a tile size in [1, 1024]\n", t.c_str());
+      return sparsed::kUsageExit;
+    }
+    tile_sizes.push_back(v);
+  }
   const std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) {
     std::fprintf(stderr, "error: --model is required\n");
@@ -126,13 +140,42 @@ int main(int argc, char** argv) {
   for (int l = 0; l < L; ++l)
     curves.push_back(UnionCurve(masks[l], sizes, absl::GetFlag(FLAGS_samples), 1234 + l));
 
+  // Tiling: batches of 16 to 64 sequences split into tiles.
+  std::vector<std::vector<std::vector<TilingPoint>>> tiling(tile_sizes.size());  // [tile][layer]
+  for (size_t k = 0; k < tile_sizes.size(); ++k) {
+    for (int l = 0; l < L; ++l) {
+      tiling[k].push_back(TilingCurve(masks[l], {16, 32, 64}, tile_sizes[k],
+                                      absl::GetFlag(FLAGS_samples), 4321 + l));
+    }
+    std::fprintf(stderr, "profile: tiling of %d tokens done\n", tile_sizes[k]);
+  }
+
   const std::string prefix = absl::GetFlag(FLAGS_out);
   std::ofstream csv(prefix + ".csv");
-  csv << "layer,batch,active,union_across,union_consecutive,independent\n";
+  csv << "layer,batch,active,union_across,union_consecutive,independent";
+  for (int b = 1; b < kNumProfileBlocks; ++b)
+    csv << ",across_block" << kProfileBlocks[b] << ",consecutive_block" << kProfileBlocks[b];
+  csv << "\n";
   for (int l = 0; l < L; ++l) {
     for (const UnionPoint& p : curves[l]) {
       csv << l << "," << p.batch << "," << p.active << "," << p.across << "," << p.consecutive
-          << "," << p.independent << "\n";
+          << "," << p.independent;
+      for (int b = 1; b < kNumProfileBlocks; ++b)
+        csv << "," << p.across_blocks[b] << "," << p.consecutive_blocks[b];
+      csv << "\n";
+    }
+  }
+  std::ofstream tcsv(prefix + ".tiles.csv");
+  tcsv << "layer,tile,batch,block,arrival,similar,by_sequence,group_us\n";
+  for (size_t k = 0; k < tile_sizes.size(); ++k) {
+    for (int l = 0; l < L; ++l) {
+      for (const TilingPoint& p : tiling[k][l]) {
+        for (int b = 0; b < kNumProfileBlocks; ++b) {
+          tcsv << l << "," << p.tile << "," << p.batch << "," << kProfileBlocks[b] << ","
+               << p.arrival[b] << "," << p.similar[b] << "," << p.by_sequence[b] << ","
+               << p.group_us << "\n";
+        }
+      }
     }
   }
   std::ofstream md(prefix + ".md");
@@ -154,6 +197,51 @@ int main(int argc, char** argv) {
     md << "| " << sizes[k] << " | " << Pct(a) << " | " << Pct(x) << " | " << Pct(c) << " | "
        << Pct(ind) << " |\n";
   }
+  md << "\nBlock level: share of aligned blocks of 8, 16, 32 or 64 neurons with at least one "
+        "active neuron (what a kernel that reads whole blocks reads), tokens of different "
+        "sequences; mean over layers.\n\n| batch | neurons | blocks of 8 | 16 | 32 | 64 | blocks "
+        "of 16, consecutive tokens |\n|---|---|---|---|---|---|---|\n";
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    double v[kNumProfileBlocks] = {}, c16 = 0;
+    for (int l = 0; l < L; ++l) {
+      for (int b = 0; b < kNumProfileBlocks; ++b) v[b] += curves[l][k].across_blocks[b] / L;
+      c16 += curves[l][k].consecutive_blocks[2] / L;
+    }
+    md << "| " << sizes[k];
+    for (double x : v) md << " | " << Pct(x);
+    md << " | " << Pct(c16) << " |\n";
+  }
+  md << "\nTiles: a batch of B tokens from B different sequences split into tiles; mean union "
+        "per tile (neurons, then blocks), mean over layers. Arrival order: tiles in the batch's "
+        "order. By mask similarity: greedy grouping on each sequence's previous token's mask "
+        "(host time per step beside it). One sequence: a tile of consecutive tokens of one "
+        "sequence (a prefill chunk).\n\n| tile | batch | tiles formed | neurons | blocks of 8 | "
+        "16 | 32 | 64 | grouping µs per step |\n|---|---|---|---|---|---|---|---|---|\n";
+  for (size_t k = 0; k < tile_sizes.size(); ++k) {
+    const size_t points = tiling[k].empty() ? 0 : tiling[k][0].size();
+    for (size_t i = 0; i < points; ++i) {
+      double arr[kNumProfileBlocks] = {}, sim[kNumProfileBlocks] = {}, seq[kNumProfileBlocks] = {};
+      double us = 0;
+      for (int l = 0; l < L; ++l) {
+        const TilingPoint& p = tiling[k][l][i];
+        for (int b = 0; b < kNumProfileBlocks; ++b) {
+          arr[b] += p.arrival[b] / L;
+          sim[b] += p.similar[b] / L;
+          seq[b] += p.by_sequence[b] / L;
+        }
+        us += p.group_us;  // one grouping per layer and step
+      }
+      const int batch = tiling[k][0][i].batch;
+      auto row = [&](const char* how, const double* v, const std::string& cost) {
+        md << "| " << tile_sizes[k] << " | " << batch << " | " << how;
+        for (int b = 0; b < kNumProfileBlocks; ++b) md << " | " << Pct(v[b]);
+        md << " | " << cost << " |\n";
+      };
+      row("arrival order", arr, "");
+      row("by mask similarity", sim, absl::StrFormat("%.0f (all %d layers)", us, L));
+      if (i == 0) row("one sequence", seq, "");
+    }
+  }
   md << "\nPer layer (union of different sequences at batch 1 / 8 / 64):\n\n| layer | active | B=8 "
         "| "
         "B=8 independent | B=64 | B=64 independent |\n|---|---|---|---|---|---|\n";
@@ -164,6 +252,7 @@ int main(int argc, char** argv) {
   }
   md.close();
   csv.close();
+  tcsv.close();
   std::ifstream shown(prefix + ".md");
   std::printf("%s", std::string(std::istreambuf_iterator<char>(shown), {}).c_str());
 

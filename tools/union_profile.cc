@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -38,6 +39,123 @@ double LayerMasks::UnionRatio(const std::vector<int64_t>& tokens) const {
   return double(n) / neurons_;
 }
 
+double LayerMasks::BlockUnionRatio(const std::vector<int64_t>& tokens, int block) const {
+  if (block <= 1) return UnionRatio(tokens);
+  std::vector<uint64_t> u(words_, 0);
+  for (int64_t t : tokens) {
+    const uint64_t* row = Bits(t);
+    for (int w = 0; w < words_; ++w) u[w] |= row[w];
+  }
+  const uint64_t block_mask = block >= 64 ? ~uint64_t{0} : (uint64_t{1} << block) - 1;
+  int64_t read = 0;
+  for (int w = 0; w < words_; ++w) {
+    for (int b = 0; b < 64; b += block) read += ((u[w] >> b) & block_mask) != 0;
+  }
+  const int64_t blocks = (neurons_ + block - 1) / block;
+  return double(read) / double(blocks);
+}
+
+std::vector<std::vector<int>> GroupBySimilarity(const std::vector<const uint64_t*>& masks,
+                                                int words, int tile) {
+  const int n = static_cast<int>(masks.size());
+  std::vector<int> weight(n, 0);
+  for (int i = 0; i < n; ++i) {
+    for (int w = 0; w < words; ++w) weight[i] += std::popcount(masks[i][w]);
+  }
+  std::vector<bool> used(n, false);
+  std::vector<uint64_t> u(words);
+  std::vector<std::vector<int>> tiles;
+  for (int left = n; left > 0;) {
+    int seed = -1;
+    for (int i = 0; i < n; ++i) {
+      if (!used[i] && (seed < 0 || weight[i] > weight[seed])) seed = i;
+    }
+    std::vector<int> members = {seed};
+    used[seed] = true;
+    --left;
+    std::copy(masks[seed], masks[seed] + words, u.begin());
+    while (static_cast<int>(members.size()) < tile && left > 0) {
+      int best = -1, best_add = 0;
+      for (int i = 0; i < n; ++i) {
+        if (used[i]) continue;
+        int add = 0;
+        for (int w = 0; w < words; ++w) add += std::popcount(masks[i][w] & ~u[w]);
+        if (best < 0 || add < best_add) best = i, best_add = add;
+      }
+      members.push_back(best);
+      used[best] = true;
+      --left;
+      for (int w = 0; w < words; ++w) u[w] |= masks[best][w];
+    }
+    tiles.push_back(std::move(members));
+  }
+  return tiles;
+}
+
+std::vector<TilingPoint> TilingCurve(const LayerMasks& masks, const std::vector<int>& batch_sizes,
+                                     int tile, int samples, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const auto& seqs = masks.sequences();
+  std::vector<int> with_prev;    // sequences with at least two tokens
+  std::vector<int> long_enough;  // sequences of at least `tile` tokens
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    if (seqs[s].size() >= 2) with_prev.push_back(static_cast<int>(s));
+    if (seqs[s].size() >= static_cast<size_t>(tile)) long_enough.push_back(static_cast<int>(s));
+  }
+  std::vector<TilingPoint> out;
+  for (int B : batch_sizes) {
+    if (B < tile || static_cast<size_t>(B) > with_prev.size()) continue;
+    TilingPoint p;
+    p.batch = B;
+    p.tile = tile;
+    double tiles_seen = 0;
+    std::vector<int> order = with_prev;
+    for (int s = 0; s < samples; ++s) {
+      std::vector<int64_t> cur(B);
+      std::vector<const uint64_t*> prev(B);
+      for (int k = 0; k < B; ++k) {  // partial Fisher–Yates: B distinct sequences, random order
+        std::swap(order[k], order[std::uniform_int_distribution<size_t>(k, order.size() - 1)(rng)]);
+        const auto& seq = seqs[order[k]];
+        const size_t at = std::uniform_int_distribution<size_t>(1, seq.size() - 1)(rng);
+        cur[k] = seq[at];
+        prev[k] = masks.Bits(seq[at - 1]);
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto groups = GroupBySimilarity(prev, masks.words(), tile);
+      p.group_us +=
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      for (int k0 = 0; k0 < B; k0 += tile) {
+        const std::vector<int64_t> arrival(cur.begin() + k0, cur.begin() + std::min(B, k0 + tile));
+        for (int b = 0; b < kNumProfileBlocks; ++b)
+          p.arrival[b] += masks.BlockUnionRatio(arrival, kProfileBlocks[b]);
+      }
+      for (const auto& g : groups) {
+        std::vector<int64_t> similar;
+        for (int i : g) similar.push_back(cur[i]);
+        for (int b = 0; b < kNumProfileBlocks; ++b)
+          p.similar[b] += masks.BlockUnionRatio(similar, kProfileBlocks[b]);
+      }
+      tiles_seen += static_cast<double>(groups.size());
+      if (!long_enough.empty()) {
+        const auto& seq = seqs[long_enough[std::uniform_int_distribution<size_t>(
+            0, long_enough.size() - 1)(rng)]];
+        const size_t start = std::uniform_int_distribution<size_t>(0, seq.size() - tile)(rng);
+        const std::vector<int64_t> run(seq.begin() + start, seq.begin() + start + tile);
+        for (int b = 0; b < kNumProfileBlocks; ++b)
+          p.by_sequence[b] += masks.BlockUnionRatio(run, kProfileBlocks[b]) / samples;
+      }
+    }
+    for (int b = 0; b < kNumProfileBlocks; ++b) {
+      p.arrival[b] /= tiles_seen;
+      p.similar[b] /= tiles_seen;
+      if (long_enough.empty()) p.by_sequence[b] = std::numeric_limits<double>::quiet_NaN();
+    }
+    p.group_us /= samples;
+    out.push_back(p);
+  }
+  return out;
+}
+
 std::vector<UnionPoint> UnionCurve(const LayerMasks& masks, const std::vector<int>& batch_sizes,
                                    int samples, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -53,8 +171,10 @@ std::vector<UnionPoint> UnionCurve(const LayerMasks& masks, const std::vector<in
     p.active = a;
     p.independent = 1 - std::pow(1 - a, B);
     p.across = p.consecutive = nan;
+    for (int b = 0; b < kNumProfileBlocks; ++b) p.across_blocks[b] = p.consecutive_blocks[b] = nan;
     if (static_cast<size_t>(B) <= seqs.size()) {
       double sum = 0;
+      std::fill(p.across_blocks, p.across_blocks + kNumProfileBlocks, 0.0);
       std::vector<int> order(seqs.size());
       for (int s = 0; s < samples; ++s) {
         for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
@@ -66,8 +186,11 @@ std::vector<UnionPoint> UnionCurve(const LayerMasks& masks, const std::vector<in
           pick.push_back(seq[std::uniform_int_distribution<size_t>(0, seq.size() - 1)(rng)]);
         }
         sum += masks.UnionRatio(pick);
+        for (int b = 1; b < kNumProfileBlocks; ++b)
+          p.across_blocks[b] += masks.BlockUnionRatio(pick, kProfileBlocks[b]) / samples;
       }
       p.across = sum / samples;
+      p.across_blocks[0] = p.across;
     }
     if (static_cast<size_t>(B) <= longest) {
       std::vector<const std::vector<int64_t>*> fit;
@@ -75,12 +198,17 @@ std::vector<UnionPoint> UnionCurve(const LayerMasks& masks, const std::vector<in
         if (s.size() >= static_cast<size_t>(B)) fit.push_back(&s);
       }
       double sum = 0;
+      std::fill(p.consecutive_blocks, p.consecutive_blocks + kNumProfileBlocks, 0.0);
       for (int s = 0; s < samples; ++s) {
         const auto& seq = *fit[std::uniform_int_distribution<size_t>(0, fit.size() - 1)(rng)];
         const size_t start = std::uniform_int_distribution<size_t>(0, seq.size() - B)(rng);
-        sum += masks.UnionRatio(std::vector<int64_t>(seq.begin() + start, seq.begin() + start + B));
+        const std::vector<int64_t> run(seq.begin() + start, seq.begin() + start + B);
+        sum += masks.UnionRatio(run);
+        for (int b = 1; b < kNumProfileBlocks; ++b)
+          p.consecutive_blocks[b] += masks.BlockUnionRatio(run, kProfileBlocks[b]) / samples;
       }
       p.consecutive = sum / samples;
+      p.consecutive_blocks[0] = p.consecutive;
     }
     out.push_back(p);
   }

@@ -1,12 +1,18 @@
 // How union sparsity behaves under batching: per-token neuron masks recorded from real text, and
 // the union ratio of batches of B tokens drawn from different sequences or consecutive tokens of
-// one sequence, beside the independence baseline 1 − (1 − a)^B.
+// one sequence, beside the independence baseline 1 − (1 − a)^B; at neuron level and at the level
+// of aligned neuron blocks (what vectorised and tensor-core kernels read); and how much grouping a
+// batch's tokens into tiles by mask similarity shrinks each tile's union.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 namespace sparsed {
+
+// Block sizes the profile reports (1: neuron level).
+inline constexpr int kProfileBlocks[] = {1, 8, 16, 32, 64};
+inline constexpr int kNumProfileBlocks = 5;
 
 // One layer's masks: tokens × neurons bits, tokens grouped by sequence.
 class LayerMasks {
@@ -20,6 +26,12 @@ class LayerMasks {
   double ActiveRatio() const;
   // Union ratio of the given tokens' masks.
   double UnionRatio(const std::vector<int64_t>& tokens) const;
+  // Share of the ⌈neurons / block⌉ aligned blocks of `block` neurons (block divides 64) holding
+  // at least one neuron active for one of the tokens. block 1 is UnionRatio.
+  double BlockUnionRatio(const std::vector<int64_t>& tokens, int block) const;
+  // Token t's mask as words() 64-bit words (bit i of word w: neuron 64·w + i).
+  const uint64_t* Bits(int64_t t) const { return bits_.data() + t * words_; }
+  int words() const { return words_; }
   const std::vector<std::vector<int64_t>>& sequences() const { return sequences_; }
 
  private:
@@ -36,7 +48,34 @@ struct UnionPoint {
   double across = 0;       // union, B tokens from B different sequences
   double consecutive = 0;  // union, B consecutive tokens of one sequence
   double independent = 0;  // 1 − (1 − active)^B
+  // Block-level unions (kProfileBlocks; [0] repeats across / consecutive).
+  double across_blocks[kNumProfileBlocks] = {};
+  double consecutive_blocks[kNumProfileBlocks] = {};
 };
+
+// Splits n tokens with the given masks (`words` words each) into tiles of at most `tile` tokens
+// so that tokens whose masks overlap share a tile: each tile starts from the unassigned token
+// with the most active neurons and grows by the token that adds the fewest neurons to the tile's
+// union. Returns tile membership as indices into masks, tile after tile, in tile order.
+std::vector<std::vector<int>> GroupBySimilarity(const std::vector<const uint64_t*>& masks,
+                                                int words, int tile);
+
+struct TilingPoint {
+  int batch = 0, tile = 0;
+  // Mean union ratio per tile at each kProfileBlocks level, tiles formed from a batch of `batch`
+  // tokens of different sequences: in arrival (random) order, or by GroupBySimilarity over each
+  // sequence's previous token's mask (the mask the server knows when it forms the step).
+  double arrival[kNumProfileBlocks] = {};
+  double similar[kNumProfileBlocks] = {};
+  // The same, for `tile` consecutive tokens of one sequence (a prefill chunk).
+  double by_sequence[kNumProfileBlocks] = {};
+  double group_us = 0;  // host time of one GroupBySimilarity call for the batch
+};
+
+// Tiling curve for each batch size (≥ tile, ≤ the number of sequences; others are skipped), mean
+// over `samples` random batches (deterministic for a seed).
+std::vector<TilingPoint> TilingCurve(const LayerMasks& masks, const std::vector<int>& batch_sizes,
+                                     int tile, int samples, uint64_t seed);
 
 // Mean union ratios over `samples` random batches per size (deterministic for a seed). Sizes
 // larger than the number of sequences (across) or the longest sequence (consecutive) get NaN.
