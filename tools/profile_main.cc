@@ -21,10 +21,10 @@
 #include "engine/common/flag_checks.h"
 #include "engine/common/help_flags.h"
 #include "engine/engine.h"
-#include "engine/sparse/cett.h"
 #include "engine/sparse/ffn_types.h"
 #include "tools/cli_status.h"
 #include "tools/device_option.h"
+#include "tools/mask_recorder.h"
 #include "tools/text_eval.h"
 #include "tools/union_profile.h"
 
@@ -103,37 +103,9 @@ int main(int argc, char** argv) {
 
   const int L = static_cast<int>(e.config().num_layers);
   const int F = static_cast<int>(e.config().intermediate_size);
-  std::vector<LayerMasks> masks(L, LayerMasks(F));
-  std::vector<double> layer_eps(L, 0.0);
-  if (threshold) {
-    for (int l = 0; l < L; ++l) layer_eps[l] = e.sparsity_profile()->layers[l].epsilon;
-  }
-  int current_seq = 0;
-  std::vector<uint8_t> active(F);
-  e.set_ffn_observer([&](int l, const float* x, int T) {
-    const LayerActivations a =
-        ComputeLayerActivations(e.backend(), e.FfnOf(l), x, T, &e.DownNorms(l));
-    for (int t = 0; t < T; ++t) {
-      for (int i = 0; i < F; ++i) {
-        const float v = a.x1[static_cast<size_t>(t) * F + i];
-        active[i] = threshold ? double(std::fabs(v)) * a.down_norms[i] >= layer_eps[l] : v != 0.f;
-      }
-      masks[l].Add(current_seq, active.data());
-    }
-  });
-  for (size_t wi = 0; wi < windows->size(); ++wi) {
-    current_seq = static_cast<int>(wi);
-    Batch b;
-    BatchSequence q;
-    q.num_tokens = static_cast<int32_t>((*windows)[wi].size());
-    for (int k = 0; k < (q.num_tokens + 15) / 16; ++k) q.block_table.push_back(k);
-    b.token_ids = (*windows)[wi];
-    b.sequences.push_back(q);
-    if (auto out = e.Step(b); !out.ok()) return FailWith(out.status());
-    std::fprintf(stderr, "\rprofile: recorded %zu/%zu windows", wi + 1, windows->size());
-  }
-  std::fprintf(stderr, "\n");
-  e.set_ffn_observer(nullptr);
+  auto recorded = RecordMasks(e, *windows, threshold);
+  if (!recorded.ok()) return FailWith(recorded.status());
+  const std::vector<LayerMasks>& masks = *recorded;
 
   const std::vector<int> sizes = {1, 2, 4, 8, 16, 32, 64};
   std::vector<std::vector<UnionPoint>> curves;

@@ -1,0 +1,53 @@
+#include "tools/mask_recorder.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "engine/sparse/cett.h"
+#include "engine/sparse/ffn_types.h"
+
+namespace sparsed {
+
+absl::StatusOr<std::vector<LayerMasks>> RecordMasks(
+    Engine& e, const std::vector<std::vector<int32_t>>& windows, bool threshold) {
+  const int L = static_cast<int>(e.config().num_layers);
+  const int F = static_cast<int>(e.config().intermediate_size);
+  std::vector<LayerMasks> masks(L, LayerMasks(F));
+  std::vector<double> layer_eps(L, 0.0);
+  if (threshold) {
+    if (!e.sparsity_profile().has_value())
+      return absl::FailedPreconditionError("threshold masks need the model's sparsity.json");
+    for (int l = 0; l < L; ++l) layer_eps[l] = e.sparsity_profile()->layers[l].epsilon;
+  }
+  int current_seq = 0;
+  std::vector<uint8_t> active(F);
+  e.set_ffn_observer([&](int l, const float* x, int T) {
+    const LayerActivations a =
+        ComputeLayerActivations(e.backend(), e.FfnOf(l), x, T, &e.DownNorms(l));
+    for (int t = 0; t < T; ++t) {
+      for (int i = 0; i < F; ++i) {
+        const float v = a.x1[static_cast<size_t>(t) * F + i];
+        active[i] = threshold ? double(std::fabs(v)) * a.down_norms[i] >= layer_eps[l] : v != 0.f;
+      }
+      masks[l].Add(current_seq, active.data());
+    }
+  });
+  absl::Status status;
+  for (size_t wi = 0; wi < windows.size() && status.ok(); ++wi) {
+    current_seq = static_cast<int>(wi);
+    Batch b;
+    BatchSequence q;
+    q.num_tokens = static_cast<int32_t>(windows[wi].size());
+    for (int k = 0; k < (q.num_tokens + 15) / 16; ++k) q.block_table.push_back(k);
+    b.token_ids = windows[wi];
+    b.sequences.push_back(q);
+    if (auto out = e.Step(b); !out.ok()) status = out.status();
+    std::fprintf(stderr, "\rmasks: recorded %zu/%zu windows", wi + 1, windows.size());
+  }
+  std::fprintf(stderr, "\n");
+  e.set_ffn_observer(nullptr);
+  if (!status.ok()) return status;
+  return masks;
+}
+
+}  // namespace sparsed
