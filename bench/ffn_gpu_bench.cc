@@ -44,7 +44,7 @@ void ThresholdTable(bool quick, const Filter& only, double peak) {
   auto ffn = cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(),
                                    host.down_t.data(), &err);
   Check(err);
-  const auto act = cuda::FfnActivation::kSilu;
+  const auto act = Activation::kSilu;
   std::mt19937_64 rng(8);
   // |x1| of a few calibration tokens on the host, for the thresholds.
   const int calib = 4;
@@ -156,7 +156,7 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
           Check(cuda::DeviceAlloc(x.size() * 2, &yb));
           Check(cuda::CopyToDevice(dx, x.data(), x.size() * 4));
           Check(cuda::ConvertToBf16(static_cast<float*>(dx), xb, x.size()));
-          const auto act = cuda::FfnActivation::kRelu;
+          const auto act = Activation::kRelu;
           std::vector<cuda::FfnTileStats> st;
           Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
                          &st));

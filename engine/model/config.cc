@@ -26,10 +26,6 @@ absl::string_view ActivationName(Activation a) {
   return "?";
 }
 
-bool IsReluFamily(Activation a) {
-  return a == Activation::kRelu || a == Activation::kRelu2 || a == Activation::kFatRelu;
-}
-
 namespace {
 
 using nlohmann::json;

@@ -7,14 +7,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/common/activation.h"
 
 namespace sparsed {
 
-enum class Activation { kSilu, kRelu, kRelu2, kFatRelu, kGelu, kGeluTanh };
-
 absl::string_view ActivationName(Activation a);
-// True when the activation outputs exact zeros (exact sparsity applies).
-bool IsReluFamily(Activation a);
 
 struct ModelConfig {
   std::string model_type;    // llama | mistral | sparsellama | minicpm

@@ -5,8 +5,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/common/activation.h"
 #include "engine/common/matrix.h"
-#include "engine/model/config.h"
 
 namespace sparsed {
 

@@ -42,8 +42,8 @@ struct DevBuf {
   float* f() { return static_cast<float*>(p); }
 };
 
-std::vector<float> RunSparse(cuda::CudaFfn& ffn, const std::vector<float>& x, int T,
-                             cuda::FfnActivation a, float thr, bool sparse, double break_even,
+std::vector<float> RunSparse(cuda::CudaFfn& ffn, const std::vector<float>& x, int T, Activation a,
+                             float thr, bool sparse, double break_even,
                              std::vector<cuda::FfnTileStats>* stats = nullptr,
                              const std::vector<float>* neuron_thr = nullptr) {
   const int64_t d = ffn.shape().hidden;
@@ -61,19 +61,19 @@ std::vector<float> RunSparse(cuda::CudaFfn& ffn, const std::vector<float>& x, in
   return y;
 }
 
-const char* Name(cuda::FfnActivation a) {
+const char* Name(Activation a) {
   switch (a) {
-    case cuda::FfnActivation::kRelu:
+    case Activation::kRelu:
       return "relu";
-    case cuda::FfnActivation::kRelu2:
+    case Activation::kRelu2:
       return "relu2";
-    case cuda::FfnActivation::kFatRelu:
+    case Activation::kFatRelu:
       return "fatrelu";
-    case cuda::FfnActivation::kSilu:
+    case Activation::kSilu:
       return "silu";
-    case cuda::FfnActivation::kGelu:
+    case Activation::kGelu:
       return "gelu";
-    case cuda::FfnActivation::kGeluTanh:
+    case Activation::kGeluTanh:
       return "gelu_tanh";
   }
   return "?";
@@ -89,10 +89,9 @@ void TestMatchesReference() {
     auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
     ASSERT_OK(err);
     std::mt19937_64 rng(1);
-    for (auto a :
-         {cuda::FfnActivation::kRelu, cuda::FfnActivation::kRelu2, cuda::FfnActivation::kFatRelu,
-          cuda::FfnActivation::kSilu, cuda::FfnActivation::kGelu}) {
-      const float thr = a == cuda::FfnActivation::kFatRelu ? 0.05f : 0.f;
+    for (auto a : {Activation::kRelu, Activation::kRelu2, Activation::kFatRelu, Activation::kSilu,
+                   Activation::kGelu}) {
+      const float thr = a == Activation::kFatRelu ? 0.05f : 0.f;
       for (int T : {1, 3, 8, 16, 17, 40}) {
         const auto x = h.Inputs(T, rng);
         std::vector<cuda::FfnTileStats> st;
@@ -104,7 +103,7 @@ void TestMatchesReference() {
                         err_s);
         EXPECT_TRUE_MSG(std::memcmp(ys.data(), yd.data(), ys.size() * 4) == 0,
                         "%s T=%d sparse and every-row paths differ bitwise", Name(a), T);
-        if (a != cuda::FfnActivation::kSilu && a != cuda::FfnActivation::kGelu) {
+        if (a != Activation::kSilu && a != Activation::kGelu) {
           int64_t active = 0;
           for (const auto& s : st) {
             active += s.active_sum;
@@ -131,7 +130,7 @@ void TestThresholdMode() {
   auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
   ASSERT_OK(err);
   std::mt19937_64 rng(4);
-  for (auto a : {cuda::FfnActivation::kSilu, cuda::FfnActivation::kRelu2}) {
+  for (auto a : {Activation::kSilu, Activation::kRelu2}) {
     const int T = 19;
     const auto x = h.Inputs(T, rng);
     // x1 in double, and thresholds at the 70th percentile of each neuron's |x1| over tokens.
@@ -211,7 +210,7 @@ void TestGraphReplay() {
     ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
     std::vector<float> plain(x.size()), replay(x.size());
     ffn->set_use_graphs(false);
-    ASSERT_OK(ffn->Run(dx.f(), T, cuda::FfnActivation::kRelu2, 0.f, true, 1.0, dy.f(), nullptr));
+    ASSERT_OK(ffn->Run(dx.f(), T, Activation::kRelu2, 0.f, true, 1.0, dy.f(), nullptr));
     ASSERT_OK(cuda::Synchronize());
     ASSERT_OK(cuda::CopyToHost(plain.data(), dy.p, plain.size() * 4));
     ffn->set_use_graphs(true);
@@ -219,7 +218,7 @@ void TestGraphReplay() {
       ASSERT_OK(cuda::CopyToDevice(dy.p, std::vector<float>(x.size(), std::nanf("")).data(),
                                    x.size() * 4));
       std::vector<cuda::FfnTileStats> st;
-      ASSERT_OK(ffn->Run(dx.f(), T, cuda::FfnActivation::kRelu2, 0.f, true, 1.0, dy.f(),
+      ASSERT_OK(ffn->Run(dx.f(), T, Activation::kRelu2, 0.f, true, 1.0, dy.f(),
                          rep == 2 ? &st : nullptr));
       ASSERT_OK(cuda::Synchronize());
       ASSERT_OK(cuda::CopyToHost(replay.data(), dy.p, replay.size() * 4));
@@ -273,7 +272,7 @@ void TestSharedWorkspace() {
     const auto x = h1.Inputs(T, rng);
     ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
     for (bool thresholds : {false, true}) {
-      const auto act = thresholds ? cuda::FfnActivation::kSilu : cuda::FfnActivation::kRelu;
+      const auto act = thresholds ? Activation::kSilu : Activation::kRelu;
       std::vector<float> thr(F, thresholds ? 0.02f : 0.f);
       DevBuf dt(F * 4);
       ASSERT_OK(cuda::CopyToDevice(dt.p, thr.data(), F * 4));
@@ -313,15 +312,15 @@ void TestPhaseTimingPaths() {
   ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
   ASSERT_OK(cuda::ConvertToBf16(dx.f(), xb.p, x.size()));
   std::vector<float> sp, dp;
-  ASSERT_OK(ffn->Run(dx.f(), T, cuda::FfnActivation::kRelu, 0.f, true, 1.0, dy.f(), nullptr, &sp));
-  ASSERT_OK(ffn->RunDenseCublas(xb.p, T, cuda::FfnActivation::kRelu, 0.f, yb.p, &dp));
+  ASSERT_OK(ffn->Run(dx.f(), T, Activation::kRelu, 0.f, true, 1.0, dy.f(), nullptr, &sp));
+  ASSERT_OK(ffn->RunDenseCublas(xb.p, T, Activation::kRelu, 0.f, yb.p, &dp));
   ASSERT_OK(cuda::Synchronize());
   EXPECT_TRUE_MSG(sp.size() == 5 && dp.size() == 4, "phase counts %zu / %zu", sp.size(), dp.size());
   for (float v : sp) EXPECT_TRUE_MSG(v >= 0.f, "negative phase time %f", v);
   // The timed path computes the same result as the untimed one.
   std::vector<float> y(x.size());
   ASSERT_OK(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
-  const auto y2 = RunSparse(*ffn, x, T, cuda::FfnActivation::kRelu, 0.f, true, 1.0);
+  const auto y2 = RunSparse(*ffn, x, T, Activation::kRelu, 0.f, true, 1.0);
   EXPECT_TRUE_MSG(std::memcmp(y.data(), y2.data(), y.size() * 4) == 0,
                   "timed and untimed runs differ");
 }
@@ -335,13 +334,13 @@ void TestBatchInvariance() {
   ASSERT_OK(err);
   std::mt19937_64 rng(7);
   const auto x0 = h.Inputs(1, rng);
-  const auto y0 = RunSparse(*ffn, x0, 1, cuda::FfnActivation::kRelu, 0.f, true, 1.0);
+  const auto y0 = RunSparse(*ffn, x0, 1, Activation::kRelu, 0.f, true, 1.0);
   for (int B : {2, 3, 5, 8, 13, 16, 17, 33, 64}) {
     auto xb = h.Inputs(B, rng);
     const int slot = static_cast<int>(rng() % B);
     std::memcpy(&xb[slot * d], x0.data(), d * 4);
     for (double be : {1.0, 0.0}) {  // sparse union, and forced every-row fallback
-      const auto yb = RunSparse(*ffn, xb, B, cuda::FfnActivation::kRelu, 0.f, true, be);
+      const auto yb = RunSparse(*ffn, xb, B, Activation::kRelu, 0.f, true, be);
       EXPECT_TRUE_MSG(std::memcmp(&yb[slot * d], y0.data(), d * 4) == 0,
                       "batch %d slot %d break-even %.0f: not bitwise equal to the token alone", B,
                       slot, be);
@@ -362,13 +361,13 @@ void TestDenseCublasBaseline() {
   DevBuf dx(x.size() * 4), xb(x.size() * 2), yb(x.size() * 2);
   ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
   ASSERT_OK(cuda::ConvertToBf16(dx.f(), xb.p, x.size()));
-  ASSERT_OK(ffn->RunDenseCublas(xb.p, T, cuda::FfnActivation::kRelu, 0.f, yb.p));
+  ASSERT_OK(ffn->RunDenseCublas(xb.p, T, Activation::kRelu, 0.f, yb.p));
   ASSERT_OK(cuda::Synchronize());
   std::vector<uint16_t> raw(x.size());
   ASSERT_OK(cuda::CopyToHost(raw.data(), yb.p, raw.size() * 2));
   std::vector<float> y(raw.size());
   for (size_t i = 0; i < raw.size(); ++i) y[i] = FromBf16(raw[i]);
-  const double e = RelMaxError(y, RefFfn(h, x, T, cuda::FfnActivation::kRelu, 0.f));
+  const double e = RelMaxError(y, RefFfn(h, x, T, Activation::kRelu, 0.f));
   EXPECT_TRUE_MSG(e < 3e-2, "cuBLAS dense baseline rel err %.3g (bf16 activations)", e);
 }
 

@@ -28,27 +28,27 @@ inline void Check(const std::string& e) {
 }
 using HostFfn = SyntheticFfn;
 
-inline float RefAct(float g, cuda::FfnActivation a, float thr) {
+inline float RefAct(float g, Activation a, float thr) {
   switch (a) {
-    case cuda::FfnActivation::kRelu:
+    case Activation::kRelu:
       return g > 0 ? g : 0;
-    case cuda::FfnActivation::kRelu2:
+    case Activation::kRelu2:
       return g > 0 ? g * g : 0;
-    case cuda::FfnActivation::kFatRelu:
+    case Activation::kFatRelu:
       return g >= thr && g > 0 ? g : 0;
-    case cuda::FfnActivation::kSilu:
+    case Activation::kSilu:
       return g / (1 + std::exp(-g));
-    case cuda::FfnActivation::kGelu:
+    case Activation::kGelu:
       return 0.5f * g * (1 + std::erf(g * 0.70710678118654752f));
-    case cuda::FfnActivation::kGeluTanh:
+    case Activation::kGeluTanh:
       return 0.5f * g * (1 + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
   }
   return g;
 }
 
 // Dense FFN in double precision over the bf16 weights.
-inline std::vector<float> RefFfn(const HostFfn& f, const std::vector<float>& x, int T,
-                                 cuda::FfnActivation a, float thr) {
+inline std::vector<float> RefFfn(const HostFfn& f, const std::vector<float>& x, int T, Activation a,
+                                 float thr) {
   std::vector<float> y(T * f.d);
   for (int t = 0; t < T; ++t) {
     std::vector<double> acc(f.d, 0.0);

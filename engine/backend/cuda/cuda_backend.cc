@@ -53,24 +53,6 @@ std::string Err(const char* what, cudaError_t e) {
   return e == cudaSuccess ? std::string() : absl::StrCat(what, ": ", cudaGetErrorString(e));
 }
 
-absl::StatusOr<cuda::FfnActivation> ToCuda(Activation a) {
-  switch (a) {
-    case Activation::kRelu:
-      return cuda::FfnActivation::kRelu;
-    case Activation::kRelu2:
-      return cuda::FfnActivation::kRelu2;
-    case Activation::kFatRelu:
-      return cuda::FfnActivation::kFatRelu;
-    case Activation::kSilu:
-      return cuda::FfnActivation::kSilu;
-    case Activation::kGelu:
-      return cuda::FfnActivation::kGelu;
-    case Activation::kGeluTanh:
-      return cuda::FfnActivation::kGeluTanh;
-  }
-  return absl::InvalidArgumentError("unknown activation");
-}
-
 // Per-tile FFN statistics folded into one call's FfnStats: actives summed, the union as the
 // mean over tiles, dense when every tile read every row.
 struct TileTotals {
@@ -413,7 +395,6 @@ absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
     return absl::UnimplementedError(
         "the CUDA backend runs gated FFNs (gate, up, down) only; this model has no gate_proj");
   }
-  if (auto act = ToCuda(layer.activation); !act.ok()) return act.status();
   if (layer.hidden() % 8 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the CUDA backend needs a hidden size that is a multiple of 8; this model's is ",
@@ -664,7 +645,7 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
   if (!error_.empty() || T <= 0) return;
   cuda::CudaFfn* f = FfnFor(layer);
   if (!f) return;
-  const cuda::FfnActivation act = *ToCuda(layer.activation);
+  const Activation act = layer.activation;
   const int64_t F = layer.neurons(), d = layer.hidden();
   if (stats) *stats = FfnStats{T, F, 0, 0, 0, true};
   if (mode != SparsityMode::kThreshold && UseCublas(T)) {

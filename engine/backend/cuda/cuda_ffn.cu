@@ -322,19 +322,19 @@ __global__ void ToBf16Kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
   if (i < n) dst[i] = __float2bfloat16(src[i]);
 }
 
-int ActCode(FfnActivation a) {
+int ActCode(Activation a) {
   switch (a) {
-    case FfnActivation::kRelu:
+    case Activation::kRelu:
       return 0;
-    case FfnActivation::kRelu2:
+    case Activation::kRelu2:
       return 1;
-    case FfnActivation::kFatRelu:
+    case Activation::kFatRelu:
       return 2;
-    case FfnActivation::kSilu:
+    case Activation::kSilu:
       return 3;
-    case FfnActivation::kGelu:
+    case Activation::kGelu:
       return 4;
-    case FfnActivation::kGeluTanh:
+    case Activation::kGeluTanh:
       return 5;
   }
   return 3;
@@ -561,7 +561,7 @@ std::string CudaFfn::Reserve(int T) {
   return e;
 }
 
-std::string CudaFfn::Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
+std::string CudaFfn::Run(const float* x, int T, Activation act, float threshold, bool sparse,
                          double break_even, float* y, std::vector<FfnTileStats>* stats,
                          std::vector<float>* phase_ms, const float* neuron_thresholds) {
   if (T <= 0) return "T must be positive";
@@ -656,7 +656,7 @@ std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   return "";
 }
 
-std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold,
+std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, float threshold,
                                     void* y_bf16, std::vector<float>* phase_ms) {
   auto st = static_cast<cudaStream_t>(ws_->stream_);
   PhaseTimer timer(phase_ms, 5, st);

@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/common/activation.h"
+
 namespace sparsed::cuda {
 
 constexpr int kMaxTileTokens = 16;
@@ -34,8 +36,6 @@ constexpr int kChunkNeurons = 128;  // fixes the summation order of the down pro
 
 // "" when a usable CUDA device is present, else why not (driver missing, no device, ...).
 std::string ProbeDevice(std::string* device_name = nullptr);
-
-enum class FfnActivation { kRelu, kRelu2, kFatRelu, kSilu, kGelu, kGeluTanh };
 
 struct FfnShape {
   int64_t neurons = 0;  // F
@@ -120,7 +120,7 @@ class CudaFfn {
   // (x1 = act(gate)·up; inactive entries become exact zeros), and only the down projection is
   // union sparse. Stats then count threshold-active neurons. Batch invariance holds as in exact
   // mode.
-  std::string Run(const float* x, int T, FfnActivation act, float threshold, bool sparse,
+  std::string Run(const float* x, int T, Activation act, float threshold, bool sparse,
                   double break_even, float* y, std::vector<FfnTileStats>* stats,
                   std::vector<float>* phase_ms = nullptr, const float* neuron_thresholds = nullptr);
 
@@ -142,7 +142,7 @@ class CudaFfn {
   // Dense reference the way a dense server computes it: bf16 activations, cuBLAS GEMMs
   // (tensor cores), fused act·up. x_bf16 [T × d] and y_bf16 [T × d] are device bf16 buffers.
   // phase_ms: gate GEMM, up GEMM, act·up, down GEMM.
-  std::string RunDenseCublas(const void* x_bf16, int T, FfnActivation act, float threshold,
+  std::string RunDenseCublas(const void* x_bf16, int T, Activation act, float threshold,
                              void* y_bf16, std::vector<float>* phase_ms = nullptr);
 
   // Run() captures its launches into a CUDA graph and replays it while the call repeats on the
