@@ -67,8 +67,12 @@ struct StepOutput {
 // host memory, before the FFN runs. For calibration and profiling tools.
 using FfnInputObserver = std::function<void(int layer, const float* x, int tokens)>;
 
-// Thread-safety: Step() must be called from one thread at a time (the engine-loop thread).
-// tokenizer() may be used from any thread.
+// Thread-safety: Step(), SetSparsityMode(), SetThresholds(), DownNorms() and set_ffn_observer()
+// must be called from one thread at a time (the engine-loop thread). What Load() fixes —
+// config(), tokenizer(), fingerprint(), sparsity_profile(), weights(), kv_blocks(),
+// kv_block_size(), context_tokens() — may be read from any thread at any time (the server's
+// gRPC threads do); so may sparsity_mode() while nothing calls SetSparsityMode() (the daemon
+// never does; the calibration tools are single-threaded).
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Load(const EngineOptions& options);

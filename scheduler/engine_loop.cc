@@ -155,9 +155,12 @@ void EngineLoop::Run() {
       for (auto& [id, s] : seqs_)
         Finish(*s, FinishReason::kShutdown, absl::UnavailableError("server shut down"));
       seqs_.clear();
-      std::lock_guard<std::mutex> l(mu_);
-      snapshot_ = Snapshot{
-          0, 0, blocks_.num_used(), blocks_.num_blocks(), preemptions_, blocks_.num_cached()};
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        snapshot_ = Snapshot{
+            0, 0, blocks_.num_used(), blocks_.num_blocks(), preemptions_, blocks_.num_cached()};
+      }
+      DeliverFinishes();
       return;
     }
     Iterate();
@@ -201,12 +204,27 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
       }
     }
   }
-  s.req.sink->OnFinish(reason, status, st);
-  unfinished_.fetch_sub(1);
+  // Told after this iteration's snapshot and report (DeliverFinishes).
+  pending_finishes_.push_back({s.req.sink, reason, status, st});
 }
 
+// One iteration: arrivals, deadlines and cancellations; schedule and form the batch; the
+// forward step; sampling, stops and detokenization; then the stats snapshot and the step report,
+// and only then the sinks of requests that finished (so whoever hears of a finish finds it
+// counted in Stats()).
 void EngineLoop::Iterate() {
   const absl::Time t_start = absl::Now();
+  std::vector<int64_t> cancels = TakeArrivalsAndCancels(t_start);
+  StepReport report;
+  StepPlan plan = ScheduleStep(t_start, &report);
+  const absl::Time t_sched = absl::Now();
+  report.schedule_time = t_sched - t_start;
+  if (!plan.order.empty()) RunStep(plan, t_sched, &report);
+  PublishReport(report, !cancels.empty());
+  DeliverFinishes();
+}
+
+std::vector<int64_t> EngineLoop::TakeArrivalsAndCancels(absl::Time now) {
   std::vector<std::unique_ptr<Sequence>> arrivals;
   std::vector<int64_t> cancels;
   {
@@ -217,7 +235,6 @@ void EngineLoop::Iterate() {
   for (auto& s : arrivals) seqs_[s->id] = std::move(s);
   // Deadlines before cancellations: gRPC cancels a call whose deadline has passed, and that is
   // the deadline, not the client.
-  const absl::Time now = absl::Now();
   for (auto it = seqs_.begin(); it != seqs_.end();) {
     if (it->second->req.deadline <= now) {
       Finish(*it->second, FinishReason::kDeadline,
@@ -233,9 +250,12 @@ void EngineLoop::Iterate() {
     Finish(*it->second, FinishReason::kCancelled, absl::CancelledError("request cancelled"));
     seqs_.erase(it);
   }
+  return cancels;
+}
 
-  // Schedule. A waiting sequence may start after its longest cached prefix of whole blocks,
-  // short of its last token (whose logits are needed).
+EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report) {
+  // A waiting sequence may start after its longest cached prefix of whole blocks, short of its
+  // last token (whose logits are needed).
   const int bsize = blocks_.block_size();
   std::vector<SeqView> running, waiting;
   for (auto& [id, s] : seqs_) {
@@ -259,7 +279,6 @@ void EngineLoop::Iterate() {
   }
   const ScheduleDecision d =
       Schedule(running, waiting, blocks_.num_free(), blocks_.block_size(), options_.limits);
-  StepReport report;
   for (int64_t id : d.preempted) {
     Sequence& s = *seqs_[id];
     blocks_.Free(s.blocks);
@@ -269,7 +288,7 @@ void EngineLoop::Iterate() {
     s.running = false;
     ++s.preemptions;
     ++preemptions_;
-    ++report.preempted;
+    ++report->preempted;
     std::lock_guard<std::mutex> l(mu_);
     ++queued_;
     queued_tokens_ += static_cast<int64_t>(s.req.prompt.size());
@@ -283,11 +302,10 @@ void EngineLoop::Iterate() {
     s.computed = static_cast<int64_t>(s.blocks.size()) * bsize;
     if (s.computed != c.cached_tokens) std::abort();  // nothing changed since Peek
     if (s.cached_prompt_tokens < 0) s.cached_prompt_tokens = s.computed;
-    report.prefix_query_tokens += static_cast<int64_t>(s.tokens.size());
-    report.prefix_hit_tokens += s.computed;
+    report->prefix_query_tokens += static_cast<int64_t>(s.tokens.size());
+    report->prefix_hit_tokens += s.computed;
   }
-  Batch batch;
-  std::vector<Sequence*> order;
+  StepPlan plan;
   for (const ScheduledChunk& c : d.scheduled) {
     Sequence& s = *seqs_[c.id];
     auto nb = blocks_.Allocate(c.new_blocks);
@@ -308,112 +326,118 @@ void EngineLoop::Iterate() {
     bs.start_position = static_cast<int32_t>(s.computed);
     bs.num_tokens = c.tokens;
     bs.need_logits = s.computed + c.tokens == static_cast<int64_t>(s.tokens.size());
-    batch.token_ids.insert(batch.token_ids.end(), s.tokens.begin() + s.computed,
-                           s.tokens.begin() + s.computed + c.tokens);
-    batch.sequences.push_back(std::move(bs));
-    order.push_back(&s);
-    report.tokens += c.tokens;
-    (is_decode ? report.decode_tokens : report.prefill_tokens) += c.tokens;
+    plan.batch.token_ids.insert(plan.batch.token_ids.end(), s.tokens.begin() + s.computed,
+                                s.tokens.begin() + s.computed + c.tokens);
+    plan.batch.sequences.push_back(std::move(bs));
+    plan.order.push_back(&s);
+    report->tokens += c.tokens;
+    (is_decode ? report->decode_tokens : report->prefill_tokens) += c.tokens;
   }
-  report.sequences = static_cast<int>(order.size());
-  const absl::Time t_sched = absl::Now();
-  report.schedule_time = t_sched - t_start;
+  report->sequences = static_cast<int>(plan.order.size());
+  return plan;
+}
 
-  if (!order.empty()) {
-    const absl::Status fault =
-        options_.inject_step_fault ? options_.inject_step_fault() : absl::OkStatus();
-    absl::StatusOr<StepOutput> out =
-        fault.ok() ? engine_->Step(batch) : absl::StatusOr<StepOutput>(fault);
-    const absl::Time t_fwd = absl::Now();
-    report.forward_time = t_fwd - t_sched;
-    report.step_failed = !out.ok();
-    consecutive_failed_steps_ = out.ok() ? 0 : consecutive_failed_steps_ + 1;
-    if (!out.ok()) {
-      for (Sequence* s : order) {
-        Finish(*s, FinishReason::kError, out.status());
-        seqs_.erase(s->id);
+void EngineLoop::RunStep(const StepPlan& plan, absl::Time t_sched, StepReport* report) {
+  const absl::Status fault =
+      options_.inject_step_fault ? options_.inject_step_fault() : absl::OkStatus();
+  absl::StatusOr<StepOutput> out =
+      fault.ok() ? engine_->Step(plan.batch) : absl::StatusOr<StepOutput>(fault);
+  const absl::Time t_fwd = absl::Now();
+  report->forward_time = t_fwd - t_sched;
+  report->step_failed = !out.ok();
+  consecutive_failed_steps_ = out.ok() ? 0 : consecutive_failed_steps_ + 1;
+  if (!out.ok()) {
+    for (Sequence* s : plan.order) {
+      Finish(*s, FinishReason::kError, out.status());
+      seqs_.erase(s->id);
+    }
+    return;
+  }
+  report->layer_stats = out->layer_stats;
+  SampleAndEmit(plan, *out);
+  report->sample_time = absl::Now() - t_fwd;
+}
+
+void EngineLoop::SampleAndEmit(const StepPlan& plan, const StepOutput& out) {
+  double active = 0, uni = 0;
+  for (const FfnStats& st : out.layer_stats) {
+    active += st.active_ratio() / out.layer_stats.size();
+    uni += st.union_ratio() / out.layer_stats.size();
+  }
+  const int V = static_cast<int>(engine_->config().vocab_size);
+  size_t logit_row = 0;
+  // Sample every sequence first, then detokenize the whole step in one tokenizer call, then emit
+  // the events in batch order.
+  struct Sampled {
+    Sequence* s;
+    SampledToken tok;
+    bool stopped, length;
+  };
+  std::vector<Sampled> sampled;
+  std::vector<Tokenizer::DecodeAfterItem> to_decode;
+  for (size_t i = 0; i < plan.order.size(); ++i) {
+    Sequence& s = *plan.order[i];
+    s.computed += plan.batch.sequences[i].num_tokens;
+    blocks_.Publish(s.tokens, s.blocks, s.computed, &s.cursor);
+    s.active_sum += active;
+    s.union_sum += uni;
+    ++s.stat_steps;
+    if (!plan.batch.sequences[i].need_logits) continue;
+    const float* logits = out.logits.data() + logit_row++ * V;
+    const SampledToken tok = s.sampler->Sample(logits, V, s.req.prompt, s.generated);
+    s.generated.push_back(tok.token);
+    s.tokens.push_back(tok.token);
+    if (s.first_token == absl::InfinitePast()) s.first_token = absl::Now();
+    const StoppingParams& stop = s.req.stopping;
+    const auto& eos = engine_->config().eos_token_ids;
+    const bool stopped =
+        (!stop.ignore_eos && std::find(eos.begin(), eos.end(), tok.token) != eos.end()) ||
+        std::find(stop.stop_token_ids.begin(), stop.stop_token_ids.end(), tok.token) !=
+            stop.stop_token_ids.end();
+    const bool length = static_cast<int>(s.generated.size()) >= stop.max_new_tokens;
+    if (s.detok) {
+      s.detok->Append({tok.token});
+      to_decode.push_back({&s.detok->context(), &s.detok->ids()});
+    }
+    sampled.push_back({&s, tok, stopped, length});
+  }
+  absl::StatusOr<std::vector<absl::StatusOr<std::string>>> texts =
+      std::vector<absl::StatusOr<std::string>>{};
+  if (!to_decode.empty()) texts = engine_->tokenizer()->DecodeAfterEach(to_decode);
+  size_t next_text = 0;
+  std::vector<int64_t> finished;
+  for (const Sampled& x : sampled) {
+    Sequence& s = *x.s;
+    // Stop strings are found by the detokenizer: its text then ends before the string.
+    TokenEvent ev;
+    ev.token_ids = {x.tok.token};
+    ev.logprobs = {x.tok.logprob};
+    if (s.req.sampling.top_logprobs > 0) ev.top_logprobs = {x.tok.top};
+    bool stop_string = false;
+    if (s.detok) {
+      const absl::StatusOr<std::string> text =
+          texts.ok() ? (*texts)[next_text++] : absl::StatusOr<std::string>(texts.status());
+      auto dl = s.detok->Apply(text);
+      if (dl.ok()) {
+        ev.text = dl->text;
+        stop_string = dl->stopped;
       }
-    } else {
-      double active = 0, uni = 0;
-      for (const FfnStats& st : out->layer_stats) {
-        active += st.active_ratio() / out->layer_stats.size();
-        uni += st.union_ratio() / out->layer_stats.size();
+      if (!stop_string && (x.length || x.stopped)) {
+        auto rest = s.detok->FlushWith(text);
+        if (rest.ok()) ev.text += *rest;
       }
-      report.layer_stats = out->layer_stats;
-      const int V = static_cast<int>(engine_->config().vocab_size);
-      size_t logit_row = 0;
-      // Sample every sequence first, then detokenize the whole step in one tokenizer call, then
-      // emit the events in batch order.
-      struct Sampled {
-        Sequence* s;
-        SampledToken tok;
-        bool stopped, length;
-      };
-      std::vector<Sampled> sampled;
-      std::vector<Tokenizer::DecodeAfterItem> to_decode;
-      for (size_t i = 0; i < order.size(); ++i) {
-        Sequence& s = *order[i];
-        s.computed += batch.sequences[i].num_tokens;
-        blocks_.Publish(s.tokens, s.blocks, s.computed, &s.cursor);
-        s.active_sum += active;
-        s.union_sum += uni;
-        ++s.stat_steps;
-        if (!batch.sequences[i].need_logits) continue;
-        const float* logits = out->logits.data() + logit_row++ * V;
-        const SampledToken tok = s.sampler->Sample(logits, V, s.req.prompt, s.generated);
-        s.generated.push_back(tok.token);
-        s.tokens.push_back(tok.token);
-        if (s.first_token == absl::InfinitePast()) s.first_token = absl::Now();
-        const StoppingParams& stop = s.req.stopping;
-        const auto& eos = engine_->config().eos_token_ids;
-        const bool stopped =
-            (!stop.ignore_eos && std::find(eos.begin(), eos.end(), tok.token) != eos.end()) ||
-            std::find(stop.stop_token_ids.begin(), stop.stop_token_ids.end(), tok.token) !=
-                stop.stop_token_ids.end();
-        const bool length = static_cast<int>(s.generated.size()) >= stop.max_new_tokens;
-        if (s.detok) {
-          s.detok->Append({tok.token});
-          to_decode.push_back({&s.detok->context(), &s.detok->ids()});
-        }
-        sampled.push_back({&s, tok, stopped, length});
-      }
-      absl::StatusOr<std::vector<absl::StatusOr<std::string>>> texts =
-          std::vector<absl::StatusOr<std::string>>{};
-      if (!to_decode.empty()) texts = engine_->tokenizer()->DecodeAfterEach(to_decode);
-      size_t next_text = 0;
-      std::vector<int64_t> finished;
-      for (const Sampled& x : sampled) {
-        Sequence& s = *x.s;
-        // Stop strings are found by the detokenizer: its text then ends before the string.
-        TokenEvent ev;
-        ev.token_ids = {x.tok.token};
-        ev.logprobs = {x.tok.logprob};
-        if (s.req.sampling.top_logprobs > 0) ev.top_logprobs = {x.tok.top};
-        bool stop_string = false;
-        if (s.detok) {
-          const absl::StatusOr<std::string> text =
-              texts.ok() ? (*texts)[next_text++] : absl::StatusOr<std::string>(texts.status());
-          auto dl = s.detok->Apply(text);
-          if (dl.ok()) {
-            ev.text = dl->text;
-            stop_string = dl->stopped;
-          }
-          if (!stop_string && (x.length || x.stopped)) {
-            auto rest = s.detok->FlushWith(text);
-            if (rest.ok()) ev.text += *rest;
-          }
-        }
-        s.req.sink->OnTokens(ev);
-        if (stop_string || x.stopped || x.length) {
-          Finish(s, stop_string || x.stopped ? FinishReason::kStop : FinishReason::kLength,
-                 absl::OkStatus());
-          finished.push_back(s.id);
-        }
-      }
-      for (int64_t id : finished) seqs_.erase(id);
-      report.sample_time = absl::Now() - t_fwd;
+    }
+    s.req.sink->OnTokens(ev);
+    if (stop_string || x.stopped || x.length) {
+      Finish(s, stop_string || x.stopped ? FinishReason::kStop : FinishReason::kLength,
+             absl::OkStatus());
+      finished.push_back(s.id);
     }
   }
+  for (int64_t id : finished) seqs_.erase(id);
+}
+
+void EngineLoop::PublishReport(StepReport& report, bool cancelled) {
   int nrun = 0, nwait = 0;
   for (auto& [id, s] : seqs_) (s->running ? nrun : nwait)++;
   report.running = nrun;
@@ -435,9 +459,18 @@ void EngineLoop::Iterate() {
   }
   // Report steps that ran, and idle iterations that freed blocks (cancellations, deadlines), so
   // gauges such as KV usage never go stale.
-  const bool freed = !cancels.empty() || report.kv_blocks_used != last_reported_blocks_;
+  const bool freed = cancelled || report.kv_blocks_used != last_reported_blocks_;
   if (on_step_ && (report.sequences > 0 || freed)) on_step_(report);
   last_reported_blocks_ = report.kv_blocks_used;
+}
+
+void EngineLoop::DeliverFinishes() {
+  std::vector<PendingFinish> pending;
+  pending.swap(pending_finishes_);
+  for (PendingFinish& f : pending) {
+    f.sink->OnFinish(f.reason, f.status, f.stats);
+    unfinished_.fetch_sub(1);
+  }
 }
 
 }  // namespace sparsed

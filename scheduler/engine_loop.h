@@ -96,13 +96,40 @@ class EngineLoop {
   // Requests submitted whose sinks have not had OnFinish yet; exact at any moment (Stats() is
   // the state at the end of the last step).
   int Unfinished() const { return unfinished_.load(); }
+  // For what Engine::Load fixed (config, tokenizer, limits): safe from any thread, per Engine's
+  // thread-safety contract. Never for Step() or the KV cache, which the loop thread owns.
   const Engine& engine() const { return *engine_; }
 
  private:
   struct Sequence;
+  // The sequences and batch of one step, in batch order.
+  struct StepPlan {
+    Batch batch;
+    std::vector<Sequence*> order;
+  };
+  struct PendingFinish {
+    std::shared_ptr<TokenSink> sink;
+    FinishReason reason;
+    absl::Status status;
+    RequestStats stats;
+  };
   void Run();
   void Iterate();
+  // Moves the inbox into seqs_, finishes sequences past their deadline, then the cancelled ones;
+  // returns the cancellations taken.
+  std::vector<int64_t> TakeArrivalsAndCancels(absl::Time now);
+  // Runs the policy, applies preemptions and admissions, allocates blocks, forms the batch.
+  StepPlan ScheduleStep(absl::Time now, StepReport* report);
+  // The forward step (failed: every scheduled sequence finishes with its error), then sampling.
+  void RunStep(const StepPlan& plan, absl::Time t_sched, StepReport* report);
+  // Samples, applies stops, detokenizes the step in one call and emits the token events.
+  void SampleAndEmit(const StepPlan& plan, const StepOutput& out);
+  // Publishes Stats() and calls on_step_.
+  void PublishReport(StepReport& report, bool cancelled);
+  // Frees the sequence's blocks and queues its sink's OnFinish for DeliverFinishes().
   void Finish(Sequence& s, FinishReason reason, const absl::Status& status);
+  // Tells the sinks of the requests that finished since the last call.
+  void DeliverFinishes();
 
   std::unique_ptr<Engine> engine_;
   const EngineLoopOptions options_;
@@ -130,6 +157,7 @@ class EngineLoop {
   int64_t preemptions_ = 0;
   int last_reported_blocks_ = -1;
   int consecutive_failed_steps_ = 0;
+  std::vector<PendingFinish> pending_finishes_;
   std::atomic<int> unfinished_{0};
 
   std::thread thread_;  // last: starts after everything above is initialised

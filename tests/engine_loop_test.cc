@@ -191,10 +191,33 @@ TEST_F(EngineLoopTest, CancelFreesBlocks) {
   ASSERT_TRUE(sink->Wait());
   EXPECT_EQ(sink->reason(), FinishReason::kCancelled);
   EXPECT_EQ(sink->finishes(), 1);
-  for (int i = 0; i < 100 && loop->Stats().kv_blocks_used != 0; ++i)
-    absl::SleepFor(absl::Milliseconds(10));
+  // Stats() counts a finish before its sink hears of it: no waiting needed.
   EXPECT_EQ(loop->Stats().kv_blocks_used, 0);
   loop->Cancel(*id);  // unknown or finished ids are ignored
+}
+
+// Whoever hears of a finish (the sink, on the loop thread, and anyone it wakes) finds it already
+// counted in Stats(): no running or waiting sequence and no block held.
+TEST_F(EngineLoopTest, StatsCountAFinishBeforeItsSinkHears) {
+  auto loop = Loop(64);
+  struct StatsAtFinish : CollectingSink {
+    EngineLoop* loop = nullptr;
+    EngineLoop::Snapshot seen;
+    void OnFinish(FinishReason reason, const absl::Status& status,
+                  const RequestStats& stats) override {
+      seen = loop->Stats();
+      CollectingSink::OnFinish(reason, status, stats);
+    }
+  };
+  for (int i = 0; i < 3; ++i) {
+    auto sink = std::make_shared<StatsAtFinish>();
+    sink->loop = loop.get();
+    ASSERT_TRUE(loop->Submit(Req(Prompts()[i], 5 + i, sink)).ok());
+    ASSERT_TRUE(sink->Wait());
+    EXPECT_EQ(sink->seen.running, 0) << "request " << i;
+    EXPECT_EQ(sink->seen.waiting, 0) << "request " << i;
+    EXPECT_EQ(sink->seen.kv_blocks_used, 0) << "request " << i;
+  }
 }
 
 TEST_F(EngineLoopTest, DeadlineExpires) {
@@ -552,11 +575,8 @@ std::vector<Outcome> RunAll(EngineLoop& loop, const std::vector<Request>& reqs, 
   return out;
 }
 
-void WaitForNoBlocksUsed(const EngineLoop& loop) {
-  for (int t = 0; t < 400 && loop.Stats().kv_blocks_used != 0; ++t)
-    absl::SleepFor(absl::Milliseconds(5));
-  EXPECT_EQ(loop.Stats().kv_blocks_used, 0);
-}
+// Every request of RunAll has finished: Stats() already counts its blocks as freed.
+void ExpectNoBlocksUsed(const EngineLoop& loop) { EXPECT_EQ(loop.Stats().kv_blocks_used, 0); }
 
 class PrefixCacheLoopTest : public EngineLoopTest {
  protected:
@@ -607,7 +627,7 @@ TEST_F(PrefixCacheLoopTest, CachedPrefixGivesTheBitsOfRecomputation) {
     const int64_t len = static_cast<int64_t>(SharedPrompt(static_cast<int>(i)).size());
     EXPECT_EQ(again[i].cached, (len - 1) / 16 * 16) << "request " << i;
   }
-  WaitForNoBlocksUsed(*loop);
+  ExpectNoBlocksUsed(*loop);
   EXPECT_GT(loop->Stats().kv_blocks_cached, 0);
 }
 
@@ -642,7 +662,7 @@ TEST_F(PrefixCacheLoopTest, PreemptionAndEvictionUnderASmallCacheKeepTheBits) {
     preemptions = loop->Stats().preemptions;
   }
   EXPECT_GT(preemptions, 0);
-  WaitForNoBlocksUsed(*loop);
+  ExpectNoBlocksUsed(*loop);
   EXPECT_LE(loop->Stats().kv_blocks_cached, 12);
 }
 
@@ -677,7 +697,7 @@ TEST_F(PrefixCacheLoopTest, CancellationMidPrefillKeepsTheOthersAndTheCache) {
   const auto got = RunAll(*loop, Requests(12), true);
   ExpectBitwise(got, "after a cancelled prefill");
   EXPECT_EQ(got[0].cached, 32);  // the victim's published blocks serve the others
-  WaitForNoBlocksUsed(*loop);
+  ExpectNoBlocksUsed(*loop);
 }
 
 }  // namespace
