@@ -4,8 +4,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "engine/model/safetensors_writer.h"
 #include "engine/model/weights.h"
@@ -54,14 +56,34 @@ TEST(Checkpoint, LoadsSingleAndShardedAlike) {
   SyntheticModelSpec sharded_spec = Tiny();
   sharded_spec.shard_bytes = 64 << 10;
   auto sharded = testing::MakeModel(sharded_spec);
-  EXPECT_TRUE(fs::exists(sharded->File("model.safetensors.index.json")));
-  EXPECT_TRUE(fs::exists(sharded->File("model-00001-of-00004.safetensors")) ||
-              fs::exists(sharded->File("model-00001-of-00005.safetensors")) ||
-              fs::exists(sharded->File("model-00001-of-00003.safetensors")));
+  // Shards named model-0000i-of-0000N for i = 1..N, N > 1, each named by the index's weight
+  // map and nothing else in it; every tensor of the single file is in exactly one shard.
+  std::set<std::string> shard_files;
+  for (const auto& e : fs::directory_iterator(sharded->path())) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind("model-", 0) == 0) shard_files.insert(f);
+  }
+  const int n = static_cast<int>(shard_files.size());
+  ASSERT_GT(n, 1);
+  for (int i = 1; i <= n; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "model-%05d-of-%05d.safetensors", i, n);
+    EXPECT_EQ(shard_files.count(name), 1u) << name;
+  }
+  std::ifstream index_in(sharded->File("model.safetensors.index.json"));
+  ASSERT_TRUE(index_in.good());
+  const nlohmann::json index = nlohmann::json::parse(index_in);
+  std::set<std::string> mapped;
+  for (const auto& [tensor, file] : index["weight_map"].items()) {
+    mapped.insert(file.get<std::string>());
+  }
+  EXPECT_EQ(mapped, shard_files);
   auto a = Checkpoint::Open(single->path());
   auto b = Checkpoint::Open(sharded->path());
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*a)->TensorNames(), (*b)->TensorNames());
+  EXPECT_EQ(index["weight_map"].size(), (*a)->TensorNames().size());
   auto wa = LoadModelWeights(**a, {});
   auto wb = LoadModelWeights(**b, {});
   ASSERT_TRUE(wa.ok() && wb.ok());
