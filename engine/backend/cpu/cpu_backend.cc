@@ -139,26 +139,34 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
                           rows
                     : std::min(neuron, n);
   }
-  DownByRanges(T, cols, y, [&](int c, int64_t cg0, int64_t cg1, float* p) {
-    const int64_t b = bounds[c], cnt = bounds[c + 1] - bounds[c];
-    if (cnt == 0) return;
-    const void* base =
-        rows ? w.data : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
-    kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype, cols, cg0, cg1,
-                       p, cols, skip_zero_rows);
-  });
+  DownByRanges(T, cols, y, /*direct=*/T <= kDirectDownTokens,
+               [&](int c, int64_t cg0, int64_t cg1, float* p) {
+                 const int64_t b = bounds[c], cnt = bounds[c + 1] - bounds[c];
+                 if (cnt == 0) return;
+                 const void* base =
+                     rows ? w.data
+                          : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
+                 kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype,
+                                    cols, cg0, cg1, p, cols, skip_zero_rows);
+               });
 }
 
 void CpuBackend::DownByRanges(
-    int T, int64_t cols, float* y,
+    int T, int64_t cols, float* y, bool direct,
     const std::function<void(int range, int64_t c0, int64_t c1, float* partial)>& fn) {
   // Neurons are split into kDownChunks fixed ranges of neuron ids. Each range's rows are summed
   // (in order) into its own partial, then partials are added in range order: every output
   // element's summation order depends on neuron ids only — not on the union, the batch or the
   // thread count. Tasks are (range, column group) pairs: columns are independent, so splitting
   // them changes no sum and lets more threads share a range.
+  // Column groups: as many as the threads need for ~4 tasks each — except for the kernel's
+  // direct path (few tokens, weights read straight from memory), which streams whole rows
+  // fastest: there, only as many groups as leave two tasks per thread (one on 2 threads).
+  const int64_t most = std::max<int64_t>(1, cols / 256);
   const int groups = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(2 * pool_.num_threads(), cols / 256)));
+      direct
+          ? std::clamp<int64_t>((2 * pool_.num_threads() + kDownChunks - 1) / kDownChunks, 1, most)
+          : std::min<int64_t>(2 * pool_.num_threads(), most));
   auto col_bound = [&](int g) { return cols * g / groups / 16 * 16; };
   const size_t slab = static_cast<size_t>(T) * cols;
   partial_.resize(kDownChunks * slab);

@@ -67,8 +67,10 @@ class CpuBackend final : public Backend {
   // Runs fn(range, c0, c1, partial) for every neuron range × column group over the pool, with
   // partial = that range's [T × cols] slab, zeroed on columns [c0, c1); then y += Σ partials in
   // range order.
+  // `direct`: fn's kernel calls take the axpy kernel's direct path (at most kDirectDownTokens
+  // tokens per call), which streams whole rows best; tasks then split columns less.
   void DownByRanges(
-      int T, int64_t cols, float* y,
+      int T, int64_t cols, float* y, bool direct,
       const std::function<void(int range, int64_t c0, int64_t c1, float* partial)>& fn);
   // Applies the activation to act_ [T × F] in place over the pool and returns the number of
   // non-zero outputs; with `masks`, also each token's non-zero bits (tok_bits_, [T × ⌈F/64⌉]
@@ -99,6 +101,9 @@ class CpuBackend final : public Backend {
   std::vector<int32_t> tok_rows_;
   std::vector<float> tok_up_, tok_h_;
   static constexpr int kDownChunks = 8;
+  // Calls of the axpy kernel with this many tokens or fewer take its direct path
+  // (kernels_blocked.h, kAxDirectTokens).
+  static constexpr int kDirectDownTokens = 8;
   std::vector<float> partial_;  // [kDownChunks][T × d] down-projection partial sums
   FfnPhaseNs phase_ns_;
   int64_t per_token_steps_ = 0;

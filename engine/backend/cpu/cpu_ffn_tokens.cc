@@ -68,7 +68,7 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
   phase_ns_.up += std::chrono::duration_cast<std::chrono::nanoseconds>(up_done - start).count();
   // 3. Down: per neuron range, each token's own rows into its partial.
   std::fill(y, y + static_cast<size_t>(T) * d, 0.f);
-  DownByRanges(T, d, y, [&](int c, int64_t c0, int64_t c1, float* p) {
+  DownByRanges(T, d, y, /*direct=*/true, [&](int c, int64_t c0, int64_t c1, float* p) {
     for (int t = 0; t < T; ++t) {
       const auto [j0, j1] = range_of(t, DownChunkStart(F, c), DownChunkStart(F, c + 1));
       if (j0 == j1) continue;
