@@ -186,11 +186,32 @@ TEST(CettCurveTest, MatchesPointwiseCettAndInterpolationInvertsIt) {
       const double eps = InterpolateEpsilon(grid, curve, target);
       EXPECT_NEAR(Cett(a, L.down_t, eps), target, 0.05) << "target " << target;
     }
-    // Active ratio: all at ε = 0, none past the largest output norm, monotone between.
-    EXPECT_EQ(ActiveRatio(a, 0.0), 1.0);
+    // Active ratio: every non-zero at ε = 0, none past the largest output norm, monotone between.
+    int64_t nonzero = 0;
+    for (float v : a.x1) nonzero += v != 0.f;
+    if (act == Activation::kRelu2) {
+      EXPECT_LT(nonzero, static_cast<int64_t>(a.x1.size()));
+    }
+    EXPECT_EQ(ActiveRatio(a, 0.0), double(nonzero) / double(a.x1.size()));
     EXPECT_EQ(ActiveRatio(a, grid.back()), 0.0);
     EXPECT_GE(ActiveRatio(a, grid[3]), ActiveRatio(a, grid[20]));
   }
+}
+
+// Exact zeros of x1 are never active, at ε = 0 too; a non-zero with a zero down column is active
+// only at ε = 0.
+TEST(ActiveRatioTest, ExactZerosAreNeverActive) {
+  LayerActivations a;
+  a.tokens = 2;
+  a.neurons = 4;
+  a.hidden = 1;
+  a.x1 = {0.f, 1.f, -0.f, 0.5f,  //
+          0.f, 0.f, -2.f, 0.f};
+  a.down_norms = {1.f, 1.f, 1.f, 0.f};
+  EXPECT_EQ(ActiveRatio(a, 0.0), 3.0 / 8.0);
+  EXPECT_EQ(ActiveRatio(a, 1e-9), 2.0 / 8.0);
+  EXPECT_EQ(ActiveRatio(a, 1.5), 1.0 / 8.0);
+  EXPECT_EQ(ActiveRatio(a, 3.0), 0.0);
 }
 
 }  // namespace

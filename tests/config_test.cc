@@ -52,6 +52,19 @@ TEST(Config, ParsesMiniCpmScalings) {
   EXPECT_EQ(c->head_dim, 64);
 }
 
+// Without scale_emb, scale_depth and dim_model_base, a minicpm config takes the published MiniCPM
+// configuration's defaults (1 each): the logits are still divided by hidden_size / 1.
+TEST(Config, MiniCpmDefaultsFollowThePublishedConfiguration) {
+  auto c = ParseModelConfig(R"({"model_type":"minicpm","hidden_size":64,"intermediate_size":128,
+    "num_hidden_layers":4,"num_attention_heads":4,"vocab_size":100})",
+                            "c.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->scale_emb, 1.0);
+  EXPECT_DOUBLE_EQ(c->residual_scale, 1.0 / std::sqrt(4.0));
+  EXPECT_DOUBLE_EQ(c->logit_scale, 1.0 / 64.0);
+  EXPECT_TRUE(c->tie_word_embeddings);
+}
+
 TEST(Config, EosListAndRopeScaling) {
   auto c = ParseModelConfig(R"({"model_type":"llama","hidden_size":64,"intermediate_size":128,
     "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":100,"eos_token_id":[2,7],

@@ -25,10 +25,11 @@ ABSL_FLAG(std::string, text, "models/corpus/heldout.txt",
           "slice).");
 ABSL_FLAG(double, cett, 0.2, "Target CETT per layer (ignored with --ppl_increase) [0, 1].");
 ABSL_FLAG(double, ppl_increase, 0,
-          "Percent: find the CETT at which perplexity on --text rises by this much over dense "
-          "(CETT-PPL-p%); 0 = use --cett [0, 1000].");
+          "Percent: find the largest CETT at which perplexity on --text rises by at most this "
+          "much over dense (CETT-PPL-p%); 0 = use --cett [0, 1000].");
 ABSL_FLAG(double, tolerance_pp, 0.05,
-          "Stop the --ppl_increase search within this many points [0.001, 100].");
+          "Stop the --ppl_increase search within this many points below the target "
+          "[0.001, 100].");
 ABSL_FLAG(int64_t, calibration_tokens, 4096,
           "Tokens whose activations set the thresholds [1, 1073741824].");
 ABSL_FLAG(int64_t, eval_tokens, 16384, "Tokens of --text scored for perplexity [1, 1073741824].");

@@ -78,19 +78,24 @@ absl::StatusOr<CalibrationResult> Calibrate(Engine& engine,
   } else {
     const double target = *options.ppl_increase_percent;
     if (target <= 0) return absl::InvalidArgumentError("--ppl_increase must be positive");
+    // Bisection keeping lo at a CETT whose increase is within the target (CETT 0 drops nothing:
+    // the dense perplexity) and hi above it. The result is the bracket's lower end, the largest
+    // CETT evaluated whose increase is at most P%, never a value past the target.
     double lo = 0, hi = 1;
-    double best_gap = INFINITY;
+    r.cett = 0;
+    r.sparse_ppl = r.dense_ppl;
     while (r.evaluations < options.max_evaluations) {
       const double mid = 0.5 * (lo + hi);
       ASSIGN_OR_RETURN(double ppl, evaluate(mid));
       const double inc = 100 * (ppl / r.dense_ppl - 1);
-      if (std::fabs(inc - target) < best_gap) {
-        best_gap = std::fabs(inc - target);
+      if (inc <= target) {
+        lo = mid;
         r.cett = mid;
         r.sparse_ppl = ppl;
+        if (target - inc <= options.tolerance_pp) break;
+      } else {
+        hi = mid;
       }
-      if (std::fabs(inc - target) <= options.tolerance_pp) break;
-      (inc < target ? lo : hi) = mid;
     }
     RETURN_IF_ERROR(engine.SetThresholds(EpsilonsForCett(layers, r.cett)));
     RETURN_IF_ERROR(engine.SetSparsityMode(SparsityMode::kThreshold));

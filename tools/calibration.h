@@ -45,14 +45,16 @@ struct CalibrationResult {
 struct CalibrationOptions {
   double cett = 0.2;  // used when ppl_increase_percent is unset
   std::optional<double> ppl_increase_percent;
-  double tolerance_pp = 0.05;  // PPL-p% search stops within this many points
+  double tolerance_pp = 0.05;  // PPL-p% search stops within this many points below P
   int max_evaluations = 24;
   int batch = 8;  // windows per engine step for perplexity
 };
 
-// Fixed CETT, or the CETT whose perplexity over `eval_windows` rises by P% over dense (bisection
-// over CETT ∈ [0, 1]; perplexity grows with CETT). Leaves the engine in threshold mode with the
-// result's thresholds.
+// Fixed CETT, or the largest CETT whose perplexity over `eval_windows` rises by at most P% over
+// dense (bisection over CETT ∈ [0, 1]; perplexity grows with CETT): the bracket's lower end, the
+// largest CETT evaluated within the target, stopping once it is within tolerance_pp points below
+// it (CETT 0, the dense perplexity, when no evaluated CETT is within it). Leaves the engine in
+// threshold mode with the result's thresholds.
 absl::StatusOr<CalibrationResult> Calibrate(Engine& engine,
                                             const std::vector<LayerCalibration>& layers,
                                             const std::vector<std::vector<int32_t>>& eval_windows,

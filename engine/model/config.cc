@@ -188,11 +188,13 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
     c.torch_dtype = j["torch_dtype"].get<std::string>();
 
   if (c.model_type == "minicpm") {
+    // Absent fields take the published MiniCPM configuration's defaults: scale_emb = 1,
+    // scale_depth = 1, dim_model_base = 1 (so the logits are divided by hidden_size).
     CFG_TRY(r.PositiveNumber("scale_emb", &c.scale_emb));
     double scale_depth = 1.0;
     CFG_TRY(r.PositiveNumber("scale_depth", &scale_depth));
     c.residual_scale = scale_depth / std::sqrt(static_cast<double>(c.num_layers));
-    double dim_model_base = static_cast<double>(c.hidden_size);
+    double dim_model_base = 1.0;
     CFG_TRY(r.PositiveNumber("dim_model_base", &dim_model_base));
     c.logit_scale = dim_model_base / static_cast<double>(c.hidden_size);
   }

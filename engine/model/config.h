@@ -34,7 +34,10 @@ struct ModelConfig {
   float activation_threshold = 0.f;  // fatrelu: hidden_act_param
   bool gated_ffn = true;  // sparsed extension "ffn_gated": false for W_down·act(W_up·x)
   std::string torch_dtype;
-  // MiniCPM scalings (identity for other architectures).
+  // MiniCPM scalings (identity for other architectures). A minicpm config.json without
+  // scale_emb, scale_depth or dim_model_base gets the published MiniCPM configuration's default
+  // for it, 1 each: scale_emb = 1, residual_scale = 1 / sqrt(num_layers) and
+  // logit_scale = 1 / hidden_size.
   double scale_emb = 1.0;       // embeddings are multiplied by this
   double residual_scale = 1.0;  // scale_depth / sqrt(num_layers)
   double logit_scale = 1.0;     // 1 / (hidden_size / dim_model_base)

@@ -174,7 +174,9 @@ double ActiveRatio(const LayerActivations& a, double epsilon) {
   int64_t active = 0;
   for (int64_t t = 0; t < a.tokens; ++t) {
     for (int64_t i = 0; i < a.neurons; ++i) {
-      active += double(std::fabs(a.x1[t * a.neurons + i])) * a.down_norms[i] >= epsilon;
+      // An exact zero contributes nothing and is never active, even at ε = 0.
+      const float x = a.x1[t * a.neurons + i];
+      active += x != 0.f && double(std::fabs(x)) * a.down_norms[i] >= epsilon;
     }
   }
   const double n = double(a.tokens) * double(a.neurons);

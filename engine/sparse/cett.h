@@ -49,7 +49,8 @@ std::vector<double> EpsilonGrid(const LayerActivations& a, int points);
 double InterpolateEpsilon(const std::vector<double>& epsilons, const std::vector<double>& cett,
                           double target);
 
-// Share of (token, neuron) pairs whose output norm reaches ε (active in threshold mode).
+// Share of (token, neuron) pairs whose output norm reaches ε (active in threshold mode); an exact
+// zero of x1 is never active, at ε = 0 too.
 double ActiveRatio(const LayerActivations& a, double epsilon);
 
 // Per-neuron thresholds on |x1| for threshold mode: ε / ‖W_down[:, i]‖ (infinite for a zero

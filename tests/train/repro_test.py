@@ -9,7 +9,11 @@ quick (default; CTest `train.recipe_reproducible`, in scripts/test.sh):
     steps recorded beside the shipped log (models/training/relu2-l1/first_steps.jsonl): bitwise
     on the machine that recorded them, within CROSS_MACHINE_RTOL on another CPU;
   * a reduced configuration (batch 2, 64 tokens, the L1 penalty ramping within the run) trained straight through and stopped half-way then resumed from its checkpoint:
-    the two loss curves must be bitwise equal.
+    the two loss curves must be bitwise equal;
+  * the same reduced configuration as ProSparse's steps: started from the shipped SwiGLU twin
+    with ReLU substituted (--init-from, --activation relu) under the staged L1 schedule (a
+    warm-up stage, then ramps), straight and resumed: bitwise equal, and its first loss is the
+    twin's own loss level (it starts from trained weights, not from a random initialisation).
 long (--long; CTest `train.recipe_reproducible_long`, label `long`, not in scripts/test.sh):
   * the shipped configuration for LONG_STEPS steps straight and LONG_STEPS/2 + LONG_STEPS/2
     resumed: bitwise equal to each other, within tolerance of the shipped log (steps 10, 20) and
@@ -32,6 +36,12 @@ CROSS_MACHINE_RTOL = 2e-2
 # run that reaches --steps evaluates the whole held-out text, too slow here).
 REDUCED = {"batch": 2, "seq": 64, "l1_start": 0.001, "l1_end": 0.004}
 REDUCED_STEPS = 8
+# ProSparse's steps on the reduced configuration: the twin's weights with ReLU for SiLU, the
+# staged schedule's warm-up over steps 0-2, then a ramp and a constant stage before the stop and
+# a ramp after the resume.
+PROSPARSE = dict(REDUCED, activation="relu", init_from="models/sparsed-tiny-swiglu",
+                 l1_warmup="1e-4", l1_warmup_steps="3", l1_peaks="1e-3,1e-3,2e-3",
+                 l1_stage_steps="1,1,2")
 
 
 def losses(log):
@@ -45,6 +55,8 @@ def train(source, work, run_args, out, stop_after, overrides=None):
             "--tokenizer", os.path.join(source, "models/sparsed-tiny/tokenizer.model"),
             "--out", out, "--stop-after", str(stop_after)]
     merged = dict(run_args, **(overrides or {}))
+    if merged.get("init_from"):
+        merged["init_from"] = os.path.join(source, merged["init_from"])
     skip = {"corpus", "tokenizer", "out", "stop_after", "device", "log_every", "eval_every",
             "checkpoint_every"}
     for key, value in merged.items():
@@ -133,6 +145,15 @@ def main():
         train(a.source, a.work, run_args, resumed_dir, steps // 2, REDUCED)
         resumed = train(a.source, a.work, run_args, resumed_dir, steps, REDUCED)
         check.bitwise("reduced configuration", straight, resumed)
+        straight = train(a.source, a.work, run_args, os.path.join(a.work, "ps-straight"), steps,
+                         PROSPARSE)
+        resumed_dir = os.path.join(a.work, "ps-resumed")
+        train(a.source, a.work, run_args, resumed_dir, steps // 2, PROSPARSE)
+        resumed = train(a.source, a.work, run_args, resumed_dir, steps, PROSPARSE)
+        check.bitwise("ProSparse steps, reduced", straight, resumed)
+        # A random initialisation starts near ln(4096) = 8.3; the twin with ReLU well below.
+        if not straight or straight[min(straight)] > 6.0:
+            check.fail(f"ProSparse steps: first loss {straight.get(1)} is not a trained model's")
     print("PASS" if not check.failures else f"{check.failures} failure(s)")
     return 1 if check.failures else 0
 

@@ -3,7 +3,10 @@
 
 Writes config.json (LlamaForCausalLM; hidden_act as transformers spells it), model.safetensors
 (bf16, tensor names of transformers' LlamaForCausalLM; lm_head omitted when tied), and copies
-tokenizer.model. The safetensors file is written here from its specification (an 8-byte
+tokenizer.model. --activation fatrelu --act-threshold t exports a checkpoint trained with ReLU (or
+FATReLU) as ProSparse's threshold-shifted model: "hidden_act": "fatrelu", "hidden_act_param": t,
+and with --model-type sparsellama the SparseLlamaForCausalLM architecture of ProSparse's
+published checkpoints. The safetensors file is written here from its specification (an 8-byte
 little-endian header length, a JSON header of dtype/shape/data_offsets, then the raw data).
 """
 import argparse
@@ -62,10 +65,11 @@ def read_safetensors(path):
     return out
 
 
-def hf_config(shape, bos_id, eos_id):
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+def hf_config(shape, bos_id, eos_id, model_type="llama"):
+    cfg = {
+        "architectures": ["SparseLlamaForCausalLM" if model_type == "sparsellama"
+                          else "LlamaForCausalLM"],
+        "model_type": model_type,
         "vocab_size": shape["vocab_size"],
         "hidden_size": shape["hidden_size"],
         "intermediate_size": shape["intermediate_size"],
@@ -76,6 +80,7 @@ def hf_config(shape, bos_id, eos_id):
         "rms_norm_eps": shape["rms_norm_eps"],
         "rope_theta": shape["rope_theta"],
         "hidden_act": shape["hidden_act"],
+        "hidden_act_param": shape.get("hidden_act_param", 0.0),
         "tie_word_embeddings": shape["tie_word_embeddings"],
         "attention_bias": False,
         "mlp_bias": False,
@@ -83,6 +88,9 @@ def hf_config(shape, bos_id, eos_id):
         "eos_token_id": eos_id,
         "torch_dtype": "bfloat16",
     }
+    if cfg["hidden_act"] != "fatrelu":
+        del cfg["hidden_act_param"]
+    return cfg
 
 
 def main():
@@ -90,18 +98,29 @@ def main():
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt of a training run")
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--activation", default="",
+                   help="export with this hidden_act instead of the run's (e.g. fatrelu)")
+    p.add_argument("--act-threshold", type=float, default=None,
+                   help="hidden_act_param (the FATReLU threshold t)")
+    p.add_argument("--model-type", default="llama", choices=["llama", "sparsellama"])
     args = p.parse_args()
     import sentencepiece
     sp = sentencepiece.SentencePieceProcessor(model_file=args.tokenizer)
     state = torch.load(args.checkpoint, map_location="cpu")
-    shape = state["shape"]
+    shape = dict(state["shape"])
+    if args.activation:
+        shape["hidden_act"] = args.activation
+    if args.act_threshold is not None:
+        shape["hidden_act_param"] = args.act_threshold
+    if shape["hidden_act"] == "fatrelu" and not shape.get("hidden_act_param", 0) >= 0:
+        p.error("fatrelu needs a non-negative --act-threshold")
     tensors = {k: v.to(torch.bfloat16) for k, v in state["model"].items()}
     if shape["tie_word_embeddings"]:
         tensors.pop("lm_head.weight", None)
     os.makedirs(args.out, exist_ok=True)
     write_safetensors(os.path.join(args.out, "model.safetensors"), tensors, {"format": "pt"})
     with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(hf_config(shape, sp.bos_id(), sp.eos_id()), f, indent=2)
+        json.dump(hf_config(shape, sp.bos_id(), sp.eos_id(), args.model_type), f, indent=2)
         f.write("\n")
     shutil.copyfile(args.tokenizer, os.path.join(args.out, "tokenizer.model"))
     print(f"export: {args.out} ({len(tensors)} tensors, step {state['step']})", file=sys.stderr)

@@ -11,6 +11,19 @@ The L1 penalty is ProSparse's progressive sparsity regularisation: lambda * mean
 over layers, with lambda rising through --l1-stages stages along half-sine curves
 (eta = (sin(-pi/2 + pi * progress) + 1) / 2 within a stage) from --l1-start to --l1-end of the
 run, then held at --l1 to the end.
+
+ProSparse's three steps, as options of the same recipe:
+  * activation substitution: --init-from starts from a trained model (a Hugging Face directory
+    such as models/sparsed-tiny-swiglu, or a training checkpoint.pt) with the FFN activation
+    replaced by --activation (e.g. relu for a SwiGLU model's SiLU); the optimiser starts afresh;
+  * the staged L1 schedule (ProSparse's Algorithm 1), selected by --l1-peaks: a warm-up stage of
+    --l1-warmup-steps steps holding lambda at --l1-warmup (> 0), then one stage per entry of
+    --l1-peaks / --l1-stage-steps in which lambda moves from the previous peak (the warm-up
+    factor for the first) to the stage's peak along eta; a stage repeating the previous peak is
+    constant; after the last stage lambda holds at the last peak;
+  * FATReLU threshold shifting: --activation fatrelu --act-threshold t (x where x >= t and x > 0,
+    else 0, as the engine computes it), for a short fine-tune after the shift; the shift alone,
+    without training, is measured by tools/train/evaluate.py and exported by hf_export.py.
 """
 import argparse
 import json
@@ -27,8 +40,32 @@ from llama import LlamaForCausalLM, LlamaShape  # noqa: E402
 import corpus_tokens  # noqa: E402
 
 
+def sine_eta(progress):
+    """ProSparse's ramp within a stage: 0 at progress 0, 1 at progress 1, sine-shaped."""
+    return 0.5 * (math.sin(-math.pi / 2 + math.pi * progress) + 1.0)
+
+
+def staged_l1_factor(step, warmup_factor, warmup_steps, peaks, stage_steps):
+    """ProSparse's Algorithm 1 schedule: lambda = warmup_factor for the first warmup_steps steps,
+    then in stage i (stage_steps[i] steps) lambda = prev + eta(progress) * (peaks[i] - prev), prev
+    being the previous stage's peak (warmup_factor before the first); held at the last peak after
+    the last stage."""
+    if step < warmup_steps:
+        return warmup_factor
+    prev, begin = warmup_factor, warmup_steps
+    for peak, length in zip(peaks, stage_steps):
+        if step < begin + length:
+            return prev + sine_eta((step - begin) / length) * (peak - prev)
+        prev, begin = peak, begin + length
+    return prev
+
+
 def l1_factor(step, args):
-    """ProSparse's staged half-sine schedule of the L1 factor at a step."""
+    """The L1 factor at a step: the staged schedule when --l1-peaks is given, otherwise the
+    equal-stage half-sine ramp from 0 to --l1."""
+    if args.l1_peaks:
+        return staged_l1_factor(step, args.l1_warmup, args.l1_warmup_steps, args.l1_peaks,
+                                args.l1_stage_steps)
     if args.l1 <= 0:
         return 0.0
     start, end = args.l1_start * args.steps, args.l1_end * args.steps
@@ -43,6 +80,28 @@ def l1_factor(step, args):
     progress = (step - start - stage * stage_len) / stage_len
     eta = 0.5 * (math.sin(-math.pi / 2 + math.pi * progress) + 1.0)
     return lo + eta * (hi - lo)
+
+
+def float_list(text):
+    return [float(v) for v in text.split(",")] if text else []
+
+
+def int_list(text):
+    return [int(v) for v in text.split(",")] if text else []
+
+
+def load_init(path, device):
+    """State dict of a Hugging Face model directory (bf16/f32 safetensors, tied head restored) or
+    of a training checkpoint.pt."""
+    if os.path.isdir(path):
+        from hf_export import read_safetensors
+        with open(os.path.join(path, "config.json")) as f:
+            tied = json.load(f).get("tie_word_embeddings", False)
+        weights = read_safetensors(os.path.join(path, "model.safetensors"))
+        if tied:
+            weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+        return {k: v.to(device) for k, v in weights.items()}
+    return torch.load(path, map_location=device)["model"]
 
 
 def learning_rate(step, args):
@@ -90,7 +149,12 @@ def main():
     p.add_argument("--corpus", required=True, help="directory with train.txt and heldout.txt")
     p.add_argument("--tokenizer", required=True, help="SentencePiece tokenizer.model")
     p.add_argument("--out", required=True)
-    p.add_argument("--activation", default="relu2", choices=["relu2", "relu", "silu"])
+    p.add_argument("--activation", default="relu2", choices=["relu2", "relu", "silu", "fatrelu"])
+    p.add_argument("--act-threshold", type=float, default=0.0,
+                   help="FATReLU threshold t (hidden_act_param) with --activation fatrelu")
+    p.add_argument("--init-from", default="",
+                   help="start from this model (HF directory or checkpoint.pt) instead of a random "
+                        "initialisation; --activation replaces its FFN activation")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--layers", type=int, default=4)
@@ -106,6 +170,15 @@ def main():
     p.add_argument("--l1-stages", type=int, default=3)
     p.add_argument("--l1-start", type=float, default=0.1, help="fraction of the run")
     p.add_argument("--l1-end", type=float, default=0.7, help="fraction of the run")
+    p.add_argument("--l1-warmup", type=float, default=0.0,
+                   help="staged schedule: the warm-up stage's constant L1 factor (> 0)")
+    p.add_argument("--l1-warmup-steps", type=int, default=0,
+                   help="staged schedule: length of the warm-up stage in steps")
+    p.add_argument("--l1-peaks", type=float_list, default=[],
+                   help="staged schedule: comma-separated peak L1 factor of each stage after the "
+                        "warm-up (selects the staged schedule over --l1)")
+    p.add_argument("--l1-stage-steps", type=int_list, default=[],
+                   help="staged schedule: comma-separated length in steps of each stage")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -115,6 +188,16 @@ def main():
     p.add_argument("--stop-after", type=int, default=0,
                    help="stop (after checkpointing) at this step; for resume tests")
     args = p.parse_args()
+    if args.l1_peaks:
+        if len(args.l1_peaks) != len(args.l1_stage_steps):
+            p.error("--l1-peaks and --l1-stage-steps need one entry per stage each")
+        if args.l1_warmup <= 0 or args.l1_warmup_steps <= 0:
+            p.error("the staged schedule needs a warm-up stage: --l1-warmup > 0, "
+                    "--l1-warmup-steps > 0")
+        if min(args.l1_stage_steps) <= 0 or min(args.l1_peaks) < 0:
+            p.error("stages need positive lengths and non-negative peaks")
+    if args.activation != "fatrelu" and args.act_threshold != 0:
+        p.error("--act-threshold applies to --activation fatrelu only")
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -127,9 +210,13 @@ def main():
     shape = LlamaShape(vocab_size=vocab, hidden_size=args.hidden,
                        intermediate_size=args.intermediate, num_hidden_layers=args.layers,
                        num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-                       max_position_embeddings=2 * args.seq, hidden_act=args.activation)
+                       max_position_embeddings=2 * args.seq, hidden_act=args.activation,
+                       hidden_act_param=args.act_threshold)
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(shape).to(device)
+    if args.init_from:
+        # Weights only: the FFN activation is this run's (activation substitution).
+        model.load_state_dict(load_init(args.init_from, device))
     decay = [q for n, q in model.named_parameters() if q.dim() >= 2]
     no_decay = [q for n, q in model.named_parameters() if q.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
