@@ -5,6 +5,8 @@
 
 #include "engine/sparse/cett.h"
 #include "engine/sparse/ffn_types.h"
+#include "tools/device_option.h"
+#include "tools/text_eval.h"
 
 namespace sparsed {
 
@@ -48,6 +50,35 @@ absl::StatusOr<std::vector<LayerMasks>> RecordMasks(
   e.set_ffn_observer(nullptr);
   if (!status.ok()) return status;
   return masks;
+}
+
+absl::StatusOr<RecordedMasks> LoadAndRecordMasks(const MaskSource& src) {
+  EngineOptions o;
+  if (absl::Status s = SetDevice(src.device, &o); !s.ok()) return s;
+  o.model_dir = src.model;
+  o.sparsity_mode = src.sparsity;
+  o.backend.threads = src.threads;
+  o.kv_blocks = (src.window + 15) / 16;
+  if (o.sparsity_mode.empty()) {
+    auto c = Checkpoint::Open(src.model);
+    if (!c.ok()) return c.status();
+    o.sparsity_mode = IsReluFamily((*c)->config().activation) ? "exact" : "threshold";
+  }
+  RecordedMasks r;
+  auto engine = Engine::Load(o);
+  if (!engine.ok()) return engine.status();
+  r.engine = std::move(*engine);
+  const SparsityMode mode = r.engine->sparsity_mode();
+  if (mode != SparsityMode::kExact && mode != SparsityMode::kThreshold)
+    return absl::InvalidArgumentError("--sparsity must be exact or threshold");
+  r.threshold = mode == SparsityMode::kThreshold;
+  auto windows = TokenWindows(*r.engine, src.text, src.window, src.tokens);
+  if (!windows.ok()) return windows.status();
+  r.windows = std::move(*windows);
+  auto layers = RecordMasks(*r.engine, r.windows, r.threshold);
+  if (!layers.ok()) return layers.status();
+  r.layers = std::move(*layers);
+  return r;
 }
 
 }  // namespace sparsed

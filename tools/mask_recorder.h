@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -16,5 +18,24 @@ namespace sparsed {
 // progress on stderr. `threshold`: masks by the profile's thresholds, else non-zero x1.
 absl::StatusOr<std::vector<LayerMasks>> RecordMasks(
     Engine& engine, const std::vector<std::vector<int32_t>>& windows, bool threshold);
+
+// What sparsed-profile and sparsed-reorder record masks from.
+struct MaskSource {
+  std::string model, device = "auto", text;
+  std::string sparsity;  // exact | threshold; empty: exact for the ReLU family, else threshold
+  int threads = 0, window = 128;
+  int64_t tokens = 8192;
+};
+
+struct RecordedMasks {
+  std::unique_ptr<Engine> engine;
+  bool threshold = false;
+  std::vector<std::vector<int32_t>> windows;
+  std::vector<LayerMasks> layers;
+};
+
+// Loads the model, cuts the text into windows and records every layer's masks. INVALID_ARGUMENT
+// when the sparsity mode is neither exact nor threshold.
+absl::StatusOr<RecordedMasks> LoadAndRecordMasks(const MaskSource& source);
 
 }  // namespace sparsed

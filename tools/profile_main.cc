@@ -23,9 +23,7 @@
 #include "engine/engine.h"
 #include "engine/sparse/ffn_types.h"
 #include "tools/cli_status.h"
-#include "tools/device_option.h"
 #include "tools/mask_recorder.h"
-#include "tools/text_eval.h"
 #include "tools/union_profile.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory.");
@@ -79,33 +77,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: --model is required\n");
     return sparsed::kUsageExit;
   }
-  EngineOptions o;
-  if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);
-  o.model_dir = model;
-  o.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
-  o.backend.threads = absl::GetFlag(FLAGS_threads);
-  o.kv_blocks = (absl::GetFlag(FLAGS_window) + 15) / 16;
-  if (o.sparsity_mode.empty()) {
-    auto c = Checkpoint::Open(model);
-    if (!c.ok()) return FailWith(c.status());
-    o.sparsity_mode = IsReluFamily((*c)->config().activation) ? "exact" : "threshold";
-  }
-  auto engine_or = Engine::Load(o);
-  if (!engine_or.ok()) return FailWith(engine_or.status());
-  Engine& e = **engine_or;
-  const bool threshold = e.sparsity_mode() == SparsityMode::kThreshold;
-  if (!threshold && e.sparsity_mode() != SparsityMode::kExact) {
-    return FailWith(absl::InvalidArgumentError("--sparsity must be exact or threshold"));
-  }
-  auto windows = TokenWindows(e, absl::GetFlag(FLAGS_text), absl::GetFlag(FLAGS_window),
-                              absl::GetFlag(FLAGS_tokens));
-  if (!windows.ok()) return FailWith(windows.status());
-
-  const int L = static_cast<int>(e.config().num_layers);
-  const int F = static_cast<int>(e.config().intermediate_size);
-  auto recorded = RecordMasks(e, *windows, threshold);
+  auto recorded = LoadAndRecordMasks({model, absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_text),
+                                      absl::GetFlag(FLAGS_sparsity), absl::GetFlag(FLAGS_threads),
+                                      absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_tokens)});
   if (!recorded.ok()) return FailWith(recorded.status());
-  const std::vector<LayerMasks>& masks = *recorded;
+  const bool threshold = recorded->threshold;
+  const std::vector<LayerMasks>& masks = recorded->layers;
+  const int L = static_cast<int>(masks.size());
+  const int F = masks.empty() ? 0 : masks[0].neurons();
 
   const std::vector<int> sizes = {1, 2, 4, 8, 16, 32, 64};
   std::vector<std::vector<UnionPoint>> curves;
@@ -152,7 +131,7 @@ int main(int argc, char** argv) {
   }
   std::ofstream md(prefix + ".md");
   md << "Model `" << model << "`, " << (threshold ? "threshold" : "exact") << " masks, "
-     << masks[0].tokens() << " tokens in " << windows->size() << " sequences of up to "
+     << masks[0].tokens() << " tokens in " << recorded->windows.size() << " sequences of up to "
      << absl::GetFlag(FLAGS_window) << "; union ratio = share of the " << F
      << " neurons active for at least one token of the batch, mean over layers ("
      << absl::GetFlag(FLAGS_samples) << " random batches per size).\n\n";

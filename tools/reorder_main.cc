@@ -17,10 +17,8 @@
 #include "engine/engine.h"
 #include "engine/sparse/ffn_types.h"
 #include "tools/cli_status.h"
-#include "tools/device_option.h"
 #include "tools/mask_recorder.h"
 #include "tools/neuron_order.h"
-#include "tools/text_eval.h"
 #include "tools/union_profile.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory.");
@@ -87,28 +85,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: --model and --out are required\n");
     return kUsageExit;
   }
-  EngineOptions o;
-  if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);
-  o.model_dir = model;
-  o.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
-  o.backend.threads = absl::GetFlag(FLAGS_threads);
-  o.kv_blocks = (absl::GetFlag(FLAGS_window) + 15) / 16;
   auto checkpoint = Checkpoint::Open(model);
   if (!checkpoint.ok()) return FailWith(checkpoint.status());
-  if (o.sparsity_mode.empty())
-    o.sparsity_mode = IsReluFamily((*checkpoint)->config().activation) ? "exact" : "threshold";
-  auto engine = Engine::Load(o);
-  if (!engine.ok()) return FailWith(engine.status());
-  Engine& e = **engine;
-  const bool threshold = e.sparsity_mode() == SparsityMode::kThreshold;
-  auto windows = TokenWindows(e, absl::GetFlag(FLAGS_text), absl::GetFlag(FLAGS_window),
-                              absl::GetFlag(FLAGS_tokens));
-  if (!windows.ok()) return FailWith(windows.status());
-  if (windows->size() < 2)
+  auto recorded = LoadAndRecordMasks({model, absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_text),
+                                      absl::GetFlag(FLAGS_sparsity), absl::GetFlag(FLAGS_threads),
+                                      absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_tokens)});
+  if (!recorded.ok()) return FailWith(recorded.status());
+  if (recorded->windows.size() < 2)
     return FailWith(absl::InvalidArgumentError(
         "need at least two windows of text (one to learn the order, one to check it)"));
-  auto masks = RecordMasks(e, *windows, threshold);
-  if (!masks.ok()) return FailWith(masks.status());
+  const bool threshold = recorded->threshold;
+  const std::vector<LayerMasks>* masks = &recorded->layers;
+  const auto* windows = &recorded->windows;
 
   const int L = static_cast<int>(masks->size()), block = absl::GetFlag(FLAGS_block);
   const NeuronOrderKind kind = absl::GetFlag(FLAGS_order) == "coactivation"
