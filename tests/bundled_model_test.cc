@@ -162,7 +162,9 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
 INSTANTIATE_TEST_SUITE_P(Models, BundledModelTest,
                          ::testing::Values(Case{"sparsed-tiny", "exact"},
                                            Case{"sparsed-tiny", "off"},
-                                           Case{"sparsed-tiny-swiglu", "off"}),
+                                           Case{"sparsed-tiny-swiglu", "off"},
+                                           Case{"sparsed-tiny-prosparse", "exact"},
+                                           Case{"sparsed-tiny-prosparse", "off"}),
                          CaseName);
 
 }  // namespace

@@ -7,6 +7,8 @@
    --sparsity threshold` serves it: model info says threshold, /metrics exports the CETT target and
    per-layer activation ratios below 1 after a request.
 3. The same sparsity.json given for the other model: the daemon refuses to start and names it.
+4. `sparsed` on models/sparsed-tiny-prosparse (sparsellama, FATReLU) with default flags: exact
+   sparsity, and the greedy continuation of every reference prompt equals PyTorch's.
 
 Usage: bundled_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
@@ -139,6 +141,25 @@ def main():
         rc = 0
     check(rc != 0 and prof in d.log() and "another model" in d.log(),
           f"mismatched sparsity.json refused (exit {rc})")
+
+    # 4. The ProSparse model (sparsellama, FATReLU): exact mode, PyTorch's greedy continuations.
+    prosparse = os.path.join(a.source, "models/sparsed-tiny-prosparse")
+    with open(os.path.join(a.source, "tests/data/sparsed-tiny-prosparse-reference.json")) as f:
+        prompts = json.load(f)["prompts"]
+    d = Daemon(a.bin, a.work, "prosparse", ["--model", prosparse])
+    try:
+        stub, info = stub_for(d)
+        check(info.activation == "fatrelu" and info.sparsity_mode == "exact",
+              f"ProSparse model: {info.activation}, mode {info.sparsity_mode}")
+        for p in prompts:
+            r = stub.Generate(pb.GenerateRequest(
+                prompt=p["prompt"], add_bos=True, sampling=pb.SamplingParams(temperature=0.0),
+                stopping=pb.StoppingParams(max_new_tokens=len(p["greedy"]), ignore_eos=True),
+                options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
+            check(list(r.token_ids) == p["greedy"],
+                  f"ProSparse model: served greedy continuation equals PyTorch's: {r.text!r}")
+    finally:
+        d.stop()
 
     print(f"{len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0

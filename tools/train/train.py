@@ -120,14 +120,15 @@ def batch_at(stream, step, args, device):
 
 @torch.no_grad()
 def evaluate(model, heldout, args, device):
-    """Mean next-token loss over the whole held-out stream in windows of --seq tokens, and the
-    share of exact zeros of x1 per layer over the same tokens."""
+    """Mean next-token loss over the whole held-out stream in windows of --eval-seq tokens (--seq
+    when unset), and the share of exact zeros of x1 per layer over the same tokens."""
     model.eval()
     total, count = 0.0, 0
     zeros = [0] * model.shape.num_hidden_layers
     elements = 0
-    for start in range(0, heldout.numel() - 1, args.seq):
-        window = heldout[start:start + args.seq + 1].to(device)
+    seq = getattr(args, "eval_seq", 0) or args.seq
+    for start in range(0, heldout.numel() - 1, seq):
+        window = heldout[start:start + seq + 1].to(device)
         if window.numel() < 2:
             break
         ids = window[:-1].unsqueeze(0)
@@ -163,6 +164,10 @@ def main():
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--eval-seq", type=int, default=0,
+                   help="held-out evaluation window (0: --seq)")
+    p.add_argument("--max-positions", type=int, default=0,
+                   help="max_position_embeddings (0: twice --seq)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=60)
     p.add_argument("--weight-decay", type=float, default=0.1)
@@ -210,7 +215,8 @@ def main():
     shape = LlamaShape(vocab_size=vocab, hidden_size=args.hidden,
                        intermediate_size=args.intermediate, num_hidden_layers=args.layers,
                        num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-                       max_position_embeddings=2 * args.seq, hidden_act=args.activation,
+                       max_position_embeddings=args.max_positions or 2 * args.seq,
+                       hidden_act=args.activation,
                        hidden_act_param=args.act_threshold)
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(shape).to(device)
