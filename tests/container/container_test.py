@@ -35,7 +35,7 @@ from daemon_test import gen_stubs  # noqa: E402
 BASE = "localhost/debian:12"
 IMAGE = "localhost/sparsed:cpu"
 PROM_IMAGE = "localhost/sparsed-prometheus:debian12"
-MAX_IMAGE_MB = 400  # Debian minbase (~120 MB) + runtime libraries + two 10 MB models
+MAX_IMAGE_MB = 400  # Debian minbase (~120 MB) + runtime libraries + three 10 MB models
 PROMPT = "And the king said unto his servants,"
 PODMAN = ["podman", "--cgroup-manager=cgroupfs", "--runtime", "runc"]
 
