@@ -19,7 +19,22 @@ std::vector<int32_t> NeuronOrder(const LayerMasks& masks, const std::vector<int6
                                  NeuronOrderKind kind, int block) {
   const int F = masks.neurons();
   const int64_t N = static_cast<int64_t>(tokens.size());
-  const int64_t tw = (N + 63) / 64;  // words of a neuron's token set
+  // Each neuron's activation count over the tokens.
+  std::vector<int> count(F, 0);
+  for (int64_t t : tokens) {
+    const uint64_t* bits = masks.Bits(t);
+    for (int w = 0; w < masks.words(); ++w)
+      for (uint64_t b = bits[w]; b != 0; b &= b - 1) ++count[w * 64 + std::countr_zero(b)];
+  }
+  // Neurons by activation count, most active first: blocks of hot neurons are read by most
+  // tokens, blocks of cold ones by few.
+  std::vector<int32_t> by_count(F);
+  for (int n = 0; n < F; ++n) by_count[n] = n;
+  std::stable_sort(by_count.begin(), by_count.end(),
+                   [&](int a, int b) { return count[a] > count[b]; });
+  if (kind == NeuronOrderKind::kFrequency) return by_count;
+  // Each neuron's set of tokens (bit k: active for tokens[k]).
+  const int64_t tw = (N + 63) / 64;
   std::vector<uint64_t> sets(static_cast<size_t>(F) * tw, 0);
   for (int64_t k = 0; k < N; ++k) {
     const uint64_t* bits = masks.Bits(tokens[k]);
@@ -30,18 +45,6 @@ std::vector<int32_t> NeuronOrder(const LayerMasks& masks, const std::vector<int6
       }
     }
   }
-  std::vector<int> count(F, 0);
-  for (int n = 0; n < F; ++n) {
-    for (int64_t w = 0; w < tw; ++w)
-      count[n] += std::popcount(sets[static_cast<size_t>(n) * tw + w]);
-  }
-  // Neurons by activation count, most active first: blocks of hot neurons are read by most
-  // tokens, blocks of cold ones by few.
-  std::vector<int32_t> by_count(F);
-  for (int n = 0; n < F; ++n) by_count[n] = n;
-  std::stable_sort(by_count.begin(), by_count.end(),
-                   [&](int a, int b) { return count[a] > count[b]; });
-  if (kind == NeuronOrderKind::kFrequency) return by_count;
   std::vector<int32_t> perm;
   perm.reserve(F);
   const int window = 4 * block;
@@ -83,16 +86,14 @@ std::vector<int32_t> NeuronOrder(const LayerMasks& masks, const std::vector<int6
 LayerMasks PermuteNeurons(const LayerMasks& masks, const std::vector<int32_t>& perm) {
   const int F = masks.neurons();
   LayerMasks out(F);
-  std::vector<uint8_t> active(F);
-  // Tokens are re-added in index order; LayerMasks numbers them the same way.
-  std::vector<int> seq_of(static_cast<size_t>(masks.tokens()), 0);
-  for (size_t s = 0; s < masks.sequences().size(); ++s) {
-    for (int64_t t : masks.sequences()[s]) seq_of[t] = static_cast<int>(s);
-  }
+  std::vector<uint64_t> row(masks.words());
+  // Tokens are re-added in index order, so token t of `out` is token t of `masks`.
   for (int64_t t = 0; t < masks.tokens(); ++t) {
     const uint64_t* bits = masks.Bits(t);
-    for (int j = 0; j < F; ++j) active[j] = (bits[perm[j] / 64] >> (perm[j] % 64)) & 1;
-    out.Add(seq_of[t], active.data());
+    std::fill(row.begin(), row.end(), 0);
+    for (int j = 0; j < F; ++j)
+      row[j / 64] |= ((bits[perm[j] / 64] >> (perm[j] % 64)) & 1) << (j % 64);
+    out.AddBits(masks.sequence_of(t), row.data());
   }
   return out;
 }

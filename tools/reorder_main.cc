@@ -42,14 +42,9 @@ using sparsed::LayerMasks;
 // The sequences of `m` whose index has the given parity, renumbered from 0.
 LayerMasks SequencesOfParity(const LayerMasks& m, int parity) {
   LayerMasks out(m.neurons());
-  std::vector<uint8_t> active(m.neurons());
   int next = 0;
   for (size_t s = parity; s < m.sequences().size(); s += 2, ++next) {
-    for (int64_t t : m.sequences()[s]) {
-      const uint64_t* bits = m.Bits(t);
-      for (int i = 0; i < m.neurons(); ++i) active[i] = (bits[i / 64] >> (i % 64)) & 1;
-      out.Add(next, active.data());
-    }
+    for (int64_t t : m.sequences()[s]) out.AddBits(next, m.Bits(t));
   }
   return out;
 }
@@ -61,8 +56,9 @@ std::string Pct(double v) { return std::isnan(v) ? "–" : absl::StrFormat("%.1f
 int main(int argc, char** argv) {
   sparsed::ListHelpFlagsFrom("reorder_main.cc");
   absl::SetProgramUsageMessage(
-      "Writes a copy of a model with FFN neurons in co-activation order.\n"
-      "  sparsed-reorder --model DIR --out DIR [--block 16] [--text FILE]");
+      "Writes a copy of a model with FFN neurons reordered (most active first, or co-activation "
+      "blocks).\n"
+      "  sparsed-reorder --model DIR --out DIR [--order frequency|coactivation] [--text FILE]");
   absl::ParseCommandLine(argc, argv);
   if (const absl::Status usage = sparsed::FlagChecks()
                                      .Range(FLAGS_tokens, 2, 1 << 30)

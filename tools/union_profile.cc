@@ -10,15 +10,17 @@
 namespace sparsed {
 
 void LayerMasks::Add(int seq, const uint8_t* active) {
-  const int64_t t = tokens();
-  bits_.resize(bits_.size() + words_, 0);
-  uint64_t* row = bits_.data() + t * words_;
+  std::vector<uint64_t> row(words_, 0);
   for (int i = 0; i < neurons_; ++i) {
-    if (active[i]) {
-      row[i / 64] |= uint64_t{1} << (i % 64);
-      ++active_;
-    }
+    if (active[i]) row[i / 64] |= uint64_t{1} << (i % 64);
   }
+  AddBits(seq, row.data());
+}
+
+void LayerMasks::AddBits(int seq, const uint64_t* bits) {
+  const int64_t t = tokens();
+  bits_.insert(bits_.end(), bits, bits + words_);
+  for (int w = 0; w < words_; ++w) active_ += std::popcount(bits[w]);
   seq_of_.push_back(seq);
   if (seq >= static_cast<int>(sequences_.size())) sequences_.resize(seq + 1);
   sequences_[seq].push_back(t);
@@ -28,23 +30,20 @@ double LayerMasks::ActiveRatio() const {
   return tokens() ? double(active_) / (double(tokens()) * neurons_) : 0;
 }
 
-double LayerMasks::UnionRatio(const std::vector<int64_t>& tokens) const {
-  std::vector<uint64_t> u(words_, 0);
-  for (int64_t t : tokens) {
-    const uint64_t* row = bits_.data() + t * words_;
-    for (int w = 0; w < words_; ++w) u[w] |= row[w];
-  }
-  int64_t n = 0;
-  for (uint64_t w : u) n += std::popcount(w);
-  return double(n) / neurons_;
-}
-
-double LayerMasks::BlockUnionRatio(const std::vector<int64_t>& tokens, int block) const {
-  if (block <= 1) return UnionRatio(tokens);
+std::vector<uint64_t> LayerMasks::UnionBits(const std::vector<int64_t>& tokens) const {
   std::vector<uint64_t> u(words_, 0);
   for (int64_t t : tokens) {
     const uint64_t* row = Bits(t);
     for (int w = 0; w < words_; ++w) u[w] |= row[w];
+  }
+  return u;
+}
+
+double LayerMasks::BlockShare(const std::vector<uint64_t>& u, int block) const {
+  if (block <= 1) {
+    int64_t n = 0;
+    for (uint64_t w : u) n += std::popcount(w);
+    return double(n) / neurons_;
   }
   const uint64_t block_mask = block >= 64 ? ~uint64_t{0} : (uint64_t{1} << block) - 1;
   int64_t read = 0;
@@ -53,6 +52,20 @@ double LayerMasks::BlockUnionRatio(const std::vector<int64_t>& tokens, int block
   }
   const int64_t blocks = (neurons_ + block - 1) / block;
   return double(read) / double(blocks);
+}
+
+double LayerMasks::UnionRatio(const std::vector<int64_t>& tokens) const {
+  return BlockShare(UnionBits(tokens), 1);
+}
+
+double LayerMasks::BlockUnionRatio(const std::vector<int64_t>& tokens, int block) const {
+  return BlockShare(UnionBits(tokens), block);
+}
+
+void LayerMasks::BlockUnionRatios(const std::vector<int64_t>& tokens,
+                                  double out[kNumProfileBlocks]) const {
+  const std::vector<uint64_t> u = UnionBits(tokens);
+  for (int b = 0; b < kNumProfileBlocks; ++b) out[b] = BlockShare(u, kProfileBlocks[b]);
 }
 
 std::vector<std::vector<int>> GroupBySimilarity(const std::vector<const uint64_t*>& masks,
@@ -103,6 +116,7 @@ std::vector<TilingPoint> TilingCurve(const LayerMasks& masks, const std::vector<
     if (seqs[s].size() >= static_cast<size_t>(tile)) long_enough.push_back(static_cast<int>(s));
   }
   std::vector<TilingPoint> out;
+  double r[kNumProfileBlocks];
   for (int B : batch_sizes) {
     if (B < tile || static_cast<size_t>(B) > with_prev.size()) continue;
     TilingPoint p;
@@ -126,14 +140,14 @@ std::vector<TilingPoint> TilingCurve(const LayerMasks& masks, const std::vector<
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
       for (int k0 = 0; k0 < B; k0 += tile) {
         const std::vector<int64_t> arrival(cur.begin() + k0, cur.begin() + std::min(B, k0 + tile));
-        for (int b = 0; b < kNumProfileBlocks; ++b)
-          p.arrival[b] += masks.BlockUnionRatio(arrival, kProfileBlocks[b]);
+        masks.BlockUnionRatios(arrival, r);
+        for (int b = 0; b < kNumProfileBlocks; ++b) p.arrival[b] += r[b];
       }
       for (const auto& g : groups) {
         std::vector<int64_t> similar;
         for (int i : g) similar.push_back(cur[i]);
-        for (int b = 0; b < kNumProfileBlocks; ++b)
-          p.similar[b] += masks.BlockUnionRatio(similar, kProfileBlocks[b]);
+        masks.BlockUnionRatios(similar, r);
+        for (int b = 0; b < kNumProfileBlocks; ++b) p.similar[b] += r[b];
       }
       tiles_seen += static_cast<double>(groups.size());
       if (!long_enough.empty()) {
@@ -141,8 +155,8 @@ std::vector<TilingPoint> TilingCurve(const LayerMasks& masks, const std::vector<
             0, long_enough.size() - 1)(rng)]];
         const size_t start = std::uniform_int_distribution<size_t>(0, seq.size() - tile)(rng);
         const std::vector<int64_t> run(seq.begin() + start, seq.begin() + start + tile);
-        for (int b = 0; b < kNumProfileBlocks; ++b)
-          p.by_sequence[b] += masks.BlockUnionRatio(run, kProfileBlocks[b]) / samples;
+        masks.BlockUnionRatios(run, r);
+        for (int b = 0; b < kNumProfileBlocks; ++b) p.by_sequence[b] += r[b] / samples;
       }
     }
     for (int b = 0; b < kNumProfileBlocks; ++b) {
@@ -165,6 +179,7 @@ std::vector<UnionPoint> UnionCurve(const LayerMasks& masks, const std::vector<in
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double a = masks.ActiveRatio();
   std::vector<UnionPoint> out;
+  double r[kNumProfileBlocks];
   for (int B : batch_sizes) {
     UnionPoint p;
     p.batch = B;
@@ -185,9 +200,9 @@ std::vector<UnionPoint> UnionCurve(const LayerMasks& masks, const std::vector<in
           const auto& seq = seqs[order[k]];
           pick.push_back(seq[std::uniform_int_distribution<size_t>(0, seq.size() - 1)(rng)]);
         }
-        sum += masks.UnionRatio(pick);
-        for (int b = 1; b < kNumProfileBlocks; ++b)
-          p.across_blocks[b] += masks.BlockUnionRatio(pick, kProfileBlocks[b]) / samples;
+        masks.BlockUnionRatios(pick, r);
+        sum += r[0];
+        for (int b = 1; b < kNumProfileBlocks; ++b) p.across_blocks[b] += r[b] / samples;
       }
       p.across = sum / samples;
       p.across_blocks[0] = p.across;
@@ -203,9 +218,9 @@ std::vector<UnionPoint> UnionCurve(const LayerMasks& masks, const std::vector<in
         const auto& seq = *fit[std::uniform_int_distribution<size_t>(0, fit.size() - 1)(rng)];
         const size_t start = std::uniform_int_distribution<size_t>(0, seq.size() - B)(rng);
         const std::vector<int64_t> run(seq.begin() + start, seq.begin() + start + B);
-        sum += masks.UnionRatio(run);
-        for (int b = 1; b < kNumProfileBlocks; ++b)
-          p.consecutive_blocks[b] += masks.BlockUnionRatio(run, kProfileBlocks[b]) / samples;
+        masks.BlockUnionRatios(run, r);
+        sum += r[0];
+        for (int b = 1; b < kNumProfileBlocks; ++b) p.consecutive_blocks[b] += r[b] / samples;
       }
       p.consecutive = sum / samples;
       p.consecutive_blocks[0] = p.consecutive;

@@ -21,6 +21,9 @@ class LayerMasks {
   // Appends one token's mask (active[i] != 0) to sequence `seq` (sequences numbered from 0 in
   // order of first appearance).
   void Add(int seq, const uint8_t* active);
+  // The same from a mask as words() 64-bit words (bit i of word w: neuron 64·w + i; bits at or
+  // beyond neurons() zero).
+  void AddBits(int seq, const uint64_t* bits);
   int neurons() const { return neurons_; }
   int64_t tokens() const { return static_cast<int64_t>(seq_of_.size()); }
   double ActiveRatio() const;
@@ -29,12 +32,21 @@ class LayerMasks {
   // Share of the ⌈neurons / block⌉ aligned blocks of `block` neurons (block divides 64) holding
   // at least one neuron active for one of the tokens. block 1 is UnionRatio.
   double BlockUnionRatio(const std::vector<int64_t>& tokens, int block) const;
+  // BlockUnionRatio at every kProfileBlocks size, from one union of the tokens' masks.
+  void BlockUnionRatios(const std::vector<int64_t>& tokens, double out[kNumProfileBlocks]) const;
   // Token t's mask as words() 64-bit words (bit i of word w: neuron 64·w + i).
   const uint64_t* Bits(int64_t t) const { return bits_.data() + t * words_; }
   int words() const { return words_; }
+  // The sequence token t was added to.
+  int sequence_of(int64_t t) const { return seq_of_[t]; }
   const std::vector<std::vector<int64_t>>& sequences() const { return sequences_; }
 
  private:
+  // OR of the tokens' masks, words() words.
+  std::vector<uint64_t> UnionBits(const std::vector<int64_t>& tokens) const;
+  // Share of aligned blocks of `block` neurons with a bit set in u.
+  double BlockShare(const std::vector<uint64_t>& u, int block) const;
+
   int neurons_, words_;
   std::vector<uint64_t> bits_;                   // tokens × words_
   std::vector<int> seq_of_;                      // per token
