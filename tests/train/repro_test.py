@@ -100,6 +100,15 @@ class Checker:
         print(f"{name}: matches the record " + ("bitwise" if exact else "within tolerance"))
 
 
+def straight_and_resumed(source, work, run_args, name, steps, overrides=None):
+    """One run straight to `steps`, one stopped halfway and resumed: their losses by step."""
+    straight = train(source, work, run_args, os.path.join(work, name + "-straight"), steps,
+                     overrides)
+    resumed_dir = os.path.join(work, name + "-resumed")
+    train(source, work, run_args, resumed_dir, steps // 2, overrides)
+    return straight, train(source, work, run_args, resumed_dir, steps, overrides)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--source", required=True)
@@ -126,10 +135,7 @@ def main():
 
     check = Checker()
     if a.long:
-        straight = train(a.source, a.work, run_args, os.path.join(a.work, "straight"), LONG_STEPS)
-        resumed_dir = os.path.join(a.work, "resumed")
-        train(a.source, a.work, run_args, resumed_dir, LONG_STEPS // 2)
-        resumed = train(a.source, a.work, run_args, resumed_dir, LONG_STEPS)
+        straight, resumed = straight_and_resumed(a.source, a.work, run_args, "shipped", LONG_STEPS)
         check.bitwise("shipped configuration", straight, resumed)
         shipped_log = losses(os.path.join(shipped, "log.jsonl"))
         check.near("shipped log", straight, shipped_log,
@@ -138,18 +144,11 @@ def main():
     else:
         got = train(a.source, a.work, run_args, os.path.join(a.work, "first"), FIRST_STEPS)
         check.near("first steps", got, first, range(1, FIRST_STEPS + 1))
-        steps = REDUCED_STEPS
-        straight = train(a.source, a.work, run_args, os.path.join(a.work, "straight"), steps,
-                         REDUCED)
-        resumed_dir = os.path.join(a.work, "resumed")
-        train(a.source, a.work, run_args, resumed_dir, steps // 2, REDUCED)
-        resumed = train(a.source, a.work, run_args, resumed_dir, steps, REDUCED)
+        straight, resumed = straight_and_resumed(a.source, a.work, run_args, "reduced",
+                                                 REDUCED_STEPS, REDUCED)
         check.bitwise("reduced configuration", straight, resumed)
-        straight = train(a.source, a.work, run_args, os.path.join(a.work, "ps-straight"), steps,
-                         PROSPARSE)
-        resumed_dir = os.path.join(a.work, "ps-resumed")
-        train(a.source, a.work, run_args, resumed_dir, steps // 2, PROSPARSE)
-        resumed = train(a.source, a.work, run_args, resumed_dir, steps, PROSPARSE)
+        straight, resumed = straight_and_resumed(a.source, a.work, run_args, "ps", REDUCED_STEPS,
+                                                 PROSPARSE)
         check.bitwise("ProSparse steps, reduced", straight, resumed)
         # A random initialisation starts near ln(4096) = 8.3; the twin with ReLU well below.
         if not straight or straight[min(straight)] > 6.0:
