@@ -5,50 +5,46 @@
 
 namespace sparsed {
 
-float Activate(float g, Activation act, float threshold) {
-  switch (act) {
-    case Activation::kSilu:
-      return g / (1.f + std::exp(-g));
-    case Activation::kRelu:
-      return g > 0.f ? g : 0.f;
-    case Activation::kRelu2:
-      return g > 0.f ? g * g : 0.f;
-    case Activation::kFatRelu:
-      return g >= threshold && g > 0.f ? g : 0.f;
-    case Activation::kGelu:
-      return 0.5f * g * (1.f + std::erf(g * 0.70710678118654752f));
-    case Activation::kGeluTanh:
-      return 0.5f * g * (1.f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
-  }
-  return g;
-}
-
 namespace {
 
-// The activation's loop with the choice made once, so that the simple ones vectorise.
+// Calls f(g ↦ act(g)) with the activation chosen once, so that a loop inside f runs one
+// activation's arithmetic (and the ReLU family's vectorises).
 template <class F>
-int64_t ApplyAll(float* a, int64_t n, F f) {
-  int64_t nz = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    a[i] = f(a[i]);
-    nz += a[i] != 0.f;
+auto WithActivation(Activation act, float threshold, F&& f) {
+  switch (act) {
+    case Activation::kRelu:
+      return f([](float g) { return g > 0.f ? g : 0.f; });
+    case Activation::kRelu2:
+      return f([](float g) { return g > 0.f ? g * g : 0.f; });
+    case Activation::kFatRelu:
+      return f([threshold](float g) { return g >= threshold && g > 0.f ? g : 0.f; });
+    case Activation::kGelu:
+      return f([](float g) { return 0.5f * g * (1.f + std::erf(g * 0.70710678118654752f)); });
+    case Activation::kGeluTanh:
+      return f([](float g) {
+        return 0.5f * g * (1.f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+      });
+    case Activation::kSilu:
+      return f([](float g) { return g / (1.f + std::exp(-g)); });
   }
-  return nz;
+  return f([](float g) { return g; });
 }
 
 }  // namespace
 
+float Activate(float g, Activation act, float threshold) {
+  return WithActivation(act, threshold, [g](auto act_of) { return act_of(g); });
+}
+
 int64_t ActivateInPlace(float* a, int64_t n, Activation act, float threshold) {
-  switch (act) {
-    case Activation::kRelu:
-      return ApplyAll(a, n, [](float g) { return g > 0.f ? g : 0.f; });
-    case Activation::kRelu2:
-      return ApplyAll(a, n, [](float g) { return g > 0.f ? g * g : 0.f; });
-    case Activation::kFatRelu:
-      return ApplyAll(a, n, [threshold](float g) { return g >= threshold && g > 0.f ? g : 0.f; });
-    default:
-      return ApplyAll(a, n, [act, threshold](float g) { return Activate(g, act, threshold); });
-  }
+  return WithActivation(act, threshold, [a, n](auto act_of) {
+    int64_t nz = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      a[i] = act_of(a[i]);
+      nz += a[i] != 0.f;
+    }
+    return nz;
+  });
 }
 
 uint64_t NonZeroBits(const float* a, int n) {
