@@ -399,11 +399,12 @@ void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows
   const char* rp[kChunk + 64];
   for (int64_t b = 0; b < n; b += kChunk) {
     const int64_t cnt = std::min<int64_t>(kChunk, n - b);
-    // Row pointers at column c0, plus a few of the next chunk for prefetching.
-    const int64_t extra = std::min<int64_t>(64, n - b - cnt);
+    // Row pointers at column c0, plus, for the panel path's prefetch, a few of the next chunk.
+    const bool panel = T > kAxDirectTokens;
+    const int64_t extra = panel ? std::min<int64_t>(64, n - b - cnt) : 0;
     for (int64_t j = 0; j < cnt + extra; ++j)
       rp[j] = static_cast<const char*>(w) + ((rows ? rows[b + j] : b + j) * cols + c0) * es;
-    if (T > kAxDirectTokens) {
+    if (panel) {
       AxpyPanel<V, D>(h + b, ldh, T, cnt, rp, cnt + extra, c1 - c0, y + c0, ldy, skip_zero_rows);
     } else {
       AxpyDirect<V, D>(h + b, ldh, T, cnt, rp, c1 - c0, y + c0, ldy, skip_zero_rows);
