@@ -16,14 +16,12 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "engine/backend/device.h"
-#include "engine/common/flag_checks.h"
-#include "engine/common/help_flags.h"
+#include "cli/engine_flags.h"
+#include "cli/flag_checks.h"
+#include "cli/help_flags.h"
+#include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
-#include "engine/sparse/ffn_types.h"
 #include "scheduler/engine_loop.h"
 #include "server/bind_check.h"
 #include "server/library_logs.h"
@@ -33,19 +31,12 @@
 #include "server/reflection_v1.h"
 #include "server/service.h"
 
-ABSL_FLAG(std::string, model, "models/sparsed-tiny",
-          "Model directory (config.json, *.safetensors, tokenizer.model).");
 ABSL_FLAG(std::string, model_name, "",
           "The served model's name: the model_name label of every metric (default: the --model "
           "directory's name).");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC listen address.");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics listen address (empty: off).");
-ABSL_FLAG(std::string, device, "auto",
-          "auto | cpu | cuda. The CUDA forward pass is not available yet: auto uses the CPU.");
-ABSL_FLAG(std::string, sparsity, "",
-          "FFN sparsity: exact | threshold | off (default: exact for ReLU-family models, else "
-          "off). threshold reads the calibrated thresholds of sparsity.json.");
 ABSL_FLAG(std::string, sparsity_file, "",
           "Threshold mode's calibration (sparsed-calibrate); default MODEL/sparsity.json.");
 ABSL_FLAG(int64_t, kv_cache_mb, 512, "KV cache size in MiB [1, 1048576].");
@@ -76,10 +67,6 @@ ABSL_FLAG(double, prefix_cache_max_fraction, 1.0,
 ABSL_FLAG(int, max_waiting_requests, 256,
           "Queued requests beyond which new ones get RESOURCE_EXHAUSTED [1, 1048576].");
 ABSL_FLAG(
-    int, threads, 0,
-    "CPU threads for the engine (0 = the CPUs this process may use: its affinity, capped by its "
-    "cgroup CPU quota) [0, 1024].");
-ABSL_FLAG(
     double, max_connection_age_s, 300,
     "Clients' connections are closed (GOAWAY) after about this long, so that they spread over "
     "replicas added since (0 = never) [0, 86400].");
@@ -106,7 +93,8 @@ namespace sparsed::server {
 namespace {
 
 constexpr char kServiceName[] = "sparsed.v1.Sparsed";
-constexpr char kLivenessName[] = "liveness";  // health name of the liveness check
+constexpr char kLivenessName[] = "liveness";             // health name of the liveness check
+constexpr char kDefaultModel[] = "models/sparsed-tiny";  // served when --model is not given
 
 LogLevel ParseLevel(const std::string& s) {
   if (s == "debug") return LogLevel::kDebug;
@@ -116,36 +104,35 @@ LogLevel ParseLevel(const std::string& s) {
 }
 
 int Main(int argc, char** argv) {
-  sparsed::ListHelpFlagsFrom("main.cc");
-  absl::SetProgramUsageMessage(
+  sparsed::ParseFlags(
+      argc, argv, "main.cc",
       "Serves a Hugging Face LLaMA-family model over gRPC (sparsed.v1.Sparsed), skipping inactive "
       "FFN neurons.\n"
       "Example: sparsed --model models/sparsed-tiny --listen 0.0.0.0:50051 --metrics_listen "
       "0.0.0.0:9464");
-  absl::ParseCommandLine(argc, argv);
   const LogLevel log_level = ParseLevel(absl::GetFlag(FLAGS_log_level));
   const Logger log(log_level);
-  const absl::Status usage = FlagChecks()
-                                 .Range(FLAGS_kv_cache_mb, 1, 1 << 20)
-                                 .Range(FLAGS_kv_cache_fraction, 0.0, 0.99)
-                                 .Range(FLAGS_cuda_cublas_min_tokens, 0, 1 << 20)
-                                 .Range(FLAGS_kv_block_size, 1, 1024)
-                                 .Range(FLAGS_max_num_seqs, 1, 4096)
-                                 .Range(FLAGS_max_num_batched_tokens, 1, 1 << 20)
-                                 .Range(FLAGS_max_prefill_chunk, 1, 1 << 20)
-                                 .Range(FLAGS_max_waiting_requests, 1, 1 << 20)
-                                 .Range(FLAGS_prefix_cache_max_fraction, 0.0, 1.0)
-                                 .Range(FLAGS_unhealthy_after_failed_steps, 1, 1000000)
-                                 .Range(FLAGS_stream_write_timeout_s, 0.1, 86400.0)
-                                 .Range(FLAGS_stream_max_pending_tokens, 1, 1 << 30)
-                                 .Range(FLAGS_max_connection_age_s, 0.0, 86400.0)
-                                 .Range(FLAGS_max_connection_age_grace_s, 0.0, 86400.0)
-                                 .Range(FLAGS_threads, 0, 1024)
-                                 .Range(FLAGS_shutdown_timeout_s, 0.0, 86400.0)
-                                 .OneOf(FLAGS_log_level, {"debug", "info", "warn", "error"})
-                                 .OneOf(FLAGS_kv_cache_dtype, {"fp32", "bf16"})
-                                 .Parses(FLAGS_sparsity, sparsed::ParseSparsityMode)
-                                 .status();
+  EngineOptions eo;
+  absl::Status usage = FlagChecks()
+                           .Range(FLAGS_kv_cache_mb, 1, 1 << 20)
+                           .Range(FLAGS_kv_cache_fraction, 0.0, 0.99)
+                           .Range(FLAGS_cuda_cublas_min_tokens, 0, 1 << 20)
+                           .Range(FLAGS_kv_block_size, 1, 1024)
+                           .Range(FLAGS_max_num_seqs, 1, 4096)
+                           .Range(FLAGS_max_num_batched_tokens, 1, 1 << 20)
+                           .Range(FLAGS_max_prefill_chunk, 1, 1 << 20)
+                           .Range(FLAGS_max_waiting_requests, 1, 1 << 20)
+                           .Range(FLAGS_prefix_cache_max_fraction, 0.0, 1.0)
+                           .Range(FLAGS_unhealthy_after_failed_steps, 1, 1000000)
+                           .Range(FLAGS_stream_write_timeout_s, 0.1, 86400.0)
+                           .Range(FLAGS_stream_max_pending_tokens, 1, 1 << 30)
+                           .Range(FLAGS_max_connection_age_s, 0.0, 86400.0)
+                           .Range(FLAGS_max_connection_age_grace_s, 0.0, 86400.0)
+                           .Range(FLAGS_shutdown_timeout_s, 0.0, 86400.0)
+                           .OneOf(FLAGS_log_level, {"debug", "info", "warn", "error"})
+                           .OneOf(FLAGS_kv_cache_dtype, {"fp32", "bf16"})
+                           .status();
+  if (usage.ok()) usage = ApplySparsityFlag(eo);
   RouteLibraryLogs(log_level);
   if (!usage.ok()) {
     log.Log(LogLevel::kError, "invalid command line",
@@ -160,9 +147,12 @@ int Main(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  auto device = ResolveDevice(absl::GetFlag(FLAGS_device));
+  auto device = ApplyEngineFlags(eo, kDefaultModel);
   if (!device.ok()) {
-    log.Log(LogLevel::kError, "cannot use the requested device",
+    log.Log(LogLevel::kError,
+            device.status().code() == absl::StatusCode::kFailedPrecondition
+                ? "cannot use the requested device"
+                : "invalid command line",
             absl::StrCat("error=", Quote(device.status().message())));
     return kUsageExit;
   }
@@ -170,18 +160,13 @@ int Main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
-  EngineOptions eo;
-  eo.model_dir = absl::GetFlag(FLAGS_model);
-  eo.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
   eo.sparsity_file = absl::GetFlag(FLAGS_sparsity_file);
   eo.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
   eo.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
-  eo.backend.threads = absl::GetFlag(FLAGS_threads);
   eo.backend.cublas_min_tokens = absl::GetFlag(FLAGS_cuda_cublas_min_tokens);
   eo.backend.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   eo.kv_cache_fraction = absl::GetFlag(FLAGS_kv_cache_fraction);
   eo.kv_cache_dtype = absl::GetFlag(FLAGS_kv_cache_dtype);
-  eo.device = device->device;
   eo.progress = [&log](int done, int total, const std::string& what) {
     if (done == total || done % 8 == 0) {
       log.Log(LogLevel::kInfo, "loading model",

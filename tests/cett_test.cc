@@ -9,6 +9,7 @@
 #include <random>
 
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/model/config.h"
 #include "engine/model/safetensors_writer.h"
 
 namespace sparsed {

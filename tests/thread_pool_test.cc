@@ -1,6 +1,6 @@
 // The CPU backend's thread pool: every task of a loop runs exactly once, on the calling thread
 // and the workers, for any task and thread count; loops run back to back; the destructor joins.
-#include "engine/backend/cpu/thread_pool.h"
+#include "engine/common/thread_pool.h"
 
 #include <gtest/gtest.h>
 

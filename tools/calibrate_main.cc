@@ -7,19 +7,14 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "engine/common/flag_checks.h"
-#include "engine/common/help_flags.h"
+#include "cli/cli_status.h"
+#include "cli/engine_flags.h"
+#include "cli/flag_checks.h"
+#include "cli/help_flags.h"
 #include "engine/engine.h"
 #include "tools/calibration.h"
-#include "tools/cli_status.h"
-#include "tools/device_option.h"
 #include "tools/text_eval.h"
 
-ABSL_FLAG(std::string, model, "", "Model directory.");
-ABSL_FLAG(std::string, device, "auto",
-          "auto | cpu | cuda: where the model runs (auto: CUDA when a GPU answers).");
 ABSL_FLAG(std::string, text, "models/corpus/heldout.txt",
           "Calibration text, one document per line (default: the bundled corpus's held-out "
           "slice).");
@@ -36,14 +31,11 @@ ABSL_FLAG(int64_t, eval_tokens, 16384, "Tokens of --text scored for perplexity [
 ABSL_FLAG(int, window, 256, "Tokens per window of text [2, 65536].");
 ABSL_FLAG(int, grid_points, 256, "Points of each layer's CETT(ε) curve [2, 65536].");
 ABSL_FLAG(std::string, out, "", "Output file (default: MODEL/sparsity.json).");
-ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores) [0, 1024].");
 
 int main(int argc, char** argv) {
-  sparsed::ListHelpFlagsFrom("calibrate_main.cc");
-  absl::SetProgramUsageMessage(
-      "Calibrates threshold mode (CETT) on --text and writes sparsity.json.\n"
-      "  sparsed-calibrate --model DIR [--cett 0.2 | --ppl_increase 1]");
-  absl::ParseCommandLine(argc, argv);
+  sparsed::ParseFlags(argc, argv, "calibrate_main.cc",
+                      "Calibrates threshold mode (CETT) on --text and writes sparsity.json.\n"
+                      "  sparsed-calibrate --model DIR [--cett 0.2 | --ppl_increase 1]");
   if (const absl::Status usage = sparsed::FlagChecks()
                                      .Range(FLAGS_cett, 0.0, 1.0)
                                      .Range(FLAGS_ppl_increase, 0.0, 1000.0)
@@ -52,16 +44,10 @@ int main(int argc, char** argv) {
                                      .Range(FLAGS_eval_tokens, 1, 1 << 30)
                                      .Range(FLAGS_window, 2, 1 << 16)
                                      .Range(FLAGS_grid_points, 2, 1 << 16)
-                                     .Range(FLAGS_threads, 0, 1024)
                                      .status();
       !usage.ok())
     return sparsed::UsageFail(usage);
   using namespace sparsed;
-  const std::string model = absl::GetFlag(FLAGS_model);
-  if (model.empty()) {
-    std::fprintf(stderr, "error: --model is required\n");
-    return sparsed::kUsageExit;
-  }
   const int window = absl::GetFlag(FLAGS_window);
   CalibrationOptions co;
   co.cett = absl::GetFlag(FLAGS_cett);
@@ -69,10 +55,8 @@ int main(int argc, char** argv) {
     co.ppl_increase_percent = absl::GetFlag(FLAGS_ppl_increase);
   co.tolerance_pp = absl::GetFlag(FLAGS_tolerance_pp);
   EngineOptions o;
-  if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);
-  o.model_dir = model;
+  if (auto d = ApplyEngineFlags(o); !d.ok()) return UsageFail(d.status());
   o.sparsity_mode = "off";
-  o.backend.threads = absl::GetFlag(FLAGS_threads);
   o.kv_block_size = 16;
   o.kv_blocks = co.batch * ((window + 15) / 16);
   auto engine_or = Engine::Load(o);
@@ -110,7 +94,7 @@ int main(int argc, char** argv) {
   for (const auto& w : *calib) tokens += static_cast<int64_t>(w.size());
   p.calibration_tokens = tokens;
   std::string out = absl::GetFlag(FLAGS_out);
-  if (out.empty()) out = (std::filesystem::path(model) / "sparsity.json").string();
+  if (out.empty()) out = (std::filesystem::path(o.model_dir) / "sparsity.json").string();
   if (auto s = WriteSparsityProfile(p, out); !s.ok()) return FailWith(s);
 
   double mean = 0;

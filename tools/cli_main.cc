@@ -12,13 +12,11 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "engine/common/flag_checks.h"
-#include "engine/common/help_flags.h"
+#include "cli/cli_status.h"
+#include "cli/flag_checks.h"
+#include "cli/help_flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "sparsed/v1/sparsed.grpc.pb.h"
-#include "tools/cli_status.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address.");
 ABSL_FLAG(std::string, service, "", "health: service name to check (\"\" = whole server).");
@@ -49,10 +47,9 @@ void SetDeadline(grpc::ClientContext* ctx) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  sparsed::ListHelpFlagsFrom("cli_main.cc");
-  absl::SetProgramUsageMessage(
+  std::vector<char*> args = sparsed::ParseFlags(
+      argc, argv, "cli_main.cc",
       "sparsed-cli [--server HOST:PORT] health|info|generate|stream|tokenize [flags] [PROMPT]");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (const absl::Status usage =
           sparsed::FlagChecks()
               .Range(FLAGS_seed, int64_t{-1}, std::numeric_limits<int64_t>::max())

@@ -8,34 +8,25 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "engine/common/flag_checks.h"
-#include "engine/common/help_flags.h"
+#include "cli/cli_status.h"
+#include "cli/engine_flags.h"
+#include "cli/flag_checks.h"
+#include "cli/help_flags.h"
+#include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
 #include "engine/sampling/sampler.h"
-#include "engine/sparse/ffn_types.h"
-#include "tools/cli_status.h"
-#include "tools/device_option.h"
 
-ABSL_FLAG(std::string, model, "", "Model directory (config.json, *.safetensors, tokenizer.model).");
-ABSL_FLAG(std::string, device, "auto",
-          "auto | cpu | cuda: where the model runs (auto: CUDA when a GPU answers).");
 ABSL_FLAG(std::string, prompt, "The quick brown fox", "Prompt text.");
 ABSL_FLAG(int, max_new_tokens, 32, "Tokens to generate [1, 1048576].");
-ABSL_FLAG(std::string, sparsity, "",
-          "exact | threshold | off (default: exact for ReLU-family models, else off).");
 ABSL_FLAG(double, temperature, 0.0, "Sampling temperature (0 = greedy) [0, 100].");
 ABSL_FLAG(int, top_k, 0, "Top-k (0 = off) [0, 1048576].");
 ABSL_FLAG(double, top_p, 1.0, "Top-p [0.000001, 1].");
 ABSL_FLAG(uint64_t, seed, 0, "Sampling seed [0, 18446744073709551615].");
-ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores) [0, 1024].");
 ABSL_FLAG(bool, stats, false, "Print per-layer active and union ratios.");
 
 int main(int argc, char** argv) {
-  sparsed::ListHelpFlagsFrom("generate_main.cc");
-  absl::SetProgramUsageMessage("Generates a continuation of --prompt with the model in --model.");
-  absl::ParseCommandLine(argc, argv);
+  sparsed::ParseFlags(argc, argv, "generate_main.cc",
+                      "Generates a continuation of --prompt with the model in --model.");
   if (const absl::Status usage =
           sparsed::FlagChecks()
               .Range(FLAGS_max_new_tokens, 1, 1 << 20)
@@ -43,21 +34,13 @@ int main(int argc, char** argv) {
               .Range(FLAGS_temperature, 0.0, 100.0)
               .Range(FLAGS_top_k, 0, 1 << 20)
               .Range(FLAGS_top_p, 0.000001, 1.0)
-              .Range(FLAGS_threads, 0, 1024)
-              .Parses(FLAGS_sparsity, sparsed::ParseSparsityMode)
               .status();
       !usage.ok())
     return sparsed::UsageFail(usage);
   using namespace sparsed;
-  if (absl::GetFlag(FLAGS_model).empty()) {
-    std::fprintf(stderr, "error: --model is required\n");
-    return sparsed::kUsageExit;
-  }
   EngineOptions o;
-  if (auto s = SetDevice(absl::GetFlag(FLAGS_device), &o); !s.ok()) return FailWith(s);
-  o.model_dir = absl::GetFlag(FLAGS_model);
-  o.sparsity_mode = absl::GetFlag(FLAGS_sparsity);
-  o.backend.threads = absl::GetFlag(FLAGS_threads);
+  if (auto s = ApplySparsityFlag(o); !s.ok()) return UsageFail(s);
+  if (auto d = ApplyEngineFlags(o); !d.ok()) return UsageFail(d.status());
   o.kv_cache_bytes = 512ll << 20;
   auto engine_or = Engine::Load(o);
   if (!engine_or.ok()) return FailWith(engine_or.status());

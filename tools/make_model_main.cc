@@ -4,12 +4,10 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "cli/cli_status.h"
+#include "cli/flag_checks.h"
+#include "cli/help_flags.h"
 #include "engine/common/dtype.h"
-#include "engine/common/flag_checks.h"
-#include "engine/common/help_flags.h"
-#include "tools/cli_status.h"
 #include "tools/synthetic.h"
 
 ABSL_FLAG(std::string, out, "", "Output directory (required).");
@@ -36,12 +34,11 @@ ABSL_FLAG(int64_t, vocab, 0, "Override vocab_size (0 = the preset's) [0, 4194304
 ABSL_FLAG(bool, tie_embeddings, false, "Tie the LM head to the embeddings.");
 
 int main(int argc, char** argv) {
-  sparsed::ListHelpFlagsFrom("make_model_main.cc");
-  absl::SetProgramUsageMessage(
+  sparsed::ParseFlags(
+      argc, argv, "make_model_main.cc",
       "Writes a synthetic LLaMA-family checkpoint (config.json, safetensors, tokenizer.model).\n"
       "Example: sparsed-make-model --out /tmp/m --preset tinyllama-1.1b --activation fatrelu "
       "--active_ratio 0.11 --skew 2");
-  absl::ParseCommandLine(argc, argv);
   if (const absl::Status usage =
           sparsed::FlagChecks()
               .Range(FLAGS_act_param, 0.0, 100.0)

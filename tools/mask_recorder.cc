@@ -3,9 +3,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "engine/backend/ffn_types.h"
 #include "engine/sparse/cett.h"
-#include "engine/sparse/ffn_types.h"
-#include "tools/device_option.h"
 #include "tools/text_eval.h"
 
 namespace sparsed {
@@ -53,14 +52,10 @@ absl::StatusOr<std::vector<LayerMasks>> RecordMasks(
 }
 
 absl::StatusOr<RecordedMasks> LoadAndRecordMasks(const MaskSource& src) {
-  EngineOptions o;
-  if (absl::Status s = SetDevice(src.device, &o); !s.ok()) return s;
-  o.model_dir = src.model;
-  o.sparsity_mode = src.sparsity;
-  o.backend.threads = src.threads;
+  EngineOptions o = src.engine;
   o.kv_blocks = (src.window + 15) / 16;
   if (o.sparsity_mode.empty()) {
-    auto c = Checkpoint::Open(src.model);
+    auto c = Checkpoint::Open(o.model_dir);
     if (!c.ok()) return c.status();
     o.sparsity_mode = IsReluFamily((*c)->config().activation) ? "exact" : "threshold";
   }

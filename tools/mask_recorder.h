@@ -21,9 +21,11 @@ absl::StatusOr<std::vector<LayerMasks>> RecordMasks(
 
 // What sparsed-profile and sparsed-reorder record masks from.
 struct MaskSource {
-  std::string model, device = "auto", text;
-  std::string sparsity;  // exact | threshold; empty: exact for the ReLU family, else threshold
-  int threads = 0, window = 128;
+  // Model, device, threads and sparsity mode: exact | threshold; an empty mode is exact for the
+  // ReLU family, else threshold. The KV cache is sized here, for one window.
+  EngineOptions engine;
+  std::string text;
+  int window = 128;
   int64_t tokens = 8192;
 };
 

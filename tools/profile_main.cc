@@ -13,33 +13,25 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/common/flag_checks.h"
-#include "engine/common/help_flags.h"
+#include "cli/cli_status.h"
+#include "cli/engine_flags.h"
+#include "cli/flag_checks.h"
+#include "cli/help_flags.h"
+#include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
-#include "engine/sparse/ffn_types.h"
-#include "tools/cli_status.h"
 #include "tools/mask_recorder.h"
 #include "tools/union_profile.h"
 
-ABSL_FLAG(std::string, model, "", "Model directory.");
-ABSL_FLAG(std::string, device, "auto",
-          "auto | cpu | cuda: where the model runs (auto: CUDA when a GPU answers).");
 ABSL_FLAG(std::string, text, "models/corpus/heldout.txt", "Text, one document per line.");
-ABSL_FLAG(std::string, sparsity, "",
-          "exact (ReLU family: exact zeros) | threshold (|x1| over sparsity.json's thresholds); "
-          "default: exact for ReLU-family models, else threshold.");
 ABSL_FLAG(int64_t, tokens, 8192, "Tokens of --text to record [1, 1073741824].");
 ABSL_FLAG(int, window, 128, "Tokens per sequence (window of text) [1, 65536].");
 ABSL_FLAG(int, samples, 400, "Random batches per batch size [1, 1048576].");
 ABSL_FLAG(std::vector<std::string>, tiles, std::vector<std::string>({"8", "16"}),
           "Tile sizes (tokens) for the tiling table, comma-separated, each in [1, 1024].");
 ABSL_FLAG(std::string, out, "profile", "Output prefix: PREFIX.md, PREFIX.csv, PREFIX.png.");
-ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores) [0, 1024].");
 
 namespace {
 
@@ -48,17 +40,13 @@ std::string Pct(double v) { return std::isnan(v) ? "–" : absl::StrFormat("%.1f
 }  // namespace
 
 int main(int argc, char** argv) {
-  sparsed::ListHelpFlagsFrom("profile_main.cc");
-  absl::SetProgramUsageMessage(
-      "Measures per-layer active and union ratios under batching.\n"
-      "  sparsed-profile --model DIR [--sparsity exact|threshold] [--out PREFIX]");
-  absl::ParseCommandLine(argc, argv);
+  sparsed::ParseFlags(argc, argv, "profile_main.cc",
+                      "Measures per-layer active and union ratios under batching.\n"
+                      "  sparsed-profile --model DIR [--sparsity exact|threshold] [--out PREFIX]");
   if (const absl::Status usage = sparsed::FlagChecks()
                                      .Range(FLAGS_tokens, 1, 1 << 30)
                                      .Range(FLAGS_window, 1, 1 << 16)
                                      .Range(FLAGS_samples, 1, 1 << 20)
-                                     .Range(FLAGS_threads, 0, 1024)
-                                     .Parses(FLAGS_sparsity, sparsed::ParseSparsityMode)
                                      .status();
       !usage.ok())
     return sparsed::UsageFail(usage);
@@ -72,14 +60,12 @@ int main(int argc, char** argv) {
     }
     tile_sizes.push_back(v);
   }
-  const std::string model = absl::GetFlag(FLAGS_model);
-  if (model.empty()) {
-    std::fprintf(stderr, "error: --model is required\n");
-    return sparsed::kUsageExit;
-  }
-  auto recorded = LoadAndRecordMasks({model, absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_text),
-                                      absl::GetFlag(FLAGS_sparsity), absl::GetFlag(FLAGS_threads),
-                                      absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_tokens)});
+  MaskSource source{
+      {}, absl::GetFlag(FLAGS_text), absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_tokens)};
+  if (auto s = ApplySparsityFlag(source.engine); !s.ok()) return UsageFail(s);
+  if (auto d = ApplyEngineFlags(source.engine); !d.ok()) return UsageFail(d.status());
+  const std::string model = source.engine.model_dir;
+  auto recorded = LoadAndRecordMasks(source);
   if (!recorded.ok()) return FailWith(recorded.status());
   const bool threshold = recorded->threshold;
   const std::vector<LayerMasks>& masks = recorded->layers;

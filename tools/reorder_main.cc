@@ -9,31 +9,25 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
-#include "engine/common/flag_checks.h"
-#include "engine/common/help_flags.h"
+#include "cli/cli_status.h"
+#include "cli/engine_flags.h"
+#include "cli/flag_checks.h"
+#include "cli/help_flags.h"
+#include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
-#include "engine/sparse/ffn_types.h"
-#include "tools/cli_status.h"
 #include "tools/mask_recorder.h"
 #include "tools/neuron_order.h"
 #include "tools/union_profile.h"
 
-ABSL_FLAG(std::string, model, "", "Model directory.");
 ABSL_FLAG(std::string, out, "", "Directory for the permuted checkpoint.");
-ABSL_FLAG(std::string, device, "auto", "auto | cpu | cuda: where the model runs.");
 ABSL_FLAG(std::string, text, "models/corpus/heldout.txt", "Text, one document per line.");
-ABSL_FLAG(std::string, sparsity, "",
-          "exact | threshold masks; default: exact for ReLU-family models, else threshold.");
 ABSL_FLAG(int64_t, tokens, 8192, "Tokens of --text to record [2, 1073741824].");
 ABSL_FLAG(int, window, 128, "Tokens per sequence (window of text) [1, 65536].");
 ABSL_FLAG(std::string, order, "frequency",
           "frequency (most active neurons first) | coactivation (greedy blocks of --block).");
 ABSL_FLAG(int, block, 16, "Neurons per block for --order coactivation [1, 4096].");
 ABSL_FLAG(int, samples, 400, "Random batches per batch size in the report [1, 1048576].");
-ABSL_FLAG(int, threads, 0, "CPU threads (0 = all cores) [0, 1024].");
 
 namespace {
 
@@ -54,38 +48,38 @@ std::string Pct(double v) { return std::isnan(v) ? "–" : absl::StrFormat("%.1f
 }  // namespace
 
 int main(int argc, char** argv) {
-  sparsed::ListHelpFlagsFrom("reorder_main.cc");
-  absl::SetProgramUsageMessage(
+  sparsed::ParseFlags(
+      argc, argv, "reorder_main.cc",
       "Writes a copy of a model with FFN neurons reordered (most active first, or co-activation "
       "blocks).\n"
       "  sparsed-reorder --model DIR --out DIR [--order frequency|coactivation] [--text FILE]");
-  absl::ParseCommandLine(argc, argv);
   if (const absl::Status usage = sparsed::FlagChecks()
                                      .Range(FLAGS_tokens, 2, 1 << 30)
                                      .Range(FLAGS_window, 1, 1 << 16)
                                      .Range(FLAGS_block, 1, 4096)
                                      .Range(FLAGS_samples, 1, 1 << 20)
-                                     .Range(FLAGS_threads, 0, 1024)
-                                     .Parses(FLAGS_sparsity, sparsed::ParseSparsityMode)
                                      .status();
       !usage.ok())
     return sparsed::UsageFail(usage);
   using namespace sparsed;
-  const std::string model = absl::GetFlag(FLAGS_model), out_dir = absl::GetFlag(FLAGS_out);
+  const std::string out_dir = absl::GetFlag(FLAGS_out);
   if (absl::GetFlag(FLAGS_order) != "frequency" && absl::GetFlag(FLAGS_order) != "coactivation") {
     std::fprintf(stderr, "error: --order: '%s' is not frequency or coactivation\n",
                  absl::GetFlag(FLAGS_order).c_str());
     return kUsageExit;
   }
-  if (model.empty() || out_dir.empty()) {
-    std::fprintf(stderr, "error: --model and --out are required\n");
+  if (out_dir.empty()) {
+    std::fprintf(stderr, "error: --out is required\n");
     return kUsageExit;
   }
+  MaskSource source{
+      {}, absl::GetFlag(FLAGS_text), absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_tokens)};
+  if (auto s = ApplySparsityFlag(source.engine); !s.ok()) return UsageFail(s);
+  if (auto d = ApplyEngineFlags(source.engine); !d.ok()) return UsageFail(d.status());
+  const std::string model = source.engine.model_dir;
   auto checkpoint = Checkpoint::Open(model);
   if (!checkpoint.ok()) return FailWith(checkpoint.status());
-  auto recorded = LoadAndRecordMasks({model, absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_text),
-                                      absl::GetFlag(FLAGS_sparsity), absl::GetFlag(FLAGS_threads),
-                                      absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_tokens)});
+  auto recorded = LoadAndRecordMasks(source);
   if (!recorded.ok()) return FailWith(recorded.status());
   if (recorded->windows.size() < 2)
     return FailWith(absl::InvalidArgumentError(

@@ -7,9 +7,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "engine/backend/cpu/thread_pool.h"
 #include "engine/common/mix.h"
 #include "engine/common/status_macros.h"
+#include "engine/common/thread_pool.h"
 #include "engine/model/safetensors_writer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"

@@ -13,8 +13,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/backend/ffn_types.h"
 #include "engine/common/matrix.h"
-#include "engine/sparse/ffn_types.h"
 
 namespace sparsed {
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "engine/sparse/mask.h"
+#include "engine/backend/mask.h"
 
 namespace sparsed {
 

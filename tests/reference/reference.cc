@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/sparse/mask.h"
+#include "engine/backend/mask.h"
 
 namespace sparsed::ref {
 

@@ -43,7 +43,7 @@ def activation(name, param):
     if name == "relu2":
         return lambda x: torch.square(F.relu(x))
     if name == "fatrelu":
-        # x where x >= t and x > 0, else 0: the engine's FATReLU (engine/sparse/mask.cc), which
+        # x where x >= t and x > 0, else 0: the engine's FATReLU (engine/backend/mask.cc), which
         # keeps ReLU's zero for negative inputs when t = 0.
         return lambda x: torch.where((x >= param) & (x > 0), x, torch.zeros_like(x))
     raise ValueError(f"unsupported hidden_act {name!r}")

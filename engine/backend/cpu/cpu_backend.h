@@ -8,8 +8,8 @@
 #include "absl/strings/string_view.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu/kernels.h"
-#include "engine/backend/cpu/thread_pool.h"
-#include "engine/sparse/mask.h"
+#include "engine/backend/mask.h"
+#include "engine/common/thread_pool.h"
 
 namespace sparsed {
 

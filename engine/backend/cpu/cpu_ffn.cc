@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "engine/backend/cpu/cpu_backend.h"
-#include "engine/sparse/mask.h"
+#include "engine/backend/mask.h"
 
 namespace sparsed {
 

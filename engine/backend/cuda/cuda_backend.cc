@@ -8,50 +8,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/backend/cuda/cuda_backend_internal.h"
 #include "engine/common/dtype.h"
-#include "engine/common/mix.h"
 
 namespace sparsed {
 namespace {
+
+using namespace cuda::detail;  // W, Err and the operation kinds
 
 // Exact mode's union ratio above which a tile reads every row (the gathered kernels lose their
 // edge there; ffn_gpu_bench's every-row rows).
 constexpr double kDefaultCudaBreakEven = 0.9;
 
-// Step graphs kept (one per recent step shape: batch size × attention splits × mode).
-constexpr size_t kMaxStepGraphs = 16;
-// Shapes of recent steps remembered: a step whose shape is among them is captured.
-constexpr size_t kRecentShapes = 8;
 // Block-table uploads are rounded up to this many bytes, so a growing table keeps a step's
 // signature (and graph) until it crosses a multiple.
 constexpr size_t kTableUploadQuantum = 4096;
-
-// Signature words of operation arguments.
-uint64_t W(const void* p) { return reinterpret_cast<uintptr_t>(p); }
-uint64_t W(float f) { return std::bit_cast<uint32_t>(f); }
-uint64_t W(double f) { return std::bit_cast<uint64_t>(f); }
-uint64_t W(int64_t v) { return static_cast<uint64_t>(v); }
-uint64_t W(int v) { return static_cast<uint64_t>(static_cast<int64_t>(v)); }
-uint64_t W(size_t v) { return v; }
-uint64_t W(bool v) { return v; }
-
-// Operation kinds, the first word of every signature.
-enum OpKind : uint64_t {
-  kOpCopy = 1,
-  kOpEmbed,
-  kOpRmsNorm,
-  kOpMatMul,
-  kOpMatMul3,
-  kOpAddScaled,
-  kOpRope,
-  kOpAttention,
-  kOpFfn,
-};
-
-// "" for success, else "what: reason".
-std::string Err(const char* what, cudaError_t e) {
-  return e == cudaSuccess ? std::string() : absl::StrCat(what, ": ", cudaGetErrorString(e));
-}
 
 // Per-tile FFN statistics folded into one call's FfnStats: actives summed, the union as the
 // mean over tiles, dense when every tile read every row.
@@ -72,19 +43,6 @@ struct TileTotals {
     s->dense = dense;
   }
 };
-
-// The matrix as bf16 bits (a view when it already is bf16).
-const uint16_t* AsBf16(const Matrix& m, std::vector<uint16_t>* storage) {
-  if (m.dtype == DType::kBF16) return static_cast<const uint16_t*>(m.data);
-  const size_t n = static_cast<size_t>(m.rows * m.cols);
-  storage->resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    const float f = m.dtype == DType::kF32 ? static_cast<const float*>(m.data)[i]
-                                           : F16ToF32(static_cast<const uint16_t*>(m.data)[i]);
-    (*storage)[i] = F32ToBf16(f);
-  }
-  return storage->data();
-}
 
 }  // namespace
 
@@ -109,12 +67,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
     return absl::FailedPreconditionError(absl::StrCat("cannot set up the CUDA FFN: ", error));
   }
   b->stream_ = b->ffn_workspace_->stream();
+  b->graphs_ = std::make_unique<cuda::StepGraphs>(b->stream_, options.cuda_graphs);
   return b;
 }
 
 CudaBackend::~CudaBackend() {
   cudaDeviceSynchronize();
-  DropGraphs();
+  graphs_.reset();  // destroys the cached graphs while their stream lives
   ffns_.clear();
   for (auto& [host, dev] : weights_) cudaFree(dev);
   for (auto& [host, u] : vectors_) cudaFree(u.device);
@@ -134,260 +93,12 @@ std::string CudaBackend::Describe() const {
     absl::StrAppendFormat(&d, ", FFN scratch %.1f MiB", ws / 1048576.0);
   }
   if (!options_.cuda_graphs) return d;
-  return absl::StrCat(d, ", step graphs: ", graph_captures_, " captured, ", graph_replays_,
-                      " replayed", graphs_off_.empty() ? "" : ", then turned off: " + graphs_off_);
+  return absl::StrCat(d, ", ", graphs_->Describe());
 }
 
 bool CudaBackend::Failed(const std::string& error) {
   if (!error.empty() && error_.empty()) error_ = error;
   return !error_.empty();
-}
-
-void CudaBackend::Enqueue(std::initializer_list<uint64_t> args, std::function<std::string()> run) {
-  if (!deferring_) {
-    Failed(run());
-    return;
-  }
-  uint64_t h = 0x2545f4914f6cdd1dull;
-  for (uint64_t a : args) h = Mix64(h ^ a);
-  deferred_.push_back({h, std::move(run)});
-}
-
-void CudaBackend::Flush() {
-  deferring_ = false;
-  if (deferred_.empty()) return;
-  std::vector<uint64_t> sigs;
-  sigs.reserve(deferred_.size());
-  uint64_t shape = 0;
-  for (const StepOp& op : deferred_) {
-    sigs.push_back(op.sig);
-    shape = Mix64(shape ^ op.sig);
-  }
-  if (error_.empty()) LaunchDeferred(sigs, shape);
-  deferred_.clear();
-  // Remember the shape, most recent last.
-  std::erase(recent_shapes_, shape);
-  recent_shapes_.push_back(shape);
-  if (recent_shapes_.size() > kRecentShapes) recent_shapes_.erase(recent_shapes_.begin());
-}
-
-void CudaBackend::LaunchDeferred(const std::vector<uint64_t>& sigs, uint64_t shape) {
-  auto st = static_cast<cudaStream_t>(stream_);
-  for (size_t i = 0; i < graphs_.size(); ++i) {
-    if (graphs_[i].sigs != sigs) continue;
-    // The same operations on the same buffers as the captured step: replay it.
-    std::rotate(graphs_.begin() + i, graphs_.begin() + i + 1, graphs_.end());
-    ++graph_replays_;
-    Failed(Err("launching a step graph",
-               cudaGraphLaunch(static_cast<cudaGraphExec_t>(graphs_.back().exec), st)));
-    return;
-  }
-  // A shape seen among the recent steps (a decode batch between prefill steps) is captured.
-  const bool seen =
-      std::find(recent_shapes_.begin(), recent_shapes_.end(), shape) != recent_shapes_.end();
-  if (seen && graphs_off_.empty() && CaptureDeferred(sigs)) return;
-  for (const StepOp& op : deferred_) {
-    if (Failed(op.run())) return;
-  }
-}
-
-bool CudaBackend::CaptureDeferred(const std::vector<uint64_t>& sigs) {
-  auto st = static_cast<cudaStream_t>(stream_);
-  if (const cudaError_t e = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
-      e != cudaSuccess) {
-    cudaGetLastError();
-    graphs_off_ = Err("cudaStreamBeginCapture", e);
-    return false;
-  }
-  std::string op_error;
-  for (const StepOp& op : deferred_) {
-    op_error = op.run();
-    if (!op_error.empty()) break;
-  }
-  cudaGraph_t graph = nullptr;
-  const cudaError_t ended = cudaStreamEndCapture(st, &graph);
-  cudaGraphExec_t exec = nullptr;
-  cudaError_t inst = cudaErrorUnknown;
-  if (op_error.empty() && ended == cudaSuccess) inst = cudaGraphInstantiate(&exec, graph, 0);
-  if (graph) cudaGraphDestroy(graph);
-  if (!op_error.empty() || ended != cudaSuccess || inst != cudaSuccess) {
-    // Nothing ran: the caller launches the operations one by one, and later steps do too.
-    cudaGetLastError();
-    graphs_off_ = !op_error.empty()      ? "capturing a step: " + op_error
-                  : ended != cudaSuccess ? Err("capturing a step", ended)
-                                         : Err("instantiating a step graph", inst);
-    return false;
-  }
-  if (graphs_.size() >= kMaxStepGraphs) {
-    cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graphs_.front().exec));
-    graphs_.erase(graphs_.begin());
-  }
-  graphs_.push_back({sigs, exec});
-  ++graph_captures_;
-  Failed(Err("launching a step graph", cudaGraphLaunch(exec, st)));
-  return true;
-}
-
-void CudaBackend::DropGraphs() {
-  recent_shapes_.clear();
-  if (graphs_.empty()) return;
-  // Execs may only be destroyed once no launch of them is running.
-  cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
-  for (StepGraph& g : graphs_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g.exec));
-  graphs_.clear();
-}
-
-void* CudaBackend::Grow(Scratch& s, size_t bytes, bool pinned_host) {
-  if (bytes <= s.bytes) return s.p;
-  // Deferred work and cached graphs may point at the old buffer: launch the one, drop the other.
-  Flush();
-  DropGraphs();
-  // Grows geometrically so a slowly rising batch size does not reallocate every step. cudaFree
-  // and cudaFreeHost wait for the device, so work still reading the old buffer finishes first.
-  const size_t want = std::max<size_t>(bytes, 2 * s.bytes);
-  pinned_host ? cudaFreeHost(s.p) : cudaFree(s.p);
-  s.p = nullptr;
-  s.bytes = 0;
-  const cudaError_t e = pinned_host ? cudaMallocHost(&s.p, want) : cudaMalloc(&s.p, want);
-  if (e != cudaSuccess) {
-    Failed(absl::StrCat(
-        "cannot allocate ", want, " bytes of ",
-        pinned_host ? "pinned host memory: " : "device scratch: ", cudaGetErrorString(e)));
-    s.p = nullptr;
-    return nullptr;
-  }
-  s.bytes = want;
-  return s.p;
-}
-
-void* CudaBackend::GrowPinned(Staging& s, size_t bytes) {
-  if (s.pending) {
-    // A copy from this buffer may not have run yet: launch what is deferred and wait before
-    // overwriting it (only when one buffer is used twice in a step, which the engine's steps do
-    // not do).
-    Flush();
-    cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
-    s.pending = false;
-  }
-  return Grow(s.buffer, std::max<size_t>(bytes, 4096), /*pinned_host=*/true);
-}
-
-bool CudaBackend::Upload(Staging& s, void* dst, std::initializer_list<Piece> pieces, size_t bytes,
-                         const char* what) {
-  size_t total = 0;
-  for (const Piece& p : pieces) total += p.bytes;
-  bytes = std::max(bytes, total);
-  auto* host = static_cast<char*>(GrowPinned(s, bytes));
-  if (host == nullptr) return false;
-  size_t off = 0;
-  for (const Piece& p : pieces) {
-    std::memcpy(host + off, p.src, p.bytes);
-    off += p.bytes;
-  }
-  s.pending = true;
-  void* stream = stream_;
-  Enqueue({kOpCopy, W(dst), W(host), W(bytes)}, [=] {
-    return Err(what, cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice,
-                                     static_cast<cudaStream_t>(stream)));
-  });
-  return error_.empty();
-}
-
-absl::StatusOr<DeviceBuffer> CudaBackend::Alloc(size_t floats) {
-  void* p = nullptr;
-  const size_t bytes = std::max<size_t>(floats, 1) * sizeof(float);
-  if (const cudaError_t e = cudaMalloc(&p, bytes); e != cudaSuccess) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "cannot allocate ", bytes, " bytes of device memory: ", cudaGetErrorString(e)));
-  }
-  cudaMemset(p, 0, bytes);
-  return DeviceBuffer(static_cast<float*>(p), [](float* f) { cudaFree(f); });
-}
-
-void CudaBackend::CopyToHost(const float* src, size_t n, float* dst) {
-  Undefer();
-  if (!error_.empty()) {
-    std::fill(dst, dst + n, 0.f);
-    return;
-  }
-  // The legacy default stream's copy waits for the blocking stream the operations run on.
-  if (const cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost);
-      e != cudaSuccess) {
-    Failed(Err("copying results to the host", e));
-  }
-}
-
-void CudaBackend::CopyFromHost(const float* src, size_t n, float* dst) {
-  Undefer();
-  if (!error_.empty()) return;
-  if (const cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice);
-      e != cudaSuccess) {
-    Failed(Err("copying inputs to the device", e));
-  }
-}
-
-const uint16_t* CudaBackend::DeviceWeights(const Matrix& m) {
-  auto it = weights_.find(m.data);
-  if (it != weights_.end()) return static_cast<const uint16_t*>(it->second);
-  std::vector<uint16_t> storage;
-  const uint16_t* src = AsBf16(m, &storage);
-  void* dev = nullptr;
-  const size_t bytes = static_cast<size_t>(m.rows * m.cols) * 2;
-  if (const cudaError_t e = cudaMalloc(&dev, bytes); e != cudaSuccess) {
-    Failed(absl::StrCat("cannot allocate ", bytes, " bytes for a ", m.rows, "×", m.cols,
-                        " weight matrix: ", cudaGetErrorString(e)));
-    return nullptr;
-  }
-  if (const cudaError_t e = cudaMemcpy(dev, src, bytes, cudaMemcpyHostToDevice); e != cudaSuccess) {
-    cudaFree(dev);
-    Failed(Err("uploading weights", e));
-    return nullptr;
-  }
-  weights_[m.data] = dev;
-  return static_cast<const uint16_t*>(dev);
-}
-
-const float* CudaBackend::DeviceVector(const float* host, size_t n) {
-  auto it = vectors_.find(host);
-  if (it != vectors_.end() && it->second.n == n)
-    return static_cast<const float*>(it->second.device);
-  ForgetHostData(host);
-  void* dev = nullptr;
-  if (const cudaError_t e = cudaMalloc(&dev, std::max<size_t>(n, 1) * sizeof(float));
-      e != cudaSuccess) {
-    Failed(Err("allocating a weight vector", e));
-    return nullptr;
-  }
-  if (const cudaError_t e = cudaMemcpy(dev, host, n * sizeof(float), cudaMemcpyHostToDevice);
-      e != cudaSuccess) {
-    cudaFree(dev);
-    Failed(Err("uploading a weight vector", e));
-    return nullptr;
-  }
-  vectors_[host] = {dev, n};
-  return static_cast<const float*>(dev);
-}
-
-void CudaBackend::ForgetHostData(const float* host) {
-  auto it = vectors_.find(host);
-  if (it == vectors_.end()) return;
-  Flush();
-  DropGraphs();
-  cudaFree(it->second.device);  // waits for work still reading it
-  vectors_.erase(it);
-}
-
-absl::Status CudaBackend::PrepareWeights(const std::vector<const Matrix*>& matrices) {
-  for (const Matrix* m : matrices) {
-    if (m->cols % 8 != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the CUDA backend needs weight rows of a multiple of 8 elements; a ",
-                       m->rows, "×", m->cols, " matrix has ", m->cols));
-    }
-    DeviceWeights(*m);
-    if (!error_.empty()) return absl::ResourceExhaustedError(std::exchange(error_, ""));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
@@ -422,7 +133,7 @@ absl::Status CudaBackend::AllocKvCache(const KvCacheShape& shape) {
     return absl::InvalidArgumentError("the KV cache holds fp32 or bf16");
   }
   Flush();
-  DropGraphs();
+  graphs_->Drop();
   cudaFree(kv_);
   kv_ = nullptr;
   const size_t bytes = shape.BytesPerBlock() * shape.blocks;
@@ -580,8 +291,7 @@ bool CudaBackend::UploadAttention(const AttentionBatch& batch) {
 
 void CudaBackend::BeginStep(const AttentionBatch& batch, const float* cos, const float* sin) {
   if (!error_.empty()) return;
-  deferred_.clear();
-  deferring_ = options_.cuda_graphs && graphs_off_.empty();
+  graphs_->Begin();
   step_active_ =
       UploadAttention(batch) && UploadTrig(cos, sin, batch.num_tokens, kv_shape_.head_dim / 2);
 }

@@ -34,6 +34,7 @@
 #include "engine/backend/backend.h"
 #include "engine/backend/cuda/cuda_ffn.h"
 #include "engine/backend/cuda/cuda_ops.h"
+#include "engine/backend/cuda/cuda_step_graphs.h"
 
 namespace sparsed {
 
@@ -116,26 +117,15 @@ class CudaBackend final : public Backend {
     size_t bytes;
   };
 
-  // A deferred device operation: its launch (returns "" or the error) and its signature.
-  struct StepOp {
-    uint64_t sig;
-    std::function<std::string()> run;
-  };
-  struct StepGraph {
-    std::vector<uint64_t> sigs;
-    void* exec = nullptr;  // cudaGraphExec_t
-  };
-
   bool Failed(const std::string& error);  // records the first error; true when error is set
-  // Runs `run` now, or defers it while a step's graphable prefix is being recorded.
-  void Enqueue(std::initializer_list<uint64_t> args, std::function<std::string()> run);
+  // Runs `run` now, or defers it while a step's graphable prefix is being recorded
+  // (cuda_step_graphs.h).
+  void Enqueue(std::initializer_list<uint64_t> args, cuda::StepGraphs::Op run) {
+    Failed(graphs_->Enqueue(args, std::move(run)));
+  }
   // Launches the deferred operations (graph replay, capture, or one by one); later operations
   // of the step launch directly.
-  void Flush();
-  // `shape` combines the signatures.
-  void LaunchDeferred(const std::vector<uint64_t>& sigs, uint64_t shape);
-  bool CaptureDeferred(const std::vector<uint64_t>& sigs);
-  void DropGraphs();
+  void Flush() { Failed(graphs_->Flush(/*launch=*/error_.empty())); }
   // Device memory, or pinned host memory; the old contents are not kept. Moving a buffer
   // flushes deferred work and drops cached graphs first.
   void* Grow(Scratch& s, size_t bytes, bool pinned_host = false);
@@ -158,7 +148,7 @@ class CudaBackend final : public Backend {
   }
   // Stops deferring for the rest of the step (work that cannot be captured follows).
   void Undefer() {
-    if (deferring_) Flush();
+    if (graphs_->deferring()) Flush();
   }
 
   BackendOptions options_;
@@ -177,12 +167,7 @@ class CudaBackend final : public Backend {
   std::vector<PendingStats> pending_;
   Staging ids_host_, ints_host_, trig_host_, stats_host_;
   void* stream_ = nullptr;  // cudaStream_t every operation runs on (the FFN workspace's)
-  bool deferring_ = false;  // recording this step's graphable prefix
-  std::vector<StepOp> deferred_;
-  std::vector<uint64_t> recent_shapes_;  // of the last kRecentShapes steps, most recent last
-  std::vector<StepGraph> graphs_;        // most recently used last
-  std::string graphs_off_;               // why step graphs were turned off, if they were
-  int64_t graph_captures_ = 0, graph_replays_ = 0;
+  std::unique_ptr<cuda::StepGraphs> graphs_;  // on stream_
 };
 
 }  // namespace sparsed

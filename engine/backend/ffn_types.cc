@@ -1,4 +1,4 @@
-#include "engine/sparse/ffn_types.h"
+#include "engine/backend/ffn_types.h"
 
 #include "absl/strings/str_cat.h"
 

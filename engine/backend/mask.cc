@@ -1,4 +1,4 @@
-#include "engine/sparse/mask.h"
+#include "engine/backend/mask.h"
 
 #include <algorithm>
 #include <cmath>

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "engine/common/flag_checks.h"
+#include "cli/flag_checks.h"
 
 namespace sparsed {
 
@@ -14,7 +14,7 @@ inline int FailWith(const absl::Status& s) {
   return 1;
 }
 
-// A usage error (a flag outside its range: engine/common/flag_checks.h): the same line, and the
+// A usage error (a flag outside its range: cli/flag_checks.h): the same line, and the
 // exit status every usage error has.
 inline int UsageFail(const absl::Status& s) {
   FailWith(s);

@@ -1,0 +1,36 @@
+// Makes --help/--helpshort list the flags defined in the calling binary's main file and the shared
+// flags it uses (cli/engine_flags.h). Abseil's default only matches files named after the binary.
+#pragma once
+
+#include <vector>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
+
+namespace sparsed {
+
+// `main_file` (a string literal) is the basename of the file defining the flags, e.g. "main.cc".
+inline void ListHelpFlagsFrom(const char* main_file) {
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = [main_file](absl::string_view f) {
+    return absl::EndsWith(f, main_file) || absl::EndsWith(f, "cli/engine_flags.cc") ||
+           absl::EndsWith(f, "cli/sparsity_flag.cc");
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
+}
+
+// Every binary's start: --help lists `main_file`'s flags and the shared ones, `usage` heads it,
+// and the command line is parsed (Abseil exits with 1 on an unknown flag or a bad value). Returns
+// the positional arguments, argv[0] first.
+inline std::vector<char*> ParseFlags(int argc, char** argv, const char* main_file,
+                                     absl::string_view usage) {
+  ListHelpFlagsFrom(main_file);
+  absl::SetProgramUsageMessage(usage);
+  return absl::ParseCommandLine(argc, argv);
+}
+
+}  // namespace sparsed

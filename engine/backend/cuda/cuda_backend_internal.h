@@ -1,0 +1,48 @@
+// Pieces the CUDA backend's files share (cuda_backend.cc, cuda_backend_memory.cc,
+// cuda_step_graphs.cc): operation signature words and CUDA error strings. Internal to the backend.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <bit>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/common/matrix.h"
+
+namespace sparsed::cuda::detail {
+
+// Signature words of operation arguments.
+inline uint64_t W(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+inline uint64_t W(float f) { return std::bit_cast<uint32_t>(f); }
+inline uint64_t W(double f) { return std::bit_cast<uint64_t>(f); }
+inline uint64_t W(int64_t v) { return static_cast<uint64_t>(v); }
+inline uint64_t W(int v) { return static_cast<uint64_t>(static_cast<int64_t>(v)); }
+inline uint64_t W(size_t v) { return v; }
+inline uint64_t W(bool v) { return v; }
+
+// Operation kinds, the first word of every signature.
+enum OpKind : uint64_t {
+  kOpCopy = 1,
+  kOpEmbed,
+  kOpRmsNorm,
+  kOpMatMul,
+  kOpMatMul3,
+  kOpAddScaled,
+  kOpRope,
+  kOpAttention,
+  kOpFfn,
+};
+
+// "" for success, else "what: reason".
+inline std::string Err(const char* what, cudaError_t e) {
+  return e == cudaSuccess ? std::string() : absl::StrCat(what, ": ", cudaGetErrorString(e));
+}
+
+// The matrix as bf16 bits: a view when it already is bf16, else converted into *storage
+// (cuda_backend_memory.cc).
+const uint16_t* AsBf16(const Matrix& m, std::vector<uint16_t>* storage);
+
+}  // namespace sparsed::cuda::detail
