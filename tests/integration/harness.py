@@ -1,4 +1,5 @@
-"""Shared pieces of the Python integration tests: check bookkeeping and free loopback ports."""
+"""Shared pieces of the Python integration tests: check bookkeeping, free loopback ports, the
+common flags, /metrics parsing and the daemon fixture (`Daemon`) the tests start `sparsed` with."""
 import socket
 
 FAILURES = []
@@ -95,6 +96,7 @@ class Daemon:
             return f.read()
 
     def tail(self, chars=3000):
+        """The last `chars` characters of the log."""
         return self.log()[-chars:]
 
     def wait_log(self, needle, timeout=120):
