@@ -18,35 +18,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, check, free_port  # noqa: E402
+from harness import FAILURES, Daemon, check  # noqa: E402
 from daemon_test import gen_stubs  # noqa: E402
-
-
-class Daemon:
-    def __init__(self, bin_dir, work, name, args):
-        self.port, self.mport = free_port(), free_port()
-        self.log_path = os.path.join(work, name + ".log")
-        self.proc = subprocess.Popen(
-            [os.path.join(bin_dir, "sparsed"), "--listen", f"127.0.0.1:{self.port}",
-             "--metrics_listen", f"127.0.0.1:{self.mport}", "--kv_cache_mb", "32"] + args,
-            stderr=open(self.log_path, "w"))
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
-
-    def metrics(self):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 def metric_values(text, name):
@@ -74,22 +49,18 @@ def main():
     with open(os.path.join(a.source, "tests/data/sparsed-tiny-reference.json")) as f:
         reference = json.load(f)["prompts"][0]
 
+    def daemon(name, *args):
+        return Daemon(a.bin, a.work, name, "--kv_cache_mb", "32", *args)
+
     def stub_for(d):
+        d.wait_ready()
         channel = grpc.insecure_channel(f"127.0.0.1:{d.port}")
         grpc.channel_ready_future(channel).result(timeout=60)
         stub = pbg.SparsedStub(channel)
-        for _ in range(600):  # until the model is loaded
-            try:
-                return stub, stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                time.sleep(0.1)
-        raise RuntimeError("the daemon never became ready")
+        return stub, stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
 
     # 1. The default model, default flags.
-    d = Daemon(a.bin, a.work, "default", ["--model", sparse])
-    try:
+    with daemon("default", "--model", sparse) as d:
         stub, info = stub_for(d)
         check(info.activation == "relu2" and info.sparsity_mode == "exact",
               f"default model: {info.activation}, mode {info.sparsity_mode}")
@@ -100,8 +71,6 @@ def main():
             options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
         check(list(r.token_ids) == reference["greedy"],
               f"served greedy continuation equals PyTorch's: {r.text!r}")
-    finally:
-        d.stop()
 
     # 2. Calibrate the SwiGLU twin and serve it in threshold mode.
     prof = os.path.join(a.work, "sparsity.json")
@@ -110,9 +79,7 @@ def main():
                           "--calibration_tokens", "1024", "--eval_tokens", "1024", "--out", prof],
                          capture_output=True, text=True)
     check(cal.returncode == 0 and os.path.exists(prof), f"sparsed-calibrate: {cal.stdout[-300:]}")
-    d = Daemon(a.bin, a.work, "threshold",
-               ["--model", swiglu, "--sparsity", "threshold", "--sparsity_file", prof])
-    try:
+    with daemon("threshold", "--model", swiglu, "--sparsity", "threshold", "--sparsity_file", prof) as d:
         stub, info = stub_for(d)
         check(info.activation == "silu" and info.sparsity_mode == "threshold",
               f"SwiGLU twin: {info.activation}, mode {info.sparsity_mode}")
@@ -128,17 +95,12 @@ def main():
         ratios = metric_values(text, "sparsed_ffn_active_ratio")
         check(ratios and all(0 < v < 1 for v in ratios),
               f"per-layer activation ratios in threshold mode: {ratios}")
-    finally:
-        d.stop()
 
     # 3. A file made for another model is refused at start-up, naming the file.
-    d = Daemon(a.bin, a.work, "mismatch",
-               ["--model", sparse, "--sparsity", "threshold", "--sparsity_file", prof])
-    try:
-        rc = d.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:  # it served: wrong
-        d.stop()
-        rc = 0
+    with daemon("mismatch", "--model", sparse, "--sparsity", "threshold", "--sparsity_file", prof) as d:
+        rc = d.wait(60)
+        if rc is None:  # it served: wrong (leaving the block stops it)
+            rc = 0
     check(rc != 0 and prof in d.log() and "another model" in d.log(),
           f"mismatched sparsity.json refused (exit {rc})")
 
@@ -146,8 +108,7 @@ def main():
     prosparse = os.path.join(a.source, "models/sparsed-tiny-prosparse")
     with open(os.path.join(a.source, "tests/data/sparsed-tiny-prosparse-reference.json")) as f:
         prompts = json.load(f)["prompts"]
-    d = Daemon(a.bin, a.work, "prosparse", ["--model", prosparse])
-    try:
+    with daemon("prosparse", "--model", prosparse) as d:
         stub, info = stub_for(d)
         check(info.activation == "fatrelu" and info.sparsity_mode == "exact",
               f"ProSparse model: {info.activation}, mode {info.sparsity_mode}")
@@ -158,8 +119,6 @@ def main():
                 options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
             check(list(r.token_ids) == p["greedy"],
                   f"ProSparse model: served greedy continuation equals PyTorch's: {r.text!r}")
-    finally:
-        d.stop()
 
     print(f"{len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0

@@ -17,38 +17,30 @@ requests admitted during the case answered bitwise as the same requests alone.
 Usage: chaos_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, check, free_port, metric, parse_test_args  # noqa: E402
+from harness import FAILURES, Daemon, check, metric, parse_test_args  # noqa: E402
 from daemon_test import gen_stubs  # noqa: E402
 
 import grpc  # noqa: E402
 
 
-class Daemon:
+class ChaosDaemon(Daemon):
+    """The shared daemon fixture (harness.py), started and serving, with a channel and a stub, and
+    the checks each chaos case ends with."""
+
     def __init__(self, bin_dir, model, work, name, *flags):
-        self.port, self.mport = free_port(), free_port()
-        self.log_path = os.path.join(work, f"{name}.log")
-        self.proc = subprocess.Popen(
-            [os.path.join(bin_dir, "sparsed"), "--model", model, "--listen", f"127.0.0.1:{self.port}",
-             "--metrics_listen", f"127.0.0.1:{self.mport}", *flags], stderr=open(self.log_path, "w"))
+        super().__init__(bin_dir, work, name, *flags, model=model)
+        self.start()
+        self.wait_ready()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         grpc.channel_ready_future(self.channel).result(timeout=60)
         from sparsed.v1 import sparsed_pb2_grpc as pbg
         self.stub = pbg.SparsedStub(self.channel)
-        for _ in range(600):
-            if 'msg="serving"' in open(self.log_path).read():
-                break
-            time.sleep(0.05)
-
-    def metrics(self):
-        return urllib.request.urlopen(f"http://127.0.0.1:{self.mport}/metrics", timeout=10).read().decode()
 
     def sanitized(self):
         """Whether the daemon runs under ASan or TSan, whose allocators keep freed memory (ASan's
@@ -93,15 +85,6 @@ class Daemon:
               f"{what}: alive, {threads} threads (started with {baseline[0]}), RSS {rss:.0f} MB "
               f"(started with {baseline[1]:.0f} MB; bound +{rss_slack} MB)")
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
-
 
 def main():
     a, work = parse_test_args("sparsed_chaos_")
@@ -115,8 +98,8 @@ def main():
                                   stopping=pb.StoppingParams(max_new_tokens=n, ignore_eos=True),
                                   options=pb.GenerateOptions(include_token_ids=True))
 
-    d = Daemon(a.bin, model, work, "chaos", "--kv_cache_mb", "64", "--max_waiting_requests", "32",
-               "--stream_max_pending_tokens", "32", "--stream_write_timeout_s", "2")
+    d = ChaosDaemon(a.bin, model, work, "chaos", "--kv_cache_mb", "64", "--max_waiting_requests", "32",
+                    "--stream_max_pending_tokens", "32", "--stream_write_timeout_s", "2")
     try:
         alone = {i: list(d.stub.Generate(greedy(i), timeout=60).token_ids) for i in range(16)}
         time.sleep(0.5)
@@ -149,7 +132,7 @@ def main():
         except grpc.RpcError as e:
             code = e.code()
         check(code == grpc.StatusCode.INVALID_ARGUMENT, f"garbage on GenerateStream: {code.name}")
-        log = open(d.log_path).read()
+        log = d.log()
         check("[libprotobuf" not in log and all(l.startswith("ts=") for l in log.splitlines() if l),
               "malformed requests leave only logfmt lines in the log")
         d.settled("garbage", baseline)
@@ -230,9 +213,9 @@ def main():
                                  options=pb.GenerateOptions(logprobs=20, include_token_ids=True))
         stalled = [stalled_stub.GenerateStream(big, timeout=120) for _ in range(3)]
         end = time.time() + 30
-        while time.time() < end and 'client stopped reading' not in open(d.log_path).read():
+        while time.time() < end and 'client stopped reading' not in d.log():
             time.sleep(0.2)
-        check('msg="stream cancelled: the client stopped reading"' in open(d.log_path).read(),
+        check('msg="stream cancelled: the client stopped reading"' in d.log(),
               "stalled readers are cancelled by the daemon (logged)")
         d.settled("stalled readers (their clients still connected)", baseline)
         for s in stalled:
@@ -244,7 +227,7 @@ def main():
         rc = d.stop()
     check(rc == 0, f"chaos daemon exits 0 after SIGTERM ({rc})")
 
-    t = Daemon(a.bin, model, work, "thrash", "--kv_cache_mb", "1", "--kv_block_size", "16", "--max_num_seqs", "16")
+    t = ChaosDaemon(a.bin, model, work, "thrash", "--kv_cache_mb", "1", "--kv_block_size", "16", "--max_num_seqs", "16")
     try:
         base = t.proc_status()
         results.clear()
@@ -271,7 +254,7 @@ def main():
         streams = [t.stub.GenerateStream(greedy(i, 60), timeout=120) for i in range(8)]
         for s in streams:
             next(s)
-        t.proc.send_signal(signal.SIGTERM)
+        t.terminate()
         ends = []
         for s in streams:
             last = None
@@ -282,7 +265,7 @@ def main():
             except grpc.RpcError as e:
                 ends.append(e.code().name)
         check(ends == [pb.FINISH_REASON_LENGTH] * 8, f"SIGTERM: the 8 streams in flight complete ({ends})")
-        rc = t.proc.wait(timeout=60)
+        rc = t.wait(timeout=60)
         check(rc == 0, f"and the daemon exits 0 ({rc})")
     finally:
         t.stop()

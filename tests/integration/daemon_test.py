@@ -8,11 +8,11 @@ text with promtool; a real Prometheus server scraping it; and the SIGTERM drain.
 
 Usage: daemon_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
+import errno
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, check, free_port, metric, parse_test_args  # noqa: E402
+from harness import FAILURES, Daemon, check, free_port, metric, parse_test_args  # noqa: E402
 
 
 def gen_stubs(source, out):
@@ -42,6 +42,48 @@ def gen_stubs(source, out):
     sys.path.insert(0, out)
 
 
+class LoadGate:
+    """Holds the daemon's model load until `release()`, so that a client sees the daemon loading.
+
+    The load's first read is the model's config.json (engine/model/checkpoint.cc), which the daemon
+    reaches only after it listens with health NOT_SERVING (server/main.cc). Here config.json is a
+    FIFO, whose open for reading blocks until a writer opens it."""
+
+    def __init__(self, model_dir):
+        self.path = os.path.join(model_dir, "config.json")
+        with open(self.path, "rb") as f:
+            self.text = f.read()
+        os.remove(self.path)
+        os.mkfifo(self.path)
+        self.held = True
+
+    def release(self, timeout=60):
+        """Lets the load go on. Once the daemon waits on the FIFO, opens it for writing, puts the
+        plain file back in its place (the load reads config.json again: engine/model/fingerprint.cc)
+        and writes the text to the daemon. Returns whether the daemon waited on the FIFO within
+        `timeout` seconds (the plain file is put back either way; a second call does nothing)."""
+        if not self.held:
+            return True
+        self.held = False
+        fd, end = None, time.time() + timeout
+        while fd is None and time.time() < end:
+            try:  # without a reader, a non-blocking open for writing fails at once (ENXIO)
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.005)
+        with open(self.path + ".tmp", "wb") as f:
+            f.write(self.text)
+        os.replace(self.path + ".tmp", self.path)
+        if fd is None:
+            return False
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.text)
+        return True
+
+
 def main():
     a, work = parse_test_args("sparsed_it_")
     import grpc
@@ -55,30 +97,36 @@ def main():
     subprocess.run([os.path.join(a.bin, "sparsed-make-model"), "--out", model, "--preset", "small",
                     "--activation", "relu2", "--active_ratio", "0.15", "--hidden", "512", "--intermediate", "1536",
                     "--layers", "6"], check=True, capture_output=True)
-    port, mport = free_port(), free_port()
-    log = open(os.path.join(work, "sparsed.log"), "w")
-    proc = subprocess.Popen([os.path.join(a.bin, "sparsed"), "--model", model, "--listen", f"127.0.0.1:{port}",
-                             "--metrics_listen", f"127.0.0.1:{mport}", "--kv_cache_mb", "64",
-                             "--max_waiting_requests", "64", "--shutdown_timeout_s", "10"], stderr=log)
+    # The daemon listens before it loads the model; the gate holds the load until the health
+    # Watch below has seen the daemon loading.
+    gate = LoadGate(model)
+    d = Daemon(a.bin, work, "sparsed", "--kv_cache_mb", "64", "--max_waiting_requests", "64",
+               "--shutdown_timeout_s", "10", model=model).start()
+    port, mport = d.port, d.mport
     prom = None
     try:
-        # Connect as soon as the daemon listens (it does so before loading the model), so the
-        # health Watch below sees the load.
-        for _ in range(600):
-            with open(os.path.join(work, "sparsed.log")) as f:
-                if 'msg="listening"' in f.read():
-                    break
-            time.sleep(0.005)
+        check(d.wait_log('msg="listening"', timeout=60) and 'msg="serving"' not in d.log(),
+              "the daemon listens while its model load is held")
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=60)
         health = health_pb2_grpc.HealthStub(channel)
-        # Across start-up: the server listens before the model is loaded, NOT_SERVING until ready.
-        seen = []
-        for r in health.Watch(health_pb2.HealthCheckRequest(service="sparsed.v1.Sparsed"), timeout=60):
-            seen.append(r.status)
-            if r.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-        ok_seq = seen[-1] == health_pb2.HealthCheckResponse.SERVING and all(
+        # Across start-up: NOT_SERVING while the model loads, then SERVING. The Watch starts while
+        # the load is held, so its first status is the loading one.
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="sparsed.v1.Sparsed"), timeout=60)
+        seen = [next(watch).status]
+        loading = [health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+                   for name in ("", "liveness")]
+        check(loading == [health_pb2.HealthCheckResponse.NOT_SERVING, health_pb2.HealthCheckResponse.SERVING],
+              f"while the model loads, health Check('') is NOT_SERVING and Check('liveness') SERVING "
+              f"({[health_pb2.HealthCheckResponse.ServingStatus.Name(x) for x in loading]})")
+        check(gate.release(), "the model load waited on config.json while the Watch started")
+        if seen[-1] != health_pb2.HealthCheckResponse.SERVING:
+            for r in watch:
+                seen.append(r.status)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+        watch.cancel()
+        ok_seq = len(seen) >= 2 and seen[-1] == health_pb2.HealthCheckResponse.SERVING and all(
             x == health_pb2.HealthCheckResponse.NOT_SERVING for x in seen[:-1])
         check(ok_seq, f"health Watch across start-up: {[health_pb2.HealthCheckResponse.ServingStatus.Name(x) for x in seen]}")
         for name in ["", "sparsed.v1.Sparsed", "liveness"]:
@@ -118,8 +166,7 @@ def main():
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
         check(info.activation == "relu2" and info.sparsity_mode == "exact" and info.num_layers == 6,
               f"GetModelInfo: {info.activation}, {info.sparsity_mode}, {info.num_layers} layers")
-        with open(os.path.join(work, "sparsed.log")) as f:
-            started = f.read()
+        started = d.log()
         check(info.device in ("cpu", "cuda") and f"device={info.device}" in started,
               f"GetModelInfo.device '{info.device}' is the device the start-up log names")
         toks = stub.Tokenize(pb.TokenizeRequest(text="The quick brown fox", add_bos=True), timeout=5)
@@ -220,7 +267,7 @@ def main():
         check(list(p1.token_ids) == list(p2.token_ids) and
               [lp.logprob for lp in p1.logprobs] == [lp.logprob for lp in p2.logprobs],
               "prefix cache: same tokens and log-probabilities as the computed prompt")
-        hits = metric(urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode(),
+        hits = metric(d.metrics(),
                       "sparsed_prefix_cache_hits_total", model_name="model")
         check(hits >= p2.usage.cached_prompt_tokens, f"sparsed_prefix_cache_hits_total counts them ({hits})")
 
@@ -275,7 +322,7 @@ def main():
         # Time to first token is observed when the first token comes, not when the request ends
         # (nothing else is in flight here: every request above has finished).
         def ttft_count():
-            m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            m = d.metrics()
             return metric(m, "sparsed_time_to_first_token_seconds_count", model_name="model")
         before_ttft = ttft_count()
         running = stub.GenerateStream(pb.GenerateRequest(prompt="x", stopping=pb.StoppingParams(
@@ -350,7 +397,7 @@ def main():
         check(code == grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline mid-generation: {code}")
         used = None
         for _ in range(40):
-            m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            m = d.metrics()
             used = metric(m, "sparsed_kv_blocks_used", model_name="model")
             if used == 0:
                 break
@@ -358,7 +405,7 @@ def main():
         check(used == 0, f"KV blocks freed after cancel and deadline (sparsed_kv_blocks_used = {used})")
 
         # Metrics: format, content, and a real Prometheus scrape.
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+        metrics = d.metrics()
         pt = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
         check(pt.returncode == 0, "promtool check metrics: " + (pt.stdout + pt.stderr).strip()[:300])
         for name in ["sparsed_requests_total", "sparsed_time_to_first_token_seconds_bucket",
@@ -367,8 +414,7 @@ def main():
             check(name in metrics, f"/metrics has {name}")
         check(metric(metrics, "sparsed_requests_total", model_name="model", outcome="rejected") == 6 + len(bad_fields),
               "rejected requests counted (the series labelled with the model's name)")
-        with open(os.path.join(work, "sparsed.log")) as f:
-            refused = [l for l in f.read().splitlines() if 'msg="request refused"' in l]
+        refused = [l for l in d.log().splitlines() if 'msg="request refused"' in l]
         rejected = 6 + len(bad_fields)
         check(1 <= len(refused) < rejected and all("code=INVALID_ARGUMENT" in l or "code=RESOURCE_EXHAUSTED" in l
                                                    for l in refused),
@@ -416,43 +462,35 @@ def main():
         next(inflight)
         drain_watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
         first = next(drain_watch).status
-        proc.send_signal(signal.SIGTERM)
+        d.terminate()
         second = next(drain_watch).status
         check(first == health_pb2.HealthCheckResponse.SERVING and second == health_pb2.HealthCheckResponse.NOT_SERVING,
               "health Watch reports NOT_SERVING on SIGTERM")
         got = sum(1 for _ in inflight)
         check(got > 0, f"in-flight stream finished during drain ({got} more messages)")
-        rc = proc.wait(timeout=30)
+        rc = d.wait(timeout=30)
         check(rc == 0, f"exit code after SIGTERM: {rc}")
     finally:
         if prom:
             prom.terminate()
             prom.wait(timeout=10)
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+        gate.release(timeout=5)  # a check above failed before the load was let go: let it go now
+        d.stop()
     # --device=cuda without a usable GPU fails at start-up, naming the flag and the reason (on a
     # GPU host the daemon starts instead; it is then stopped).
-    cuda = subprocess.Popen([os.path.join(a.bin, "sparsed"), "--model", model, "--device", "cuda",
-                             "--listen", f"127.0.0.1:{free_port()}", "--metrics_listen",
-                             f"127.0.0.1:{free_port()}", "--kv_cache_mb", "64"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = cuda.communicate(timeout=30)
-        check(cuda.returncode != 0 and "--device=cuda" in err,
-              f"--device=cuda without a GPU: exit {cuda.returncode}, {err.strip()[-200:]}")
-    except subprocess.TimeoutExpired:
-        cuda.kill()
-        cuda.communicate()
+    with Daemon(a.bin, work, "cuda", "--device", "cuda", "--kv_cache_mb", "64", model=model) as cuda:
+        rc = cuda.wait(timeout=30)
+        if rc is not None:
+            err = cuda.log()
+            check(rc != 0 and "--device=cuda" in err, f"--device=cuda without a GPU: exit {rc}, {err.strip()[-200:]}")
     # An unknown KV-cache element type fails at start-up, naming the flag.
-    bad = subprocess.run([os.path.join(a.bin, "sparsed"), "--model", model, "--kv_cache_dtype", "fp8",
-                          "--listen", f"127.0.0.1:{free_port()}", "--metrics_listen",
-                          f"127.0.0.1:{free_port()}", "--kv_cache_mb", "64"],
-                         capture_output=True, text=True, timeout=60)
-    check(bad.returncode != 0 and "kv_cache_dtype" in bad.stderr,
-          f"--kv_cache_dtype=fp8: exit {bad.returncode}, {bad.stderr.strip()[-200:]}")
+    with Daemon(a.bin, work, "fp8", "--kv_cache_dtype", "fp8", "--kv_cache_mb", "64", model=model) as bad:
+        rc = bad.wait(timeout=60)
+        err = bad.log()
+    check(rc is not None and rc != 0 and "kv_cache_dtype" in err,
+          f"--kv_cache_dtype=fp8: exit {rc}, {err.strip()[-200:]}")
     if FAILURES:
-        print(open(os.path.join(work, "sparsed.log")).read()[-3000:])
+        print(d.tail())
         print(f"{len(FAILURES)} failure(s)")
         return 1
     shutil.rmtree(work, ignore_errors=True)

@@ -16,10 +16,9 @@ import queue
 import subprocess
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, check, free_port, metric, parse_test_args  # noqa: E402
+from harness import FAILURES, Daemon, check, metric, parse_test_args  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tritonclient.grpc as tc  # noqa: E402
@@ -43,29 +42,20 @@ def scalar(name, value, datatype, dtype):
 def main():
     a, work = parse_test_args("sparsed_oip_")
     model = os.path.join(a.source, "models", "sparsed-tiny")
-    port, mport = free_port(), free_port()
-    log_path = os.path.join(work, "sparsed.log")
-    proc = subprocess.Popen([os.path.join(a.bin, "sparsed"), "--model", model, "--listen", f"127.0.0.1:{port}",
-                             "--metrics_listen", f"127.0.0.1:{mport}", "--kv_cache_mb", "64"],
-                            stderr=open(log_path, "w"))
+    daemon = Daemon(a.bin, work, "sparsed", "--kv_cache_mb", "64", model=model)
 
     def kv_used_settles():
         for _ in range(100):
-            m = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            m = daemon.metrics()
             if metric(m, "sparsed_kv_blocks_used") == 0 and metric(m, "sparsed_running_sequences") == 0:
                 return True
             time.sleep(0.05)
         return False
 
-    try:
+    with daemon:
+        daemon.wait_ready()
+        port = daemon.port
         c = tc.InferenceServerClient(f"127.0.0.1:{port}")
-        for _ in range(300):
-            try:
-                if c.is_server_ready():
-                    break
-            except InferenceServerException:
-                pass
-            time.sleep(0.1)
         check(c.is_server_live() and c.is_server_ready() and c.is_model_ready("sparsed-tiny"),
               "ServerLive, ServerReady and ModelReady say yes")
         md = c.get_model_metadata("sparsed-tiny")
@@ -164,11 +154,9 @@ def main():
         except InferenceServerException as e:
             status, msg = str(e.status()), e.message()
         check("NOT_FOUND" in status and "sparsed-tiny" in msg, f"unknown model: {status} {msg!r}")
-        check(proc.poll() is None and kv_used_settles(), "the daemon serves on, nothing held")
+        check(daemon.proc.poll() is None and kv_used_settles(), "the daemon serves on, nothing held")
         c.close()
-    finally:
-        proc.terminate()
-        rc = proc.wait(timeout=60)
+    rc = daemon.returncode  # leaving the block sent SIGTERM and waited
     check(rc == 0, f"exit 0 after SIGTERM ({rc})")
     print(f"{len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0

@@ -17,14 +17,13 @@ Usage: operator_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, check, free_port, parse_test_args  # noqa: E402
+from harness import FAILURES, Daemon, check, free_port, parse_test_args  # noqa: E402
 from daemon_test import gen_stubs  # noqa: E402
 
 USAGE_EXIT = 1
@@ -76,18 +75,6 @@ def check_flags(binary, base_args, label):
                       f"{err.strip()[-200:]!r}")
 
 
-def wait_for(path, needle, proc, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        with open(path) as f:
-            if needle in f.read():
-                return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
-
-
 def logfmt_only(text, label):
     lines = [l for l in text.splitlines() if l.strip()]
     bad = [l for l in lines if not l.startswith("ts=")]
@@ -95,31 +82,28 @@ def logfmt_only(text, label):
                              f"{bad[0][:120] if bad else ''!r})")
 
 
-def refused_bind(daemon, model, listen, metrics_listen, msg, taken_port, what):
+def refused_bind(bin_dir, work, name, model, listen, metrics_listen, msg, taken_port, what):
     """Starts a daemon that must fail to bind `taken_port`: exit 1 with `msg`, the address and the
-    kernel's reason. Returns the finished process."""
-    r = subprocess.run([daemon, "--model", model, "--listen", listen, "--metrics_listen", metrics_listen,
-                        "--kv_cache_mb", "16"], capture_output=True, text=True, timeout=120)
-    check(r.returncode == 1 and msg in r.stderr and f"listen=127.0.0.1:{taken_port}" in r.stderr
-          and 'error="address already in use"' in r.stderr,
-          f"{what}: exit {r.returncode}, {r.stderr.strip()[-300:]!r}")
-    return r
+    kernel's reason. Returns its stderr."""
+    with Daemon(bin_dir, work, name, "--kv_cache_mb", "16", model=model, listen=listen,
+                metrics_listen=metrics_listen) as d:
+        rc = d.wait(120)
+        err = d.log()
+    check(rc == 1 and msg in err and f"listen=127.0.0.1:{taken_port}" in err
+          and 'error="address already in use"' in err,
+          f"{what}: exit {rc}, {err.strip()[-300:]!r}")
+    return err
 
 
 def check_ports(bin_dir, model, work):
-    daemon = os.path.join(bin_dir, "sparsed")
-    port, mport = free_port(), free_port()
-    log_path = os.path.join(work, "first.log")
-    first = subprocess.Popen([daemon, "--model", model, "--listen", f"127.0.0.1:{port}",
-                              "--metrics_listen", f"127.0.0.1:{mport}", "--kv_cache_mb", "16"],
-                             stderr=open(log_path, "w"))
-    try:
-        check(wait_for(log_path, 'msg="serving"', first), "first daemon serves")
+    with Daemon(bin_dir, work, "first", "--kv_cache_mb", "16", model=model) as first:
+        port, mport = first.port, first.mport
+        check(first.wait_log(Daemon.READY), "first daemon serves")
         # A second daemon on the same address.
-        r = refused_bind(daemon, model, f"127.0.0.1:{port}", "", 'msg="cannot listen"', port,
-                         "a second daemon on the same address exits 1 naming it")
-        check("status=SERVING" not in r.stderr, "the second daemon never reports SERVING")
-        logfmt_only(r.stderr, "second daemon's stderr")
+        err = refused_bind(bin_dir, work, "second", model, f"127.0.0.1:{port}", "", 'msg="cannot listen"',
+                           port, "a second daemon on the same address exits 1 naming it")
+        check("status=SERVING" not in err, "the second daemon never reports SERVING")
+        logfmt_only(err, "second daemon's stderr")
         # Any other process, even one asking for SO_REUSEPORT, cannot share the port.
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -130,23 +114,16 @@ def check_ports(bin_dir, model, work):
                 shared = False
         check(not shared, "another process cannot bind the daemon's port with SO_REUSEPORT")
         # The metrics port taken.
-        refused_bind(daemon, model, f"127.0.0.1:{free_port()}", f"127.0.0.1:{mport}",
+        refused_bind(bin_dir, work, "metrics_taken", model, f"127.0.0.1:{free_port()}", f"127.0.0.1:{mport}",
                      'msg="cannot serve metrics"', mport, "a taken metrics port is named with its reason")
-        check(first.poll() is None, "the first daemon still runs")
+        check(first.proc.poll() is None, "the first daemon still runs")
         # An idle client connection must not hold the exit (it used to wait a fixed 2 s).
         import grpc
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=30)
-    finally:
-        first.terminate()
-        try:
-            rc = first.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            first.kill()
-            rc = first.wait()
+    rc = first.returncode  # leaving the block sent SIGTERM and waited
     check(rc == 0, f"first daemon drains and exits 0 (exit {rc})")
-    with open(log_path) as f:
-        text = f.read()
+    text = first.log()
     logfmt_only(text, "first daemon's stderr")
     m = re.search(r'msg="stopped" .*shutdown_s=([0-9.e-]+)', text)
     check(m is not None and float(m.group(1)) < 1.0,
@@ -158,19 +135,12 @@ def check_drain_moves_clients(bin_dir, model, work):
     import grpc
     gen_stubs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."), os.path.join(work, "stubs"))
     from sparsed.v1 import sparsed_pb2 as pb, sparsed_pb2_grpc as pbg
-    daemon = os.path.join(bin_dir, "sparsed")
-    procs, ports, logs = [], [], []
-    for name in ("a", "b"):
-        port = free_port()
-        log_path = os.path.join(work, f"drain_{name}.log")
-        procs.append(subprocess.Popen([daemon, "--model", model, "--listen", f"127.0.0.1:{port}",
-                                       "--metrics_listen", f"127.0.0.1:{free_port()}", "--kv_cache_mb", "64",
-                                       "--shutdown_timeout_s", "60"], stderr=open(log_path, "w")))
-        ports.append(port)
-        logs.append(log_path)
-    try:
-        for p, log_path in zip(procs, logs):
-            check(wait_for(log_path, 'msg="serving"', p), f"daemon serves ({log_path})")
+    a, b = (Daemon(bin_dir, work, f"drain_{name}", "--kv_cache_mb", "64", "--shutdown_timeout_s", "60",
+                   model=model) for name in ("a", "b"))
+    with a, b:
+        ports = [a.port, b.port]
+        for d in (a, b):
+            check(d.wait_log(Daemon.READY), f"daemon serves ({d.log_path})")
         balanced = grpc.insecure_channel(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}",
                                          options=[("grpc.lb_policy_name", "round_robin")])
         rr = pbg.SparsedStub(balanced)
@@ -182,8 +152,8 @@ def check_drain_moves_clients(bin_dir, model, work):
         stream = direct.GenerateStream(pb.GenerateRequest(
             prompt="x", stopping=pb.StoppingParams(max_new_tokens=500, ignore_eos=True)), timeout=120)
         next(stream)
-        procs[0].send_signal(signal.SIGTERM)
-        check(wait_for(logs[0], 'msg="draining"', procs[0]), "the first daemon drains")
+        a.terminate()
+        check(a.wait_log('msg="draining"'), "the first daemon drains")
         # The drain has begun once the first daemon refuses new connections (it shut its listener
         # when it sent GOAWAY); wait for that rather than for a fixed time.
         refused = False
@@ -205,22 +175,14 @@ def check_drain_moves_clients(bin_dir, model, work):
                 codes.append("OK")
             except grpc.RpcError as e:
                 codes.append(e.code().name)
-        draining = procs[0].poll() is None
+        draining = a.proc.poll() is None
         check(draining and codes == ["OK"] * 20,
               f"while one daemon drains (still running: {draining}), round-robin calls all go to the "
               f"other: {sorted(set(codes))}")
         got = sum(1 for _ in stream)
         check(got > 0, f"the draining daemon's stream in flight ran to its end ({got} more messages)")
-        rc = procs[0].wait(timeout=90)
+        rc = a.wait(timeout=90)
         check(rc == 0, f"the drained daemon exits 0 (exit {rc})")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def main():
