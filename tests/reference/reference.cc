@@ -62,6 +62,36 @@ void Rope(float* v, int head_dim, int pos, double theta, double linear_factor) {
   }
 }
 
+std::vector<float> CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
+                                   const std::vector<float>& v, const std::vector<int>& first,
+                                   int H, int KV, int hd) {
+  const int T = static_cast<int>(first.size());
+  std::vector<float> out(static_cast<size_t>(T) * H * hd);
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < H; ++h) {
+      const int g = h / (H / KV);
+      std::vector<double> s;
+      double mx = -1e300;
+      for (int j = first[t]; j <= t; ++j) {
+        double dot = 0;
+        for (int i = 0; i < hd; ++i)
+          dot += double(q[(size_t(t) * H + h) * hd + i]) * k[(size_t(j) * KV + g) * hd + i];
+        s.push_back(dot / std::sqrt(double(hd)));
+        mx = std::max(mx, s.back());
+      }
+      double z = 0;
+      for (double& e : s) z += (e = std::exp(e - mx));
+      for (int i = 0; i < hd; ++i) {
+        double o = 0;
+        for (int j = first[t]; j <= t; ++j)
+          o += s[j - first[t]] / z * v[(size_t(j) * KV + g) * hd + i];
+        out[(size_t(t) * H + h) * hd + i] = static_cast<float>(o);
+      }
+    }
+  }
+  return out;
+}
+
 std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w,
                                const std::vector<int32_t>& tokens) {
   const int T = static_cast<int>(tokens.size());

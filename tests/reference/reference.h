@@ -21,6 +21,13 @@ std::vector<float> Ffn(const std::vector<float>& x, int T, const Matrix* gate, c
 // Rotate-half rotary embedding of one head vector at `pos`.
 void Rope(float* v, int head_dim, int pos, double theta, double linear_factor);
 
+// Causal attention with grouped KV heads, no cache: q [T × H·hd], k and v [T × KV·hd] for T
+// tokens of consecutive positions; token t attends to tokens first[t]..t (first[t]: the first
+// token of t's sequence), scaled by 1/√hd. Returns [T × H·hd].
+std::vector<float> CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
+                                   const std::vector<float>& v, const std::vector<int>& first,
+                                   int H, int KV, int hd);
+
 // Full forward of one sequence (no cache): logits [T × vocab] for every position.
 std::vector<float> ModelLogits(const ModelConfig& c, const ModelWeights& w,
                                const std::vector<int32_t>& tokens);

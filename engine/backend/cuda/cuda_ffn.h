@@ -12,10 +12,9 @@
 //      chunk of kChunkNeurons neuron ids; a device-side cost model replaces the list by every
 //      neuron when the union is denser than the break-even;
 //   3. up kernel: H[t, k] = A[t, U_k] · (X_t · W_u[U_k]) over the tile's list (zero where the
-//   token's
-//      own activation is zero);
-//   4. down kernel: per fixed neuron chunk, partial[c][t] = Σ_{k in chunk, in order}
-//   H[t,k]·W_dT[U_k];
+//      token's own activation is zero);
+//   4. down kernel: per fixed neuron chunk,
+//      partial[c][t] = Σ_{k in chunk, in order} H[t,k]·W_dT[U_k];
 //   5. reduce kernel: Y[t] = Σ_c partial[c][t] in chunk order.
 // Every (token, neuron) product and every sum runs in an order fixed by neuron ids and the hidden
 // size, so a token's Y is bitwise the same whatever tile or batch it is in.
@@ -27,15 +26,13 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/cuda/cuda_device.h"
 #include "engine/common/activation.h"
 
 namespace sparsed::cuda {
 
 constexpr int kMaxTileTokens = 16;
 constexpr int kChunkNeurons = 128;  // fixes the summation order of the down projection
-
-// "" when a usable CUDA device is present, else why not (driver missing, no device, ...).
-std::string ProbeDevice(std::string* device_name = nullptr);
 
 struct FfnShape {
   int64_t neurons = 0;  // F
@@ -189,20 +186,5 @@ class CudaFfn {
   int32_t* stats_ = nullptr;  // [stats_tiles_ × 2] {union_size, active_sum}
   int stats_tiles_ = 0;
 };
-
-// Small device-memory helpers for tests and benchmarks.
-std::string DeviceAlloc(size_t bytes, void** ptr);
-void DeviceFree(void* ptr);
-std::string CopyToDevice(void* dst, const void* src, size_t bytes);
-std::string CopyToHost(void* dst, const void* src, size_t bytes);
-std::string Synchronize();
-// fp32 → bf16 (device to device), n elements, on `stream` (a cudaStream_t; null: legacy).
-std::string ConvertToBf16(const float* src, void* dst, size_t n, void* stream = nullptr);
-
-// Device-to-device copy bandwidth in GB/s (bytes read + written), median of a few copies.
-double MeasureCopyBandwidthGBs(size_t bytes);
-
-// Times `fn` with CUDA events: median milliseconds over `reps` runs after `warmup` runs.
-double TimeMs(const std::function<void()>& fn, int warmup, int reps);
 
 }  // namespace sparsed::cuda
