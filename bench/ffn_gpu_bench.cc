@@ -76,10 +76,10 @@ void ThresholdTable(bool quick, const Filter& only, double peak) {
       Check(cuda::DeviceAlloc(x.size() * 2, &xb));
       Check(cuda::DeviceAlloc(x.size() * 2, &yb));
       Check(cuda::CopyToDevice(dx, x.data(), x.size() * 4));
-      Check(cuda::ConvertToBf16(static_cast<float*>(dx), xb, x.size()));
+      Check(cuda::ConvertToBf16(static_cast<float*>(dx), xb, x.size(), /*stream=*/nullptr));
       std::vector<cuda::FfnTileStats> st;
-      Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy), &st,
-                     nullptr, th));
+      Check(ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                     cuda::FfnRun{.activation = act, .stats = &st, .neuron_thresholds = th}));
       double union_rows = 0, active = 0;
       for (const auto& s : st) {
         union_rows += s.union_size;
@@ -87,8 +87,8 @@ void ThresholdTable(bool quick, const Filter& only, double peak) {
       }
       const double ms = cuda::TimeMs(
           [&] {
-            ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
-                     nullptr, nullptr, th);
+            ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                     cuda::FfnRun{.activation = act, .neuron_thresholds = th});
           },
           3, quick ? 10 : 30);
       const double dense_ms =
@@ -155,17 +155,17 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
           Check(cuda::DeviceAlloc(x.size() * 2, &xb));
           Check(cuda::DeviceAlloc(x.size() * 2, &yb));
           Check(cuda::CopyToDevice(dx, x.data(), x.size() * 4));
-          Check(cuda::ConvertToBf16(static_cast<float*>(dx), xb, x.size()));
+          Check(cuda::ConvertToBf16(static_cast<float*>(dx), xb, x.size(), /*stream=*/nullptr));
           const auto act = Activation::kRelu;
           std::vector<cuda::FfnTileStats> st;
-          Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
-                         &st));
+          Check(ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                         cuda::FfnRun{.activation = act, .stats = &st}));
           double union_rows = 0;
           for (const auto& s : st) union_rows += s.union_size;  // rows read per tile, summed
           const double sparse_ms = cuda::TimeMs(
               [&] {
-                ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
-                         nullptr);
+                ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                         cuda::FfnRun{.activation = act});
               },
               3, reps);
           const double dense_ms =
@@ -188,8 +188,8 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
             ffn->set_use_graphs(false);
             const double plain_ms = cuda::TimeMs(
                 [&] {
-                  ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0, static_cast<float*>(dy),
-                           nullptr);
+                  ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                           cuda::FfnRun{.activation = act});
                 },
                 3, reps);
             ffn->set_use_graphs(true);
@@ -203,8 +203,8 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
             // Operator breakdown against ProSparse's reported 2.0× (up) and 1.5× (down).
             std::vector<float> sp, dp, acc_s(5, 0), acc_d(4, 0);
             for (int i = 0; i < reps; ++i) {
-              Check(ffn->Run(static_cast<float*>(dx), T, act, 0.f, true, 1.0,
-                             static_cast<float*>(dy), nullptr, &sp));
+              Check(ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                             cuda::FfnRun{.activation = act, .phase_ms = &sp}));
               Check(ffn->RunDenseCublas(xb, T, act, 0.f, yb, &dp));
               for (int k = 0; k < 5; ++k) acc_s[k] += sp[k] / reps;
               for (int k = 0; k < 4; ++k) acc_d[k] += dp[k] / reps;

@@ -67,11 +67,12 @@ void MatMulTable(bool quick, double peak) {
           yb(T * s.n, true, 5);
       double us[2];
       for (int layout = 1; layout <= 2; ++layout) {
-        us[layout - 1] =
-            1e3 *
-            cuda::TimeMs(
-                [&] { Check(cuda::MatMul(x.f(), T, w.h(), s.cols, nullptr, s.n, y.f(), layout)); },
-                5, 30);
+        us[layout - 1] = 1e3 * cuda::TimeMs(
+                                   [&] {
+                                     Check(cuda::MatMul(x.f(), T, w.h(), s.cols, nullptr, s.n,
+                                                        y.f(), layout, /*stream=*/nullptr));
+                                   },
+                                   5, 30);
       }
       const float one = 1.f, zero = 0.f;
       const double cublas_us =
@@ -119,12 +120,13 @@ void AttentionTable(bool quick) {
       auto* dp = static_cast<int32_t*>(di);
       const cuda::PagedLayer layer{kc.f(), vc.f(), bs, kvh, hd};
       Dev part(std::max<size_t>(1, cuda::AttentionScratchFloats(B, heads, hd, L)), false, 10);
-      const double us = 1e3 * cuda::TimeMs(
-                                  [&] {
-                                    Check(cuda::Attention(layer, q.f(), dp, dp + 2 * B, dp + 3 * B,
-                                                          B, heads, L, part.f(), out.f()));
-                                  },
-                                  3, 20);
+      const double us =
+          1e3 * cuda::TimeMs(
+                    [&] {
+                      Check(cuda::Attention(layer, q.f(), dp, dp + 2 * B, dp + 3 * B, B, heads, L,
+                                            part.f(), out.f(), /*stream=*/nullptr));
+                    },
+                    3, 20);
       const double bytes = 2.0 * B * L * kvh * hd * 4;
       std::printf("| %d | %d | %.1f | %.0f |\n", L, B, us, bytes / (us * 1e3));
       cuda::DeviceFree(di);

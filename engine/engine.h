@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
+#include "engine/model_info.h"
 #include "engine/model/weights.h"
 #include "engine/sparse/sparsity_profile.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -84,6 +85,12 @@ class Engine {
 
   const ModelConfig& config() const { return checkpoint_->config(); }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  // The model as the layers above see it from any thread (model_info.h).
+  ModelInfo Info() const {
+    return ModelInfo{config(),      fingerprint(),   sparsity_mode(), weights().embed.dtype,
+                     static_cast<int64_t>(kv_blocks()) * kv_block_size(), context_tokens(),
+                     tokenizer()};
+  }
   SparsityMode sparsity_mode() const { return mode_; }
   // Switching to threshold mode needs thresholds (loaded from sparsity.json or SetThresholds).
   absl::Status SetSparsityMode(SparsityMode m);

@@ -32,6 +32,7 @@ struct EngineLoop::Sequence {
 EngineLoop::EngineLoop(std::unique_ptr<Engine> engine, const EngineLoopOptions& options,
                        std::function<void(const StepReport&)> on_step)
     : engine_(std::move(engine)),
+      model_(engine_->Info()),
       options_(options),
       on_step_(std::move(on_step)),
       blocks_(engine_->kv_blocks(), engine_->kv_block_size(), options.prefix_cache),

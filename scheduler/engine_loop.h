@@ -96,9 +96,9 @@ class EngineLoop {
   // Requests submitted whose sinks have not had OnFinish yet; exact at any moment (Stats() is
   // the state at the end of the last step).
   int Unfinished() const { return unfinished_.load(); }
-  // For what Engine::Load fixed (config, tokenizer, limits): safe from any thread, per Engine's
-  // thread-safety contract. Never for Step() or the KV cache, which the loop thread owns.
-  const Engine& engine() const { return *engine_; }
+  // The served model as fixed at load (config, tokenizer, limits): safe from any thread. The
+  // engine itself is the loop thread's alone.
+  const ModelInfo& model() const { return model_; }
 
  private:
   struct Sequence;
@@ -132,6 +132,7 @@ class EngineLoop {
   void DeliverFinishes();
 
   std::unique_ptr<Engine> engine_;
+  const ModelInfo model_;
   const EngineLoopOptions options_;
   std::function<void(const StepReport&)> on_step_;
 

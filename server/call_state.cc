@@ -50,7 +50,7 @@ grpc::Status CallState::Submit(absl::StatusOr<v1::GenerateRequest> req,
     id = req.status();
   } else {
     req_ = *std::move(req);
-    absl::StatusOr<Request> request = ToRequest(req_, env_.loop->engine());
+    absl::StatusOr<Request> request = ToRequest(req_, env_.loop->model());
     if (!request.ok()) {
       id = request.status();
     } else {

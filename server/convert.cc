@@ -4,15 +4,15 @@
 
 namespace sparsed::server {
 
-absl::Status CheckTextBytes(absl::string_view field, size_t bytes, const Engine& engine) {
-  const int64_t limit = engine.context_tokens() * engine.tokenizer()->max_bytes_per_token();
+absl::Status CheckTextBytes(absl::string_view field, size_t bytes, const ModelInfo& model) {
+  const int64_t limit = model.context_tokens * model.tokenizer->max_bytes_per_token();
   if (static_cast<int64_t>(bytes) <= limit) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
-      field, " has ", bytes, " bytes; the context holds ", engine.context_tokens(),
+      field, " has ", bytes, " bytes; the context holds ", model.context_tokens,
       " tokens, which no text longer than ", limit, " bytes fits in: shorten the text"));
 }
 
-absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const Engine& engine) {
+absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const ModelInfo& model) {
   Request r;
   r.request_id = in.request_id();
   r.priority = in.priority();
@@ -46,23 +46,23 @@ absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const Engine& e
   r.stopping.ignore_eos = p.ignore_eos();
   if (auto st = ValidateStoppingParams(r.stopping); !st.ok()) return st;
   for (int32_t id : r.stopping.stop_token_ids) {
-    if (id < 0 || id >= engine.config().vocab_size) {
+    if (id < 0 || id >= model.config.vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "stopping.stop_token_ids has ", id, "; allowed: [0, ", engine.config().vocab_size, ")"));
+          "stopping.stop_token_ids has ", id, "; allowed: [0, ", model.config.vocab_size, ")"));
     }
   }
   // The prompt last: every cheap check above runs before the text is tokenized.
   switch (in.input_case()) {
     case v1::GenerateRequest::kPrompt: {
       if (in.prompt().empty()) return absl::InvalidArgumentError("prompt is empty");
-      if (engine.tokenizer() == nullptr)
+      if (model.tokenizer == nullptr)
         return absl::FailedPreconditionError("the model has no tokenizer; send prompt_token_ids");
-      if (absl::Status st = CheckTextBytes("prompt", in.prompt().size(), engine); !st.ok())
+      if (absl::Status st = CheckTextBytes("prompt", in.prompt().size(), model); !st.ok())
         return st;
-      auto ids = engine.tokenizer()->Encode(in.prompt());
+      auto ids = model.tokenizer->Encode(in.prompt());
       if (!ids.ok())
         return absl::InvalidArgumentError(absl::StrCat("prompt: ", ids.status().message()));
-      if (in.add_bos()) r.prompt.push_back(engine.config().bos_token_id);
+      if (in.add_bos()) r.prompt.push_back(model.config.bos_token_id);
       r.prompt.insert(r.prompt.end(), ids->begin(), ids->end());
       break;
     }

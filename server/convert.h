@@ -4,7 +4,7 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/status/statusor.h"
-#include "engine/engine.h"
+#include "engine/model_info.h"
 #include "scheduler/request.h"
 #include "sparsed/v1/sparsed.pb.h"
 
@@ -12,12 +12,12 @@ namespace sparsed::server {
 
 // Validates and converts a GenerateRequest (tokenizing a text prompt). Every bad field is an
 // INVALID_ARGUMENT naming the field and its allowed range. The sink and deadline are left unset.
-absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const Engine& engine);
+absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const ModelInfo& model);
 
 // Admission before work: INVALID_ARGUMENT (naming `field`) when a text of `bytes` bytes cannot fit
 // the context (Engine::context_tokens) whatever it says (Tokenizer::max_bytes_per_token), so no
 // time is spent tokenizing it. The engine must have a tokenizer.
-absl::Status CheckTextBytes(absl::string_view field, size_t bytes, const Engine& engine);
+absl::Status CheckTextBytes(absl::string_view field, size_t bytes, const ModelInfo& model);
 
 v1::FinishReason ToProto(FinishReason r);
 

@@ -86,15 +86,15 @@ grpc::ServerUnaryReactor* SparsedService::GetModelInfo(grpc::CallbackServerConte
   v1::GetModelInfoRequest req;
   if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
   if (loop_.load() == nullptr) return Answer(ctx, LoadingStatus());
-  const Engine& e = loop_.load()->engine();
+  const ModelInfo& e = loop_.load()->model();
   v1::ModelInfo info;
   v1::ModelInfo* r = &info;
-  const ModelConfig& c = e.config();
+  const ModelConfig& c = e.config;
   r->set_model_dir(model_dir_);
   r->set_architecture(c.architecture);
   r->set_model_type(c.model_type);
   r->set_activation(std::string(ActivationName(c.activation)));
-  r->set_sparsity_mode(std::string(SparsityModeName(e.sparsity_mode())));
+  r->set_sparsity_mode(std::string(SparsityModeName(e.sparsity_mode)));
   r->set_num_layers(static_cast<uint32_t>(c.num_layers));
   r->set_hidden_size(static_cast<uint32_t>(c.hidden_size));
   r->set_intermediate_size(static_cast<uint32_t>(c.intermediate_size));
@@ -102,9 +102,9 @@ grpc::ServerUnaryReactor* SparsedService::GetModelInfo(grpc::CallbackServerConte
   r->set_num_key_value_heads(static_cast<uint32_t>(c.num_kv_heads));
   r->set_vocab_size(static_cast<uint32_t>(c.vocab_size));
   r->set_context_length(static_cast<uint32_t>(c.max_position_embeddings));
-  r->set_dtype(std::string(DTypeName(e.weights().embed.dtype)));
+  r->set_dtype(std::string(DTypeName(e.weight_dtype)));
   r->set_device(device_);
-  r->set_kv_cache_tokens(static_cast<uint32_t>(e.kv_blocks() * e.kv_block_size()));
+  r->set_kv_cache_tokens(static_cast<uint32_t>(e.kv_cache_tokens));
   SerializeResponse(info, response);
   return Answer(ctx, grpc::Status::OK);
 }
@@ -115,18 +115,18 @@ grpc::ServerUnaryReactor* SparsedService::Tokenize(grpc::CallbackServerContext* 
   v1::TokenizeRequest req;
   if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
   if (loop_.load() == nullptr) return Answer(ctx, LoadingStatus());
-  const Engine& e = loop_.load()->engine();
-  if (e.tokenizer() == nullptr) {
+  const ModelInfo& e = loop_.load()->model();
+  if (e.tokenizer == nullptr) {
     return Answer(
         ctx, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "the model has no tokenizer"));
   }
   if (absl::Status st = CheckTextBytes("text", req.text().size(), e); !st.ok()) {
     return Answer(ctx, ToGrpc(st));
   }
-  auto ids = e.tokenizer()->Encode(req.text());
+  auto ids = e.tokenizer->Encode(req.text());
   if (!ids.ok()) return Answer(ctx, ToGrpc(ids.status()));
   v1::TokenizeResponse r;
-  if (req.add_bos()) r.add_token_ids(e.config().bos_token_id);
+  if (req.add_bos()) r.add_token_ids(e.config.bos_token_id);
   for (int32_t id : *ids) r.add_token_ids(id);
   SerializeResponse(r, response);
   return Answer(ctx, grpc::Status::OK);

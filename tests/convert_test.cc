@@ -28,7 +28,7 @@ class ConvertTest : public ::testing::Test {
     return in;
   }
   static void ExpectInvalid(const v1::GenerateRequest& in, const std::string& field) {
-    auto r = ToRequest(in, *engine_);
+    auto r = ToRequest(in, engine_->Info());
     ASSERT_FALSE(r.ok()) << field;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
     EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status();
@@ -38,7 +38,7 @@ class ConvertTest : public ::testing::Test {
 Engine* ConvertTest::engine_ = nullptr;
 
 TEST_F(ConvertTest, DefaultsAndEveryFieldCarriedOver) {
-  auto plain = ToRequest(Ids({1, 5, 9}), *engine_);
+  auto plain = ToRequest(Ids({1, 5, 9}), engine_->Info());
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_EQ(plain->prompt, (std::vector<int32_t>{1, 5, 9}));
   EXPECT_EQ(plain->stopping.max_new_tokens, 16);
@@ -63,7 +63,7 @@ TEST_F(ConvertTest, DefaultsAndEveryFieldCarriedOver) {
   p->add_stop("\n\n");
   p->add_stop_token_ids(2);
   p->set_ignore_eos(true);
-  auto r = ToRequest(in, *engine_);
+  auto r = ToRequest(in, engine_->Info());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->request_id, "req-7");
   EXPECT_EQ(r->priority, 3);
@@ -114,11 +114,11 @@ TEST_F(ConvertTest, PromptTokenizedWithBosWhenAsked) {
   ASSERT_TRUE(ids.ok());
   v1::GenerateRequest in;
   in.set_prompt(text);
-  auto plain = ToRequest(in, *engine_);
+  auto plain = ToRequest(in, engine_->Info());
   ASSERT_TRUE(plain.ok()) << plain.status();
   EXPECT_EQ(plain->prompt, *ids);
   in.set_add_bos(true);
-  auto bos = ToRequest(in, *engine_);
+  auto bos = ToRequest(in, engine_->Info());
   ASSERT_TRUE(bos.ok()) << bos.status();
   ASSERT_EQ(bos->prompt.size(), ids->size() + 1);
   EXPECT_EQ(bos->prompt[0], engine_->config().bos_token_id);
@@ -128,7 +128,7 @@ TEST_F(ConvertTest, PromptTokenizedWithBosWhenAsked) {
                           1),
       'a'));
   ExpectInvalid(in, "prompt has");
-  EXPECT_TRUE(CheckTextBytes("text", 10, *engine_).ok());
+  EXPECT_TRUE(CheckTextBytes("text", 10, engine_->Info()).ok());
 }
 
 TEST_F(ConvertTest, StatusAndFinishReasonMappings) {

@@ -37,10 +37,27 @@ log "## gpu tests"
 tail -4 "$OUT/gpu_tests.log" | tee -a "$summary"
 grep -E "FAIL|device:" "$OUT/gpu_tests.log" | head -20 | tee -a "$summary"
 
-if command -v compute-sanitizer >/dev/null 2>&1; then
+# ffn_gpu_test (GoogleTest) is built on the GPU host only where GoogleTest is installed; else
+# the bundle's copy runs.
+if [[ -d .gpu/bundle/lib ]]; then
+  # The bundle's programs load its libraries, and cuBLAS: the toolkit's, else the Python wheel's.
+  CUDA_LIBS=$(dirname "$(command -v nvcc)")/../lib64
+  WHEEL_LIBS=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="$PWD/.gpu/bundle/lib:$CUDA_LIBS:${WHEEL_LIBS}:${LD_LIBRARY_PATH:-}"
+fi
+FFN_TEST="$BUILD/tests/ffn_gpu_test"
+[[ -x "$FFN_TEST" ]] || FFN_TEST=.gpu/bundle/bin/ffn_gpu_test
+if [[ ! -x "$BUILD/tests/ffn_gpu_test" && -x "$FFN_TEST" ]]; then
+  log ""
+  log "## CUDA FFN against the reference (ffn_gpu_test, prebuilt)"
+  timeout 240 "$FFN_TEST" >"$OUT/ffn_gpu_test.log" 2>&1 || rc=1
+  grep -E "^\[  (PASSED|FAILED) |Failure|device:|SKIPPED" "$OUT/ffn_gpu_test.log" | head -20 | tee -a "$summary"
+fi
+
+if command -v compute-sanitizer >/dev/null 2>&1 && [[ -x "$FFN_TEST" ]]; then
   log ""
   log "## compute-sanitizer memcheck (ffn_gpu_test)"
-  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD/ffn_gpu_test" >"$OUT/memcheck.log" 2>&1
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$FFN_TEST" >"$OUT/memcheck.log" 2>&1
   mc=$?
   log "memcheck exit code: $mc"
   grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" "$OUT/memcheck.log" | head -10 | tee -a "$summary"
@@ -53,6 +70,13 @@ if [[ -x "$BUNDLE/bin/cuda_backend_test" ]]; then
   WHEEL_LIBS=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null || true)
   export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib:$CUDA_LIBS:${WHEEL_LIBS}:${LD_LIBRARY_PATH:-}"
   export SPARSED_SOURCE_DIR="$PWD" SPARSED_PLUGIN_DIR="$PWD/$BUNDLE/lib"
+  log ""
+  log "## Every backend op x dtype x device against the reference (backend_ops_test, prebuilt)"
+  timeout 120 "$BUNDLE/bin/backend_ops_test" >"$OUT/backend_ops_test.log" 2>&1
+  bo=$?
+  log "exit code: $bo"
+  [[ $bo -eq 0 ]] || rc=1
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|Expected|Which is|unavailable" "$OUT/backend_ops_test.log" | head -40 | tee -a "$summary"
   log ""
   log "## CUDA backend vs CPU backend (cuda_backend_test, prebuilt)"
   timeout 300 "$BUNDLE/bin/cuda_backend_test" >"$OUT/cuda_backend_test.log" 2>&1

@@ -1,5 +1,8 @@
-// GPU tests of the CUDA union sparse FFN against a double-precision reference, plus bitwise
-// batch invariance. Exits 77 (CTest: skipped) when no CUDA device is present.
+// GPU tests of the CUDA union sparse FFN (cuda_ffn.h) against a double-precision reference, plus
+// bitwise batch invariance, graph replay, shared workspaces and the dense cuBLAS baseline.
+// Exits 77 (CTest: skipped) when no CUDA device is present.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -14,30 +17,27 @@
 namespace sparsed::gpu {
 namespace {
 
-int g_failures = 0;
-#define EXPECT_TRUE_MSG(cond, ...)                                \
-  do {                                                            \
-    if (!(cond)) {                                                \
-      ++g_failures;                                               \
-      std::printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                                   \
-      std::printf("\n");                                          \
-    }                                                             \
-  } while (0)
+// printf-style text for a failure message.
+template <typename... Args>
+std::string Fmt(const char* format, Args... args) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, format, args...);
+  return buf;
+}
 
-#define ASSERT_OK(expr)                                                            \
-  do {                                                                             \
-    const std::string _e = (expr);                                                 \
-    if (!_e.empty()) {                                                             \
-      std::printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #expr, _e.c_str()); \
-      std::exit(1);                                                                \
-    }                                                                              \
-  } while (0)
+// A CUDA call's error ("" when none) ends the test binary: the device's state is unknown after
+// it, so no later test could be trusted.
+void Ok(const std::string& error) {
+  if (error.empty()) return;
+  ADD_FAILURE() << error;
+  std::fprintf(stderr, "fatal CUDA error: %s\n", error.c_str());
+  std::exit(1);
+}
 
 // A device buffer freed on scope exit.
 struct DevBuf {
   void* p = nullptr;
-  explicit DevBuf(size_t bytes) { ASSERT_OK(cuda::DeviceAlloc(bytes, &p)); }
+  explicit DevBuf(size_t bytes) { Ok(cuda::DeviceAlloc(bytes, &p)); }
   ~DevBuf() { cuda::DeviceFree(p); }
   float* f() { return static_cast<float*>(p); }
 };
@@ -49,15 +49,20 @@ std::vector<float> RunSparse(cuda::CudaFfn& ffn, const std::vector<float>& x, in
   const int64_t d = ffn.shape().hidden;
   DevBuf dx(x.size() * 4), dy(x.size() * 4);
   DevBuf dt(neuron_thr ? neuron_thr->size() * 4 : 4);
-  ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
-  if (neuron_thr) ASSERT_OK(cuda::CopyToDevice(dt.p, neuron_thr->data(), neuron_thr->size() * 4));
+  Ok(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+  if (neuron_thr) Ok(cuda::CopyToDevice(dt.p, neuron_thr->data(), neuron_thr->size() * 4));
   // Poison the output so an unwritten element shows.
   std::vector<float> y(T * d, std::nanf(""));
-  ASSERT_OK(cuda::CopyToDevice(dy.p, y.data(), y.size() * 4));
-  ASSERT_OK(ffn.Run(dx.f(), T, a, thr, sparse, break_even, dy.f(), stats, nullptr,
-                    neuron_thr ? dt.f() : nullptr));
-  ASSERT_OK(cuda::Synchronize());
-  ASSERT_OK(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
+  Ok(cuda::CopyToDevice(dy.p, y.data(), y.size() * 4));
+  Ok(ffn.Run(dx.f(), T, dy.f(),
+             cuda::FfnRun{.activation = a,
+                          .threshold = thr,
+                          .sparse = sparse,
+                          .break_even = break_even,
+                          .stats = stats,
+                          .neuron_thresholds = neuron_thr ? dt.f() : nullptr}));
+  Ok(cuda::Synchronize());
+  Ok(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
   return y;
 }
 
@@ -79,7 +84,7 @@ const char* Name(Activation a) {
   return "?";
 }
 
-void TestMatchesReference() {
+TEST(CudaFfn, MatchesReference) {
   // Shapes off the kernels' natural multiples: F not a multiple of the chunk, d not of 256.
   const int64_t F = 1100, d = 264;
   for (double skew : {0.0, 3.0}) {
@@ -87,7 +92,7 @@ void TestMatchesReference() {
     h.SetRates(NeuronRates(F, 0.11, skew, 5));
     std::string err;
     auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-    ASSERT_OK(err);
+    Ok(err);
     std::mt19937_64 rng(1);
     for (auto a : {Activation::kRelu, Activation::kRelu2, Activation::kFatRelu, Activation::kSilu,
                    Activation::kGelu}) {
@@ -99,19 +104,19 @@ void TestMatchesReference() {
         const auto yd = RunSparse(*ffn, x, T, a, thr, false, 1.0);
         const auto yr = RefFfn(h, x, T, a, thr);
         const double err_s = RelMaxError(ys, yr);
-        EXPECT_TRUE_MSG(err_s < 1e-4, "%s T=%d skew=%.0f sparse rel err %.3g", Name(a), T, skew,
-                        err_s);
-        EXPECT_TRUE_MSG(std::memcmp(ys.data(), yd.data(), ys.size() * 4) == 0,
-                        "%s T=%d sparse and every-row paths differ bitwise", Name(a), T);
+        EXPECT_TRUE(err_s < 1e-4) << Fmt("%s T=%d skew=%.0f sparse rel err %.3g", Name(a), T, skew,
+                                         err_s);
+        EXPECT_TRUE(std::memcmp(ys.data(), yd.data(), ys.size() * 4) == 0)
+            << Fmt("%s T=%d sparse and every-row paths differ bitwise", Name(a), T);
         if (a != Activation::kSilu && a != Activation::kGelu) {
           int64_t active = 0;
           for (const auto& s : st) {
             active += s.active_sum;
-            EXPECT_TRUE_MSG(s.union_size <= F && s.union_size > 0, "union %d", s.union_size);
+            EXPECT_TRUE(s.union_size <= F && s.union_size > 0) << Fmt("union %d", s.union_size);
           }
           const double ratio = double(active) / (double(T) * F);
-          EXPECT_TRUE_MSG(ratio > 0.05 && ratio < 0.2, "%s T=%d active ratio %.3f (target 0.11)",
-                          Name(a), T, ratio);
+          EXPECT_TRUE(ratio > 0.05 && ratio < 0.2)
+              << Fmt("%s T=%d active ratio %.3f (target 0.11)", Name(a), T, ratio);
         }
       }
     }
@@ -122,13 +127,13 @@ void TestMatchesReference() {
 // |x1[t, i]| ≥ thr[i]. Tokens with a neuron within 1e-4 of its threshold are skipped (fp32 and
 // double may fall on different sides); zero thresholds reproduce the every-row path bitwise; a
 // token's output is the same in any batch.
-void TestThresholdMode() {
+TEST(CudaFfn, ThresholdMode) {
   const int64_t F = 1100, d = 264;
   HostFfn h(F, d, 31);
   h.SetRates(NeuronRates(F, 0.3, 0.0, 6));
   std::string err;
   auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  ASSERT_OK(err);
+  Ok(err);
   std::mt19937_64 rng(4);
   for (auto a : {Activation::kSilu, Activation::kRelu2}) {
     const int T = 19;
@@ -170,61 +175,63 @@ void TestThresholdMode() {
       std::vector<float> ref(acc.begin(), acc.end());
       std::vector<float> got(y.begin() + t * d, y.begin() + (t + 1) * d);
       const double e = RelMaxError(got, ref);
-      EXPECT_TRUE_MSG(e < 1e-4, "threshold %s token %d rel err %.3g", Name(a), t, e);
+      EXPECT_TRUE(e < 1e-4) << Fmt("threshold %s token %d rel err %.3g", Name(a), t, e);
     }
-    EXPECT_TRUE_MSG(checked >= T / 2, "only %lld of %d tokens away from thresholds",
-                    static_cast<long long>(checked), T);
+    EXPECT_TRUE(checked >= T / 2) << Fmt("only %lld of %d tokens away from thresholds",
+                                         static_cast<long long>(checked), T);
     int64_t gpu_active = 0;
     for (const auto& s : st) gpu_active += s.active_sum;
-    EXPECT_TRUE_MSG(std::llabs(gpu_active - active) <= F / 100,
-                    "threshold %s: %lld active on GPU, %lld in the reference", Name(a),
-                    static_cast<long long>(gpu_active), static_cast<long long>(active));
+    EXPECT_TRUE(std::llabs(gpu_active - active) <= F / 100)
+        << Fmt("threshold %s: %lld active on GPU, %lld in the reference", Name(a),
+               static_cast<long long>(gpu_active), static_cast<long long>(active));
 
     const std::vector<float> zero(F, 0.f);
     const auto y0 = RunSparse(*ffn, x, T, a, 0.f, true, 1.0, nullptr, &zero);
     const auto yd = RunSparse(*ffn, x, T, a, 0.f, false, 1.0);
-    EXPECT_TRUE_MSG(std::memcmp(y0.data(), yd.data(), y0.size() * 4) == 0,
-                    "threshold %s with zero thresholds differs from the every-row path", Name(a));
+    EXPECT_TRUE(std::memcmp(y0.data(), yd.data(), y0.size() * 4) == 0)
+        << Fmt("threshold %s with zero thresholds differs from the every-row path", Name(a));
 
     const auto one = RunSparse(*ffn, std::vector<float>(x.begin(), x.begin() + d), 1, a, 0.f, true,
                                1.0, nullptr, &thr);
-    EXPECT_TRUE_MSG(std::memcmp(one.data(), y.data(), d * 4) == 0,
-                    "threshold %s: token 0 alone differs from token 0 in a batch of %d", Name(a),
-                    T);
+    EXPECT_TRUE(std::memcmp(one.data(), y.data(), d * 4) == 0)
+        << Fmt("threshold %s: token 0 alone differs from token 0 in a batch of %d", Name(a), T);
   }
 }
 
 // Graph capture and replay give the same bits as launching kernel by kernel, across replays, a
 // change of batch size (recapture) and threshold mode.
-void TestGraphReplay() {
+TEST(CudaFfn, GraphReplay) {
   const int64_t F = 1024, d = 256;
   HostFfn h(F, d, 41);
   h.SetRates(NeuronRates(F, 0.11, 1.0, 3));
   std::string err;
   auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  ASSERT_OK(err);
+  Ok(err);
   std::mt19937_64 rng(12);
   for (int T : {1, 5, 1, 16}) {
     const auto x = h.Inputs(T, rng);
     DevBuf dx(x.size() * 4), dy(x.size() * 4);
-    ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+    Ok(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
     std::vector<float> plain(x.size()), replay(x.size());
     ffn->set_use_graphs(false);
-    ASSERT_OK(ffn->Run(dx.f(), T, Activation::kRelu2, 0.f, true, 1.0, dy.f(), nullptr));
-    ASSERT_OK(cuda::Synchronize());
-    ASSERT_OK(cuda::CopyToHost(plain.data(), dy.p, plain.size() * 4));
+    Ok(ffn->Run(dx.f(), T, dy.f(), cuda::FfnRun{.activation = Activation::kRelu2}));
+    Ok(cuda::Synchronize());
+    Ok(cuda::CopyToHost(plain.data(), dy.p, plain.size() * 4));
     ffn->set_use_graphs(true);
     for (int rep = 0; rep < 3; ++rep) {  // capture, then two replays
-      ASSERT_OK(cuda::CopyToDevice(dy.p, std::vector<float>(x.size(), std::nanf("")).data(),
-                                   x.size() * 4));
+      Ok(cuda::CopyToDevice(dy.p, std::vector<float>(x.size(), std::nanf("")).data(),
+                            x.size() * 4));
       std::vector<cuda::FfnTileStats> st;
-      ASSERT_OK(ffn->Run(dx.f(), T, Activation::kRelu2, 0.f, true, 1.0, dy.f(),
-                         rep == 2 ? &st : nullptr));
-      ASSERT_OK(cuda::Synchronize());
-      ASSERT_OK(cuda::CopyToHost(replay.data(), dy.p, replay.size() * 4));
-      EXPECT_TRUE_MSG(std::memcmp(plain.data(), replay.data(), plain.size() * 4) == 0,
-                      "T=%d run %d: graph replay differs from plain launches", T, rep);
-      if (rep == 2) EXPECT_TRUE_MSG(!st.empty() && st[0].union_size > 0, "stats after replay");
+      Ok(ffn->Run(
+          dx.f(), T, dy.f(),
+          cuda::FfnRun{.activation = Activation::kRelu2, .stats = rep == 2 ? &st : nullptr}));
+      Ok(cuda::Synchronize());
+      Ok(cuda::CopyToHost(replay.data(), dy.p, replay.size() * 4));
+      EXPECT_TRUE(std::memcmp(plain.data(), replay.data(), plain.size() * 4) == 0)
+          << Fmt("T=%d run %d: graph replay differs from plain launches", T, rep);
+      if (rep == 2) {
+        EXPECT_TRUE(!st.empty() && st[0].union_size > 0) << "stats after replay";
+      }
     }
   }
 }
@@ -233,17 +240,17 @@ void TestGraphReplay() {
 // with its own, through graph captures and replays interleaved with the other layer and a
 // workspace growth between them; each keeps its own tile stats; the shared workspace holds what
 // one layer alone holds.
-void TestSharedWorkspace() {
+TEST(CudaFfn, SharedWorkspace) {
   const int64_t F = 1100, d = 264;
   HostFfn h1(F, d, 51), h2(F, d, 52);
   h1.SetRates(NeuronRates(F, 0.11, 2.0, 7));
   h2.SetRates(NeuronRates(F, 0.3, 0.0, 8));
   std::string err;
   auto ws = cuda::FfnWorkspace::Create(&err);
-  ASSERT_OK(err);
+  Ok(err);
   auto make = [&](const HostFfn& h, std::shared_ptr<cuda::FfnWorkspace> w) {
     auto f = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err, w);
-    ASSERT_OK(err);
+    Ok(err);
     return f;
   };
   auto shared1 = make(h1, ws), shared2 = make(h2, ws);
@@ -253,85 +260,88 @@ void TestSharedWorkspace() {
   DevBuf dx(kMaxT * d * 4), dy1(kMaxT * d * 4), dy2(kMaxT * d * 4);
   auto host = [&](DevBuf& b, int T) {
     std::vector<float> y(T * d);
-    ASSERT_OK(cuda::Synchronize());
-    ASSERT_OK(cuda::CopyToHost(y.data(), b.p, y.size() * 4));
+    Ok(cuda::Synchronize());
+    Ok(cuda::CopyToHost(y.data(), b.p, y.size() * 4));
     return y;
   };
   auto same_stats = [&](cuda::CudaFfn& a, cuda::CudaFfn& b, const char* what, int T) {
     std::vector<cuda::FfnTileStats> sa, sb;
-    ASSERT_OK(a.ReadStats(&sa));
-    ASSERT_OK(b.ReadStats(&sb));
+    Ok(a.ReadStats(&sa));
+    Ok(b.ReadStats(&sb));
     bool same = sa.size() == sb.size() && !sa.empty();
     for (size_t i = 0; same && i < sa.size(); ++i) {
       same = sa[i].union_size == sb[i].union_size && sa[i].active_sum == sb[i].active_sum;
     }
-    EXPECT_TRUE_MSG(same, "%s T=%d: tile stats differ from the layer with its own workspace", what,
-                    T);
+    EXPECT_TRUE(same) << Fmt("%s T=%d: tile stats differ from the layer with its own workspace",
+                             what, T);
   };
   for (int T : {1, 1, 1, 40, 40, 5, 5}) {  // captures, replays, growth, recapture
     const auto x = h1.Inputs(T, rng);
-    ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+    Ok(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
     for (bool thresholds : {false, true}) {
       const auto act = thresholds ? Activation::kSilu : Activation::kRelu;
       std::vector<float> thr(F, thresholds ? 0.02f : 0.f);
       DevBuf dt(F * 4);
-      ASSERT_OK(cuda::CopyToDevice(dt.p, thr.data(), F * 4));
+      Ok(cuda::CopyToDevice(dt.p, thr.data(), F * 4));
       const float* nt = thresholds ? dt.f() : nullptr;
-      ASSERT_OK(own1->Run(dx.f(), T, act, 0.f, true, 1.0, dy1.f(), nullptr, nullptr, nt));
+      Ok(own1->Run(dx.f(), T, dy1.f(), cuda::FfnRun{.activation = act, .neuron_thresholds = nt}));
       const auto want1 = host(dy1, T);
-      ASSERT_OK(own2->Run(dx.f(), T, act, 0.f, true, 1.0, dy2.f(), nullptr, nullptr, nt));
+      Ok(own2->Run(dx.f(), T, dy2.f(), cuda::FfnRun{.activation = act, .neuron_thresholds = nt}));
       const auto want2 = host(dy2, T);
       // Both shared layers run before either result or stats is read.
-      ASSERT_OK(shared1->Run(dx.f(), T, act, 0.f, true, 1.0, dy1.f(), nullptr, nullptr, nt));
-      ASSERT_OK(shared2->Run(dx.f(), T, act, 0.f, true, 1.0, dy2.f(), nullptr, nullptr, nt));
+      Ok(shared1->Run(dx.f(), T, dy1.f(),
+                      cuda::FfnRun{.activation = act, .neuron_thresholds = nt}));
+      Ok(shared2->Run(dx.f(), T, dy2.f(),
+                      cuda::FfnRun{.activation = act, .neuron_thresholds = nt}));
       const auto got1 = host(dy1, T), got2 = host(dy2, T);
-      EXPECT_TRUE_MSG(std::memcmp(got1.data(), want1.data(), got1.size() * 4) == 0,
-                      "T=%d thresholds=%d: layer 1 on the shared workspace differs", T, thresholds);
-      EXPECT_TRUE_MSG(std::memcmp(got2.data(), want2.data(), got2.size() * 4) == 0,
-                      "T=%d thresholds=%d: layer 2 on the shared workspace differs", T, thresholds);
+      EXPECT_TRUE(std::memcmp(got1.data(), want1.data(), got1.size() * 4) == 0)
+          << Fmt("T=%d thresholds=%d: layer 1 on the shared workspace differs", T, thresholds);
+      EXPECT_TRUE(std::memcmp(got2.data(), want2.data(), got2.size() * 4) == 0)
+          << Fmt("T=%d thresholds=%d: layer 2 on the shared workspace differs", T, thresholds);
       same_stats(*shared1, *own1, "layer 1", T);
       same_stats(*shared2, *own2, "layer 2", T);
     }
   }
-  EXPECT_TRUE_MSG(ws->bytes() == own1->workspace().bytes() && ws->bytes() > 0,
-                  "shared workspace holds %zu bytes, one layer's own %zu", ws->bytes(),
-                  own1->workspace().bytes());
+  EXPECT_TRUE(ws->bytes() == own1->workspace().bytes() && ws->bytes() > 0)
+      << Fmt("shared workspace holds %zu bytes, one layer's own %zu", ws->bytes(),
+             own1->workspace().bytes());
 }
 
-void TestPhaseTimingPaths() {
+TEST(CudaFfn, PhaseTimingPaths) {
   const int64_t F = 512, d = 128;
   HostFfn h(F, d, 21);
   h.SetRates(NeuronRates(F, 0.1, 0.0, 4));
   std::string err;
   auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  ASSERT_OK(err);
+  Ok(err);
   std::mt19937_64 rng(2);
   const int T = 4;
   const auto x = h.Inputs(T, rng);
   DevBuf dx(x.size() * 4), dy(x.size() * 4), xb(x.size() * 2), yb(x.size() * 2);
-  ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
-  ASSERT_OK(cuda::ConvertToBf16(dx.f(), xb.p, x.size()));
+  Ok(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+  Ok(cuda::ConvertToBf16(dx.f(), xb.p, x.size(), /*stream=*/nullptr));
   std::vector<float> sp, dp;
-  ASSERT_OK(ffn->Run(dx.f(), T, Activation::kRelu, 0.f, true, 1.0, dy.f(), nullptr, &sp));
-  ASSERT_OK(ffn->RunDenseCublas(xb.p, T, Activation::kRelu, 0.f, yb.p, &dp));
-  ASSERT_OK(cuda::Synchronize());
-  EXPECT_TRUE_MSG(sp.size() == 5 && dp.size() == 4, "phase counts %zu / %zu", sp.size(), dp.size());
-  for (float v : sp) EXPECT_TRUE_MSG(v >= 0.f, "negative phase time %f", v);
+  Ok(ffn->Run(dx.f(), T, dy.f(), cuda::FfnRun{.activation = Activation::kRelu, .phase_ms = &sp}));
+  Ok(ffn->RunDenseCublas(xb.p, T, Activation::kRelu, 0.f, yb.p, &dp));
+  Ok(cuda::Synchronize());
+  EXPECT_TRUE(sp.size() == 5 && dp.size() == 4)
+      << Fmt("phase counts %zu / %zu", sp.size(), dp.size());
+  for (float v : sp) EXPECT_TRUE(v >= 0.f) << Fmt("negative phase time %f", v);
   // The timed path computes the same result as the untimed one.
   std::vector<float> y(x.size());
-  ASSERT_OK(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
+  Ok(cuda::CopyToHost(y.data(), dy.p, y.size() * 4));
   const auto y2 = RunSparse(*ffn, x, T, Activation::kRelu, 0.f, true, 1.0);
-  EXPECT_TRUE_MSG(std::memcmp(y.data(), y2.data(), y.size() * 4) == 0,
-                  "timed and untimed runs differ");
+  EXPECT_TRUE(std::memcmp(y.data(), y2.data(), y.size() * 4) == 0)
+      << "timed and untimed runs differ";
 }
 
-void TestBatchInvariance() {
+TEST(CudaFfn, BatchInvariance) {
   const int64_t F = 2048, d = 512;
   HostFfn h(F, d, 3);
   h.SetRates(NeuronRates(F, 0.11, 2.0, 9));
   std::string err;
   auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  ASSERT_OK(err);
+  Ok(err);
   std::mt19937_64 rng(7);
   const auto x0 = h.Inputs(1, rng);
   const auto y0 = RunSparse(*ffn, x0, 1, Activation::kRelu, 0.f, true, 1.0);
@@ -341,40 +351,40 @@ void TestBatchInvariance() {
     std::memcpy(&xb[slot * d], x0.data(), d * 4);
     for (double be : {1.0, 0.0}) {  // sparse union, and forced every-row fallback
       const auto yb = RunSparse(*ffn, xb, B, Activation::kRelu, 0.f, true, be);
-      EXPECT_TRUE_MSG(std::memcmp(&yb[slot * d], y0.data(), d * 4) == 0,
-                      "batch %d slot %d break-even %.0f: not bitwise equal to the token alone", B,
-                      slot, be);
+      EXPECT_TRUE(std::memcmp(&yb[slot * d], y0.data(), d * 4) == 0) << Fmt(
+          "batch %d slot %d break-even %.0f: not bitwise equal to the token alone", B, slot, be);
     }
   }
 }
 
-void TestDenseCublasBaseline() {
+TEST(CudaFfn, DenseCublasBaseline) {
   const int64_t F = 1024, d = 256;
   HostFfn h(F, d, 11);
   h.SetRates(NeuronRates(F, 0.2, 0.0, 2));
   std::string err;
   auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  ASSERT_OK(err);
+  Ok(err);
   std::mt19937_64 rng(3);
   const int T = 8;
   const auto x = h.Inputs(T, rng);
   DevBuf dx(x.size() * 4), xb(x.size() * 2), yb(x.size() * 2);
-  ASSERT_OK(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
-  ASSERT_OK(cuda::ConvertToBf16(dx.f(), xb.p, x.size()));
-  ASSERT_OK(ffn->RunDenseCublas(xb.p, T, Activation::kRelu, 0.f, yb.p));
-  ASSERT_OK(cuda::Synchronize());
+  Ok(cuda::CopyToDevice(dx.p, x.data(), x.size() * 4));
+  Ok(cuda::ConvertToBf16(dx.f(), xb.p, x.size(), /*stream=*/nullptr));
+  Ok(ffn->RunDenseCublas(xb.p, T, Activation::kRelu, 0.f, yb.p));
+  Ok(cuda::Synchronize());
   std::vector<uint16_t> raw(x.size());
-  ASSERT_OK(cuda::CopyToHost(raw.data(), yb.p, raw.size() * 2));
+  Ok(cuda::CopyToHost(raw.data(), yb.p, raw.size() * 2));
   std::vector<float> y(raw.size());
   for (size_t i = 0; i < raw.size(); ++i) y[i] = FromBf16(raw[i]);
   const double e = RelMaxError(y, RefFfn(h, x, T, Activation::kRelu, 0.f));
-  EXPECT_TRUE_MSG(e < 3e-2, "cuBLAS dense baseline rel err %.3g (bf16 activations)", e);
+  EXPECT_TRUE(e < 3e-2) << Fmt("cuBLAS dense baseline rel err %.3g (bf16 activations)", e);
 }
 
 }  // namespace
 }  // namespace sparsed::gpu
 
-int main() {
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
   std::string name;
   const std::string why = sparsed::cuda::ProbeDevice(&name);
   if (!why.empty()) {
@@ -382,14 +392,5 @@ int main() {
     return 77;
   }
   std::printf("device: %s\n", name.c_str());
-  sparsed::gpu::TestMatchesReference();
-  sparsed::gpu::TestBatchInvariance();
-  sparsed::gpu::TestThresholdMode();
-  sparsed::gpu::TestGraphReplay();
-  sparsed::gpu::TestSharedWorkspace();
-  sparsed::gpu::TestPhaseTimingPaths();
-  sparsed::gpu::TestDenseCublasBaseline();
-  std::printf("%s: %d failure(s)\n", sparsed::gpu::g_failures ? "FAILED" : "PASSED",
-              sparsed::gpu::g_failures);
-  return sparsed::gpu::g_failures ? 1 : 0;
+  return RUN_ALL_TESTS();
 }

@@ -391,10 +391,16 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
     // records), then the launch, deferred like every operation.
     if (Failed(f->Reserve(T))) return;
     if (stats) pending_.push_back({f, stats, cuda::CudaFfn::Tiles(T)});
-    Enqueue(
-        {kOpFfn, W(f), W(x), W(T), W(static_cast<int>(act)), W(threshold), W(sparse), W(be), W(y),
-         W(thresholds), W(f->workspace().generation()), W(f->stats_device())},
-        [=] { return f->Run(x, T, act, threshold, sparse, be, y, nullptr, nullptr, thresholds); });
+    Enqueue({kOpFfn, W(f), W(x), W(T), W(static_cast<int>(act)), W(threshold), W(sparse), W(be),
+             W(y), W(thresholds), W(f->workspace().generation()), W(f->stats_device())},
+            [=] {
+              return f->Run(x, T, y,
+                            cuda::FfnRun{.activation = act,
+                                         .threshold = threshold,
+                                         .sparse = sparse,
+                                         .break_even = be,
+                                         .neuron_thresholds = thresholds});
+            });
     return;
   }
   // Long prompts: slabs of whole token tiles, each with its own unions (read back at once, so
@@ -404,9 +410,13 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
   TileTotals totals;
   for (int s = 0; s < T; s += kFfnSlabTokens) {
     const int n = std::min(kFfnSlabTokens, T - s);
-    if (Failed(f->Run(x + static_cast<size_t>(s) * d, n, act, threshold, sparse, be,
-                      y + static_cast<size_t>(s) * d, stats ? &tiles : nullptr, nullptr,
-                      thresholds))) {
+    if (Failed(f->Run(x + static_cast<size_t>(s) * d, n, y + static_cast<size_t>(s) * d,
+                      cuda::FfnRun{.activation = act,
+                                   .threshold = threshold,
+                                   .sparse = sparse,
+                                   .break_even = be,
+                                   .stats = stats ? &tiles : nullptr,
+                                   .neuron_thresholds = thresholds}))) {
       return;
     }
     for (const cuda::FfnTileStats& t : tiles) totals.Add(t.union_size, t.active_sum, F);

@@ -19,7 +19,7 @@ std::string CopyToDevice(void* dst, const void* src, size_t bytes);
 std::string CopyToHost(void* dst, const void* src, size_t bytes);
 std::string Synchronize();
 // fp32 → bf16 (device to device), n elements, on `stream` (a cudaStream_t; null: legacy).
-std::string ConvertToBf16(const float* src, void* dst, size_t n, void* stream = nullptr);
+std::string ConvertToBf16(const float* src, void* dst, size_t n, void* stream);
 
 // Device-to-device copy bandwidth in GB/s (bytes read + written), median of a few copies.
 double MeasureCopyBandwidthGBs(size_t bytes);

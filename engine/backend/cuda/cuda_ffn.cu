@@ -258,9 +258,12 @@ std::string CudaFfn::Reserve(int T) {
   return e;
 }
 
-std::string CudaFfn::Run(const float* x, int T, Activation act, float threshold, bool sparse,
-                         double break_even, float* y, std::vector<FfnTileStats>* stats,
-                         std::vector<float>* phase_ms, const float* neuron_thresholds) {
+std::string CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
+  const Activation act = how.activation;
+  const float threshold = how.threshold;
+  const float* neuron_thresholds = how.neuron_thresholds;
+  std::vector<FfnTileStats>* stats = how.stats;
+  std::vector<float>* phase_ms = how.phase_ms;
   if (T <= 0) return "T must be positive";
   if (std::string e = Reserve(T); !e.empty()) return e;
   auto st = static_cast<cudaStream_t>(ws_->stream_);
@@ -271,7 +274,7 @@ std::string CudaFfn::Run(const float* x, int T, Activation act, float threshold,
   auto* bits = static_cast<uint32_t*>(ws_->bits_.p);
   auto* counters = reinterpret_cast<int32_t*>(bits + tiles * words);
   last_tiles_ = tiles;
-  const float be = sparse ? static_cast<float>(break_even) : -1.f;
+  const float be = how.sparse ? static_cast<float>(how.break_even) : -1.f;
   const GraphKey key{x,         y,  neuron_thresholds, stats_, T, static_cast<int>(act),
                      threshold, be, ws_->generation()};
   // Inside a caller's capture (a whole-step graph) the launches are recorded into that graph.

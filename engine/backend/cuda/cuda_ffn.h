@@ -93,6 +93,26 @@ class FfnWorkspace {
   Buffer dense_u_;
 };
 
+// How one CudaFfn::Run goes.
+struct FfnRun {
+  Activation activation = Activation::kSilu;
+  float threshold = 0.f;  // FATReLU's
+  // false reads every row (same kernels, same arithmetic).
+  bool sparse = true;
+  // Union ratio above which a tile reads every row.
+  double break_even = 1.0;
+  // Tile stats, copied back only when non-null (that synchronises).
+  std::vector<FfnTileStats>* stats = nullptr;
+  // Milliseconds of gate, compact, up, down and reduce, timed with events when non-null (that
+  // synchronises).
+  std::vector<float>* phase_ms = nullptr;
+  // Device fp32 [F]; non-null selects threshold mode: gate and up run for every neuron, neuron i
+  // counts as active for token t when |x1[t, i]| ≥ thresholds[i] (x1 = act(gate)·up; inactive
+  // entries become exact zeros), and only the down projection is union sparse. Stats then count
+  // threshold-active neurons. Batch invariance holds as in exact mode.
+  const float* neuron_thresholds = nullptr;
+};
+
 // Device-resident weights of one FFN layer in bf16: gate and up [F × d], down transposed [F × d].
 // Thread-safety: none; use from one thread (the engine thread) with its stream.
 class CudaFfn {
@@ -107,19 +127,8 @@ class CudaFfn {
   CudaFfn(const CudaFfn&) = delete;
   CudaFfn& operator=(const CudaFfn&) = delete;
 
-  // y [T × d] = FFN(x [T × d]), both device fp32. sparse=false reads every row (same kernels,
-  // same arithmetic). break_even: union ratio above which a tile reads every row.
-  // Tile stats are copied back only when `stats` is non-null (that synchronises).
-  // phase_ms, when non-null, receives the milliseconds of gate, compact, up, down and reduce
-  // (timed with events; that synchronises).
-  // neuron_thresholds (device fp32 [F]), when non-null, selects threshold mode: gate and up run
-  // for every neuron, neuron i counts as active for token t when |x1[t, i]| ≥ thresholds[i]
-  // (x1 = act(gate)·up; inactive entries become exact zeros), and only the down projection is
-  // union sparse. Stats then count threshold-active neurons. Batch invariance holds as in exact
-  // mode.
-  std::string Run(const float* x, int T, Activation act, float threshold, bool sparse,
-                  double break_even, float* y, std::vector<FfnTileStats>* stats,
-                  std::vector<float>* phase_ms = nullptr, const float* neuron_thresholds = nullptr);
+  // y [T × d] = FFN(x [T × d]), both device fp32, as `how` says. Returns "" or the error.
+  std::string Run(const float* x, int T, float* y, const FfnRun& how);
 
   // Reserves the buffers of a Run() over T tokens now (the workspace's and this layer's), so a
   // caller can claim its scratch memory before sizing other allocations from what is free.
