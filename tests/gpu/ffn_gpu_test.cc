@@ -246,7 +246,7 @@ TEST(CudaFfn, SharedWorkspace) {
   h1.SetRates(NeuronRates(F, 0.11, 2.0, 7));
   h2.SetRates(NeuronRates(F, 0.3, 0.0, 8));
   std::string err;
-  auto ws = cuda::FfnWorkspace::Create(&err);
+  auto ws = cuda::FfnWorkspace::Create(cuda::Context::Create(&err), &err);
   Ok(err);
   auto make = [&](const HostFfn& h, std::shared_ptr<cuda::FfnWorkspace> w) {
     auto f = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err, w);

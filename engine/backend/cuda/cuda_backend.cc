@@ -62,11 +62,15 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOp
       absl::StrFormat("cuda %s sm_%d%d, %d SMs, %.1f GiB free of %.1f", p.name, p.major, p.minor,
                       p.multiProcessorCount, free_b / 1073741824.0, total_b / 1073741824.0);
   std::string error;
-  b->ffn_workspace_ = cuda::FfnWorkspace::Create(&error);
+  b->context_ = cuda::Context::Create(&error);
+  if (b->context_ == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot set up a CUDA stream: ", error));
+  }
+  b->ffn_workspace_ = cuda::FfnWorkspace::Create(b->context_, &error);
   if (b->ffn_workspace_ == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("cannot set up the CUDA FFN: ", error));
   }
-  b->stream_ = b->ffn_workspace_->stream();
+  b->stream_ = b->context_->stream();
   b->graphs_ = std::make_unique<cuda::StepGraphs>(b->stream_, options.cuda_graphs);
   return b;
 }
@@ -85,6 +89,7 @@ CudaBackend::~CudaBackend() {
   }
   cudaFree(kv_);
   ffn_workspace_.reset();
+  context_.reset();  // last: everything above launched on its stream
 }
 
 std::string CudaBackend::Describe() const {
@@ -192,8 +197,7 @@ void CudaBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
   if (UseCublas(T)) {
     Undefer();  // cuBLAS calls stay out of step graphs
     void* xb = Grow(x_bf16_, static_cast<size_t>(T) * cols * 2);
-    if (xb)
-      Failed(cuda::CublasMatMul(ffn_workspace_->cublas(), x, T, dw, cols, rows, xb, y, stream_));
+    if (xb) Failed(cuda::CublasMatMul(context_->cublas(), x, T, dw, cols, rows, xb, y, stream_));
     return;
   }
   void* st = stream_;

@@ -156,7 +156,9 @@ class CudaBackend final : public Backend {
   std::string error_;
   std::unordered_map<const void*, void*> weights_;  // host data → device bf16
   std::unordered_map<const void*, std::unique_ptr<cuda::CudaFfn>> ffns_;  // by up->data
-  // FFN scratch all layers share; its stream and cuBLAS handle serve every operation.
+  // The stream and cuBLAS handle of every operation (cuda_context.h).
+  std::shared_ptr<cuda::Context> context_;
+  // FFN scratch all layers share, on context_.
   std::shared_ptr<cuda::FfnWorkspace> ffn_workspace_;
   std::unordered_map<const float*, Uploaded> vectors_;
   KvCacheShape kv_shape_;
@@ -166,7 +168,7 @@ class CudaBackend final : public Backend {
   Scratch ints_, trig_, ids_, rows_, x_bf16_, y_bf16_, attn_part_;
   std::vector<PendingStats> pending_;
   Staging ids_host_, ints_host_, trig_host_, stats_host_;
-  void* stream_ = nullptr;  // cudaStream_t every operation runs on (the FFN workspace's)
+  void* stream_ = nullptr;  // context_'s cudaStream_t, which every operation runs on
   std::unique_ptr<cuda::StepGraphs> graphs_;  // on stream_
 };
 

@@ -131,25 +131,14 @@ class PhaseTimer {
 
 }  // namespace
 
-std::shared_ptr<FfnWorkspace> FfnWorkspace::Create(std::string* error) {
+std::shared_ptr<FfnWorkspace> FfnWorkspace::Create(std::shared_ptr<Context> context,
+                                                   std::string* error) {
+  if (context == nullptr) {
+    *error = "no CUDA context";
+    return nullptr;
+  }
   auto w = std::shared_ptr<FfnWorkspace>(new FfnWorkspace());
-  cublasHandle_t h;
-  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
-    *error = "cublasCreate failed";
-    return nullptr;
-  }
-  w->cublas_ = h;
-  // A blocking stream: ordered with the legacy default stream that callers synchronise on.
-  cudaStream_t st;
-  if (const cudaError_t e = cudaStreamCreate(&st); e != cudaSuccess) {
-    *error = std::string("cudaStreamCreate: ") + cudaGetErrorString(e);
-    return nullptr;
-  }
-  w->stream_ = st;
-  if (cublasSetStream(h, st) != CUBLAS_STATUS_SUCCESS) {
-    *error = "cublasSetStream failed";
-    return nullptr;
-  }
+  w->context_ = std::move(context);
   return w;
 }
 
@@ -157,8 +146,6 @@ FfnWorkspace::~FfnWorkspace() {
   for (Buffer* b : {&act_, &h_, &bits_, &list_, &chunk_start_, &partial_, &dense_g_, &dense_u_}) {
     if (b->p) cudaFree(b->p);
   }
-  if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
-  if (stream_) cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
 }
 
 size_t FfnWorkspace::bytes() const {
@@ -217,8 +204,12 @@ std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* 
     return nullptr;
   };
   if (shape.hidden % 8 != 0) return fail("hidden size must be a multiple of 8 for the CUDA FFN");
-  if (workspace == nullptr) workspace = FfnWorkspace::Create(error);
-  if (workspace == nullptr) return nullptr;
+  if (workspace == nullptr) {
+    std::shared_ptr<Context> own = Context::Create(error);
+    if (own == nullptr) return nullptr;
+    workspace = FfnWorkspace::Create(std::move(own), error);
+    if (workspace == nullptr) return nullptr;
+  }
   f->ws_ = std::move(workspace);
   const size_t bytes = static_cast<size_t>(shape.neurons * shape.hidden) * 2;
   for (auto [dst, src] : {std::pair{&f->gate_, gate}, {&f->up_, up}, {&f->down_t_, down_t}}) {
@@ -266,7 +257,7 @@ std::string CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
   std::vector<float>* phase_ms = how.phase_ms;
   if (T <= 0) return "T must be positive";
   if (std::string e = Reserve(T); !e.empty()) return e;
-  auto st = static_cast<cudaStream_t>(ws_->stream_);
+  auto st = static_cast<cudaStream_t>(ws_->context_->stream());
   const int64_t F = shape_.neurons, d = shape_.hidden;
   const int tt = TileTokens(T, kMaxTileTokens);
   const int tiles = Tiles(T);
@@ -346,7 +337,7 @@ std::string CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
 std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   stats->clear();
   if (last_tiles_ == 0) return "";
-  auto st = static_cast<cudaStream_t>(ws_->stream_);
+  auto st = static_cast<cudaStream_t>(ws_->context_->stream());
   std::vector<int32_t> host(2 * last_tiles_);
   CUDA_TRY(cudaMemcpyAsync(host.data(), stats_, sizeof(int32_t) * 2 * last_tiles_,
                            cudaMemcpyDeviceToHost, st));
@@ -358,13 +349,13 @@ std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
 
 std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, float threshold,
                                     void* y_bf16, std::vector<float>* phase_ms) {
-  auto st = static_cast<cudaStream_t>(ws_->stream_);
+  auto st = static_cast<cudaStream_t>(ws_->context_->stream());
   PhaseTimer timer(phase_ms, 5, st);
   std::string e = ws_->EnsureDense(shape_, T);
   if (!e.empty()) return e;
   void* dense_g = ws_->dense_g_.p;
   void* dense_u = ws_->dense_u_.p;
-  auto h = static_cast<cublasHandle_t>(ws_->cublas_);
+  auto h = static_cast<cublasHandle_t>(ws_->context_->cublas());
   const int F = static_cast<int>(shape_.neurons), d = static_cast<int>(shape_.hidden);
   const float one = 1.f, zero = 0.f;
   timer.Mark(0);

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/cuda/cuda_context.h"
 #include "engine/backend/cuda/cuda_device.h"
 #include "engine/common/activation.h"
 
@@ -53,17 +54,15 @@ struct FfnTileStats {
 // Thread-safety: none; the layers sharing it are used from one thread.
 class FfnWorkspace {
  public:
-  // `error` is set on failure.
-  static std::shared_ptr<FfnWorkspace> Create(std::string* error);
+  // Launches on `context`'s stream (and cuBLAS handle). `error` is set on failure.
+  static std::shared_ptr<FfnWorkspace> Create(std::shared_ptr<Context> context, std::string* error);
   ~FfnWorkspace();
   FfnWorkspace(const FfnWorkspace&) = delete;
   FfnWorkspace& operator=(const FfnWorkspace&) = delete;
 
   int64_t generation() const { return generation_; }
-  // The stream every layer's Run() launches on (a blocking cudaStream_t), and a cublasHandle_t
-  // bound to it (callers' own cuBLAS products on that stream may share it).
-  void* stream() const { return stream_; }
-  void* cublas() const { return cublas_; }
+  // Where every layer's Run() launches.
+  const Context& context() const { return *context_; }
   // Device memory held, in bytes.
   size_t bytes() const;
 
@@ -80,8 +79,7 @@ class FfnWorkspace {
   std::string EnsureSparse(const FfnShape& shape, int T);
   std::string EnsureDense(const FfnShape& shape, int T);
 
-  void* stream_ = nullptr;  // cudaStream_t, blocking: ordered with the legacy default stream
-  void* cublas_ = nullptr;  // cublasHandle_t
+  std::shared_ptr<Context> context_;
   int64_t generation_ = 0;
   Buffer act_;          // float [T × F]
   Buffer h_;            // float [T × F] (by union position)
@@ -118,7 +116,8 @@ struct FfnRun {
 class CudaFfn {
  public:
   // Uploads host bf16 weights (raw uint16 bits). Layers that run one after another pass one
-  // `workspace`; null gives the layer its own. `error` is set on failure.
+  // `workspace`; null gives the layer its own (on a context of its own). `error` is set on
+  // failure.
   static std::unique_ptr<CudaFfn> Create(const FfnShape& shape, const uint16_t* gate,
                                          const uint16_t* up, const uint16_t* down_t,
                                          std::string* error,
