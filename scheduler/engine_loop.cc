@@ -1,12 +1,23 @@
 #include "scheduler/engine_loop.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "scheduler/detokenizer.h"
 
 namespace sparsed {
+namespace {
+
+// A broken invariant of the scheduler is a bug, never a runtime condition to serve through: say
+// which one on stderr and abort (a core dump beats outputs computed on a corrupt KV cache).
+[[noreturn]] void InvariantBroken(const std::string& what) {
+  std::fprintf(stderr, "sparsed: scheduler invariant broken: %s\n", what.c_str());
+  std::abort();
+}
+
+}  // namespace
 
 struct EngineLoop::Sequence {
   int64_t id = 0;
@@ -301,7 +312,10 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
     Sequence& s = *seqs_[c.id];
     s.blocks = blocks_.Acquire(s.tokens, static_cast<int>(c.cached_tokens / bsize), &s.cursor);
     s.computed = static_cast<int64_t>(s.blocks.size()) * bsize;
-    if (s.computed != c.cached_tokens) std::abort();  // nothing changed since Peek
+    if (s.computed != c.cached_tokens) {  // nothing changed since the policy's Peek
+      InvariantBroken(absl::StrCat("request ", c.id, ": the prefix cache gave ", s.computed,
+                                   " tokens where the policy counted ", c.cached_tokens));
+    }
     if (s.cached_prompt_tokens < 0) s.cached_prompt_tokens = s.computed;
     report->prefix_query_tokens += static_cast<int64_t>(s.tokens.size());
     report->prefix_hit_tokens += s.computed;
@@ -310,7 +324,11 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
   for (const ScheduledChunk& c : d.scheduled) {
     Sequence& s = *seqs_[c.id];
     auto nb = blocks_.Allocate(c.new_blocks);
-    if (!nb.ok()) continue;  // cannot happen: the policy counted free blocks
+    if (!nb.ok()) {  // the policy counted the free blocks
+      InvariantBroken(
+          absl::StrCat("request ", c.id, ": ", c.new_blocks,
+                       " KV blocks the policy counted as free: ", nb.status().message()));
+    }
     s.blocks.insert(s.blocks.end(), nb->begin(), nb->end());
     if (c.from_waiting) {
       s.running = true;
