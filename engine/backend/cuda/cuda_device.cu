@@ -6,15 +6,10 @@
 #include <vector>
 
 #include "engine/backend/cuda/cuda_device.h"
+#include "engine/backend/cuda/cuda_try.cuh"
 
 namespace sparsed::cuda {
 namespace {
-
-#define CUDA_TRY(expr)                                                                \
-  do {                                                                                \
-    cudaError_t _e = (expr);                                                          \
-    if (_e != cudaSuccess) return std::string(#expr) + ": " + cudaGetErrorString(_e); \
-  } while (0)
 
 __global__ void ToBf16Kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -32,29 +27,29 @@ std::string ProbeDevice(std::string* device_name) {
   }
   if (n == 0) return "no CUDA device";
   cudaDeviceProp p{};
-  CUDA_TRY(cudaGetDeviceProperties(&p, 0));
+  SPARSED_CUDA_TRY(cudaGetDeviceProperties(&p, 0));
   if (device_name) *device_name = p.name;
   return "";
 }
 
 std::string DeviceAlloc(size_t bytes, void** ptr) {
-  CUDA_TRY(cudaMalloc(ptr, bytes));
+  SPARSED_CUDA_TRY(cudaMalloc(ptr, bytes));
   return "";
 }
 void DeviceFree(void* ptr) {
   if (ptr) cudaFree(ptr);
 }
 std::string CopyToDevice(void* dst, const void* src, size_t bytes) {
-  CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  SPARSED_CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
   return "";
 }
 std::string CopyToHost(void* dst, const void* src, size_t bytes) {
-  CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  SPARSED_CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
   return "";
 }
 std::string Synchronize() {
-  CUDA_TRY(cudaDeviceSynchronize());
-  CUDA_TRY(cudaGetLastError());
+  SPARSED_CUDA_TRY(cudaDeviceSynchronize());
+  SPARSED_CUDA_TRY(cudaGetLastError());
   return "";
 }
 std::string ConvertToBf16(const float* src, void* dst, size_t n, void* stream) {
@@ -62,7 +57,7 @@ std::string ConvertToBf16(const float* src, void* dst, size_t n, void* stream) {
   ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0,
                  static_cast<cudaStream_t>(stream)>>>(src, static_cast<__nv_bfloat16*>(dst),
                                                       static_cast<int64_t>(n));
-  CUDA_TRY(cudaGetLastError());
+  SPARSED_CUDA_TRY(cudaGetLastError());
   return "";
 }
 

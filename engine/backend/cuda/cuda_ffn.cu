@@ -14,22 +14,10 @@
 #include "engine/backend/cuda/block_dots.cuh"
 #include "engine/backend/cuda/cuda_ffn.h"
 #include "engine/backend/cuda/cuda_ffn_kernels.cuh"
+#include "engine/backend/cuda/cuda_try.cuh"
 
 namespace sparsed::cuda {
 namespace {
-
-#define CUDA_TRY(expr)                                                                \
-  do {                                                                                \
-    cudaError_t _e = (expr);                                                          \
-    if (_e != cudaSuccess) return std::string(#expr) + ": " + cudaGetErrorString(_e); \
-  } while (0)
-
-#define CUBLAS_TRY(expr)                                                        \
-  do {                                                                          \
-    cublasStatus_t _s = (expr);                                                 \
-    if (_s != CUBLAS_STATUS_SUCCESS)                                            \
-      return std::string(#expr) + ": cuBLAS status " + std::to_string(int(_s)); \
-  } while (0)
 
 using namespace ffn_kernels;  // the kernels and their launch constants
 
@@ -163,7 +151,7 @@ std::string FfnWorkspace::Reserve(Buffer& b, size_t bytes) {
   b.p = nullptr;
   b.bytes = 0;
   ++generation_;  // captured graphs point at the old buffer
-  CUDA_TRY(cudaMalloc(&b.p, bytes));
+  SPARSED_CUDA_TRY(cudaMalloc(&b.p, bytes));
   b.bytes = bytes;
   return "";
 }
@@ -232,7 +220,7 @@ std::string CudaFfn::EnsureStats(int tiles) {
   if (stats_) cudaFree(stats_);
   stats_ = nullptr;
   stats_tiles_ = 0;
-  CUDA_TRY(cudaMalloc(&stats_, sizeof(int32_t) * 2 * tiles));
+  SPARSED_CUDA_TRY(cudaMalloc(&stats_, sizeof(int32_t) * 2 * tiles));
   stats_tiles_ = tiles;
   return "";
 }
@@ -270,15 +258,15 @@ std::string CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
                      threshold, be, ws_->generation()};
   // Inside a caller's capture (a whole-step graph) the launches are recorded into that graph.
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-  CUDA_TRY(cudaStreamIsCapturing(st, &capturing));
+  SPARSED_CUDA_TRY(cudaStreamIsCapturing(st, &capturing));
   // Replay: the same call on the same buffers as the captured one.
   const bool graphable =
       use_graphs_ && phase_ms == nullptr && capturing == cudaStreamCaptureStatusNone;
   if (graphable && graph_exec_ != nullptr && key == graph_key_) {
-    CUDA_TRY(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec_), st));
+    SPARSED_CUDA_TRY(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec_), st));
   } else {
-    if (graphable) CUDA_TRY(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    CUDA_TRY(cudaMemsetAsync(bits, 0,
+    if (graphable) SPARSED_CUDA_TRY(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    SPARSED_CUDA_TRY(cudaMemsetAsync(bits, 0,
                              sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st));
     auto* wg = static_cast<const uint16_t*>(gate_);
     auto* wu = static_cast<const uint16_t*>(up_);
@@ -314,19 +302,19 @@ std::string CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
     if (graphable) {
       cudaGraph_t graph = nullptr;
       const cudaError_t ended = cudaStreamEndCapture(st, &graph);
-      CUDA_TRY(launched);
-      CUDA_TRY(ended);
+      SPARSED_CUDA_TRY(launched);
+      SPARSED_CUDA_TRY(ended);
       if (graph_exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec_));
       graph_exec_ = nullptr;
       cudaGraphExec_t exec = nullptr;
       const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
       cudaGraphDestroy(graph);
-      CUDA_TRY(inst);
+      SPARSED_CUDA_TRY(inst);
       graph_exec_ = exec;
       graph_key_ = key;
-      CUDA_TRY(cudaGraphLaunch(exec, st));
+      SPARSED_CUDA_TRY(cudaGraphLaunch(exec, st));
     } else {
-      CUDA_TRY(launched);
+      SPARSED_CUDA_TRY(launched);
     }
     timer.Finish();
   }
@@ -339,9 +327,9 @@ std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   if (last_tiles_ == 0) return "";
   auto st = static_cast<cudaStream_t>(ws_->context_->stream());
   std::vector<int32_t> host(2 * last_tiles_);
-  CUDA_TRY(cudaMemcpyAsync(host.data(), stats_, sizeof(int32_t) * 2 * last_tiles_,
+  SPARSED_CUDA_TRY(cudaMemcpyAsync(host.data(), stats_, sizeof(int32_t) * 2 * last_tiles_,
                            cudaMemcpyDeviceToHost, st));
-  CUDA_TRY(cudaStreamSynchronize(st));
+  SPARSED_CUDA_TRY(cudaStreamSynchronize(st));
   stats->resize(last_tiles_);
   for (int i = 0; i < last_tiles_; ++i) (*stats)[i] = FfnTileStats{host[2 * i], host[2 * i + 1]};
   return "";
@@ -360,11 +348,11 @@ std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, f
   const float one = 1.f, zero = 0.f;
   timer.Mark(0);
   // Column-major view: Gᵀ [F × T] = W_g (col-major d × F, transposed) · Xᵀ (d × T).
-  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, gate_, CUDA_R_16BF, d, x_bf16,
+  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, gate_, CUDA_R_16BF, d, x_bf16,
                           CUDA_R_16BF, d, &zero, dense_g, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT));
   timer.Mark(1);
-  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, up_, CUDA_R_16BF, d, x_bf16,
+  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, up_, CUDA_R_16BF, d, x_bf16,
                           CUDA_R_16BF, d, &zero, dense_u, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT));
   timer.Mark(2);
@@ -372,10 +360,10 @@ std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, f
   ActMulBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(
       static_cast<__nv_bfloat16*>(dense_g), static_cast<const __nv_bfloat16*>(dense_u), n,
       ActCode(act), threshold);
-  CUDA_TRY(cudaGetLastError());
+  SPARSED_CUDA_TRY(cudaGetLastError());
   timer.Mark(3);
   // Yᵀ [d × T] = W_down (= W_dT viewed col-major, d × F) · Hᵀ (F × T).
-  CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, d, T, F, &one, down_t_, CUDA_R_16BF, d,
+  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, d, T, F, &one, down_t_, CUDA_R_16BF, d,
                           dense_g, CUDA_R_16BF, F, &zero, y_bf16, CUDA_R_16BF, d,
                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   timer.Mark(4);
