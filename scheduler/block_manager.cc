@@ -53,6 +53,12 @@ void BlockManager::Free(const std::vector<int32_t>& blocks) {
   }
 }
 
+int BlockManager::SharedBlocks(const std::vector<int32_t>& blocks) const {
+  int shared = 0;
+  for (int32_t b : blocks) shared += refs_[b] - (index_.Contains(b) ? 1 : 0) > 1;
+  return shared;
+}
+
 void BlockManager::AddRef(const std::vector<int32_t>& blocks) {
   for (int32_t b : blocks) {
     if (refs_[b] <= 0) std::abort();

@@ -67,6 +67,9 @@ class BlockManager {
   // Adds a reference to each block (sharing).
   void AddRef(const std::vector<int32_t>& blocks);
   int RefCount(int32_t block) const { return refs_[block]; }
+  // Of one sequence's `blocks`, those another sequence also holds: Free(blocks) would leave them
+  // taken.
+  int SharedBlocks(const std::vector<int32_t>& blocks) const;
 
   // The leading full blocks of `tokens` in the prefix cache, at most `max_blocks`. Changes
   // nothing. Callers keep max_blocks * block_size < tokens.size() so that a sequence always

@@ -278,6 +278,7 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
               static_cast<int64_t>(s->tokens.size()),
               s->computed,
               static_cast<int>(s->blocks.size())};
+    if (s->running) v.blocks_shared = blocks_.SharedBlocks(s->blocks);
     (s->running ? running : waiting).push_back(v);
   }
   // Only the first max_num_seqs waiting sequences can be admitted: look up just those.

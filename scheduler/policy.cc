@@ -41,11 +41,11 @@ ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
     while (need > free_blocks && end > i + 1) {  // evict the latest-admitted other sequence
       --end;
       d.preempted.push_back(running[end].id);
-      free_blocks += running[end].blocks_held;
+      free_blocks += running[end].blocks_held - running[end].blocks_shared;
     }
     if (need > free_blocks) {  // it is the latest itself: evict it
       d.preempted.push_back(s.id);
-      free_blocks += s.blocks_held;
+      free_blocks += s.blocks_held - s.blocks_shared;
       end = i;
       break;
     }

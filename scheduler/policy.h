@@ -23,6 +23,9 @@ struct SeqView {
   int64_t total_tokens = 0;  // prompt + generated so far
   int64_t computed = 0;      // tokens whose K/V are in the cache
   int blocks_held = 0;
+  // Running sequences only: of blocks_held, those another sequence also holds (a shared cached
+  // prefix). Preempting this sequence does not free them.
+  int blocks_shared = 0;
   // Waiting sequences only: leading tokens the prefix cache holds (whole blocks, fewer than
   // total_tokens), and how many of those blocks are evictable (counted in the free blocks now,
   // consumed when the sequence takes them).

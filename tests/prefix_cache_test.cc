@@ -65,6 +65,29 @@ TEST(PrefixCache, PublishedBlocksAreFoundAfterTheirSequenceEnds) {
   ASSERT_TRUE(bm.CheckConsistency().ok()) << bm.CheckConsistency();
 }
 
+// A block counts as shared while another sequence holds it too; the cache's own reference does not
+// count.
+TEST(PrefixCache, SharedBlocksCountOtherSequencesOnly) {
+  BlockManager bm(8, 4, kOn);
+  const std::vector<int32_t> a = Range(100, 9);
+  auto blocks = bm.Allocate(3);
+  ASSERT_TRUE(blocks.ok());
+  PrefixCursor cur;
+  bm.Publish(a, *blocks, 9, &cur);         // blocks 0 and 1 cached
+  EXPECT_EQ(bm.SharedBlocks(*blocks), 0);  // the cache's references only
+  PrefixCursor cb;
+  const auto got = bm.Acquire(a, 2, &cb);  // a second sequence takes the cached prefix
+  EXPECT_EQ(bm.SharedBlocks(*blocks), 2);
+  EXPECT_EQ(bm.SharedBlocks(got), 2);
+  const int free_before = bm.num_free();
+  bm.Free(got);  // preempting the second frees none of its blocks...
+  EXPECT_EQ(bm.num_free(), free_before);
+  EXPECT_EQ(bm.SharedBlocks(*blocks), 0);
+  bm.Free(*blocks);  // ...and the first, all three (two stay cached, evictable)
+  EXPECT_EQ(bm.num_free(), free_before + 3);
+  ASSERT_TRUE(bm.CheckConsistency().ok()) << bm.CheckConsistency();
+}
+
 TEST(PrefixCache, AllocationEvictsTheLeastRecentlyReleasedTailFirst) {
   BlockManager bm(4, 2, kOn);
   const std::vector<int32_t> a = Range(0, 6);

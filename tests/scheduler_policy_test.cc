@@ -115,6 +115,24 @@ TEST(Policy, PreemptsItselfWhenItIsTheLatest) {
   EXPECT_THAT(d.preempted, ElementsAre(2));
 }
 
+// Blocks another sequence shares (a cached prefix) stay taken when their holder is preempted:
+// the policy counts only the blocks preemption really frees, and preempts further when those do
+// not suffice.
+TEST(Policy, PreemptionCountsOnlyTheBlocksItFrees) {
+  SchedulerLimits lim{8, 100, 100};
+  // 1 and 2 each cross into a new block; 3 (latest) holds 2 blocks, both shared with 1.
+  SeqView shared = Seq(3, 20, 19, 2, 2);
+  shared.blocks_shared = 2;
+  auto d = Schedule({Seq(1, 33, 32, 2, 0), Seq(2, 17, 16, 1, 1), shared}, {}, 0, 16, lim);
+  // Preempting 3 frees nothing, so 2 goes too, and then 1 gets 2's block.
+  EXPECT_THAT(d.preempted, ElementsAre(3, 2));
+  EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{1, 1}));
+  // Unshared, preempting 3 alone frees enough for both.
+  auto u =
+      Schedule({Seq(1, 33, 32, 2, 0), Seq(2, 17, 16, 1, 1), Seq(3, 20, 19, 2, 2)}, {}, 0, 16, lim);
+  EXPECT_THAT(u.preempted, ElementsAre(3));
+}
+
 TEST(Policy, PreemptedSequenceComesBackFirst) {
   SchedulerLimits lim{8, 100, 100};
   // Sequence 2 was preempted (computed reset to 0, arrival 1) and 5 arrived later.
