@@ -1,6 +1,7 @@
 #include "scheduler/engine_loop.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -55,13 +56,13 @@ EngineLoop::~EngineLoop() {
 }
 
 void EngineLoop::StopAccepting() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   accepting_ = false;
 }
 
 void EngineLoop::Shutdown() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     accepting_ = false;
     stopping_ = true;
   }
@@ -96,7 +97,7 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   auto s = std::make_unique<Sequence>();
   s->tokens = r.prompt;
   s->submitted = absl::Now();
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   if (!accepting_)
     return absl::UnavailableError("the server is shutting down; retry on another replica");
   if (queued_ >= options_.max_waiting_requests ||
@@ -130,7 +131,7 @@ int EngineLoop::CancelByRequestId(const std::string& request_id) {
   if (request_id.empty()) return 0;
   int n = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     auto [b, e] = by_request_id_.equal_range(request_id);
     for (auto it = b; it != e; ++it, ++n) cancels_.push_back(it->second);
   }
@@ -140,14 +141,14 @@ int EngineLoop::CancelByRequestId(const std::string& request_id) {
 
 void EngineLoop::Cancel(int64_t id) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     cancels_.push_back(id);
   }
   cv_.notify_all();
 }
 
 EngineLoop::Snapshot EngineLoop::Stats() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   return snapshot_;
 }
 
@@ -155,11 +156,12 @@ void EngineLoop::Run() {
   for (;;) {
     bool stop = false;
     {
-      std::unique_lock<std::mutex> l(mu_);
-      // Idle: sleep until something arrives. Busy: only check in, never wait.
-      if (seqs_.empty()) {
-        cv_.wait_for(l, std::chrono::milliseconds(50),
-                     [this] { return stopping_ || !inbox_.empty() || !cancels_.empty(); });
+      MutexLock l(mu_);
+      // Idle: sleep until something arrives. Busy: only check in, never wait. (The wait releases
+      // and retakes mu_, which MutexLock holds again whenever it returns.)
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+      while (seqs_.empty() && !stopping_ && inbox_.empty() && cancels_.empty()) {
+        if (cv_.wait_until(mu_, until) == std::cv_status::timeout) break;
       }
       stop = stopping_ && inbox_.empty() && cancels_.empty();
     }
@@ -168,7 +170,7 @@ void EngineLoop::Run() {
         Finish(*s, FinishReason::kShutdown, absl::UnavailableError("server shut down"));
       seqs_.clear();
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(mu_);
         snapshot_ = Snapshot{
             0, 0, blocks_.num_used(), blocks_.num_blocks(), preemptions_, blocks_.num_cached()};
       }
@@ -201,7 +203,7 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
     st.mean_union_ratio = s.union_sum / s.stat_steps;
   }
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (!s.running) {
       --queued_;
       queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
@@ -240,7 +242,7 @@ std::vector<int64_t> EngineLoop::TakeArrivalsAndCancels(absl::Time now) {
   std::vector<std::unique_ptr<Sequence>> arrivals;
   std::vector<int64_t> cancels;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     arrivals.swap(inbox_);
     cancels.swap(cancels_);
   }
@@ -302,7 +304,7 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
     ++s.preemptions;
     ++preemptions_;
     ++report->preempted;
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     ++queued_;
     queued_tokens_ += static_cast<int64_t>(s.req.prompt.size());
   }
@@ -335,7 +337,7 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
       s.running = true;
       s.admitted = admit_counter_++;
       if (s.first_scheduled == absl::InfinitePast()) s.first_scheduled = now;
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(mu_);
       --queued_;
       queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
     }
@@ -468,7 +470,7 @@ void EngineLoop::PublishReport(StepReport& report, bool cancelled) {
   report.consecutive_failed_steps = consecutive_failed_steps_;
   report.engine_healthy = consecutive_failed_steps_ < options_.unhealthy_after_failed_steps;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     snapshot_ = Snapshot{nrun,
                          nwait,
                          blocks_.num_used(),

@@ -14,9 +14,10 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   prometheus-cpp-dev
 )
-# Only for the tests: independent clients, a Prometheus server, manifest parsing.
+# Only for the tests: independent clients, a Prometheus server, manifest parsing, and clang for
+# the thread-safety analysis of the locking code (tests/thread_safety_test.py).
 TEST_PKGS=(
-  python3-grpcio python3-grpc-tools python3-yaml python3-venv prometheus curl
+  python3-grpcio python3-grpc-tools python3-yaml python3-venv prometheus curl clang
 )
 # The container test (tests/container/): podman builds and runs the image, mmdebstrap makes its
 # Debian 12 base image from Debian's archive, podman-compose brings up the compose stack, the

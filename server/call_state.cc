@@ -68,7 +68,7 @@ grpc::Status CallState::Submit(absl::StatusOr<v1::GenerateRequest> req,
   }
   int64_t cancel = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     id_ = *id;
     if (cancel_wanted_) cancel = id_;
   }
@@ -79,7 +79,7 @@ grpc::Status CallState::Submit(absl::StatusOr<v1::GenerateRequest> req,
 void CallState::Cancel() {
   int64_t id = 0;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(mu_);
     if (cancel_wanted_) return;
     cancel_wanted_ = true;
     id = id_;

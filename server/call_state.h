@@ -8,10 +8,10 @@
 #include <grpcpp/support/status.h>
 
 #include <memory>
-#include <mutex>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/common/mutex.h"
 #include "scheduler/request.h"
 #include "server/generate_calls.h"
 #include "server/tsan_handoff.h"
@@ -83,9 +83,9 @@ class CallState {
   const CallEnv env_;
   grpc::CallbackServerContext* const ctx_;
   v1::GenerateRequest req_;  // set by Submit before the request is handed over; read-only after
-  std::mutex mu_;
-  int64_t id_ = 0;              // guarded by mu_
-  bool cancel_wanted_ = false;  // guarded by mu_
+  Mutex mu_;
+  int64_t id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancel_wanted_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The part every generating reactor shares (GrpcReactor: grpc::ServerUnaryReactor or

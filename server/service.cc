@@ -17,7 +17,7 @@ SparsedService::SparsedService(std::string model_dir, std::string device, LogLev
       limits_(limits) {}
 
 int64_t SparsedService::RateLimitedLog::Take() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(mu_);
   const absl::Time now = absl::Now();
   if (now - last_ < absl::Seconds(1)) {
     ++suppressed_;

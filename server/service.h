@@ -3,10 +3,10 @@
 #pragma once
 
 #include <atomic>
-#include <mutex>
 #include <string>
 
 #include "absl/time/time.h"
+#include "engine/common/mutex.h"
 #include "scheduler/engine_loop.h"
 #include "server/generate_calls.h"
 #include "server/log.h"
@@ -73,9 +73,9 @@ class SparsedService final : public RawSparsedService {
     int64_t Take();
 
    private:
-    std::mutex mu_;
-    absl::Time last_ = absl::InfinitePast();  // guarded by mu_
-    int64_t suppressed_ = 0;                  // guarded by mu_
+    Mutex mu_;
+    absl::Time last_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+    int64_t suppressed_ ABSL_GUARDED_BY(mu_) = 0;
   };
   void LogRefused(const grpc::CallbackServerContext& ctx, const absl::Status& why);
   void LogStalled(const grpc::CallbackServerContext& ctx, int64_t pending_tokens);

@@ -162,19 +162,12 @@ TEST_P(BackendOps, EmbedRmsNormAndAddScaled) {
 }
 
 TEST_P(BackendOps, RopeRotatesHalves) {
-  const int T = 3, H = 4, KV = 2, hd = 64, half = hd / 2;
+  const int T = 3, H = 4, KV = 2, hd = 64;
   const std::vector<int> pos = {0, 7, 1000};
   std::vector<float> q = RandomVec(T * H * hd, rng_), k = RandomVec(T * KV * hd, rng_);
-  std::vector<float> q_ref = q, k_ref = k, cos(T * half), sin(T * half);
-  for (int t = 0; t < T; ++t) {
-    for (int i = 0; i < half; ++i) {
-      const double a = pos[t] / std::pow(10000.0, 2.0 * i / hd);
-      cos[t * half + i] = static_cast<float>(std::cos(a));
-      sin[t * half + i] = static_cast<float>(std::sin(a));
-    }
-    for (int h = 0; h < H; ++h) ref::Rope(&q_ref[(t * H + h) * hd], hd, pos[t], 10000.0, 1.0);
-    for (int h = 0; h < KV; ++h) ref::Rope(&k_ref[(t * KV + h) * hd], hd, pos[t], 10000.0, 1.0);
-  }
+  std::vector<float> q_ref = q, k_ref = k, cos, sin;
+  ref::RopeTables(pos, hd, 10000.0, &cos, &sin);
+  ref::RopeHeads(q_ref, k_ref, pos, H, KV, hd, 10000.0);
   DeviceBuffer dq = Put(q), dk = Put(k);
   backend_->Rope(dq.get(), dk.get(), cos.data(), sin.data(), T, H, KV, hd);
   EXPECT_LT(ref::RelMaxError(Get(dq, q.size()), q_ref), 1e-5);

@@ -169,19 +169,12 @@ TEST_P(CpuOps, RmsNormEmbedAndResidual) {
 }
 
 TEST_P(CpuOps, RopeMatchesRotateHalf) {
-  const int T = 3, H = 4, KV = 2, hd = 16, half = hd / 2;
-  std::vector<int> pos = {0, 7, 1000};
+  const int T = 3, H = 4, KV = 2, hd = 16;
+  const std::vector<int> pos = {0, 7, 1000};
   std::vector<float> q = RandomVec(T * H * hd, rng_), k = RandomVec(T * KV * hd, rng_);
-  std::vector<float> q_ref = q, k_ref = k, cos(T * half), sin(T * half);
-  for (int t = 0; t < T; ++t) {
-    for (int i = 0; i < half; ++i) {
-      const double a = pos[t] / std::pow(10000.0, 2.0 * i / hd);
-      cos[t * half + i] = static_cast<float>(std::cos(a));
-      sin[t * half + i] = static_cast<float>(std::sin(a));
-    }
-    for (int h = 0; h < H; ++h) ref::Rope(&q_ref[(t * H + h) * hd], hd, pos[t], 10000.0, 1.0);
-    for (int h = 0; h < KV; ++h) ref::Rope(&k_ref[(t * KV + h) * hd], hd, pos[t], 10000.0, 1.0);
-  }
+  std::vector<float> q_ref = q, k_ref = k, cos, sin;
+  ref::RopeTables(pos, hd, 10000.0, &cos, &sin);
+  ref::RopeHeads(q_ref, k_ref, pos, H, KV, hd, 10000.0);
   backend_->Rope(q.data(), k.data(), cos.data(), sin.data(), T, H, KV, hd);
   EXPECT_LT(ref::RelMaxError(q, q_ref), 1e-5);
   EXPECT_LT(ref::RelMaxError(k, k_ref), 1e-5);
@@ -211,28 +204,11 @@ TEST_P(CpuOps, PagedAttentionMatchesDenseCausal) {
   std::vector<float> out(T * H * hd, NAN);
   backend_->Attention(0, q.data(), k_in.data(), v_in.data(),
                       AttentionBatch{T, positions.data(), tables.data()}, H, out.data());
-  for (int t = 0; t < T; ++t) {
-    const int first = t < na ? 0 : na;
-    for (int h = 0; h < H; ++h) {
-      const int g = h / (H / KV);
-      std::vector<double> s;
-      double mx = -1e300;
-      for (int j = first; j <= t; ++j) {
-        double dot = 0;
-        for (int i = 0; i < hd; ++i)
-          dot += double(q[(t * H + h) * hd + i]) * k[(j * KV + g) * hd + i];
-        s.push_back(dot / std::sqrt(double(hd)));
-        mx = std::max(mx, s.back());
-      }
-      double z = 0;
-      for (double& e : s) z += (e = std::exp(e - mx));
-      for (int i = 0; i < hd; ++i) {
-        double o = 0;
-        for (int j = first; j <= t; ++j) o += s[j - first] / z * v[(j * KV + g) * hd + i];
-        EXPECT_NEAR(out[(t * H + h) * hd + i], o, 1e-5) << "t=" << t << " h=" << h;
-      }
-    }
-  }
+  std::vector<int> first(T);
+  for (int t = 0; t < T; ++t) first[t] = t < na ? 0 : na;
+  const std::vector<float> expect = ref::CausalAttention(q, k, v, first, H, KV, hd);
+  for (size_t i = 0; i < out.size(); ++i)
+    EXPECT_NEAR(out[i], expect[i], 1e-5) << "t=" << i / (H * hd) << " h=" << i / hd % H;
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsasAndDtypes, CpuOps,

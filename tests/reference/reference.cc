@@ -62,6 +62,30 @@ void Rope(float* v, int head_dim, int pos, double theta, double linear_factor) {
   }
 }
 
+void RopeTables(const std::vector<int>& positions, int head_dim, double theta,
+                std::vector<float>* cos, std::vector<float>* sin) {
+  const int half = head_dim / 2;
+  cos->assign(positions.size() * half, 0.f);
+  sin->assign(positions.size() * half, 0.f);
+  for (size_t t = 0; t < positions.size(); ++t) {
+    for (int i = 0; i < half; ++i) {
+      const double a = positions[t] / std::pow(theta, 2.0 * i / head_dim);
+      (*cos)[t * half + i] = static_cast<float>(std::cos(a));
+      (*sin)[t * half + i] = static_cast<float>(std::sin(a));
+    }
+  }
+}
+
+void RopeHeads(std::vector<float>& q, std::vector<float>& k, const std::vector<int>& positions,
+               int H, int KV, int head_dim, double theta) {
+  for (size_t t = 0; t < positions.size(); ++t) {
+    for (int h = 0; h < H; ++h)
+      Rope(&q[(t * H + h) * head_dim], head_dim, positions[t], theta, 1.0);
+    for (int h = 0; h < KV; ++h)
+      Rope(&k[(t * KV + h) * head_dim], head_dim, positions[t], theta, 1.0);
+  }
+}
+
 std::vector<float> CausalAttention(const std::vector<float>& q, const std::vector<float>& k,
                                    const std::vector<float>& v, const std::vector<int>& first,
                                    int H, int KV, int hd) {

@@ -21,6 +21,14 @@ std::vector<float> Ffn(const std::vector<float>& x, int T, const Matrix* gate, c
 // Rotate-half rotary embedding of one head vector at `pos`.
 void Rope(float* v, int head_dim, int pos, double theta, double linear_factor);
 
+// The cos and sin tables a backend's Rope takes for tokens at `positions` (rotate-half, base
+// `theta`): [T × head_dim/2] each.
+void RopeTables(const std::vector<int>& positions, int head_dim, double theta,
+                std::vector<float>* cos, std::vector<float>* sin);
+// Rope of every head of q [T × H·head_dim] and k [T × KV·head_dim] at `positions`.
+void RopeHeads(std::vector<float>& q, std::vector<float>& k, const std::vector<int>& positions,
+               int H, int KV, int head_dim, double theta);
+
 // Causal attention with grouped KV heads, no cache: q [T × H·hd], k and v [T × KV·hd] for T
 // tokens of consecutive positions; token t attends to tokens first[t]..t (first[t]: the first
 // token of t's sequence), scaled by 1/√hd. Returns [T × H·hd].
