@@ -12,8 +12,8 @@
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
-#include "engine/model_info.h"
 #include "engine/model/weights.h"
+#include "engine/model_info.h"
 #include "engine/sparse/sparsity_profile.h"
 #include "engine/tokenizer/tokenizer.h"
 
@@ -87,8 +87,12 @@ class Engine {
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   // The model as the layers above see it from any thread (model_info.h).
   ModelInfo Info() const {
-    return ModelInfo{config(),      fingerprint(),   sparsity_mode(), weights().embed.dtype,
-                     static_cast<int64_t>(kv_blocks()) * kv_block_size(), context_tokens(),
+    return ModelInfo{config(),
+                     fingerprint(),
+                     sparsity_mode(),
+                     weights().embed.dtype,
+                     static_cast<int64_t>(kv_blocks()) * kv_block_size(),
+                     context_tokens(),
                      tokenizer()};
   }
   SparsityMode sparsity_mode() const { return mode_; }

@@ -266,8 +266,8 @@ std::string CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
     SPARSED_CUDA_TRY(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec_), st));
   } else {
     if (graphable) SPARSED_CUDA_TRY(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    SPARSED_CUDA_TRY(cudaMemsetAsync(bits, 0,
-                             sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st));
+    SPARSED_CUDA_TRY(cudaMemsetAsync(
+        bits, 0, sizeof(uint32_t) * tiles * words + sizeof(int32_t) * tiles * 2, st));
     auto* wg = static_cast<const uint16_t*>(gate_);
     auto* wu = static_cast<const uint16_t*>(up_);
     auto* wd = static_cast<const uint16_t*>(down_t_);
@@ -328,7 +328,7 @@ std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   auto st = static_cast<cudaStream_t>(ws_->context_->stream());
   std::vector<int32_t> host(2 * last_tiles_);
   SPARSED_CUDA_TRY(cudaMemcpyAsync(host.data(), stats_, sizeof(int32_t) * 2 * last_tiles_,
-                           cudaMemcpyDeviceToHost, st));
+                                   cudaMemcpyDeviceToHost, st));
   SPARSED_CUDA_TRY(cudaStreamSynchronize(st));
   stats->resize(last_tiles_);
   for (int i = 0; i < last_tiles_; ++i) (*stats)[i] = FfnTileStats{host[2 * i], host[2 * i + 1]};
@@ -348,13 +348,13 @@ std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, f
   const float one = 1.f, zero = 0.f;
   timer.Mark(0);
   // Column-major view: Gᵀ [F × T] = W_g (col-major d × F, transposed) · Xᵀ (d × T).
-  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, gate_, CUDA_R_16BF, d, x_bf16,
-                          CUDA_R_16BF, d, &zero, dense_g, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT));
+  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, gate_, CUDA_R_16BF, d,
+                                  x_bf16, CUDA_R_16BF, d, &zero, dense_g, CUDA_R_16BF, F,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   timer.Mark(1);
-  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, up_, CUDA_R_16BF, d, x_bf16,
-                          CUDA_R_16BF, d, &zero, dense_u, CUDA_R_16BF, F, CUBLAS_COMPUTE_32F,
-                          CUBLAS_GEMM_DEFAULT));
+  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, F, T, d, &one, up_, CUDA_R_16BF, d,
+                                  x_bf16, CUDA_R_16BF, d, &zero, dense_u, CUDA_R_16BF, F,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   timer.Mark(2);
   const int64_t n = static_cast<int64_t>(T) * F;
   ActMulBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, st>>>(
@@ -363,9 +363,9 @@ std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, f
   SPARSED_CUDA_TRY(cudaGetLastError());
   timer.Mark(3);
   // Yᵀ [d × T] = W_down (= W_dT viewed col-major, d × F) · Hᵀ (F × T).
-  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, d, T, F, &one, down_t_, CUDA_R_16BF, d,
-                          dense_g, CUDA_R_16BF, F, &zero, y_bf16, CUDA_R_16BF, d,
-                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  SPARSED_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, d, T, F, &one, down_t_, CUDA_R_16BF,
+                                  d, dense_g, CUDA_R_16BF, F, &zero, y_bf16, CUDA_R_16BF, d,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   timer.Mark(4);
   timer.Finish();
   return "";
