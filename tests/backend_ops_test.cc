@@ -18,32 +18,13 @@
 
 #include "engine/backend/device.h"
 #include "engine/model/config.h"
-#include "engine/model/safetensors_writer.h"
+#include "tests/op_test_util.h"
 #include "tests/reference/reference.h"
 
 namespace sparsed {
 namespace {
 
 const std::vector<std::string> kDevices = {"cpu", "cuda"};
-
-struct OwnedMatrix {
-  std::vector<uint8_t> bytes;
-  Matrix m;
-};
-
-OwnedMatrix Encode(const std::vector<float>& v, int64_t rows, int64_t cols, DType dt) {
-  OwnedMatrix o;
-  o.bytes = EncodeTensor(v, dt);
-  o.m = Matrix{o.bytes.data(), dt, rows, cols, nullptr};
-  return o;
-}
-
-std::vector<float> RandomVec(size_t n, std::mt19937_64& rng, float scale = 1.f) {
-  std::normal_distribution<float> nd(0.f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 class BackendOps : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
  protected:
@@ -80,10 +61,10 @@ class BackendOps : public ::testing::TestWithParam<std::tuple<std::string, DType
   };
   Weights RandomWeights(int64_t rows, int64_t cols, float scale = 1.f) {
     std::vector<float> v = RandomVec(static_cast<size_t>(rows * cols), rng_, scale);
-    Weights w{Encode(v, rows, cols, dtype()), {}};
+    Weights w{EncodeMatrix(v, rows, cols, dtype()), {}};
     std::vector<float> as_stored(v.size());
     for (size_t i = 0; i < v.size(); ++i) as_stored[i] = LoadAsF32(w.stored.m.data, dtype(), i);
-    w.computed = Encode(as_stored, rows, cols, cuda() ? DType::kBF16 : DType::kF32);
+    w.computed = EncodeMatrix(as_stored, rows, cols, cuda() ? DType::kBF16 : DType::kF32);
     EXPECT_TRUE(backend_->PrepareWeights({&w.stored.m}).ok());
     return w;
   }
@@ -182,28 +163,17 @@ TEST_P(BackendOps, PagedAttentionOverPrefillAndDecode) {
   KvCacheShape shape{2, 16, bs, KV, hd};
   shape.dtype = dtype() == DType::kBF16 ? DType::kBF16 : DType::kF32;
   ASSERT_TRUE(backend_->AllocKvCache(shape).ok());
-  const std::vector<int32_t> table_a = {9, 2, 14}, table_b = {5, 0};
+  const AttentionSchedule schedule;
   // Every token of both sequences so far, for the reference: A's then B's.
   std::vector<float> q_all[2], k_all[2], v_all[2];
-  struct Step {
-    std::vector<int32_t> positions;
-    std::vector<const std::vector<int32_t>*> tables;
-  };
-  std::vector<Step> steps;
-  Step first;
-  for (int p = 0; p < 7; ++p) first.positions.push_back(p), first.tables.push_back(&table_a);
-  for (int p = 0; p < 3; ++p) first.positions.push_back(p), first.tables.push_back(&table_b);
-  steps.push_back(first);
-  steps.push_back({{7, 3}, {&table_a, &table_b}});
-  steps.push_back({{8, 4}, {&table_a, &table_b}});
   auto cached = [&](std::vector<float> v) {
     if (shape.dtype == DType::kBF16)
       for (float& x : v) x = Bf16ToF32(F32ToBf16(x));
     return v;
   };
-  for (const Step& s : steps) {
-    const int T = static_cast<int>(s.positions.size());
-    const AttentionBatch batch{T, s.positions.data(), s.tables.data()};
+  for (const AttentionSchedule::Step& s : schedule.steps) {
+    const int T = s.tokens();
+    const AttentionBatch batch = s.batch();
     const std::vector<float> q = RandomVec(T * H * hd, rng_), k = RandomVec(T * KV * hd, rng_),
                              v = RandomVec(T * KV * hd, rng_);
     DeviceBuffer dq = Put(q), dk = Put(k), dv = Put(v), out = Zeros(T * H * hd);
@@ -213,7 +183,7 @@ TEST_P(BackendOps, PagedAttentionOverPrefillAndDecode) {
     const std::vector<float> got = Get(out, T * H * hd);
     // Append this step's tokens to their sequences, then attend over each sequence alone.
     for (int t = 0; t < T; ++t) {
-      const int seq = s.tables[t] == &table_a ? 0 : 1;
+      const int seq = s.tables[t] == &schedule.table_a ? 0 : 1;
       auto append = [&](std::vector<float>& all, const std::vector<float>& src, int width) {
         all.insert(all.end(), src.begin() + t * width, src.begin() + (t + 1) * width);
       };
@@ -222,7 +192,7 @@ TEST_P(BackendOps, PagedAttentionOverPrefillAndDecode) {
       append(v_all[seq], cached(v), KV * hd);
     }
     for (int t = 0; t < T; ++t) {
-      const int seq = s.tables[t] == &table_a ? 0 : 1;
+      const int seq = s.tables[t] == &schedule.table_a ? 0 : 1;
       const int n = static_cast<int>(k_all[seq].size() / (KV * hd));
       const std::vector<float> expect = ref::CausalAttention(q_all[seq], k_all[seq], v_all[seq],
                                                              std::vector<int>(n, 0), H, KV, hd);
@@ -265,10 +235,7 @@ INSTANTIATE_TEST_SUITE_P(EveryDeviceAndDtype, BackendOps,
                          ::testing::Combine(::testing::ValuesIn(kDevices),
                                             ::testing::Values(DType::kF32, DType::kBF16,
                                                               DType::kF16)),
-                         [](const auto& info) {
-                           return std::get<0>(info.param) + "_" +
-                                  std::string(DTypeName(std::get<1>(info.param)));
-                         });
+                         NameAndDtype);
 
 }  // namespace
 }  // namespace sparsed

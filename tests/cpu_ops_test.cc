@@ -7,34 +7,11 @@
 #include <tuple>
 
 #include "engine/backend/cpu/cpu_backend.h"
-#include "engine/model/safetensors_writer.h"
+#include "tests/op_test_util.h"
 #include "tests/reference/reference.h"
 
 namespace sparsed {
 namespace {
-
-struct OwnedMatrix {
-  std::vector<uint8_t> bytes;
-  Matrix m;
-};
-
-OwnedMatrix RandomMatrix(int64_t rows, int64_t cols, DType dt, std::mt19937_64& rng,
-                         float std = 1.f) {
-  std::normal_distribution<float> nd(0.f, std);
-  std::vector<float> v(rows * cols);
-  for (float& x : v) x = nd(rng);
-  OwnedMatrix o;
-  o.bytes = EncodeTensor(v, dt);
-  o.m = Matrix{o.bytes.data(), dt, rows, cols, nullptr};
-  return o;
-}
-
-std::vector<float> RandomVec(size_t n, std::mt19937_64& rng) {
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> v(n);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
 
 class CpuOps : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
  protected:
@@ -215,10 +192,7 @@ INSTANTIATE_TEST_SUITE_P(AllIsasAndDtypes, CpuOps,
                          ::testing::Combine(::testing::Values("avx512", "avx2", "generic"),
                                             ::testing::Values(DType::kF32, DType::kBF16,
                                                               DType::kF16)),
-                         [](const auto& info) {
-                           return std::get<0>(info.param) + "_" +
-                                  std::string(DTypeName(std::get<1>(info.param)));
-                         });
+                         NameAndDtype);
 
 }  // namespace
 }  // namespace sparsed

@@ -18,6 +18,7 @@
 #include "engine/backend/device.h"
 #include "engine/engine.h"
 #include "tests/gpu/cuda_test_util.h"
+#include "tests/op_test_util.h"
 #include "tests/reference/reference.h"
 #include "tools/ffn_fixture.h"
 
@@ -156,24 +157,11 @@ TEST_F(CudaOps, PagedAttentionMatchesCpu) {
   const int heads = 6, hd = shape.head_dim, kvd = shape.kv_heads * hd;
   ASSERT_TRUE(cuda_->AllocKvCache(shape).ok());
   ASSERT_TRUE(cpu_->AllocKvCache(shape).ok());
-  // Two sequences with scattered blocks: A prefills 7 tokens and B 3 in one step, then both
-  // decode one token each, twice.
-  const std::vector<int32_t> table_a = {9, 2, 14}, table_b = {5, 0};
-  struct Step {
-    std::vector<int32_t> positions;
-    std::vector<const std::vector<int32_t>*> tables;
-  };
-  std::vector<Step> steps;
-  Step first;
-  for (int p = 0; p < 7; ++p) first.positions.push_back(p), first.tables.push_back(&table_a);
-  for (int p = 0; p < 3; ++p) first.positions.push_back(p), first.tables.push_back(&table_b);
-  steps.push_back(first);
-  steps.push_back({{7, 3}, {&table_a, &table_b}});
-  steps.push_back({{8, 4}, {&table_a, &table_b}});
+  const AttentionSchedule schedule;
   uint64_t seed = 100;
-  for (const Step& s : steps) {
-    const int T = static_cast<int>(s.positions.size());
-    const AttentionBatch ab{T, s.positions.data(), s.tables.data()};
+  for (const AttentionSchedule::Step& s : schedule.steps) {
+    const int T = s.tokens();
+    const AttentionBatch ab = s.batch();
     Pair q = Make(RandomFloats(T * heads * hd, ++seed)), k = Make(RandomFloats(T * kvd, ++seed)),
          v = Make(RandomFloats(T * kvd, ++seed)), out = Zeros(T * heads * hd);
     const std::vector<float> trig(T * hd / 2, 0.f);
