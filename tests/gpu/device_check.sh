@@ -17,6 +17,18 @@ QUICK="${1:-}"
 summary="$OUT/summary.md"
 : > "$summary"
 log() { echo "$*" | tee -a "$summary"; }
+# run_test NAME LIMIT LINES PATTERN COMMAND...: runs COMMAND for at most LIMIT seconds into
+# $OUT/NAME.log, logs its exit code (not 0 fails the check) and up to LINES lines of the log
+# matching PATTERN.
+run_test() {
+  local name=$1 limit=$2 lines=$3 pattern=$4
+  shift 4
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local code=$?
+  log "exit code: $code"
+  [[ $code -eq 0 ]] || rc=1
+  grep -E "$pattern" "$OUT/$name.log" | head -"$lines" | tee -a "$summary"
+}
 
 log "# sparsed GPU check $(date -u +%FT%TZ)"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$summary"
@@ -37,21 +49,21 @@ log "## gpu tests"
 tail -4 "$OUT/gpu_tests.log" | tee -a "$summary"
 grep -E "FAIL|device:" "$OUT/gpu_tests.log" | head -20 | tee -a "$summary"
 
-# ffn_gpu_test (GoogleTest) is built on the GPU host only where GoogleTest is installed; else
-# the bundle's copy runs.
-if [[ -d .gpu/bundle/lib ]]; then
+BUNDLE=.gpu/bundle
+if [[ -d "$BUNDLE/lib" ]]; then
   # The bundle's programs load its libraries, and cuBLAS: the toolkit's, else the Python wheel's.
   CUDA_LIBS=$(dirname "$(command -v nvcc)")/../lib64
   WHEEL_LIBS=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null || true)
-  export LD_LIBRARY_PATH="$PWD/.gpu/bundle/lib:$CUDA_LIBS:${WHEEL_LIBS}:${LD_LIBRARY_PATH:-}"
+  export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib:$CUDA_LIBS:${WHEEL_LIBS}:${LD_LIBRARY_PATH:-}"
 fi
+# ffn_gpu_test (GoogleTest) is built on the GPU host only where GoogleTest is installed; else
+# the bundle's copy runs.
 FFN_TEST="$BUILD/tests/ffn_gpu_test"
-[[ -x "$FFN_TEST" ]] || FFN_TEST=.gpu/bundle/bin/ffn_gpu_test
+[[ -x "$FFN_TEST" ]] || FFN_TEST="$BUNDLE/bin/ffn_gpu_test"
 if [[ ! -x "$BUILD/tests/ffn_gpu_test" && -x "$FFN_TEST" ]]; then
   log ""
   log "## CUDA FFN against the reference (ffn_gpu_test, prebuilt)"
-  timeout 240 "$FFN_TEST" >"$OUT/ffn_gpu_test.log" 2>&1 || rc=1
-  grep -E "^\[  (PASSED|FAILED) |Failure|device:|SKIPPED" "$OUT/ffn_gpu_test.log" | head -20 | tee -a "$summary"
+  run_test ffn_gpu_test 240 20 "^\[  (PASSED|FAILED) |Failure|device:|SKIPPED" "$FFN_TEST"
 fi
 
 if command -v compute-sanitizer >/dev/null 2>&1 && [[ -x "$FFN_TEST" ]]; then
@@ -63,27 +75,17 @@ if command -v compute-sanitizer >/dev/null 2>&1 && [[ -x "$FFN_TEST" ]]; then
   grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" "$OUT/memcheck.log" | head -10 | tee -a "$summary"
 fi
 
-BUNDLE=.gpu/bundle
 if [[ -x "$BUNDLE/bin/cuda_backend_test" ]]; then
-  # cuBLAS for libsparsed_cuda.so: the toolkit's, else the Python wheel's.
-  CUDA_LIBS=$(dirname "$(command -v nvcc)")/../lib64
-  WHEEL_LIBS=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null || true)
-  export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib:$CUDA_LIBS:${WHEEL_LIBS}:${LD_LIBRARY_PATH:-}"
   export SPARSED_SOURCE_DIR="$PWD" SPARSED_PLUGIN_DIR="$PWD/$BUNDLE/lib"
   log ""
   log "## Every backend op x dtype x device against the reference (backend_ops_test, prebuilt)"
-  timeout 120 "$BUNDLE/bin/backend_ops_test" >"$OUT/backend_ops_test.log" 2>&1
-  bo=$?
-  log "exit code: $bo"
-  [[ $bo -eq 0 ]] || rc=1
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|Expected|Which is|unavailable" "$OUT/backend_ops_test.log" | head -40 | tee -a "$summary"
+  run_test backend_ops_test 120 40 "^\[  (PASSED|FAILED|SKIPPED) |Failure|Expected|Which is|unavailable" \
+    "$BUNDLE/bin/backend_ops_test"
   log ""
   log "## CUDA backend vs CPU backend (cuda_backend_test, prebuilt)"
-  timeout 300 "$BUNDLE/bin/cuda_backend_test" >"$OUT/cuda_backend_test.log" 2>&1
-  bt=$?
-  log "exit code: $bt"
-  [[ $bt -eq 0 ]] || rc=1
-  grep -E "^\[  (PASSED|FAILED) |relative logit error|Failure|Expected|Which is|error|SKIPPED|device:" "$OUT/cuda_backend_test.log" | head -60 | tee -a "$summary"
+  run_test cuda_backend_test 300 60 \
+    "^\[  (PASSED|FAILED) |relative logit error|Failure|Expected|Which is|error|SKIPPED|device:" \
+    "$BUNDLE/bin/cuda_backend_test"
   grep -E "step graphs:" "$OUT/cuda_backend_test.log" | head -4 | tee -a "$summary"
   if grep -qE "^\[  FAILED  \] CudaGraphs" "$OUT/cuda_backend_test.log"; then
     E2E_GRAPHS=""
