@@ -14,7 +14,7 @@ inline int FailWith(const absl::Status& s) {
   return 1;
 }
 
-// A usage error (a flag outside its range: cli/flag_checks.h): the same line, and the
+// A usage error (a flag value the binary refuses: cli/flag_checks.h): the same line, and the
 // exit status every usage error has.
 inline int UsageFail(const absl::Status& s) {
   FailWith(s);

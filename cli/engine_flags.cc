@@ -3,7 +3,6 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "cli/flag_checks.h"
 
 ABSL_FLAG(std::string, model, "",
           "Model directory: config.json, *.safetensors, tokenizer.model (the daemon's default: "
@@ -18,7 +17,6 @@ namespace sparsed {
 
 absl::StatusOr<DeviceChoice> ApplyEngineFlags(EngineOptions& options,
                                               std::string_view default_model) {
-  if (absl::Status s = FlagChecks().Range(FLAGS_threads, 0, 1024).status(); !s.ok()) return s;
   std::string model = absl::GetFlag(FLAGS_model);
   if (model.empty()) model = std::string(default_model);
   if (model.empty()) return absl::InvalidArgumentError("--model is required");

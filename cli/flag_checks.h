@@ -1,17 +1,17 @@
 // Start-up checks of command-line flags. Every binary states each numeric flag's range in its
-// --help text ("[lo, hi]") and checks it here before doing any work; the first value outside its
-// range, or outside its list of choices, is a usage error.
+// --help text ("[lo, hi]", the last such pair in the text) and nowhere else: ParseFlags
+// (cli/help_flags.h) checks every flag linked into the binary against the range its help states,
+// so what --help says and what is enforced cannot drift apart. A value outside its range, or
+// outside its list of choices (FlagChecks), is a usage error.
 //
 // Exit status: every usage error exits with kUsageExit. That is 1 because Abseil's own parser
 // exits with 1 on an unknown flag or an unparsable value, and an operator should see one code for
 // every mistake on the command line.
 #pragma once
 
-#include <cmath>
-#include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
-#include <type_traits>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
@@ -24,28 +24,23 @@ namespace sparsed {
 
 inline constexpr int kUsageExit = 1;
 
-// Collects the first failed check. Usage:
-//   absl::Status s = FlagChecks().Range(FLAGS_threads, 0, 1024).OneOf(FLAGS_mode, {"a", "b"})
+// The range a flag's help text states: the last "[lo, hi]" whose ends are both numbers (as
+// written, so an integer bound keeps every digit), or nullopt when there is none.
+struct StatedRange {
+  std::string lo, hi;
+};
+std::optional<StatedRange> FindStatedRange(absl::string_view help);
+
+// Every numeric flag (int, int64_t, uint64_t, double, ...) linked into the binary whose help states
+// a range holds a value inside it (NaN never does). Error: InvalidArgument
+// "--NAME=VALUE is out of range: it must be in [LO, HI]" for the first such flag by name.
+absl::Status CheckStatedRanges();
+
+// Checks beyond the stated ranges; collects the first that fails. Usage:
+//   absl::Status s = FlagChecks().OneOf(FLAGS_mode, {"a", "b"})
 //                        .Parses(FLAGS_sparsity, ParseSparsityMode).status();
 class FlagChecks {
  public:
-  // value in [lo, hi] (inclusive).
-  template <typename T, typename B>
-  FlagChecks& Range(const absl::Flag<T>& flag, B lo, B hi) {
-    static_assert(std::is_arithmetic_v<T> && std::is_arithmetic_v<B>);
-    const T v = absl::GetFlag(flag);
-    // long double holds every int64/uint64 exactly, so mixed signedness compares correctly.
-    const long double x = static_cast<long double>(v);
-    bool bad = x < static_cast<long double>(lo) || x > static_cast<long double>(hi);
-    if constexpr (std::is_floating_point_v<T>) bad = bad || std::isnan(v);
-    if (status_.ok() && bad) {
-      status_ = absl::InvalidArgumentError(
-          absl::StrCat("--", absl::GetFlagReflectionHandle(flag).Name(), "=", v,
-                       " is out of range: it must be in [", lo, ", ", hi, "]"));
-    }
-    return *this;
-  }
-
   // One of `choices` (exact match).
   FlagChecks& OneOf(const absl::Flag<std::string>& flag,
                     std::initializer_list<absl::string_view> choices) {

@@ -9,7 +9,6 @@
 #include "absl/flags/flag.h"
 #include "cli/cli_status.h"
 #include "cli/engine_flags.h"
-#include "cli/flag_checks.h"
 #include "cli/help_flags.h"
 #include "engine/engine.h"
 #include "tools/calibration.h"
@@ -36,17 +35,6 @@ int main(int argc, char** argv) {
   sparsed::ParseFlags(argc, argv, "calibrate_main.cc",
                       "Calibrates threshold mode (CETT) on --text and writes sparsity.json.\n"
                       "  sparsed-calibrate --model DIR [--cett 0.2 | --ppl_increase 1]");
-  if (const absl::Status usage = sparsed::FlagChecks()
-                                     .Range(FLAGS_cett, 0.0, 1.0)
-                                     .Range(FLAGS_ppl_increase, 0.0, 1000.0)
-                                     .Range(FLAGS_tolerance_pp, 0.001, 100.0)
-                                     .Range(FLAGS_calibration_tokens, 1, 1 << 30)
-                                     .Range(FLAGS_eval_tokens, 1, 1 << 30)
-                                     .Range(FLAGS_window, 2, 1 << 16)
-                                     .Range(FLAGS_grid_points, 2, 1 << 16)
-                                     .status();
-      !usage.ok())
-    return sparsed::UsageFail(usage);
   using namespace sparsed;
   const int window = absl::GetFlag(FLAGS_window);
   CalibrationOptions co;

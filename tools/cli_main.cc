@@ -7,13 +7,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
-#include <limits>
 #include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "cli/cli_status.h"
-#include "cli/flag_checks.h"
 #include "cli/help_flags.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "sparsed/v1/sparsed.grpc.pb.h"
@@ -50,15 +48,6 @@ int main(int argc, char** argv) {
   std::vector<char*> args = sparsed::ParseFlags(
       argc, argv, "cli_main.cc",
       "sparsed-cli [--server HOST:PORT] health|info|generate|stream|tokenize [flags] [PROMPT]");
-  if (const absl::Status usage =
-          sparsed::FlagChecks()
-              .Range(FLAGS_seed, int64_t{-1}, std::numeric_limits<int64_t>::max())
-              .Range(FLAGS_max_new_tokens, 1, 1 << 20)
-              .Range(FLAGS_temperature, 0.0, 100.0)
-              .Range(FLAGS_timeout_s, 0.001, 86400.0)
-              .status();
-      !usage.ok())
-    return sparsed::UsageFail(usage);
   if (args.size() < 2) {
     std::fprintf(stderr,
                  "usage: sparsed-cli health|info|generate|tokenize [--target host:port] ...\n");

@@ -3,14 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <limits>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "cli/cli_status.h"
 #include "cli/engine_flags.h"
-#include "cli/flag_checks.h"
 #include "cli/help_flags.h"
 #include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
@@ -27,16 +25,6 @@ ABSL_FLAG(bool, stats, false, "Print per-layer active and union ratios.");
 int main(int argc, char** argv) {
   sparsed::ParseFlags(argc, argv, "generate_main.cc",
                       "Generates a continuation of --prompt with the model in --model.");
-  if (const absl::Status usage =
-          sparsed::FlagChecks()
-              .Range(FLAGS_max_new_tokens, 1, 1 << 20)
-              .Range(FLAGS_seed, uint64_t{0}, std::numeric_limits<uint64_t>::max())
-              .Range(FLAGS_temperature, 0.0, 100.0)
-              .Range(FLAGS_top_k, 0, 1 << 20)
-              .Range(FLAGS_top_p, 0.000001, 1.0)
-              .status();
-      !usage.ok())
-    return sparsed::UsageFail(usage);
   using namespace sparsed;
   EngineOptions o;
   if (auto s = ApplySparsityFlag(o); !s.ok()) return UsageFail(s);

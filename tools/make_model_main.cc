@@ -1,11 +1,9 @@
 // sparsed-make-model: writes a synthetic checkpoint in the Hugging Face layout.
 #include <cstdio>
-#include <limits>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "cli/cli_status.h"
-#include "cli/flag_checks.h"
 #include "cli/help_flags.h"
 #include "engine/common/dtype.h"
 #include "tools/synthetic.h"
@@ -39,22 +37,6 @@ int main(int argc, char** argv) {
       "Writes a synthetic LLaMA-family checkpoint (config.json, safetensors, tokenizer.model).\n"
       "Example: sparsed-make-model --out /tmp/m --preset tinyllama-1.1b --activation fatrelu "
       "--active_ratio 0.11 --skew 2");
-  if (const absl::Status usage =
-          sparsed::FlagChecks()
-              .Range(FLAGS_act_param, 0.0, 100.0)
-              .Range(FLAGS_seed, uint64_t{0}, std::numeric_limits<uint64_t>::max())
-              .Range(FLAGS_active_ratio, 0.001, 1.0)
-              .Range(FLAGS_skew, 0.0, 16.0)
-              .Range(FLAGS_shard_mb, 0, 1 << 20)
-              .Range(FLAGS_hidden, 0, 1 << 16)
-              .Range(FLAGS_intermediate, 0, 1 << 20)
-              .Range(FLAGS_layers, 0, 1024)
-              .Range(FLAGS_heads, 0, 1024)
-              .Range(FLAGS_kv_heads, 0, 1024)
-              .Range(FLAGS_vocab, 0, 1 << 22)
-              .status();
-      !usage.ok())
-    return sparsed::UsageFail(usage);
   sparsed::SyntheticModelSpec s;
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) {

@@ -18,7 +18,6 @@
 #include "absl/strings/str_format.h"
 #include "cli/cli_status.h"
 #include "cli/engine_flags.h"
-#include "cli/flag_checks.h"
 #include "cli/help_flags.h"
 #include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
@@ -43,13 +42,6 @@ int main(int argc, char** argv) {
   sparsed::ParseFlags(argc, argv, "profile_main.cc",
                       "Measures per-layer active and union ratios under batching.\n"
                       "  sparsed-profile --model DIR [--sparsity exact|threshold] [--out PREFIX]");
-  if (const absl::Status usage = sparsed::FlagChecks()
-                                     .Range(FLAGS_tokens, 1, 1 << 30)
-                                     .Range(FLAGS_window, 1, 1 << 16)
-                                     .Range(FLAGS_samples, 1, 1 << 20)
-                                     .status();
-      !usage.ok())
-    return sparsed::UsageFail(usage);
   using namespace sparsed;
   std::vector<int> tile_sizes;
   for (const std::string& t : absl::GetFlag(FLAGS_tiles)) {

@@ -12,7 +12,6 @@
 #include "absl/strings/str_format.h"
 #include "cli/cli_status.h"
 #include "cli/engine_flags.h"
-#include "cli/flag_checks.h"
 #include "cli/help_flags.h"
 #include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
@@ -53,14 +52,6 @@ int main(int argc, char** argv) {
       "Writes a copy of a model with FFN neurons reordered (most active first, or co-activation "
       "blocks).\n"
       "  sparsed-reorder --model DIR --out DIR [--order frequency|coactivation] [--text FILE]");
-  if (const absl::Status usage = sparsed::FlagChecks()
-                                     .Range(FLAGS_tokens, 2, 1 << 30)
-                                     .Range(FLAGS_window, 1, 1 << 16)
-                                     .Range(FLAGS_block, 1, 4096)
-                                     .Range(FLAGS_samples, 1, 1 << 20)
-                                     .status();
-      !usage.ok())
-    return sparsed::UsageFail(usage);
   using namespace sparsed;
   const std::string out_dir = absl::GetFlag(FLAGS_out);
   if (absl::GetFlag(FLAGS_order) != "frequency" && absl::GetFlag(FLAGS_order) != "coactivation") {
