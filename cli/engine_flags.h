@@ -16,10 +16,10 @@ namespace sparsed {
 
 // Reads --model, --device and --threads into `options` (model_dir, device, backend.threads) and
 // returns the resolved device, whose reason is for a start-up log line. An empty --model takes
-// `default_model`. Errors: INVALID_ARGUMENT for --threads outside [0, 1024], no model (empty
-// --model and no default) or an unknown --device; FAILED_PRECONDITION for --device cuda without a
-// usable GPU. "auto" loads the CUDA module to ask for a device: call it after blocking signals in
-// a program that takes them on a dedicated thread.
+// `default_model`. Errors: INVALID_ARGUMENT for no model (empty --model and no default) or an
+// unknown --device (--threads outside its range never gets past ParseFlags: cli/help_flags.h);
+// FAILED_PRECONDITION for --device cuda without a usable GPU. "auto" loads the CUDA module to ask
+// for a device: call it after blocking signals in a program that takes them on a dedicated thread.
 absl::StatusOr<DeviceChoice> ApplyEngineFlags(EngineOptions& options,
                                               std::string_view default_model = {});
 

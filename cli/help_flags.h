@@ -22,7 +22,8 @@ inline void ListHelpFlagsFrom(const char* main_file) {
   absl::FlagsUsageConfig config;
   config.contains_help_flags = [main_file](absl::string_view f) {
     return absl::EndsWith(f, main_file) || absl::EndsWith(f, "cli/engine_flags.cc") ||
-           absl::EndsWith(f, "cli/sparsity_flag.cc");
+           absl::EndsWith(f, "cli/sparsity_flag.cc") ||
+           absl::EndsWith(f, "cli/mask_source_flags.cc");
   };
   config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);

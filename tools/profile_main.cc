@@ -17,17 +17,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/cli_status.h"
-#include "cli/engine_flags.h"
 #include "cli/help_flags.h"
+#include "cli/mask_source_flags.h"
 #include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
 #include "tools/mask_recorder.h"
 #include "tools/union_profile.h"
 
-ABSL_FLAG(std::string, text, "models/corpus/heldout.txt", "Text, one document per line.");
-ABSL_FLAG(int64_t, tokens, 8192, "Tokens of --text to record [1, 1073741824].");
-ABSL_FLAG(int, window, 128, "Tokens per sequence (window of text) [1, 65536].");
-ABSL_FLAG(int, samples, 400, "Random batches per batch size [1, 1048576].");
 ABSL_FLAG(std::vector<std::string>, tiles, std::vector<std::string>({"8", "16"}),
           "Tile sizes (tokens) for the tiling table, comma-separated, each in [1, 1024].");
 ABSL_FLAG(std::string, out, "profile", "Output prefix: PREFIX.md, PREFIX.csv, PREFIX.png.");
@@ -52,12 +48,10 @@ int main(int argc, char** argv) {
     }
     tile_sizes.push_back(v);
   }
-  MaskSource source{
-      {}, absl::GetFlag(FLAGS_text), absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_tokens)};
-  if (auto s = ApplySparsityFlag(source.engine); !s.ok()) return UsageFail(s);
-  if (auto d = ApplyEngineFlags(source.engine); !d.ok()) return UsageFail(d.status());
-  const std::string model = source.engine.model_dir;
-  auto recorded = LoadAndRecordMasks(source);
+  const absl::StatusOr<MaskSource> source = MaskSourceFromFlags();
+  if (!source.ok()) return UsageFail(source.status());
+  const std::string model = source->engine.model_dir;
+  auto recorded = LoadAndRecordMasks(*source);
   if (!recorded.ok()) return FailWith(recorded.status());
   const bool threshold = recorded->threshold;
   const std::vector<LayerMasks>& masks = recorded->layers;
@@ -67,14 +61,14 @@ int main(int argc, char** argv) {
   const std::vector<int> sizes = {1, 2, 4, 8, 16, 32, 64};
   std::vector<std::vector<UnionPoint>> curves;
   for (int l = 0; l < L; ++l)
-    curves.push_back(UnionCurve(masks[l], sizes, absl::GetFlag(FLAGS_samples), 1234 + l));
+    curves.push_back(UnionCurve(masks[l], sizes, UnionSamplesFlag(), 1234 + l));
 
   // Tiling: batches of 16 to 64 sequences split into tiles.
   std::vector<std::vector<std::vector<TilingPoint>>> tiling(tile_sizes.size());  // [tile][layer]
   for (size_t k = 0; k < tile_sizes.size(); ++k) {
     for (int l = 0; l < L; ++l) {
-      tiling[k].push_back(TilingCurve(masks[l], {16, 32, 64}, tile_sizes[k],
-                                      absl::GetFlag(FLAGS_samples), 4321 + l));
+      tiling[k].push_back(
+          TilingCurve(masks[l], {16, 32, 64}, tile_sizes[k], UnionSamplesFlag(), 4321 + l));
     }
     std::fprintf(stderr, "profile: tiling of %d tokens done\n", tile_sizes[k]);
   }
@@ -110,9 +104,9 @@ int main(int argc, char** argv) {
   std::ofstream md(prefix + ".md");
   md << "Model `" << model << "`, " << (threshold ? "threshold" : "exact") << " masks, "
      << masks[0].tokens() << " tokens in " << recorded->windows.size() << " sequences of up to "
-     << absl::GetFlag(FLAGS_window) << "; union ratio = share of the " << F
+     << source->window << "; union ratio = share of the " << F
      << " neurons active for at least one token of the batch, mean over layers ("
-     << absl::GetFlag(FLAGS_samples) << " random batches per size).\n\n";
+     << UnionSamplesFlag() << " random batches per size).\n\n";
   md << "| batch | active per token | union, different sequences | union, consecutive tokens | "
         "independent 1−(1−a)^B |\n|---|---|---|---|---|\n";
   for (size_t k = 0; k < sizes.size(); ++k) {

@@ -11,8 +11,8 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_format.h"
 #include "cli/cli_status.h"
-#include "cli/engine_flags.h"
 #include "cli/help_flags.h"
+#include "cli/mask_source_flags.h"
 #include "engine/backend/ffn_types.h"
 #include "engine/engine.h"
 #include "tools/mask_recorder.h"
@@ -20,13 +20,9 @@
 #include "tools/union_profile.h"
 
 ABSL_FLAG(std::string, out, "", "Directory for the permuted checkpoint.");
-ABSL_FLAG(std::string, text, "models/corpus/heldout.txt", "Text, one document per line.");
-ABSL_FLAG(int64_t, tokens, 8192, "Tokens of --text to record [2, 1073741824].");
-ABSL_FLAG(int, window, 128, "Tokens per sequence (window of text) [1, 65536].");
 ABSL_FLAG(std::string, order, "frequency",
           "frequency (most active neurons first) | coactivation (greedy blocks of --block).");
 ABSL_FLAG(int, block, 16, "Neurons per block for --order coactivation [1, 4096].");
-ABSL_FLAG(int, samples, 400, "Random batches per batch size in the report [1, 1048576].");
 
 namespace {
 
@@ -63,14 +59,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: --out is required\n");
     return kUsageExit;
   }
-  MaskSource source{
-      {}, absl::GetFlag(FLAGS_text), absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_tokens)};
-  if (auto s = ApplySparsityFlag(source.engine); !s.ok()) return UsageFail(s);
-  if (auto d = ApplyEngineFlags(source.engine); !d.ok()) return UsageFail(d.status());
-  const std::string model = source.engine.model_dir;
+  const absl::StatusOr<MaskSource> source = MaskSourceFromFlags();
+  if (!source.ok()) return UsageFail(source.status());
+  const std::string model = source->engine.model_dir;
   auto checkpoint = Checkpoint::Open(model);
   if (!checkpoint.ok()) return FailWith(checkpoint.status());
-  auto recorded = LoadAndRecordMasks(source);
+  auto recorded = LoadAndRecordMasks(*source);
   if (!recorded.ok()) return FailWith(recorded.status());
   if (recorded->windows.size() < 2)
     return FailWith(absl::InvalidArgumentError(
@@ -92,7 +86,7 @@ int main(int argc, char** argv) {
     std::vector<int64_t> tokens(static_cast<size_t>(learn.tokens()));
     for (size_t t = 0; t < tokens.size(); ++t) tokens[t] = static_cast<int64_t>(t);
     perms.push_back(NeuronOrder(learn, tokens, kind, block));
-    const int samples = absl::GetFlag(FLAGS_samples);
+    const int samples = UnionSamplesFlag();
     before.push_back(UnionCurve(check, sizes, samples, 99 + l));
     after.push_back(UnionCurve(PermuteNeurons(check, perms.back()), sizes, samples, 99 + l));
     std::fprintf(stderr, "reorder: layer %d/%d ordered\n", l + 1, L);
