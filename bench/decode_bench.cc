@@ -3,7 +3,12 @@
 // neurons with hot-neuron skew, `exact` vs `off` (and, on CUDA, `off` with every product in
 // cuBLAS, the cuBLAS fallback, and step graphs), interleaved rounds. Reports tokens/s and the
 // fraction of the bandwidth roofline: weight (and KV) bytes a step actually reads ÷ the read
-// bandwidth (measured here on the CPU; given with --bandwidth_gbs for a GPU). Usage: see kUsage.
+// bandwidth (measured here on the CPU; given with --bandwidth_gbs for a GPU). On a trained model
+// (--model), --text feeds real text so the masks are the model's own, --sparsity picks exact or
+// threshold, and --compare_model times a second checkpoint of the same shape in the same rounds
+// (sparsed-reorder's output: the same model with its FFN neurons in another order). On the CPU
+// the table also says how much of a step the sparse FFN products (up and down) take: the most
+// any change to which rows a token reads could save. Usage: see kUsage.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,14 +23,17 @@
 #include "absl/strings/str_format.h"
 #include "bench/bandwidth.h"
 #include "bench/fma_peak.h"
+#include "engine/backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "tools/synthetic.h"
+#include "tools/text_eval.h"
 
 namespace sparsed::bench {
 namespace {
 
 struct Result {
   std::vector<double> tok_s;
+  std::vector<double> sparse_share;  // CPU: share of the decode steps' time in up + down
   double active = 0, union_ratio = 0, bytes_per_step = 0;
 };
 
@@ -53,8 +61,12 @@ constexpr const char* kUsage =
     "                    [--bandwidth_gbs X]\n"
     "                    [--steps N] [--rounds N] [--batches 1,4,16] [--prompt_len 8]\n"
     "                    [--kv_dtype fp32|bf16] [--prefill 128,512] [--prefill_chunk 256]\n"
+    "                    [--text FILE] [--sparsity exact|threshold] [--compare_model DIR]\n"
     "  --prefill: also time prompts of these lengths (one sequence, chunks of --prefill_chunk\n"
-    "  tokens as the daemon's --max_prefill_chunk cuts them), against the FMA peak (CPU).\n";
+    "  tokens as the daemon's --max_prefill_chunk cuts them), against the FMA peak (CPU).\n"
+    "  --text: each sequence's prompt is its own window of --prompt_len tokens of FILE (one\n"
+    "  document per line, tokenized by --model's tokenizer) instead of synthetic token ids.\n"
+    "  --compare_model: a checkpoint of --model's shape timed beside it (its sparse modes).\n";
 
 // Batch size from which the FFN ran faster in dense cuBLAS than union sparse on an H100 at
 // LLaMA-2-7B shape and ~11% active (bench/results/gpu_h100_v10_e2e.md).
@@ -67,6 +79,7 @@ int Fail(const absl::Status& s) {
 
 int Main(int argc, char** argv) {
   std::string model, preset = "tinyllama-1.1b", device = "cpu";
+  std::string text, compare_model, sparsity = "exact";
   int steps = 16, rounds = 3, layers = 0, prompt_len = 8;
   std::string kv_dtype = "fp32";
   std::string isa;               // CPU: force a kernel table
@@ -113,6 +126,12 @@ int Main(int argc, char** argv) {
       kv_dtype = argv[++i];
     else if (a == "--prefill" && has)
       prefills = ParseList(argv[++i]);
+    else if (a == "--text" && has)
+      text = argv[++i];
+    else if (a == "--compare_model" && has)
+      compare_model = argv[++i];
+    else if (a == "--sparsity" && has)
+      sparsity = argv[++i];
     else if (a == "--prefill_chunk" && has)
       prefill_chunk = std::max(1, std::atoi(argv[++i]));
     else {
@@ -120,6 +139,13 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+  if (sparsity != "exact" && sparsity != "threshold") {
+    std::fprintf(stderr, "--sparsity: '%s' is not exact or threshold\n%s", sparsity.c_str(),
+                 kUsage);
+    return 2;
+  }
+  const SparsityMode sparse_mode =
+      sparsity == "exact" ? SparsityMode::kExact : SparsityMode::kThreshold;
   if (model.empty()) {
     model = "bench-models/" + preset + "-fatrelu-a11-skew2" +
             (layers ? "-l" + std::to_string(layers) : std::string());
@@ -144,15 +170,16 @@ int Main(int argc, char** argv) {
   for (int B : batches) max_batch = std::max(max_batch, B);
   int max_prompt = prompt_len;
   for (int P : prefills) max_prompt = std::max(max_prompt, P);
-  auto load = [&](int cublas_min_tokens, bool step_graphs = false,
-                  double per_token = -1) -> absl::StatusOr<std::unique_ptr<Engine>> {
+  auto load = [&](int cublas_min_tokens, bool step_graphs = false, double per_token = -1,
+                  const std::string& dir = {},
+                  bool tokenizer = false) -> absl::StatusOr<std::unique_ptr<Engine>> {
     EngineOptions o;
-    o.model_dir = model;
-    o.load_tokenizer = false;
+    o.model_dir = dir.empty() ? model : dir;
+    o.load_tokenizer = tokenizer;
     o.device = device;
     o.kv_blocks = std::max(max_batch * ((prompt_len + steps + 16) / 16 + 1), max_prompt / 16 + 2);
     o.kv_cache_dtype = kv_dtype;
-    o.sparsity_mode = "exact";
+    o.sparsity_mode = sparsity;
     o.backend.cublas_min_tokens = cublas_min_tokens;
     o.backend.cuda_graphs = step_graphs;
     o.backend.per_token_break_even = per_token;
@@ -163,12 +190,31 @@ int Main(int argc, char** argv) {
     };
     return Engine::Load(o);
   };
-  auto engine_or = load(0);
+  auto engine_or = load(0, false, -1, {}, /*tokenizer=*/!text.empty());
   if (!engine_or.ok()) return Fail(engine_or.status());
   Engine& engine = **engine_or;
+  // Prompts: one window of --text per sequence, or synthetic ids.
+  std::vector<std::vector<int32_t>> windows;
+  if (!text.empty()) {
+    auto w = TokenWindows(engine, text, prompt_len, int64_t{1} << 40);
+    if (!w.ok()) return Fail(w.status());
+    for (auto& win : *w)
+      if (static_cast<int>(win.size()) == prompt_len) windows.push_back(std::move(win));
+    int need = 0;
+    for (int B : batches) need = std::max(need, B);
+    if (static_cast<int>(windows.size()) < need)
+      return Fail(absl::InvalidArgumentError(
+          absl::StrFormat("%s holds %zu windows of %d tokens; the largest batch needs %d", text,
+                          windows.size(), prompt_len, need)));
+  }
+  auto prompt_token = [&](int s, int j) {
+    return windows.empty()
+               ? static_cast<int32_t>(1 + (s * 131 + j * 17) % (engine.config().vocab_size - 1))
+               : windows[s][j];
+  };
   std::unique_ptr<Engine> cublas_engine;
   std::vector<Config> configs = {{"off", &engine, SparsityMode::kOff},
-                                 {"exact", &engine, SparsityMode::kExact}};
+                                 {sparsity, &engine, sparse_mode}};
   std::unique_ptr<Engine> fallback_engine;
   if (cublas_baseline) {
     auto e = load(1);
@@ -197,7 +243,26 @@ int Main(int argc, char** argv) {
     auto u = load(0, false, /*per_token=*/0);
     if (!u.ok()) return Fail(u.status());
     union_engine = std::move(*u);
-    configs.push_back({"exact, union only", union_engine.get(), SparsityMode::kExact});
+    configs.push_back({sparsity + ", union only", union_engine.get(), sparse_mode});
+  }
+  std::unique_ptr<Engine> compare_engine, compare_union_engine;
+  if (!compare_model.empty()) {
+    const std::string name = std::filesystem::path(compare_model).filename().string();
+    auto e = load(0, false, -1, compare_model);
+    if (!e.ok()) return Fail(e.status());
+    compare_engine = std::move(*e);
+    if (compare_engine->config().hidden_size != engine.config().hidden_size ||
+        compare_engine->config().intermediate_size != engine.config().intermediate_size ||
+        compare_engine->config().num_layers != engine.config().num_layers)
+      return Fail(absl::InvalidArgumentError("--compare_model has another shape than --model"));
+    configs.push_back({sparsity + ", " + name, compare_engine.get(), sparse_mode});
+    if (union_only) {
+      auto u = load(0, false, /*per_token=*/0, compare_model);
+      if (!u.ok()) return Fail(u.status());
+      compare_union_engine = std::move(*u);
+      configs.push_back(
+          {sparsity + ", union only, " + name, compare_union_engine.get(), sparse_mode});
+    }
   }
   const ModelConfig& c = engine.config();
   std::fprintf(stderr, "backend: %s\n", engine.backend().Describe().c_str());
@@ -221,8 +286,7 @@ int Main(int argc, char** argv) {
         std::vector<std::vector<int32_t>> tables(B);
         for (int s = 0; s < B; ++s) {
           for (int b = 0; b < blocks_per_seq; ++b) tables[s].push_back(s * blocks_per_seq + b);
-          for (int j = 0; j < prompt_len; ++j)
-            prefill.token_ids.push_back(1 + (s * 131 + j * 17) % (c.vocab_size - 1));
+          for (int j = 0; j < prompt_len; ++j) prefill.token_ids.push_back(prompt_token(s, j));
           prefill.sequences.push_back({tables[s], 0, prompt_len, true});
         }
         auto out = e.Step(prefill);
@@ -233,6 +297,8 @@ int Main(int argc, char** argv) {
           last[s] = static_cast<int32_t>(std::max_element(l, l + c.vocab_size) - l);
         }
         double active = 0, uni = 0;
+        const auto* cpu = dynamic_cast<const CpuBackend*>(&e.backend());
+        const int64_t sparse_ns0 = cpu ? cpu->ffn_phase_ns().up + cpu->ffn_phase_ns().down : 0;
         const auto t0 = std::chrono::steady_clock::now();
         for (int step = 0; step < steps; ++step) {
           Batch b;
@@ -255,6 +321,10 @@ int Main(int argc, char** argv) {
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         Result& res = results[{B, ci}];
         res.tok_s.push_back(B * steps / secs);
+        if (cpu) {
+          const int64_t ns = cpu->ffn_phase_ns().up + cpu->ffn_phase_ns().down - sparse_ns0;
+          res.sparse_share.push_back(ns / 1e9 / secs);
+        }
         res.active = active / steps;
         res.union_ratio = uni / steps;
         const double kv_bytes = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim *
@@ -303,8 +373,8 @@ int Main(int argc, char** argv) {
         fma_peak, decode_flops_per_token / 1e9);
   std::printf(
       "| batch | mode | tokens/s | active | union | MB read/step | roofline tokens/s | of roofline "
-      "| of FMA peak (dense-equivalent) | vs off | vs off, cuBLAS |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "| of FMA peak (dense-equivalent) | vs off | vs off, cuBLAS | up + down, of step |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int B : batches) {
     std::map<std::string, double> med_of;
     for (size_t ci = 0; ci < configs.size(); ++ci) {
@@ -322,13 +392,16 @@ int Main(int argc, char** argv) {
                    : absl::StrFormat("%.2f×", med / med_of[base]);
       };
       const double of_peak = fma_peak > 0 ? med * decode_flops_per_token / 1e9 / fma_peak : 0;
-      std::printf("| %d | %s | %.2f (%.2f) | %.1f%% | %.1f%% | %.0f | %s | %s | %s | %s | %s |\n",
-                  B, configs[ci].label.c_str(), med, r.tok_s.front(), r.active * 100,
-                  r.union_ratio * 100, r.bytes_per_step / 1e6,
-                  roof > 0 ? absl::StrFormat("%.2f", roof).c_str() : "n/a",
-                  roof > 0 ? absl::StrFormat("%.0f%%", 100 * med / roof).c_str() : "n/a",
-                  of_peak > 0 ? absl::StrFormat("%.0f%%", 100 * of_peak).c_str() : "n/a",
-                  ratio("off").c_str(), ratio("off, cuBLAS").c_str());
+      std::vector<double> share = r.sparse_share;
+      std::sort(share.begin(), share.end());
+      std::printf(
+          "| %d | %s | %.2f (%.2f) | %.1f%% | %.1f%% | %.0f | %s | %s | %s | %s | %s | %s |\n", B,
+          configs[ci].label.c_str(), med, r.tok_s.front(), r.active * 100, r.union_ratio * 100,
+          r.bytes_per_step / 1e6, roof > 0 ? absl::StrFormat("%.2f", roof).c_str() : "n/a",
+          roof > 0 ? absl::StrFormat("%.0f%%", 100 * med / roof).c_str() : "n/a",
+          of_peak > 0 ? absl::StrFormat("%.0f%%", 100 * of_peak).c_str() : "n/a",
+          ratio("off").c_str(), ratio("off, cuBLAS").c_str(),
+          share.empty() ? "n/a" : absl::StrFormat("%.0f%%", 100 * share[share.size() / 2]).c_str());
     }
   }
   if (!prefills.empty()) {
