@@ -40,10 +40,8 @@ void ThresholdTable(bool quick, const Filter& only, double peak) {
   if (!only.shape.empty() && only.shape != sh.name) return;
   HostFfn host(sh.F, sh.d, 99);
   host.SetRates(NeuronRates(sh.F, 0.5, 0.0, 3));
-  std::string err;
-  auto ffn = cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(),
-                                   host.down_t.data(), &err);
-  Check(err);
+  auto ffn = Check(
+      cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(), host.down_t.data()));
   const auto act = Activation::kSilu;
   std::mt19937_64 rng(8);
   // |x1| of a few calibration tokens on the host, for the thresholds.
@@ -87,12 +85,12 @@ void ThresholdTable(bool quick, const Filter& only, double peak) {
       }
       const double ms = cuda::TimeMs(
           [&] {
-            ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
-                     cuda::FfnRun{.activation = act, .neuron_thresholds = th});
+            Check(ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                           cuda::FfnRun{.activation = act, .neuron_thresholds = th}));
           },
           3, quick ? 10 : 30);
-      const double dense_ms =
-          cuda::TimeMs([&] { ffn->RunDenseCublas(xb, T, act, 0.f, yb); }, 3, quick ? 10 : 30);
+      const double dense_ms = cuda::TimeMs([&] { Check(ffn->RunDenseCublas(xb, T, act, 0.f, yb)); },
+                                           3, quick ? 10 : 30);
       Check(cuda::Synchronize());
       // Gate and up read whole per tile; down reads the union rows.
       const double bytes = 2.0 * sh.d * (double(st.size()) * 2 * sh.F + union_rows);
@@ -109,9 +107,8 @@ void ThresholdTable(bool quick, const Filter& only, double peak) {
 
 int Run(bool quick, const std::string& csv_path, const Filter& only) {
   std::string device;
-  const std::string why = cuda::ProbeDevice(&device);
-  if (!why.empty()) {
-    std::printf("SKIPPED: %s\n", why.c_str());
+  if (const absl::Status s = cuda::ProbeDevice(&device); !s.ok()) {
+    std::printf("SKIPPED: %s\n", std::string(s.message()).c_str());
     return 77;
   }
   const double peak = cuda::MeasureCopyBandwidthGBs(size_t(1) << 31);
@@ -141,10 +138,8 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
       for (double ratio : ratios) {
         if (only.ratio >= 0 && std::fabs(only.ratio - ratio) > 1e-9) continue;
         host.SetRates(NeuronRates(sh.F, ratio, skew, 77));
-        std::string err;
-        auto ffn = cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(),
-                                         host.down_t.data(), &err);
-        Check(err);
+        auto ffn = Check(cuda::CudaFfn::Create({sh.F, sh.d}, host.gate.data(), host.up.data(),
+                                               host.down_t.data()));
         std::mt19937_64 rng(5);
         for (int T : batches) {
           if (only.batch && only.batch != T) continue;
@@ -164,12 +159,12 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
           for (const auto& s : st) union_rows += s.union_size;  // rows read per tile, summed
           const double sparse_ms = cuda::TimeMs(
               [&] {
-                ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
-                         cuda::FfnRun{.activation = act});
+                Check(ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                               cuda::FfnRun{.activation = act}));
               },
               3, reps);
           const double dense_ms =
-              cuda::TimeMs([&] { ffn->RunDenseCublas(xb, T, act, 0.f, yb); }, 3, reps);
+              cuda::TimeMs([&] { Check(ffn->RunDenseCublas(xb, T, act, 0.f, yb)); }, 3, reps);
           Check(cuda::Synchronize());
           // Bytes read: the gate once per tile plus the union rows of up and down per tile.
           const double bytes = 2.0 * sh.d * (double(st.size()) * sh.F + 2 * union_rows);
@@ -188,8 +183,8 @@ int Run(bool quick, const std::string& csv_path, const Filter& only) {
             ffn->set_use_graphs(false);
             const double plain_ms = cuda::TimeMs(
                 [&] {
-                  ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
-                           cuda::FfnRun{.activation = act});
+                  Check(ffn->Run(static_cast<float*>(dx), T, static_cast<float*>(dy),
+                                 cuda::FfnRun{.activation = act}));
                 },
                 3, reps);
             ffn->set_use_graphs(true);

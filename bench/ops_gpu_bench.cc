@@ -52,7 +52,7 @@ void MatMulTable(bool quick, double peak) {
   const std::vector<int> batches =
       quick ? std::vector<int>{1, 16} : std::vector<int>{1, 2, 4, 8, 16, 64};
   cublasHandle_t h;
-  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) Check("cublasCreate failed");
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) Check(absl::InternalError("cublasCreate failed"));
   std::printf(
       "Dense products (weights bf16): ours fp32 activations, batch-invariant; cuBLAS bf16 "
       "activations, tensor cores\n");
@@ -140,9 +140,8 @@ void AttentionTable(bool quick) {
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
   std::string device;
-  const std::string why = sparsed::cuda::ProbeDevice(&device);
-  if (!why.empty()) {
-    std::printf("SKIPPED: %s\n", why.c_str());
+  if (const absl::Status s = sparsed::cuda::ProbeDevice(&device); !s.ok()) {
+    std::printf("SKIPPED: %s\n", std::string(s.message()).c_str());
     return 77;
   }
   const double peak = sparsed::cuda::MeasureCopyBandwidthGBs(size_t(1) << 31);

@@ -1,5 +1,5 @@
 // A synthetic bf16 FFN layer whose neurons fire at chosen rates, for benchmarks and GPU tests.
-// Header-only, standard library only (GPU tests build it without the rest of the project).
+// Header-only, standard library only.
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,5 @@
-// Neuron-activation patterns with a chosen active ratio and hot-neuron skew. Header-only with no
-// dependencies beyond the standard library, so GPU tests built on their own can use it too.
+// Neuron-activation patterns with a chosen active ratio and hot-neuron skew. Header-only, standard
+// library only.
 #pragma once
 
 #include <algorithm>

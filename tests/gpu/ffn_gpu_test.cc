@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "tests/gpu/gpu_ffn_util.h"
 
 namespace sparsed::gpu {
@@ -25,13 +27,19 @@ std::string Fmt(const char* format, Args... args) {
   return buf;
 }
 
-// A CUDA call's error ("" when none) ends the test binary: the device's state is unknown after
-// it, so no later test could be trusted.
-void Ok(const std::string& error) {
-  if (error.empty()) return;
-  ADD_FAILURE() << error;
-  std::fprintf(stderr, "fatal CUDA error: %s\n", error.c_str());
+// A CUDA call's error ends the test binary: the device's state is unknown after it, so no later
+// test could be trusted.
+void Ok(const absl::Status& status) {
+  if (status.ok()) return;
+  ADD_FAILURE() << status;
+  std::fprintf(stderr, "fatal CUDA error: %s\n", status.ToString().c_str());
   std::exit(1);
+}
+// The value, or the error ends the test binary as above.
+template <typename T>
+T Ok(absl::StatusOr<T> value) {
+  Ok(value.status());
+  return *std::move(value);
 }
 
 // A device buffer freed on scope exit.
@@ -90,9 +98,7 @@ TEST(CudaFfn, MatchesReference) {
   for (double skew : {0.0, 3.0}) {
     HostFfn h(F, d, 17 + static_cast<uint64_t>(skew));
     h.SetRates(NeuronRates(F, 0.11, skew, 5));
-    std::string err;
-    auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-    Ok(err);
+    auto ffn = Ok(cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data()));
     std::mt19937_64 rng(1);
     for (auto a : {Activation::kRelu, Activation::kRelu2, Activation::kFatRelu, Activation::kSilu,
                    Activation::kGelu}) {
@@ -131,9 +137,7 @@ TEST(CudaFfn, ThresholdMode) {
   const int64_t F = 1100, d = 264;
   HostFfn h(F, d, 31);
   h.SetRates(NeuronRates(F, 0.3, 0.0, 6));
-  std::string err;
-  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  Ok(err);
+  auto ffn = Ok(cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data()));
   std::mt19937_64 rng(4);
   for (auto a : {Activation::kSilu, Activation::kRelu2}) {
     const int T = 19;
@@ -204,9 +208,7 @@ TEST(CudaFfn, GraphReplay) {
   const int64_t F = 1024, d = 256;
   HostFfn h(F, d, 41);
   h.SetRates(NeuronRates(F, 0.11, 1.0, 3));
-  std::string err;
-  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  Ok(err);
+  auto ffn = Ok(cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data()));
   std::mt19937_64 rng(12);
   for (int T : {1, 5, 1, 16}) {
     const auto x = h.Inputs(T, rng);
@@ -245,13 +247,9 @@ TEST(CudaFfn, SharedWorkspace) {
   HostFfn h1(F, d, 51), h2(F, d, 52);
   h1.SetRates(NeuronRates(F, 0.11, 2.0, 7));
   h2.SetRates(NeuronRates(F, 0.3, 0.0, 8));
-  std::string err;
-  auto ws = cuda::FfnWorkspace::Create(cuda::Context::Create(&err), &err);
-  Ok(err);
+  auto ws = Ok(cuda::FfnWorkspace::Create(Ok(cuda::Context::Create())));
   auto make = [&](const HostFfn& h, std::shared_ptr<cuda::FfnWorkspace> w) {
-    auto f = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err, w);
-    Ok(err);
-    return f;
+    return Ok(cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), w));
   };
   auto shared1 = make(h1, ws), shared2 = make(h2, ws);
   auto own1 = make(h1, nullptr), own2 = make(h2, nullptr);
@@ -311,9 +309,7 @@ TEST(CudaFfn, PhaseTimingPaths) {
   const int64_t F = 512, d = 128;
   HostFfn h(F, d, 21);
   h.SetRates(NeuronRates(F, 0.1, 0.0, 4));
-  std::string err;
-  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  Ok(err);
+  auto ffn = Ok(cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data()));
   std::mt19937_64 rng(2);
   const int T = 4;
   const auto x = h.Inputs(T, rng);
@@ -339,9 +335,7 @@ TEST(CudaFfn, BatchInvariance) {
   const int64_t F = 2048, d = 512;
   HostFfn h(F, d, 3);
   h.SetRates(NeuronRates(F, 0.11, 2.0, 9));
-  std::string err;
-  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  Ok(err);
+  auto ffn = Ok(cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data()));
   std::mt19937_64 rng(7);
   const auto x0 = h.Inputs(1, rng);
   const auto y0 = RunSparse(*ffn, x0, 1, Activation::kRelu, 0.f, true, 1.0);
@@ -361,9 +355,7 @@ TEST(CudaFfn, DenseCublasBaseline) {
   const int64_t F = 1024, d = 256;
   HostFfn h(F, d, 11);
   h.SetRates(NeuronRates(F, 0.2, 0.0, 2));
-  std::string err;
-  auto ffn = cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data(), &err);
-  Ok(err);
+  auto ffn = Ok(cuda::CudaFfn::Create({F, d}, h.gate.data(), h.up.data(), h.down_t.data()));
   std::mt19937_64 rng(3);
   const int T = 8;
   const auto x = h.Inputs(T, rng);
@@ -386,9 +378,8 @@ TEST(CudaFfn, DenseCublasBaseline) {
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   std::string name;
-  const std::string why = sparsed::cuda::ProbeDevice(&name);
-  if (!why.empty()) {
-    std::printf("SKIPPED: %s\n", why.c_str());
+  if (const absl::Status s = sparsed::cuda::ProbeDevice(&name); !s.ok()) {
+    std::printf("SKIPPED: %s\n", std::string(s.message()).c_str());
     return 77;
   }
   std::printf("device: %s\n", name.c_str());

@@ -1,5 +1,5 @@
 // Host-side helpers for the CUDA FFN test and benchmark: random bf16 layers whose neurons fire
-// at chosen rates, inputs, and a double-precision reference FFN. Standard library only.
+// at chosen rates, inputs, and a double-precision reference FFN.
 #pragma once
 
 #include <cmath>
@@ -10,8 +10,11 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/backend/cuda/cuda_ffn.h"
 #include "tools/ffn_fixture.h"
 
@@ -20,11 +23,17 @@ namespace sparsed::gpu {
 inline float FromBf16(uint16_t h) { return FixtureFromBf16(h); }
 
 // Benchmarks: a CUDA helper's error ends the program with the message.
-inline void Check(const std::string& e) {
-  if (!e.empty()) {
-    std::fprintf(stderr, "error: %s\n", e.c_str());
+inline void Check(const absl::Status& status) {
+  if (!status.ok()) {
+    std::fprintf(stderr, "error: %s\n", status.ToString().c_str());
     std::exit(1);
   }
+}
+// The value, or the error ends the program as above.
+template <typename T>
+T Check(absl::StatusOr<T> value) {
+  Check(value.status());
+  return *std::move(value);
 }
 using HostFfn = SyntheticFfn;
 

@@ -47,29 +47,30 @@ struct TileTotals {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const BackendOptions& options) {
-  std::string name;
-  if (const std::string why = cuda::ProbeDevice(&name); !why.empty()) {
-    return absl::FailedPreconditionError(why);
-  }
+  RETURN_IF_ERROR(cuda::ProbeDevice());
   auto b = std::unique_ptr<CudaBackend>(new CudaBackend(options));
   cudaDeviceProp p{};
   if (const cudaError_t e = cudaGetDeviceProperties(&p, 0); e != cudaSuccess) {
-    return absl::FailedPreconditionError(Err("cudaGetDeviceProperties", e));
+    return absl::FailedPreconditionError(Err("cudaGetDeviceProperties", e).message());
   }
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
   b->description_ =
       absl::StrFormat("cuda %s sm_%d%d, %d SMs, %.1f GiB free of %.1f", p.name, p.major, p.minor,
                       p.multiProcessorCount, free_b / 1073741824.0, total_b / 1073741824.0);
-  std::string error;
-  b->context_ = cuda::Context::Create(&error);
-  if (b->context_ == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot set up a CUDA stream: ", error));
+  absl::StatusOr<std::shared_ptr<cuda::Context>> context = cuda::Context::Create();
+  if (!context.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot set up a CUDA stream: ", context.status().message()));
   }
-  b->ffn_workspace_ = cuda::FfnWorkspace::Create(b->context_, &error);
-  if (b->ffn_workspace_ == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot set up the CUDA FFN: ", error));
+  b->context_ = *std::move(context);
+  absl::StatusOr<std::shared_ptr<cuda::FfnWorkspace>> workspace =
+      cuda::FfnWorkspace::Create(b->context_);
+  if (!workspace.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot set up the CUDA FFN: ", workspace.status().message()));
   }
+  b->ffn_workspace_ = *std::move(workspace);
   b->stream_ = b->context_->stream();
   b->graphs_ = std::make_unique<cuda::StepGraphs>(b->stream_, options.cuda_graphs);
   return b;
@@ -101,9 +102,9 @@ std::string CudaBackend::Describe() const {
   return absl::StrCat(d, ", ", graphs_->Describe());
 }
 
-bool CudaBackend::Failed(const std::string& error) {
-  if (!error.empty() && error_.empty()) error_ = error;
-  return !error_.empty();
+bool CudaBackend::Failed(const absl::Status& status) {
+  if (!status.ok() && error_.ok()) error_ = status;
+  return !error_.ok();
 }
 
 absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
@@ -117,19 +118,20 @@ absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
         layer.hidden()));
   }
   if (ffns_.count(layer.up->data)) return absl::OkStatus();
-  std::string error;
   std::vector<uint16_t> g, u, d;
   cuda::FfnShape shape{layer.neurons(), layer.hidden()};
-  auto f = cuda::CudaFfn::Create(shape, AsBf16(*layer.gate, &g), AsBf16(*layer.up, &u),
-                                 AsBf16(*layer.down_t, &d), &error, ffn_workspace_);
+  absl::StatusOr<std::unique_ptr<cuda::CudaFfn>> f =
+      cuda::CudaFfn::Create(shape, AsBf16(*layer.gate, &g), AsBf16(*layer.up, &u),
+                            AsBf16(*layer.down_t, &d), ffn_workspace_);
   // The scratch of the largest call (one slab) is claimed now, before the KV cache is sized from
   // the memory left free.
-  if (f) error = f->Reserve(kFfnSlabTokens);
-  if (!f || !error.empty()) {
-    return absl::ResourceExhaustedError(absl::StrCat("cannot place an FFN layer (", shape.neurons,
-                                                     "×", shape.hidden, ") on the GPU: ", error));
+  absl::Status status = f.ok() ? (*f)->Reserve(kFfnSlabTokens) : f.status();
+  if (!status.ok()) {
+    return cuda::WithContext(absl::StrCat("cannot place an FFN layer (", shape.neurons, "×",
+                                          shape.hidden, ") on the GPU"),
+                             status);
   }
-  ffns_[layer.up->data] = std::move(f);
+  ffns_[layer.up->data] = *std::move(f);
   return absl::OkStatus();
 }
 
@@ -168,7 +170,7 @@ cuda::PagedLayer CudaBackend::Layer(int layer) const {
 }
 
 void CudaBackend::Embed(const Matrix& table, const int32_t* ids, int T, float scale, float* out) {
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   const uint16_t* w = DeviceWeights(table);
   auto* dev = static_cast<int32_t*>(Grow(ids_, sizeof(int32_t) * T));
   if (!w || !dev) return;
@@ -181,7 +183,7 @@ void CudaBackend::Embed(const Matrix& table, const int32_t* ids, int T, float sc
 
 void CudaBackend::RmsNorm(const float* x, const float* weight, int T, int d, float eps,
                           float* out) {
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   const float* w = DeviceVector(weight, d);
   if (!w) return;
   void* st = stream_;
@@ -190,7 +192,7 @@ void CudaBackend::RmsNorm(const float* x, const float* weight, int T, int d, flo
 }
 
 void CudaBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   const uint16_t* dw = DeviceWeights(w);
   if (!dw) return;
   const int64_t cols = w.cols, rows = w.rows;
@@ -207,7 +209,7 @@ void CudaBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
 
 void CudaBackend::MatMul3(const float* x, int T, const Matrix& a, float* ya, const Matrix& b,
                           float* yb, const Matrix& c, float* yc) {
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   if (UseCublas(T) || a.cols != b.cols || a.cols != c.cols) {
     MatMul(x, T, a, ya);
     MatMul(x, T, b, yb);
@@ -227,7 +229,7 @@ void CudaBackend::MatMul3(const float* x, int T, const Matrix& a, float* ya, con
 void CudaBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows,
                              int n_rows, float* y) {
   Undefer();
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   const uint16_t* dw = DeviceWeights(w);
   auto* dev = static_cast<int32_t*>(Grow(rows_, sizeof(int32_t) * std::max(n_rows, 1)));
   if (!dw || !dev) return;
@@ -240,7 +242,7 @@ void CudaBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32
 }
 
 void CudaBackend::AddScaled(float* y, const float* x, size_t n, float scale) {
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   void* st = stream_;
   Enqueue({kOpAddScaled, W(y), W(x), W(n), W(scale)},
           [=] { return cuda::AddScaled(y, x, n, scale, st); });
@@ -294,7 +296,7 @@ bool CudaBackend::UploadAttention(const AttentionBatch& batch) {
 }
 
 void CudaBackend::BeginStep(const AttentionBatch& batch, const float* cos, const float* sin) {
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   graphs_->Begin();
   step_active_ =
       UploadAttention(batch) && UploadTrig(cos, sin, batch.num_tokens, kv_shape_.head_dim / 2);
@@ -302,7 +304,7 @@ void CudaBackend::BeginStep(const AttentionBatch& batch, const float* cos, const
 
 void CudaBackend::Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
                        int kv_heads, int head_dim) {
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   if (!(step_active_ && step_.cos_host == cos && step_.T == T) &&
       !UploadTrig(cos, sin, T, head_dim / 2)) {
     return;
@@ -315,7 +317,7 @@ void CudaBackend::Rope(float* q, float* k, const float* cos, const float* sin, i
 
 void CudaBackend::Attention(int layer, const float* q, const float* k, const float* v,
                             const AttentionBatch& batch, int heads, float* out) {
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   if (!(step_active_ && step_.positions_host == batch.positions && step_.T == batch.num_tokens) &&
       !UploadAttention(batch)) {
     return;
@@ -333,22 +335,16 @@ void CudaBackend::Attention(int layer, const float* q, const float* k, const flo
            W(pl.bf16), W(q), W(k), W(v), W(slots), W(positions), W(table_start), W(tables), W(T),
            W(heads), W(cuda::AttentionSplits(max_len)), W(part), W(out)},
           [=] {
-            std::string e = cuda::WriteKv(pl, k, v, slots, T, st);
-            if (e.empty()) {
-              e = cuda::Attention(pl, q, positions, table_start, tables, T, heads, max_len, part,
-                                  out, st);
-            }
-            return e;
+            RETURN_IF_ERROR(cuda::WriteKv(pl, k, v, slots, T, st));
+            return cuda::Attention(pl, q, positions, table_start, tables, T, heads, max_len, part,
+                                   out, st);
           });
 }
 
 cuda::CudaFfn* CudaBackend::FfnFor(const FfnLayer& layer) {
   auto it = ffns_.find(layer.up->data);
   if (it == ffns_.end()) {
-    if (const absl::Status s = PrepareFfn(layer); !s.ok()) {
-      Failed(std::string(s.message()));
-      return nullptr;
-    }
+    if (Failed(PrepareFfn(layer))) return nullptr;
     it = ffns_.find(layer.up->data);
   }
   return it->second.get();
@@ -356,7 +352,7 @@ cuda::CudaFfn* CudaBackend::FfnFor(const FfnLayer& layer) {
 
 void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
                       FfnStats* stats) {
-  if (!error_.empty() || T <= 0) return;
+  if (!error_.ok() || T <= 0) return;
   cuda::CudaFfn* f = FfnFor(layer);
   if (!f) return;
   const Activation act = layer.activation;
@@ -380,7 +376,7 @@ void CudaBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode
   const float* thresholds = nullptr;
   if (mode == SparsityMode::kThreshold) {
     if (layer.neuron_thresholds == nullptr) {
-      Failed("threshold mode without neuron thresholds");
+      Failed(absl::InvalidArgumentError("threshold mode without neuron thresholds"));
       return;
     }
     thresholds = DeviceVector(layer.neuron_thresholds, F);
@@ -441,7 +437,7 @@ absl::Status CudaBackend::FinishStep() {
   size_t total = 0;
   for (const PendingStats& p : pending_) total += 2 * sizeof(int32_t) * p.tiles;
   auto* host =
-      error_.empty() && total ? static_cast<int32_t*>(GrowPinned(stats_host_, total)) : nullptr;
+      error_.ok() && total ? static_cast<int32_t*>(GrowPinned(stats_host_, total)) : nullptr;
   if (host) {
     size_t off = 0;
     for (const PendingStats& p : pending_) {
@@ -459,7 +455,7 @@ absl::Status CudaBackend::FinishStep() {
     Failed(Err("the GPU step failed", e));
   }
   for (Staging* s : {&ids_host_, &ints_host_, &trig_host_, &stats_host_}) s->pending = false;
-  if (error_.empty() && host) {
+  if (error_.ok() && host) {
     const int32_t* h = host;
     for (const PendingStats& p : pending_) {
       TileTotals totals;
@@ -468,8 +464,7 @@ absl::Status CudaBackend::FinishStep() {
     }
   }
   pending_.clear();
-  if (error_.empty()) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("CUDA backend: ", std::exchange(error_, "")));
+  return cuda::WithContext("CUDA backend", std::exchange(error_, absl::OkStatus()));
 }
 
 }  // namespace sparsed

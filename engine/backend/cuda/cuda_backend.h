@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
 #include "engine/backend/cuda/cuda_ffn.h"
@@ -117,7 +118,8 @@ class CudaBackend final : public Backend {
     size_t bytes;
   };
 
-  bool Failed(const std::string& error);  // records the first error; true when error is set
+  // Records the first failure; true when one is recorded (this one or an earlier one).
+  bool Failed(const absl::Status& status);
   // Runs `run` now, or defers it while a step's graphable prefix is being recorded
   // (cuda_step_graphs.h).
   void Enqueue(std::initializer_list<uint64_t> args, cuda::StepGraphs::Op run) {
@@ -125,7 +127,7 @@ class CudaBackend final : public Backend {
   }
   // Launches the deferred operations (graph replay, capture, or one by one); later operations
   // of the step launch directly.
-  void Flush() { Failed(graphs_->Flush(/*launch=*/error_.empty())); }
+  void Flush() { Failed(graphs_->Flush(/*launch=*/error_.ok())); }
   // Device memory, or pinned host memory; the old contents are not kept. Moving a buffer
   // flushes deferred work and drops cached graphs first.
   void* Grow(Scratch& s, size_t bytes, bool pinned_host = false);
@@ -153,7 +155,7 @@ class CudaBackend final : public Backend {
 
   BackendOptions options_;
   std::string description_;
-  std::string error_;
+  absl::Status error_;                              // the first failure since the last FinishStep
   std::unordered_map<const void*, void*> weights_;  // host data → device bf16
   std::unordered_map<const void*, std::unique_ptr<cuda::CudaFfn>> ffns_;  // by up->data
   // The stream and cuBLAS handle of every operation (cuda_context.h).

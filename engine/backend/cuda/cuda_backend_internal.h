@@ -1,15 +1,15 @@
 // Pieces the CUDA backend's files share (cuda_backend.cc, cuda_backend_memory.cc,
-// cuda_step_graphs.cc): operation signature words and CUDA error strings. Internal to the backend.
+// cuda_step_graphs.cc): operation signature words and CUDA errors as statuses. Internal to the
+// backend.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <bit>
 #include <cstdint>
-#include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
+#include "engine/backend/cuda/cuda_status.h"
 #include "engine/common/matrix.h"
 
 namespace sparsed::cuda::detail {
@@ -36,10 +36,9 @@ enum OpKind : uint64_t {
   kOpFfn,
 };
 
-// "" for success, else "what: reason".
-inline std::string Err(const char* what, cudaError_t e) {
-  return e == cudaSuccess ? std::string() : absl::StrCat(what, ": ", cudaGetErrorString(e));
-}
+// OK for success, else "what: reason" (RESOURCE_EXHAUSTED for a failed allocation, else
+// INTERNAL).
+inline absl::Status Err(absl::string_view what, cudaError_t e) { return CudaStatus(what, e); }
 
 // The matrix as bf16 bits: a view when it already is bf16, else converted into *storage
 // (cuda_backend_memory.cc).

@@ -50,9 +50,9 @@ void* CudaBackend::Grow(Scratch& s, size_t bytes, bool pinned_host) {
   s.bytes = 0;
   const cudaError_t e = pinned_host ? cudaMallocHost(&s.p, want) : cudaMalloc(&s.p, want);
   if (e != cudaSuccess) {
-    Failed(absl::StrCat(
-        "cannot allocate ", want, " bytes of ",
-        pinned_host ? "pinned host memory: " : "device scratch: ", cudaGetErrorString(e)));
+    Failed(Err(absl::StrCat("cannot allocate ", want, " bytes of ",
+                            pinned_host ? "pinned host memory" : "device scratch"),
+               e));
     s.p = nullptr;
     return nullptr;
   }
@@ -90,7 +90,7 @@ bool CudaBackend::Upload(Staging& s, void* dst, std::initializer_list<Piece> pie
     return Err(what, cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice,
                                      static_cast<cudaStream_t>(stream)));
   });
-  return error_.empty();
+  return error_.ok();
 }
 
 absl::StatusOr<DeviceBuffer> CudaBackend::Alloc(size_t floats) {
@@ -106,7 +106,7 @@ absl::StatusOr<DeviceBuffer> CudaBackend::Alloc(size_t floats) {
 
 void CudaBackend::CopyToHost(const float* src, size_t n, float* dst) {
   Undefer();
-  if (!error_.empty()) {
+  if (!error_.ok()) {
     std::fill(dst, dst + n, 0.f);
     return;
   }
@@ -119,7 +119,7 @@ void CudaBackend::CopyToHost(const float* src, size_t n, float* dst) {
 
 void CudaBackend::CopyFromHost(const float* src, size_t n, float* dst) {
   Undefer();
-  if (!error_.empty()) return;
+  if (!error_.ok()) return;
   if (const cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice);
       e != cudaSuccess) {
     Failed(Err("copying inputs to the device", e));
@@ -134,8 +134,9 @@ const uint16_t* CudaBackend::DeviceWeights(const Matrix& m) {
   void* dev = nullptr;
   const size_t bytes = static_cast<size_t>(m.rows * m.cols) * 2;
   if (const cudaError_t e = cudaMalloc(&dev, bytes); e != cudaSuccess) {
-    Failed(absl::StrCat("cannot allocate ", bytes, " bytes for a ", m.rows, "×", m.cols,
-                        " weight matrix: ", cudaGetErrorString(e)));
+    Failed(Err(absl::StrCat("cannot allocate ", bytes, " bytes for a ", m.rows, "×", m.cols,
+                            " weight matrix"),
+               e));
     return nullptr;
   }
   if (const cudaError_t e = cudaMemcpy(dev, src, bytes, cudaMemcpyHostToDevice); e != cudaSuccess) {
@@ -185,7 +186,7 @@ absl::Status CudaBackend::PrepareWeights(const std::vector<const Matrix*>& matri
                        m->rows, "×", m->cols, " matrix has ", m->cols));
     }
     DeviceWeights(*m);
-    if (!error_.empty()) return absl::ResourceExhaustedError(std::exchange(error_, ""));
+    if (!error_.ok()) return std::exchange(error_, absl::OkStatus());
   }
   return absl::OkStatus();
 }

@@ -2,27 +2,19 @@
 #include <cuda_runtime.h>
 
 #include "engine/backend/cuda/cuda_context.h"
+#include "engine/backend/cuda/cuda_status.h"
 
 namespace sparsed::cuda {
 
-std::shared_ptr<Context> Context::Create(std::string* error) {
+absl::StatusOr<std::shared_ptr<Context>> Context::Create() {
   auto c = std::shared_ptr<Context>(new Context());
   cudaStream_t st;
-  if (const cudaError_t e = cudaStreamCreate(&st); e != cudaSuccess) {
-    *error = std::string("cudaStreamCreate: ") + cudaGetErrorString(e);
-    return nullptr;
-  }
+  SPARSED_CUDA_TRY(cudaStreamCreate(&st));
   c->stream_ = st;
   cublasHandle_t h;
-  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
-    *error = "cublasCreate failed";
-    return nullptr;
-  }
+  SPARSED_CUBLAS_TRY(cublasCreate(&h));
   c->cublas_ = h;
-  if (cublasSetStream(h, st) != CUBLAS_STATUS_SUCCESS) {
-    *error = "cublasSetStream failed";
-    return nullptr;
-  }
+  SPARSED_CUBLAS_TRY(cublasSetStream(h, st));
   return c;
 }
 

@@ -7,15 +7,16 @@
 #pragma once
 
 #include <memory>
-#include <string>
+
+#include "absl/status/statusor.h"
 
 namespace sparsed::cuda {
 
 class Context {
  public:
   // A blocking stream (ordered with the legacy default stream that synchronous copies use) and a
-  // cuBLAS handle bound to it; null with `error` set on failure.
-  static std::shared_ptr<Context> Create(std::string* error);
+  // cuBLAS handle bound to it, or what failed (INTERNAL; RESOURCE_EXHAUSTED when out of memory).
+  static absl::StatusOr<std::shared_ptr<Context>> Create();
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;

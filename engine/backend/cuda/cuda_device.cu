@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "engine/backend/cuda/cuda_device.h"
-#include "engine/backend/cuda/cuda_try.cuh"
+#include "engine/backend/cuda/cuda_status.h"
 
 namespace sparsed::cuda {
 namespace {
@@ -18,47 +18,50 @@ __global__ void ToBf16Kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
 
 }  // namespace
 
-std::string ProbeDevice(std::string* device_name) {
+absl::Status ProbeDevice(std::string* device_name) {
   int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) {
+  if (const cudaError_t e = cudaGetDeviceCount(&n); e != cudaSuccess) {
     cudaGetLastError();
-    return std::string("no CUDA device: ") + cudaGetErrorString(e);
+    return absl::FailedPreconditionError(absl::StrCat("no CUDA device: ", cudaGetErrorString(e)));
   }
-  if (n == 0) return "no CUDA device";
+  if (n == 0) return absl::FailedPreconditionError("no CUDA device");
   cudaDeviceProp p{};
-  SPARSED_CUDA_TRY(cudaGetDeviceProperties(&p, 0));
+  if (const cudaError_t e = cudaGetDeviceProperties(&p, 0); e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cudaGetDeviceProperties(&p, 0): ", cudaGetErrorString(e)));
+  }
   if (device_name) *device_name = p.name;
-  return "";
+  return absl::OkStatus();
 }
 
-std::string DeviceAlloc(size_t bytes, void** ptr) {
+absl::Status DeviceAlloc(size_t bytes, void** ptr) {
   SPARSED_CUDA_TRY(cudaMalloc(ptr, bytes));
-  return "";
+  return absl::OkStatus();
 }
 void DeviceFree(void* ptr) {
   if (ptr) cudaFree(ptr);
 }
-std::string CopyToDevice(void* dst, const void* src, size_t bytes) {
+absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) {
   SPARSED_CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
-  return "";
+  return absl::OkStatus();
 }
-std::string CopyToHost(void* dst, const void* src, size_t bytes) {
+absl::Status CopyToHost(void* dst, const void* src, size_t bytes) {
   SPARSED_CUDA_TRY(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
-  return "";
+  return absl::OkStatus();
 }
-std::string Synchronize() {
+absl::Status Synchronize() {
   SPARSED_CUDA_TRY(cudaDeviceSynchronize());
   SPARSED_CUDA_TRY(cudaGetLastError());
-  return "";
+  return absl::OkStatus();
 }
-std::string ConvertToBf16(const float* src, void* dst, size_t n, void* stream) {
-  if (n == 0) return "";
+absl::Status ConvertToBf16(const float* src, void* dst, size_t n, void* stream) {
+  if (n == 0) return absl::OkStatus();
   ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0,
                  static_cast<cudaStream_t>(stream)>>>(src, static_cast<__nv_bfloat16*>(dst),
                                                       static_cast<int64_t>(n));
   SPARSED_CUDA_TRY(cudaGetLastError());
-  return "";
+  return absl::OkStatus();
 }
 
 double MeasureCopyBandwidthGBs(size_t bytes) {

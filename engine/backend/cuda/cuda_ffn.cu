@@ -7,14 +7,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
-#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "engine/backend/cuda/block_dots.cuh"
 #include "engine/backend/cuda/cuda_ffn.h"
 #include "engine/backend/cuda/cuda_ffn_kernels.cuh"
-#include "engine/backend/cuda/cuda_try.cuh"
+#include "engine/backend/cuda/cuda_status.h"
 
 namespace sparsed::cuda {
 namespace {
@@ -119,12 +118,9 @@ class PhaseTimer {
 
 }  // namespace
 
-std::shared_ptr<FfnWorkspace> FfnWorkspace::Create(std::shared_ptr<Context> context,
-                                                   std::string* error) {
-  if (context == nullptr) {
-    *error = "no CUDA context";
-    return nullptr;
-  }
+absl::StatusOr<std::shared_ptr<FfnWorkspace>> FfnWorkspace::Create(
+    std::shared_ptr<Context> context) {
+  if (context == nullptr) return absl::InvalidArgumentError("no CUDA context");
   auto w = std::shared_ptr<FfnWorkspace>(new FfnWorkspace());
   w->context_ = std::move(context);
   return w;
@@ -144,8 +140,8 @@ size_t FfnWorkspace::bytes() const {
   return n;
 }
 
-std::string FfnWorkspace::Reserve(Buffer& b, size_t bytes) {
-  if (bytes <= b.bytes) return "";
+absl::Status FfnWorkspace::Reserve(Buffer& b, size_t bytes) {
+  if (bytes <= b.bytes) return absl::OkStatus();
   // cudaFree waits for the device, so work still reading the old buffer finishes first.
   if (b.p) cudaFree(b.p);
   b.p = nullptr;
@@ -153,10 +149,10 @@ std::string FfnWorkspace::Reserve(Buffer& b, size_t bytes) {
   ++generation_;  // captured graphs point at the old buffer
   SPARSED_CUDA_TRY(cudaMalloc(&b.p, bytes));
   b.bytes = bytes;
-  return "";
+  return absl::OkStatus();
 }
 
-std::string FfnWorkspace::EnsureSparse(const FfnShape& shape, int T) {
+absl::Status FfnWorkspace::EnsureSparse(const FfnShape& shape, int T) {
   const size_t F = shape.neurons, d = shape.hidden, n = T;
   const size_t tiles = n;  // upper bound on tiles (tile size ≥ 1)
   const size_t chunks = (F + kChunkNeurons - 1) / kChunkNeurons;
@@ -168,42 +164,37 @@ std::string FfnWorkspace::EnsureSparse(const FfnShape& shape, int T) {
         {&list_, sizeof(int32_t) * tiles * F},
         {&chunk_start_, sizeof(int32_t) * tiles * (chunks + 1)},
         {&partial_, sizeof(float) * chunks * n * d}}) {
-    if (std::string e = Reserve(*b, bytes); !e.empty()) return e;
+    RETURN_IF_ERROR(Reserve(*b, bytes));
   }
-  return "";
+  return absl::OkStatus();
 }
 
-std::string FfnWorkspace::EnsureDense(const FfnShape& shape, int T) {
+absl::Status FfnWorkspace::EnsureDense(const FfnShape& shape, int T) {
   const size_t bytes = 2 * static_cast<size_t>(T) * shape.neurons;
   for (Buffer* b : {&dense_g_, &dense_u_}) {
-    if (std::string e = Reserve(*b, bytes); !e.empty()) return e;
+    RETURN_IF_ERROR(Reserve(*b, bytes));
   }
-  return "";
+  return absl::OkStatus();
 }
 
-std::unique_ptr<CudaFfn> CudaFfn::Create(const FfnShape& shape, const uint16_t* gate,
-                                         const uint16_t* up, const uint16_t* down_t,
-                                         std::string* error,
-                                         std::shared_ptr<FfnWorkspace> workspace) {
+absl::StatusOr<std::unique_ptr<CudaFfn>> CudaFfn::Create(const FfnShape& shape,
+                                                         const uint16_t* gate, const uint16_t* up,
+                                                         const uint16_t* down_t,
+                                                         std::shared_ptr<FfnWorkspace> workspace) {
   auto f = std::unique_ptr<CudaFfn>(new CudaFfn());
   f->shape_ = shape;
-  auto fail = [&](const std::string& e) {
-    *error = e;
-    return nullptr;
-  };
-  if (shape.hidden % 8 != 0) return fail("hidden size must be a multiple of 8 for the CUDA FFN");
+  if (shape.hidden % 8 != 0) {
+    return absl::InvalidArgumentError("hidden size must be a multiple of 8 for the CUDA FFN");
+  }
   if (workspace == nullptr) {
-    std::shared_ptr<Context> own = Context::Create(error);
-    if (own == nullptr) return nullptr;
-    workspace = FfnWorkspace::Create(std::move(own), error);
-    if (workspace == nullptr) return nullptr;
+    ASSIGN_OR_RETURN(std::shared_ptr<Context> own, Context::Create());
+    ASSIGN_OR_RETURN(workspace, FfnWorkspace::Create(std::move(own)));
   }
   f->ws_ = std::move(workspace);
   const size_t bytes = static_cast<size_t>(shape.neurons * shape.hidden) * 2;
   for (auto [dst, src] : {std::pair{&f->gate_, gate}, {&f->up_, up}, {&f->down_t_, down_t}}) {
-    std::string e = DeviceAlloc(bytes, dst);
-    if (e.empty()) e = CopyToDevice(*dst, src, bytes);
-    if (!e.empty()) return fail(e);
+    RETURN_IF_ERROR(DeviceAlloc(bytes, dst));
+    RETURN_IF_ERROR(CopyToDevice(*dst, src, bytes));
   }
   return f;
 }
@@ -215,14 +206,14 @@ CudaFfn::~CudaFfn() {
   if (graph_exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph_exec_));
 }
 
-std::string CudaFfn::EnsureStats(int tiles) {
-  if (tiles <= stats_tiles_) return "";
+absl::Status CudaFfn::EnsureStats(int tiles) {
+  if (tiles <= stats_tiles_) return absl::OkStatus();
   if (stats_) cudaFree(stats_);
   stats_ = nullptr;
   stats_tiles_ = 0;
   SPARSED_CUDA_TRY(cudaMalloc(&stats_, sizeof(int32_t) * 2 * tiles));
   stats_tiles_ = tiles;
-  return "";
+  return absl::OkStatus();
 }
 
 int CudaFfn::Tiles(int T) {
@@ -230,21 +221,20 @@ int CudaFfn::Tiles(int T) {
   return (T + tt - 1) / tt;
 }
 
-std::string CudaFfn::Reserve(int T) {
-  if (T <= 0) return "";
-  std::string e = ws_->EnsureSparse(shape_, T);
-  if (e.empty()) e = EnsureStats(T);  // tiles ≤ T
-  return e;
+absl::Status CudaFfn::Reserve(int T) {
+  if (T <= 0) return absl::OkStatus();
+  RETURN_IF_ERROR(ws_->EnsureSparse(shape_, T));
+  return EnsureStats(T);  // tiles ≤ T
 }
 
-std::string CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
+absl::Status CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
   const Activation act = how.activation;
   const float threshold = how.threshold;
   const float* neuron_thresholds = how.neuron_thresholds;
   std::vector<FfnTileStats>* stats = how.stats;
   std::vector<float>* phase_ms = how.phase_ms;
-  if (T <= 0) return "T must be positive";
-  if (std::string e = Reserve(T); !e.empty()) return e;
+  if (T <= 0) return absl::InvalidArgumentError("T must be positive");
+  RETURN_IF_ERROR(Reserve(T));
   auto st = static_cast<cudaStream_t>(ws_->context_->stream());
   const int64_t F = shape_.neurons, d = shape_.hidden;
   const int tt = TileTokens(T, kMaxTileTokens);
@@ -319,12 +309,12 @@ std::string CudaFfn::Run(const float* x, int T, float* y, const FfnRun& how) {
     timer.Finish();
   }
   if (stats) return ReadStats(stats);
-  return "";
+  return absl::OkStatus();
 }
 
-std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
+absl::Status CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   stats->clear();
-  if (last_tiles_ == 0) return "";
+  if (last_tiles_ == 0) return absl::OkStatus();
   auto st = static_cast<cudaStream_t>(ws_->context_->stream());
   std::vector<int32_t> host(2 * last_tiles_);
   SPARSED_CUDA_TRY(cudaMemcpyAsync(host.data(), stats_, sizeof(int32_t) * 2 * last_tiles_,
@@ -332,15 +322,14 @@ std::string CudaFfn::ReadStats(std::vector<FfnTileStats>* stats) {
   SPARSED_CUDA_TRY(cudaStreamSynchronize(st));
   stats->resize(last_tiles_);
   for (int i = 0; i < last_tiles_; ++i) (*stats)[i] = FfnTileStats{host[2 * i], host[2 * i + 1]};
-  return "";
+  return absl::OkStatus();
 }
 
-std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, float threshold,
-                                    void* y_bf16, std::vector<float>* phase_ms) {
+absl::Status CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, float threshold,
+                                     void* y_bf16, std::vector<float>* phase_ms) {
   auto st = static_cast<cudaStream_t>(ws_->context_->stream());
   PhaseTimer timer(phase_ms, 5, st);
-  std::string e = ws_->EnsureDense(shape_, T);
-  if (!e.empty()) return e;
+  RETURN_IF_ERROR(ws_->EnsureDense(shape_, T));
   void* dense_g = ws_->dense_g_.p;
   void* dense_u = ws_->dense_u_.p;
   auto h = static_cast<cublasHandle_t>(ws_->context_->cublas());
@@ -368,7 +357,7 @@ std::string CudaFfn::RunDenseCublas(const void* x_bf16, int T, Activation act, f
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   timer.Mark(4);
   timer.Finish();
-  return "";
+  return absl::OkStatus();
 }
 
 }  // namespace sparsed::cuda

@@ -1,8 +1,8 @@
 // The union sparse FFN on CUDA (exact and threshold modes), and a dense cuBLAS FFN it is
 // measured against.
 //
-// No CUDA types appear here: pointers are device pointers passed as float* / void*. The library
-// depends only on the CUDA runtime and cuBLAS, so tests/gpu can build it on a GPU host alone.
+// No CUDA types appear here: pointers are device pointers passed as float* / void*. Failures are
+// absl::Status values naming what failed and CUDA's reason (cuda_status.h).
 //
 // Data flow per call, for token tiles of up to kMaxTileTokens rows (each tile its own union, so a
 // long prompt's dense tile does not densify decode tiles):
@@ -23,9 +23,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/backend/cuda/cuda_context.h"
 #include "engine/backend/cuda/cuda_device.h"
 #include "engine/common/activation.h"
@@ -54,8 +55,8 @@ struct FfnTileStats {
 // Thread-safety: none; the layers sharing it are used from one thread.
 class FfnWorkspace {
  public:
-  // Launches on `context`'s stream (and cuBLAS handle). `error` is set on failure.
-  static std::shared_ptr<FfnWorkspace> Create(std::shared_ptr<Context> context, std::string* error);
+  // Launches on `context`'s stream (and cuBLAS handle); INVALID_ARGUMENT when it is null.
+  static absl::StatusOr<std::shared_ptr<FfnWorkspace>> Create(std::shared_ptr<Context> context);
   ~FfnWorkspace();
   FfnWorkspace(const FfnWorkspace&) = delete;
   FfnWorkspace& operator=(const FfnWorkspace&) = delete;
@@ -74,10 +75,10 @@ class FfnWorkspace {
   };
   FfnWorkspace() = default;
   // b holds at least `bytes` afterwards (old contents dropped when it moves).
-  std::string Reserve(Buffer& b, size_t bytes);
+  absl::Status Reserve(Buffer& b, size_t bytes);
   // The sparse path's buffers for T tokens of `shape`; the cuBLAS path's.
-  std::string EnsureSparse(const FfnShape& shape, int T);
-  std::string EnsureDense(const FfnShape& shape, int T);
+  absl::Status EnsureSparse(const FfnShape& shape, int T);
+  absl::Status EnsureDense(const FfnShape& shape, int T);
 
   std::shared_ptr<Context> context_;
   int64_t generation_ = 0;
@@ -116,29 +117,28 @@ struct FfnRun {
 class CudaFfn {
  public:
   // Uploads host bf16 weights (raw uint16 bits). Layers that run one after another pass one
-  // `workspace`; null gives the layer its own (on a context of its own). `error` is set on
-  // failure.
-  static std::unique_ptr<CudaFfn> Create(const FfnShape& shape, const uint16_t* gate,
-                                         const uint16_t* up, const uint16_t* down_t,
-                                         std::string* error,
-                                         std::shared_ptr<FfnWorkspace> workspace = nullptr);
+  // `workspace`; null gives the layer its own (on a context of its own). INVALID_ARGUMENT for a
+  // hidden size that is not a multiple of 8, RESOURCE_EXHAUSTED when the weights do not fit.
+  static absl::StatusOr<std::unique_ptr<CudaFfn>> Create(
+      const FfnShape& shape, const uint16_t* gate, const uint16_t* up, const uint16_t* down_t,
+      std::shared_ptr<FfnWorkspace> workspace = nullptr);
   ~CudaFfn();
   CudaFfn(const CudaFfn&) = delete;
   CudaFfn& operator=(const CudaFfn&) = delete;
 
-  // y [T × d] = FFN(x [T × d]), both device fp32, as `how` says. Returns "" or the error.
-  std::string Run(const float* x, int T, float* y, const FfnRun& how);
+  // y [T × d] = FFN(x [T × d]), both device fp32, as `how` says.
+  absl::Status Run(const float* x, int T, float* y, const FfnRun& how);
 
   // Reserves the buffers of a Run() over T tokens now (the workspace's and this layer's), so a
   // caller can claim its scratch memory before sizing other allocations from what is free.
-  std::string Reserve(int T);
+  absl::Status Reserve(int T);
 
   // Token tiles (and so tile stats) of a Run() over T tokens.
   static int Tiles(int T);
 
   // Tile stats of the last Run() (synchronises its stream); lets a caller run every layer of a
   // step before reading any of them back.
-  std::string ReadStats(std::vector<FfnTileStats>* stats);
+  absl::Status ReadStats(std::vector<FfnTileStats>* stats);
   // Where Run() over T tokens leaves its tile stats on the device: Tiles(T) pairs of int32
   // {union_size, active_sum}, in this layer's own memory (not the shared workspace), valid until
   // this layer's next Run() (for callers batching the copies of a step's layers).
@@ -147,8 +147,8 @@ class CudaFfn {
   // Dense reference the way a dense server computes it: bf16 activations, cuBLAS GEMMs
   // (tensor cores), fused act·up. x_bf16 [T × d] and y_bf16 [T × d] are device bf16 buffers.
   // phase_ms: gate GEMM, up GEMM, act·up, down GEMM.
-  std::string RunDenseCublas(const void* x_bf16, int T, Activation act, float threshold,
-                             void* y_bf16, std::vector<float>* phase_ms = nullptr);
+  absl::Status RunDenseCublas(const void* x_bf16, int T, Activation act, float threshold,
+                              void* y_bf16, std::vector<float>* phase_ms = nullptr);
 
   // Run() captures its launches into a CUDA graph and replays it while the call repeats on the
   // same buffers and parameters (the engine's decode steps), removing the launch gaps. Phase
@@ -165,7 +165,7 @@ class CudaFfn {
 
  private:
   CudaFfn() = default;
-  std::string EnsureStats(int tiles);  // this layer's tile-stats buffer
+  absl::Status EnsureStats(int tiles);  // this layer's tile-stats buffer
 
   struct GraphKey {
     const float* x = nullptr;

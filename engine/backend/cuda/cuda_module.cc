@@ -4,7 +4,7 @@
 #include <string>
 
 #include "engine/backend/cuda/cuda_backend.h"
-#include "engine/backend/cuda/cuda_ffn.h"
+#include "engine/backend/cuda/cuda_device.h"
 
 namespace {
 
@@ -21,9 +21,8 @@ extern "C" {
 // 0 when a CUDA device is usable (its name in `device`); otherwise the reason in `msg`.
 int sparsed_cuda_probe(char* msg, int msg_cap, char* device, int device_cap) {
   std::string name;
-  const std::string why = sparsed::cuda::ProbeDevice(&name);
-  if (!why.empty()) {
-    Copy(why, msg, msg_cap);
+  if (const absl::Status s = sparsed::cuda::ProbeDevice(&name); !s.ok()) {
+    Copy(std::string(s.message()), msg, msg_cap);
     return 1;
   }
   Copy(name, device, device_cap);

@@ -5,20 +5,17 @@
 
 #include <algorithm>
 #include <cmath>
-#include <string>
 #include <type_traits>
 
 #include "engine/backend/cuda/block_dots.cuh"
 #include "engine/backend/cuda/cuda_ffn.h"
 #include "engine/backend/cuda/cuda_ops.h"
+#include "engine/backend/cuda/cuda_status.h"
 
 namespace sparsed::cuda {
 namespace {
 
-std::string LaunchStatus(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? "" : std::string(what) + ": " + cudaGetErrorString(e);
-}
+absl::Status LaunchStatus(const char* what) { return CudaStatus(what, cudaGetLastError()); }
 
 constexpr int kAttnThreads = 128;
 constexpr int kAttnSplit = 128;  // positions per attention block
@@ -288,24 +285,25 @@ __global__ void Bf16ToF32Kernel(const uint16_t* __restrict__ src, float* __restr
 
 }  // namespace
 
-std::string Embed(const uint16_t* table, int64_t d, const int32_t* ids, int T, float scale,
-                  float* out, void* stream) {
-  if (T <= 0) return "";
+absl::Status Embed(const uint16_t* table, int64_t d, const int32_t* ids, int T, float scale,
+                   float* out, void* stream) {
+  if (T <= 0) return absl::OkStatus();
   EmbedKernel<<<T, 256, 0, static_cast<cudaStream_t>(stream)>>>(table, d, ids, scale, out);
   return LaunchStatus("embedding kernel");
 }
 
-std::string RmsNorm(const float* x, const float* w, int T, int d, float eps, float* out,
-                    void* stream) {
-  if (T <= 0) return "";
+absl::Status RmsNorm(const float* x, const float* w, int T, int d, float eps, float* out,
+                     void* stream) {
+  if (T <= 0) return absl::OkStatus();
   RmsNormKernel<<<T, 256, 0, static_cast<cudaStream_t>(stream)>>>(x, w, d, eps, out);
   return LaunchStatus("RMSNorm kernel");
 }
 
-std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
-                   int64_t n, float* y, int layout, void* stream) {
-  if (T <= 0 || n <= 0) return "";
-  if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
+absl::Status MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const int32_t* rows,
+                    int64_t n, float* y, int layout, void* stream) {
+  if (T <= 0 || n <= 0) return absl::OkStatus();
+  if (cols % 8 != 0)
+    return absl::InvalidArgumentError("matrix columns must be a multiple of 8 on CUDA");
   if (layout == 0) layout = n < 16384 ? 2 : 1;
   WithTileTokens(T, [&](auto tile) {
     LaunchMatMul<decltype(tile)::value>(x, T, w, cols, rows, n, y, layout,
@@ -314,10 +312,11 @@ std::string MatMul(const float* x, int T, const uint16_t* w, int64_t cols, const
   return LaunchStatus("matrix product kernel");
 }
 
-std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
-                    const MatMulOut& c, void* stream) {
-  if (T <= 0) return "";
-  if (cols % 8 != 0) return "matrix columns must be a multiple of 8 on CUDA";
+absl::Status MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, const MatMulOut& b,
+                     const MatMulOut& c, void* stream) {
+  if (T <= 0) return absl::OkStatus();
+  if (cols % 8 != 0)
+    return absl::InvalidArgumentError("matrix columns must be a multiple of 8 on CUDA");
   WithTileTokens(T, [&](auto tile) {
     LaunchMatMulRW<decltype(tile)::value, 2, 4>(x, T, cols, a, b, c, nullptr,
                                                 static_cast<cudaStream_t>(stream));
@@ -325,16 +324,13 @@ std::string MatMul3(const float* x, int T, int64_t cols, const MatMulOut& a, con
   return LaunchStatus("fused matrix product kernel");
 }
 
-std::string CublasMatMul(void* handle, const float* x, int T, const uint16_t* w, int64_t cols,
-                         int64_t n, void* x_bf16, float* y, void* stream) {
-  if (T <= 0 || n <= 0) return "";
-  std::string e = ConvertToBf16(x, x_bf16, static_cast<size_t>(T) * cols, stream);
-  if (!e.empty()) return e;
-  if (const cublasStatus_t st =
-          cublasSetStream(static_cast<cublasHandle_t>(handle), static_cast<cudaStream_t>(stream));
-      st != CUBLAS_STATUS_SUCCESS) {
-    return "cublasSetStream: status " + std::to_string(int(st));
-  }
+absl::Status CublasMatMul(void* handle, const float* x, int T, const uint16_t* w, int64_t cols,
+                          int64_t n, void* x_bf16, float* y, void* stream) {
+  if (T <= 0 || n <= 0) return absl::OkStatus();
+  RETURN_IF_ERROR(ConvertToBf16(x, x_bf16, static_cast<size_t>(T) * cols, stream));
+  RETURN_IF_ERROR(CublasStatus(
+      "cublasSetStream",
+      cublasSetStream(static_cast<cublasHandle_t>(handle), static_cast<cudaStream_t>(stream))));
   const float one = 1.f, zero = 0.f;
   // Column-major view: Yᵀ [n × T] = W (col-major cols × n, transposed) · Xᵀ (cols × T).
   const cublasStatus_t st =
@@ -342,28 +338,28 @@ std::string CublasMatMul(void* handle, const float* x, int T, const uint16_t* w,
                    static_cast<int>(n), T, static_cast<int>(cols), &one, w, CUDA_R_16BF,
                    static_cast<int>(cols), x_bf16, CUDA_R_16BF, static_cast<int>(cols), &zero, y,
                    CUDA_R_32F, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (st != CUBLAS_STATUS_SUCCESS) return "cublasGemmEx: status " + std::to_string(int(st));
-  return "";
+  RETURN_IF_ERROR(CublasStatus("cublasGemmEx", st));
+  return absl::OkStatus();
 }
 
-std::string AddScaled(float* y, const float* x, size_t n, float scale, void* stream) {
-  if (n == 0) return "";
+absl::Status AddScaled(float* y, const float* x, size_t n, float scale, void* stream) {
+  if (n == 0) return absl::OkStatus();
   AddScaledKernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0,
                     static_cast<cudaStream_t>(stream)>>>(y, x, n, scale);
   return LaunchStatus("residual kernel");
 }
 
-std::string Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
-                 int kv_heads, int head_dim, void* stream) {
-  if (T <= 0) return "";
+absl::Status Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads,
+                  int kv_heads, int head_dim, void* stream) {
+  if (T <= 0) return absl::OkStatus();
   RopeKernel<<<T, 128, 0, static_cast<cudaStream_t>(stream)>>>(q, k, cos, sin, heads, kv_heads,
                                                                head_dim);
   return LaunchStatus("rotary kernel");
 }
 
-std::string WriteKv(const PagedLayer& layer, const float* k, const float* v, const int32_t* slots,
-                    int T, void* stream) {
-  if (T <= 0) return "";
+absl::Status WriteKv(const PagedLayer& layer, const float* k, const float* v, const int32_t* slots,
+                     int T, void* stream) {
+  if (T <= 0) return absl::OkStatus();
   const auto st = static_cast<cudaStream_t>(stream);
   const int width = layer.kv_heads * layer.head_dim;
   if (layer.bf16) {
@@ -383,13 +379,14 @@ size_t AttentionScratchFloats(int T, int heads, int head_dim, int max_len) {
   return splits <= 1 ? 0 : static_cast<size_t>(T) * heads * splits * (head_dim + 2);
 }
 
-std::string Attention(const PagedLayer& layer, const float* q, const int32_t* positions,
-                      const int32_t* table_start, const int32_t* tables, int T, int heads,
-                      int max_len, float* scratch, float* out, void* stream) {
-  if (T <= 0) return "";
+absl::Status Attention(const PagedLayer& layer, const float* q, const int32_t* positions,
+                       const int32_t* table_start, const int32_t* tables, int T, int heads,
+                       int max_len, float* scratch, float* out, void* stream) {
+  if (T <= 0) return absl::OkStatus();
   const auto st = static_cast<cudaStream_t>(stream);
   const int splits = AttentionSplits(max_len);
-  if (splits > 1 && scratch == nullptr) return "attention over several splits needs scratch";
+  if (splits > 1 && scratch == nullptr)
+    return absl::InvalidArgumentError("attention over several splits needs scratch");
   const size_t smem = sizeof(float) * (static_cast<size_t>(layer.head_dim) + kAttnSplit);
   const float scale = 1.f / std::sqrt(static_cast<float>(layer.head_dim));
   auto split = [&](auto* kc, auto* vc) {
@@ -409,8 +406,8 @@ std::string Attention(const PagedLayer& layer, const float* q, const int32_t* po
   return LaunchStatus("attention kernel");
 }
 
-std::string Bf16ToF32(const void* src, float* dst, size_t n, void* stream) {
-  if (n == 0) return "";
+absl::Status Bf16ToF32(const void* src, float* dst, size_t n, void* stream) {
+  if (n == 0) return absl::OkStatus();
   Bf16ToF32Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0,
                     static_cast<cudaStream_t>(stream)>>>(static_cast<const uint16_t*>(src), dst, n);
   return LaunchStatus("bf16 conversion kernel");

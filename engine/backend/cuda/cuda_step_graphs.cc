@@ -22,20 +22,20 @@ using detail::Err;
 
 void StepGraphs::Begin() {
   deferred_.clear();
-  deferring_ = enabled_ && off_.empty();
+  deferring_ = enabled_ && off_.ok();
 }
 
-std::string StepGraphs::Enqueue(std::initializer_list<uint64_t> args, Op run) {
+absl::Status StepGraphs::Enqueue(std::initializer_list<uint64_t> args, Op run) {
   if (!deferring_) return run();
   uint64_t h = 0x2545f4914f6cdd1dull;
   for (uint64_t a : args) h = Mix64(h ^ a);
   deferred_.push_back({h, std::move(run)});
-  return {};
+  return absl::OkStatus();
 }
 
-std::string StepGraphs::Flush(bool launch) {
+absl::Status StepGraphs::Flush(bool launch) {
   deferring_ = false;
-  if (deferred_.empty()) return {};
+  if (deferred_.empty()) return absl::OkStatus();
   std::vector<uint64_t> sigs;
   sigs.reserve(deferred_.size());
   uint64_t shape = 0;
@@ -43,16 +43,16 @@ std::string StepGraphs::Flush(bool launch) {
     sigs.push_back(op.sig);
     shape = Mix64(shape ^ op.sig);
   }
-  std::string error = launch ? Launch(sigs, shape) : std::string();
+  absl::Status status = launch ? Launch(sigs, shape) : absl::OkStatus();
   deferred_.clear();
   // Remember the shape, most recent last.
   std::erase(recent_shapes_, shape);
   recent_shapes_.push_back(shape);
   if (recent_shapes_.size() > kRecentShapes) recent_shapes_.erase(recent_shapes_.begin());
-  return error;
+  return status;
 }
 
-std::string StepGraphs::Launch(const std::vector<uint64_t>& sigs, uint64_t shape) {
+absl::Status StepGraphs::Launch(const std::vector<uint64_t>& sigs, uint64_t shape) {
   auto st = static_cast<cudaStream_t>(stream_);
   for (size_t i = 0; i < graphs_.size(); ++i) {
     if (graphs_[i].sigs != sigs) continue;
@@ -65,40 +65,39 @@ std::string StepGraphs::Launch(const std::vector<uint64_t>& sigs, uint64_t shape
   // A shape seen among the recent steps (a decode batch between prefill steps) is captured.
   const bool seen =
       std::find(recent_shapes_.begin(), recent_shapes_.end(), shape) != recent_shapes_.end();
-  std::string error;
-  if (seen && off_.empty() && Capture(sigs, &error)) return error;
-  for (const Deferred& op : deferred_) {
-    if (std::string e = op.run(); !e.empty()) return e;
+  if (seen && off_.ok()) {
+    if (std::optional<absl::Status> launched = Capture(sigs)) return *launched;
   }
-  return {};
+  for (const Deferred& op : deferred_) RETURN_IF_ERROR(op.run());
+  return absl::OkStatus();
 }
 
-bool StepGraphs::Capture(const std::vector<uint64_t>& sigs, std::string* error) {
+std::optional<absl::Status> StepGraphs::Capture(const std::vector<uint64_t>& sigs) {
   auto st = static_cast<cudaStream_t>(stream_);
   if (const cudaError_t e = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
       e != cudaSuccess) {
     cudaGetLastError();
     off_ = Err("cudaStreamBeginCapture", e);
-    return false;
+    return std::nullopt;
   }
-  std::string op_error;
+  absl::Status op_status;
   for (const Deferred& op : deferred_) {
-    op_error = op.run();
-    if (!op_error.empty()) break;
+    op_status = op.run();
+    if (!op_status.ok()) break;
   }
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(st, &graph);
   cudaGraphExec_t exec = nullptr;
   cudaError_t inst = cudaErrorUnknown;
-  if (op_error.empty() && ended == cudaSuccess) inst = cudaGraphInstantiate(&exec, graph, 0);
+  if (op_status.ok() && ended == cudaSuccess) inst = cudaGraphInstantiate(&exec, graph, 0);
   if (graph) cudaGraphDestroy(graph);
-  if (!op_error.empty() || ended != cudaSuccess || inst != cudaSuccess) {
+  if (!op_status.ok() || ended != cudaSuccess || inst != cudaSuccess) {
     // Nothing ran: the caller launches the operations one by one, and later steps do too.
     cudaGetLastError();
-    off_ = !op_error.empty()      ? "capturing a step: " + op_error
+    off_ = !op_status.ok()        ? WithContext("capturing a step", op_status)
            : ended != cudaSuccess ? Err("capturing a step", ended)
                                   : Err("instantiating a step graph", inst);
-    return false;
+    return std::nullopt;
   }
   if (graphs_.size() >= kMaxStepGraphs) {
     cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graphs_.front().exec));
@@ -106,8 +105,7 @@ bool StepGraphs::Capture(const std::vector<uint64_t>& sigs, std::string* error) 
   }
   graphs_.push_back({sigs, exec});
   ++captures_;
-  *error = Err("launching a step graph", cudaGraphLaunch(exec, st));
-  return true;
+  return Err("launching a step graph", cudaGraphLaunch(exec, st));
 }
 
 void StepGraphs::Drop() {
@@ -121,7 +119,7 @@ void StepGraphs::Drop() {
 
 std::string StepGraphs::Describe() const {
   return absl::StrCat("step graphs: ", captures_, " captured, ", replays_, " replayed",
-                      off_.empty() ? "" : ", then turned off: " + off_);
+                      off_.ok() ? "" : ", then turned off: ", off_.message());
 }
 
 }  // namespace sparsed::cuda
