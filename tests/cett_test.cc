@@ -6,9 +6,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/mask.h"
 #include "engine/model/config.h"
 #include "engine/model/safetensors_writer.h"
 
@@ -152,13 +154,79 @@ TEST(ThresholdMode, BitwiseBatchInvariant) {
   const std::vector<float> thr = NeuronThresholds(a.down_norms, 0.05);
   const FfnLayer layer = L.Layer(Activation::kSilu, thr.data());
   std::vector<float> y0(L.d);
-  be->Ffn(layer, x0.data(), 1, SparsityMode::kThreshold, y0.data(), nullptr);
-  for (int B : {2, 5, 17}) {
+  FfnStats s0;
+  be->Ffn(layer, x0.data(), 1, SparsityMode::kThreshold, y0.data(), &s0);
+  // One token skips the rows it leaves at zero; a wide batch's union covers nearly every row and
+  // runs the down projection dense (cpu_ffn.cc): both paths are covered, with the same bits.
+  EXPECT_LE(s0.union_size, 0.85 * L.F);
+  int64_t widest = 0;
+  for (int B : {2, 5, 17, 40}) {
     auto xb = Inputs(B, L.d, 100 + B);
     std::memcpy(&xb[(B - 1) * L.d], x0.data(), L.d * sizeof(float));
     std::vector<float> yb(B * L.d);
-    be->Ffn(layer, xb.data(), B, SparsityMode::kThreshold, yb.data(), nullptr);
+    FfnStats sb;
+    be->Ffn(layer, xb.data(), B, SparsityMode::kThreshold, yb.data(), &sb);
+    widest = std::max(widest, sb.union_size);
     EXPECT_EQ(0, std::memcmp(&yb[(B - 1) * L.d], y0.data(), L.d * sizeof(float))) << "batch " << B;
+  }
+  EXPECT_GT(widest, 0.85 * L.F);
+}
+
+// The branch-free threshold pass against the rule written plainly: zero below the threshold
+// (a NaN stays), a bit for every value left non-zero (-0 is zero, NaN is not).
+TEST(ThresholdBits, MatchesThePlainRule) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (int n : {1, 7, 63, 64}) {
+    std::vector<float> h(n), thr(n);
+    for (int b = 0; b < n; ++b) {
+      h[b] = normal(rng);
+      thr[b] = std::fabs(normal(rng));
+    }
+    // The edges: exactly at the threshold (kept), -0, NaN, infinities, a zero threshold.
+    h[0] = thr[0];
+    if (n > 4) {
+      h[1] = -0.f;
+      thr[1] = 0.f;
+      h[2] = std::nanf("");
+      h[3] = -std::numeric_limits<float>::infinity();
+      h[4] = 0.f;
+      thr[4] = 0.f;
+    }
+    std::vector<float> want = h;
+    uint64_t want_bits = 0;
+    for (int b = 0; b < n; ++b) {
+      if (std::fabs(want[b]) < thr[b]) want[b] = 0.f;
+      if (want[b] != 0.f) want_bits |= uint64_t{1} << b;
+    }
+    const uint64_t bits = ThresholdBits(h.data(), thr.data(), n);
+    EXPECT_EQ(bits, want_bits) << "n " << n;
+    EXPECT_EQ(0, std::memcmp(h.data(), want.data(), n * sizeof(float))) << "n " << n;
+  }
+}
+
+// Threshold mode reports how many values survived, whichever down path the batch takes.
+TEST(ThresholdMode, CountsTheSurvivorsOnBothDownPaths) {
+  SmallLayer L(5);
+  auto be = Cpu();
+  for (int T : {1, 3, 20}) {
+    const auto x = Inputs(T, L.d, 40 + T);
+    const LayerActivations a =
+        ComputeLayerActivations(*be, L.Layer(Activation::kSilu), x.data(), T);
+    for (double eps : {0.0, 0.02, 0.3}) {
+      const std::vector<float> thr = NeuronThresholds(a.down_norms, eps);
+      int64_t want = 0;
+      for (int t = 0; t < T; ++t)
+        for (int64_t k = 0; k < L.F; ++k) {
+          const float h = a.x1[t * L.F + k];
+          want += !(std::fabs(h) < thr[k]) && h != 0.f;
+        }
+      std::vector<float> y(T * L.d);
+      FfnStats st;
+      be->Ffn(L.Layer(Activation::kSilu, thr.data()), x.data(), T, SparsityMode::kThreshold,
+              y.data(), &st);
+      EXPECT_EQ(st.active_sum, want) << "T " << T << " eps " << eps;
+    }
   }
 }
 

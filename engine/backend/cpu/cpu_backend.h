@@ -76,6 +76,10 @@ class CpuBackend final : public Backend {
   // non-zero outputs; with `masks`, also each token's non-zero bits (tok_bits_, [T × ⌈F/64⌉]
   // words) and their union in *uni (cpu_ffn_mask.cc).
   int64_t ActivateAndMask(const FfnLayer& layer, int T, bool masks, NeuronUnion* uni);
+  // Threshold mode on h_ [T × F]: zeroes each value below its neuron's threshold over the pool,
+  // puts the union of the tokens' surviving neurons in down_union_, and returns how many values
+  // survive (cpu_ffn_mask.cc).
+  int64_t ThresholdAndMask(const FfnLayer& layer, int T);
   // Exact mode's per-token products (cpu_ffn_tokens.cc): each token's up and down over its own
   // active neurons only, bitwise the same as the union products; act_ holds the activations.
   void FfnPerToken(const FfnLayer& layer, const float* x, int T, float* y);
@@ -94,6 +98,7 @@ class CpuBackend final : public Backend {
   // FFN scratch, reused across calls.
   std::vector<float> act_, up_, h_;
   std::vector<int32_t> union_rows_;
+  NeuronUnion down_union_{0};  // threshold mode: rows the down projection reads
   // Per-token lists of the per-token path: token t's active neuron ids (ascending) are
   // tok_rows_[tok_off_[t] .. tok_off_[t + 1]), with their up products and coefficients.
   std::vector<uint64_t> tok_bits_;

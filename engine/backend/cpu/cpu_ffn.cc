@@ -7,6 +7,12 @@
 #include "engine/backend/mask.h"
 
 namespace sparsed {
+namespace {
+
+// Share of non-zero activations below which the up products test them for zero first.
+constexpr double kZeroTestBelow = 0.9;
+
+}  // namespace
 
 void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode mode, float* y,
                      FfnStats* stats) {
@@ -62,8 +68,11 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
     // A token's up products are needed only where its own activation is non-zero (h = a · u
     // below): tiles whose activations are all zero are skipped. `off` computes every product,
     // as a dense FFN does.
+    // Testing activations for zero pays only where many are exact zeros (the ReLU family);
+    // SiLU's almost never are. Skipped products would be multiplied by zero: same results.
+    const bool zeros = static_cast<double>(active_sum) < kZeroTestBelow * T * F;
     DotRows(x, T, *layer.up, rows, n, up_.data(), n,
-            mode == SparsityMode::kOff ? nullptr : act_.data(), F);
+            mode == SparsityMode::kOff || !zeros ? nullptr : act_.data(), F);
     for (int t = 0; t < T; ++t) {
       const float* a = act_.data() + static_cast<size_t>(t) * F;
       const float* u = up_.data() + static_cast<size_t>(t) * n;
@@ -84,17 +93,8 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   // are zeroed here, so the down projection below skips rows inactive for the whole batch.
   int64_t down_rows = n;
   if (mode == SparsityMode::kThreshold && layer.neuron_thresholds != nullptr) {
-    NeuronUnion tuni(F);
-    active_sum = 0;
-    for (int t = 0; t < T; ++t) {
-      float* h = h_.data() + static_cast<size_t>(t) * n;  // n == F: every row was computed
-      for (int64_t k = 0; k < n; ++k) {
-        if (std::fabs(h[k]) < layer.neuron_thresholds[k]) h[k] = 0.f;
-        active_sum += h[k] != 0.f;
-      }
-      tuni.AddNonZero(h);
-    }
-    down_rows = tuni.Count();
+    active_sum = ThresholdAndMask(layer, T);  // n == F: every row was computed
+    down_rows = down_union_.Count();
   }
   lap(&phase_ns_.up);
   // 4. Down: rows of W_downᵀ summed in neuron order.

@@ -1,9 +1,12 @@
 // The FFN's activation and mask pass on the CPU backend, over the thread pool: each task owns a
 // range of 64-neuron words and, for every token, applies the activation to those neurons of
 // act_, records the token's non-zero bits (tok_bits_) and ORs them into the union. Tasks write
-// disjoint words, so the result is the same whatever the thread count.
+// disjoint words, so the result is the same whatever the thread count. Threshold mode's pass over
+// the products (h_) is split the same way.
 #include <algorithm>
 #include <atomic>
+#include <bit>
+#include <vector>
 
 #include "engine/backend/cpu/cpu_backend.h"
 
@@ -39,6 +42,34 @@ int64_t CpuBackend::ActivateAndMask(const FfnLayer& layer, int T, bool masks, Ne
         uni->OrWord(w, u);
       }
     }
+    active.fetch_add(nz, std::memory_order_relaxed);
+  });
+  return active.load(std::memory_order_relaxed);
+}
+
+int64_t CpuBackend::ThresholdAndMask(const FfnLayer& layer, int T) {
+  const int64_t F = layer.neurons();
+  const int64_t W = (F + 63) / 64;
+  if (down_union_.words() != W) down_union_ = NeuronUnion(F);
+  const int tasks = static_cast<int>(
+      std::clamp<int64_t>(W / 4, 1, 4 * static_cast<int64_t>(pool_.num_threads())));
+  std::atomic<int64_t> active{0};
+  pool_.ParallelFor(tasks, [&](int task) {
+    const int64_t w0 = W * task / tasks, w1 = W * (task + 1) / tasks;
+    std::vector<uint64_t> any(static_cast<size_t>(w1 - w0), 0);
+    int64_t nz = 0;
+    // Token by token, so each pass reads one contiguous stretch of h_.
+    for (int t = 0; t < T; ++t) {
+      float* h = h_.data() + static_cast<size_t>(t) * F;
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t b = w * 64;
+        const uint64_t bits = ThresholdBits(h + b, layer.neuron_thresholds + b,
+                                            static_cast<int>(std::min<int64_t>(64, F - b)));
+        nz += std::popcount(bits);
+        any[w - w0] |= bits;
+      }
+    }
+    for (int64_t w = w0; w < w1; ++w) down_union_.SetWord(w, any[w - w0]);  // disjoint words
     active.fetch_add(nz, std::memory_order_relaxed);
   });
   return active.load(std::memory_order_relaxed);
