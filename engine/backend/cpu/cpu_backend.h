@@ -76,10 +76,13 @@ class CpuBackend final : public Backend {
   // non-zero outputs; with `masks`, also each token's non-zero bits (tok_bits_, [T × ⌈F/64⌉]
   // words) and their union in *uni (cpu_ffn_mask.cc).
   int64_t ActivateAndMask(const FfnLayer& layer, int T, bool masks, NeuronUnion* uni);
-  // Threshold mode on h_ [T × F]: zeroes each value below its neuron's threshold over the pool,
-  // puts the union of the tokens' surviving neurons in down_union_, and returns how many values
-  // survive (cpu_ffn_mask.cc).
-  int64_t ThresholdAndMask(const FfnLayer& layer, int T);
+  // The down projection's coefficients over the pool: h_[t, k] = act_[t, rows[k]] · up_[t, k]
+  // (act_ alone when the layer is not gated; rows null = the first n neurons), for T tokens and n
+  // rows. With `threshold` (rows null, n == F), values below their neuron's threshold become 0
+  // in the same pass, down_union_ holds the union of the surviving neurons, and the return value
+  // is how many values survive; otherwise it returns 0 (cpu_ffn_mask.cc).
+  int64_t Coefficients(const FfnLayer& layer, int T, const int32_t* rows, int64_t n,
+                       bool threshold);
   // Exact mode's per-token products (cpu_ffn_tokens.cc): each token's up and down over its own
   // active neurons only, bitwise the same as the union products; act_ holds the activations.
   void FfnPerToken(const FfnLayer& layer, const float* x, int T, float* y);

@@ -52,7 +52,8 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
     record(union_size, F - union_size, /*dense=*/false);
     return;
   }
-  const bool dense = mode == SparsityMode::kOff || union_size > dense_break_even_ * F;
+  // Threshold mode computes every row: its mask is known only after the up products.
+  const bool dense = mode != SparsityMode::kExact || union_size > dense_break_even_ * F;
   const int32_t* rows = nullptr;
   int64_t n = F;
   if (!dense) {
@@ -66,41 +67,33 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   if (gated) {
     up_.resize(h_.size());
     // A token's up products are needed only where its own activation is non-zero (h = a · u
-    // below): tiles whose activations are all zero are skipped. `off` computes every product,
-    // as a dense FFN does.
-    // Testing activations for zero pays only where many are exact zeros (the ReLU family);
-    // SiLU's almost never are. Skipped products would be multiplied by zero: same results.
+    // below): tiles whose activations are all zero are skipped (the skipped products would be
+    // multiplied by zero: same results). The test pays only where many activations are exact
+    // zeros (the ReLU family; SiLU's almost never are). `off` computes every product, as a dense
+    // FFN does.
     const bool zeros = static_cast<double>(active_sum) < kZeroTestBelow * T * F;
     DotRows(x, T, *layer.up, rows, n, up_.data(), n,
             mode == SparsityMode::kOff || !zeros ? nullptr : act_.data(), F);
-    for (int t = 0; t < T; ++t) {
-      const float* a = act_.data() + static_cast<size_t>(t) * F;
-      const float* u = up_.data() + static_cast<size_t>(t) * n;
-      float* h = h_.data() + static_cast<size_t>(t) * n;
-      for (int64_t k = 0; k < n; ++k) {
-        const float ak = a[rows ? rows[k] : k];
-        h[k] = ak == 0.f ? 0.f : ak * u[k];
-      }
-    }
-  } else {
-    for (int t = 0; t < T; ++t) {
-      const float* a = act_.data() + static_cast<size_t>(t) * F;
-      float* h = h_.data() + static_cast<size_t>(t) * n;
-      for (int64_t k = 0; k < n; ++k) h[k] = a[rows ? rows[k] : k];
-    }
   }
   // Threshold mode: a neuron is active for a token when |x1| reaches its threshold; the rest
-  // are zeroed here, so the down projection below skips rows inactive for the whole batch.
+  // are zeroed in the same pass, so the down projection below skips rows inactive for the whole
+  // batch (n == F there: every row was computed).
+  const bool threshold = mode == SparsityMode::kThreshold && layer.neuron_thresholds != nullptr;
+  const int64_t survivors = Coefficients(layer, T, rows, n, threshold);
   int64_t down_rows = n;
-  if (mode == SparsityMode::kThreshold && layer.neuron_thresholds != nullptr) {
-    active_sum = ThresholdAndMask(layer, T);  // n == F: every row was computed
+  if (threshold) {
+    active_sum = survivors;
     down_rows = down_union_.Count();
   }
   lap(&phase_ns_.up);
   // 4. Down: rows of W_downᵀ summed in neuron order.
   std::fill(y, y + static_cast<size_t>(T) * d, 0.f);
-  AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y,
-           /*skip_zero_rows=*/mode != SparsityMode::kOff);
+  // Skipping zero coefficients pays while the rows they leave are sparse enough: threshold masks
+  // of a batch past a few tokens cover nearly every row (the same sums either way).
+  const bool skip_zero_rows =
+      mode == SparsityMode::kExact ||
+      (threshold && static_cast<double>(down_rows) <= dense_break_even_ * F);
+  AxpyRows(h_.data(), n, T, n, rows, *layer.down_t, y, skip_zero_rows);
   lap(&phase_ns_.down);
   // Threshold mode reads every up row: only down rows are skipped (counted as half a neuron).
   if (mode == SparsityMode::kThreshold) {

@@ -47,32 +47,46 @@ int64_t CpuBackend::ActivateAndMask(const FfnLayer& layer, int T, bool masks, Ne
   return active.load(std::memory_order_relaxed);
 }
 
-int64_t CpuBackend::ThresholdAndMask(const FfnLayer& layer, int T) {
+int64_t CpuBackend::Coefficients(const FfnLayer& layer, int T, const int32_t* rows, int64_t n,
+                                 bool threshold) {
   const int64_t F = layer.neurons();
-  const int64_t W = (F + 63) / 64;
-  if (down_union_.words() != W) down_union_ = NeuronUnion(F);
+  const bool gated = layer.gate != nullptr;
+  const int64_t W = (n + 63) / 64;
+  if (threshold && down_union_.words() != W) down_union_ = NeuronUnion(n);
   const int tasks = static_cast<int>(
       std::clamp<int64_t>(W / 4, 1, 4 * static_cast<int64_t>(pool_.num_threads())));
-  std::atomic<int64_t> active{0};
+  std::atomic<int64_t> survivors{0};
   pool_.ParallelFor(tasks, [&](int task) {
     const int64_t w0 = W * task / tasks, w1 = W * (task + 1) / tasks;
-    std::vector<uint64_t> any(static_cast<size_t>(w1 - w0), 0);
+    const int64_t k0 = w0 * 64, k1 = std::min(n, w1 * 64);
+    std::vector<uint64_t> any(threshold ? static_cast<size_t>(w1 - w0) : 0, 0);
     int64_t nz = 0;
-    // Token by token, so each pass reads one contiguous stretch of h_.
+    // Token by token, so each pass reads one contiguous stretch of act_, up_ and h_.
     for (int t = 0; t < T; ++t) {
-      float* h = h_.data() + static_cast<size_t>(t) * F;
+      const float* a = act_.data() + static_cast<size_t>(t) * F;
+      float* h = h_.data() + static_cast<size_t>(t) * n;
+      if (gated) {
+        const float* u = up_.data() + static_cast<size_t>(t) * n;
+        for (int64_t k = k0; k < k1; ++k) {
+          const float ak = a[rows ? rows[k] : k];
+          h[k] = ak == 0.f ? 0.f : ak * u[k];
+        }
+      } else {
+        for (int64_t k = k0; k < k1; ++k) h[k] = a[rows ? rows[k] : k];
+      }
+      if (!threshold) continue;
       for (int64_t w = w0; w < w1; ++w) {
         const int64_t b = w * 64;
         const uint64_t bits = ThresholdBits(h + b, layer.neuron_thresholds + b,
-                                            static_cast<int>(std::min<int64_t>(64, F - b)));
+                                            static_cast<int>(std::min<int64_t>(64, n - b)));
         nz += std::popcount(bits);
         any[w - w0] |= bits;
       }
     }
-    for (int64_t w = w0; w < w1; ++w) down_union_.SetWord(w, any[w - w0]);  // disjoint words
-    active.fetch_add(nz, std::memory_order_relaxed);
+    for (int64_t w = w0; w < w1 && threshold; ++w) down_union_.SetWord(w, any[w - w0]);
+    survivors.fetch_add(nz, std::memory_order_relaxed);
   });
-  return active.load(std::memory_order_relaxed);
+  return survivors.load(std::memory_order_relaxed);
 }
 
 }  // namespace sparsed
