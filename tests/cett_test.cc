@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -170,6 +171,50 @@ TEST(ThresholdMode, BitwiseBatchInvariant) {
     EXPECT_EQ(0, std::memcmp(&yb[(B - 1) * L.d], y0.data(), L.d * sizeof(float))) << "batch " << B;
   }
   EXPECT_GT(widest, 0.85 * L.F);
+}
+
+// SiLU's exponential is computed without a library call (engine/backend/mask.cc): close to the
+// double-precision value everywhere, the library's saturation at both ends, and the same bits
+// whether a value goes through the vectorised in-place loop or alone.
+TEST(Silu, MatchesDoublePrecisionAndIsLaneIndependent) {
+  std::vector<float> g;
+  for (float v = -120.f; v <= 120.f; v += 0.0137f) g.push_back(v);
+  for (float v : {-88.8f, -88.72f, -88.f, -87.5f, -87.f, -86.9f, 0.f, -0.f, 1e-30f, -1e-30f, 86.9f,
+                  87.f, 88.f, 88.8f, 1e30f, -1e30f})
+    g.push_back(v);
+  g.push_back(std::numeric_limits<float>::infinity());
+  g.push_back(-std::numeric_limits<float>::infinity());
+  for (float v : g) {
+    const double want = double(v) / (1.0 + std::exp(-double(v)));
+    const float got = Activate(v, Activation::kSilu, 0.f);
+    if (std::isinf(v)) {  // inf / (1 + e^-inf) = inf; -inf / (1 + e^inf) = NaN, as in double
+      EXPECT_TRUE(v > 0 ? got == v : std::isnan(got)) << v << " gives " << got;
+      continue;
+    }
+    if (v < -88.7229f) {  // e^-v overflows a float, as the library's expf does: -0
+      EXPECT_EQ(got, 0.f) << v;
+      continue;
+    }
+    // 4 ulp of the result, or an absolute 1e-37 where the result is denormal-small.
+    EXPECT_NEAR(got, want, std::max(4.0 * std::fabs(want) * 1.1920929e-7, 1e-37)) << "g " << v;
+  }
+  EXPECT_TRUE(std::isnan(Activate(std::nanf(""), Activation::kSilu, 0.f)));
+  EXPECT_TRUE(std::signbit(Activate(-100.f, Activation::kSilu, 0.f)));  // -0, as g / (1 + inf)
+  EXPECT_EQ(Activate(-100.f, Activation::kSilu, 0.f), 0.f);
+  // The in-place loop (vectorised) gives every value the bits Activate gives it alone, at every
+  // offset and length.
+  for (size_t off : {size_t{0}, size_t{1}, size_t{3}}) {
+    std::vector<float> a(g.begin() + off, g.end());
+    const int64_t nz =
+        ActivateInPlace(a.data(), static_cast<int64_t>(a.size()), Activation::kSilu, 0.f);
+    int64_t want_nz = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      const float one = Activate(g[off + i], Activation::kSilu, 0.f);
+      ASSERT_EQ(0, std::memcmp(&a[i], &one, sizeof one)) << "g " << g[off + i];
+      want_nz += one != 0.f;
+    }
+    EXPECT_EQ(nz, want_nz);
+  }
 }
 
 // The branch-free threshold pass against the rule written plainly: zero below the threshold

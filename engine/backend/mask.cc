@@ -2,11 +2,62 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 
 namespace sparsed {
 
 namespace {
+
+// e^x for SiLU, in operations a compiler vectorises (no library call): x = n·ln2 + r with n
+// rounded to nearest and |r| <= ln2/2 (ln2 split in two for an exact n·ln2_hi), e^r by the
+// Cephes polynomial (within 2 ulp), 2^n built in the exponent bits as 2^(n-1)·2 so that n = 128
+// stays representable. Saturates like the library: +inf above 88.72283 (SiLU gives -0 there);
+// below -86.5, e^x < 2^-124 and 1 + e^x rounds to 1 either way, so x is clamped there; NaN gives
+// NaN. One loop computes it for scalar and vector lanes alike, so a value's bits never depend on
+// which lane it took.
+__attribute__((always_inline)) inline float ExpForSilu(float x) {
+  constexpr float kMax = 88.72283f, kMin = -86.5f;
+  const bool nan = !(x == x);
+  float c = nan ? 0.f : x;
+  c = c > kMax ? kMax : c;
+  c = c < kMin ? kMin : c;
+  constexpr float kRound = 12582912.f;  // 1.5·2^23: adding it rounds to an integer
+  const float n = (c * 1.44269504088896341f + kRound) - kRound;
+  float r = c - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float er = p * r * r + r + 1.f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 126) << 23;  // 2^(n-1)
+  float half_scale;
+  std::memcpy(&half_scale, &bits, sizeof half_scale);
+  const float e = er * half_scale * 2.f;
+  return nan ? x : (x > kMax ? std::numeric_limits<float>::infinity() : e);
+}
+
+__attribute__((always_inline)) inline float SiluOf(float g) { return g / (1.f + ExpForSilu(-g)); }
+
+// SiLU over n values in place; returns the non-zero outputs. One copy per vector width, chosen
+// when the library loads: ~4.6× faster in AVX-512 lanes than in the baseline's SSE2 (measured:
+// 0.76 against 3.5 ns a value, the library's expf 3.5 too).
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+int64_t
+SiluInPlace(float* a, int64_t n) {
+  int64_t nz = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = SiluOf(a[i]);
+    nz += a[i] != 0.f;
+  }
+  return nz;
+}
 
 // Calls f(g ↦ act(g)) with the activation chosen once, so that a loop inside f runs one
 // activation's arithmetic (and the ReLU family's vectorises).
@@ -26,7 +77,7 @@ auto WithActivation(Activation act, float threshold, F&& f) {
         return 0.5f * g * (1.f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
       });
     case Activation::kSilu:
-      return f([](float g) { return g / (1.f + std::exp(-g)); });
+      return f([](float g) { return SiluOf(g); });
   }
   return f([](float g) { return g; });
 }
@@ -38,6 +89,7 @@ float Activate(float g, Activation act, float threshold) {
 }
 
 int64_t ActivateInPlace(float* a, int64_t n, Activation act, float threshold) {
+  if (act == Activation::kSilu) return SiluInPlace(a, n);
   return WithActivation(act, threshold, [a, n](auto act_of) {
     int64_t nz = 0;
     for (int64_t i = 0; i < n; ++i) {
