@@ -12,17 +12,24 @@
 
 namespace sparsed {
 
-int64_t CpuBackend::ActivateAndMask(const FfnLayer& layer, int T, bool masks, NeuronUnion* uni) {
-  const int64_t F = layer.neurons();
-  const int64_t W = (F + 63) / 64;
-  if (masks) tok_bits_.assign(static_cast<size_t>(T) * W, 0);
+int64_t CpuBackend::SumOverWords(int64_t W,
+                                 const std::function<int64_t(int64_t w0, int64_t w1)>& fn) {
   // Enough tasks to balance two threads on a step of one token, few enough that each still
   // sweeps a few KiB of every token's row.
   const int tasks = static_cast<int>(
       std::clamp<int64_t>(W / 4, 1, 4 * static_cast<int64_t>(pool_.num_threads())));
-  std::atomic<int64_t> active{0};
+  std::atomic<int64_t> sum{0};
   pool_.ParallelFor(tasks, [&](int task) {
-    const int64_t w0 = W * task / tasks, w1 = W * (task + 1) / tasks;
+    sum.fetch_add(fn(W * task / tasks, W * (task + 1) / tasks), std::memory_order_relaxed);
+  });
+  return sum.load(std::memory_order_relaxed);
+}
+
+int64_t CpuBackend::ActivateAndMask(const FfnLayer& layer, int T, bool masks, NeuronUnion* uni) {
+  const int64_t F = layer.neurons();
+  const int64_t W = (F + 63) / 64;
+  if (masks) tok_bits_.assign(static_cast<size_t>(T) * W, 0);
+  return SumOverWords(W, [&](int64_t w0, int64_t w1) {
     const int64_t n0 = w0 * 64, n1 = std::min(F, w1 * 64);
     int64_t nz = 0;
     for (int t = 0; t < T; ++t) {
@@ -42,9 +49,8 @@ int64_t CpuBackend::ActivateAndMask(const FfnLayer& layer, int T, bool masks, Ne
         uni->OrWord(w, u);
       }
     }
-    active.fetch_add(nz, std::memory_order_relaxed);
+    return nz;
   });
-  return active.load(std::memory_order_relaxed);
 }
 
 int64_t CpuBackend::Coefficients(const FfnLayer& layer, int T, const int32_t* rows, int64_t n,
@@ -53,11 +59,7 @@ int64_t CpuBackend::Coefficients(const FfnLayer& layer, int T, const int32_t* ro
   const bool gated = layer.gate != nullptr;
   const int64_t W = (n + 63) / 64;
   if (threshold && down_union_.words() != W) down_union_ = NeuronUnion(n);
-  const int tasks = static_cast<int>(
-      std::clamp<int64_t>(W / 4, 1, 4 * static_cast<int64_t>(pool_.num_threads())));
-  std::atomic<int64_t> survivors{0};
-  pool_.ParallelFor(tasks, [&](int task) {
-    const int64_t w0 = W * task / tasks, w1 = W * (task + 1) / tasks;
+  return SumOverWords(W, [&](int64_t w0, int64_t w1) {
     const int64_t k0 = w0 * 64, k1 = std::min(n, w1 * 64);
     std::vector<uint64_t> any(threshold ? static_cast<size_t>(w1 - w0) : 0, 0);
     int64_t nz = 0;
@@ -84,9 +86,8 @@ int64_t CpuBackend::Coefficients(const FfnLayer& layer, int T, const int32_t* ro
       }
     }
     for (int64_t w = w0; w < w1 && threshold; ++w) down_union_.SetWord(w, any[w - w0]);
-    survivors.fetch_add(nz, std::memory_order_relaxed);
+    return nz;
   });
-  return survivors.load(std::memory_order_relaxed);
 }
 
 }  // namespace sparsed
