@@ -5,7 +5,8 @@
 // selected rows) and down (`axpy`: the selected rows of W_downᵀ summed into T outputs) — dense
 // and over a random 50%, 11% and 5% of the rows, at T = 1 … 256: time, GFLOP/s and % of the FMA
 // peak, GB/s of weights read and % of bandwidth. Then thread scaling (1 → all threads) and
-// decode attention over an fp32 or bf16 KV cache.
+// decode attention over an fp32 or bf16 KV cache; SiLU, the engine's loop against the library's
+// expf.
 //
 // Usage: kernel_bench [--isa avx512|avx2|generic] [--tokens 1,2,4,...] [--reps 3] [--quick]
 // Output: a Markdown table on stdout; progress on stderr.
@@ -22,6 +23,7 @@
 #include "bench/bandwidth.h"
 #include "bench/fma_peak.h"
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/backend/mask.h"
 #include "tools/ffn_fixture.h"
 
 namespace sparsed::bench {
@@ -235,6 +237,39 @@ int Main(int argc, char** argv) {
     const double bytes = 2.0 * 4 * 1024 * 4 * 64 * DTypeSize(kv);
     std::printf("| %s | %.1f | %.1f | %.0f%% |\n", name, s * 1e6, bytes / s / 1e9,
                 100 * bytes / s / 1e9 / all.bw);
+  }
+
+  // SiLU over one batch-64 step's activations of a TinyLlama FFN layer (64 × 5632 values, in
+  // cache): the engine's loop against the same formula through the library's expf, interleaved.
+  {
+    std::vector<float> g(64 * 5632), a(g.size());
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.f, 2.f);
+    for (float& v : g) v = normal(rng);
+    double ours = 1e30, library = 1e30;
+    volatile int64_t sink = 0;
+    for (int r = 0; r < std::max(reps, 20); ++r) {
+      a = g;
+      auto t0 = std::chrono::steady_clock::now();
+      sink = sink + ActivateInPlace(a.data(), static_cast<int64_t>(a.size()), Activation::kSilu, 0);
+      ours = std::min(ours,
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      a = g;
+      t0 = std::chrono::steady_clock::now();
+      int64_t nz = 0;
+      for (float& v : a) {
+        v = v / (1.f + std::exp(-v));
+        nz += v != 0.f;
+      }
+      sink = sink + nz;
+      library = std::min(
+          library, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::printf(
+        "\nSiLU over %zu values (best of the rounds):\n\n| loop | µs | ns a value "
+        "|\n|---|---|---|\n"
+        "| engine (ActivateInPlace) | %.1f | %.2f |\n| library expf | %.1f | %.2f |\n",
+        g.size(), ours * 1e6, ours * 1e9 / g.size(), library * 1e6, library * 1e9 / g.size());
   }
   return 0;
 }
