@@ -200,12 +200,10 @@ int Main(int argc, char** argv) {
     if (!w.ok()) return Fail(w.status());
     for (auto& win : *w)
       if (static_cast<int>(win.size()) == prompt_len) windows.push_back(std::move(win));
-    int need = 0;
-    for (int B : batches) need = std::max(need, B);
-    if (static_cast<int>(windows.size()) < need)
+    if (static_cast<int>(windows.size()) < max_batch)
       return Fail(absl::InvalidArgumentError(
           absl::StrFormat("%s holds %zu windows of %d tokens; the largest batch needs %d", text,
-                          windows.size(), prompt_len, need)));
+                          windows.size(), prompt_len, max_batch)));
   }
   auto prompt_token = [&](int s, int j) {
     return windows.empty()

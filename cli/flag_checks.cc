@@ -45,8 +45,9 @@ std::optional<StatedRange> FindStatedRange(absl::string_view help) {
     if (comma == absl::string_view::npos) continue;
     const absl::string_view lo = inside.substr(0, comma), hi = inside.substr(comma + 2);
     if (lo != absl::StripAsciiWhitespace(lo) || hi != absl::StripAsciiWhitespace(hi)) continue;
-    if (!ToNumber(lo) || !ToNumber(hi)) continue;
-    found = StatedRange{std::string(lo), std::string(hi)};
+    const std::optional<long double> lo_value = ToNumber(lo), hi_value = ToNumber(hi);
+    if (!lo_value || !hi_value) continue;
+    found = StatedRange{std::string(lo), std::string(hi), *lo_value, *hi_value};
   }
   return found;
 }
@@ -61,9 +62,7 @@ absl::Status CheckStatedRanges() {
     if (!range) continue;
     const std::string value = flag->CurrentValue();
     const std::optional<long double> v = ToNumber(value);
-    // long double holds every int64/uint64 exactly, so integer bounds compare exactly too.
-    const bool inside =
-        v && !std::isnan(*v) && *v >= *ToNumber(range->lo) && *v <= *ToNumber(range->hi);
+    const bool inside = v && !std::isnan(*v) && *v >= range->lo_value && *v <= range->hi_value;
     if (!inside) {
       return absl::InvalidArgumentError(absl::StrCat("--", name, "=", value,
                                                      " is out of range: it must be in [", range->lo,

@@ -24,10 +24,12 @@ namespace sparsed {
 
 inline constexpr int kUsageExit = 1;
 
-// The range a flag's help text states: the last "[lo, hi]" whose ends are both numbers (as
-// written, so an integer bound keeps every digit), or nullopt when there is none.
+// The range a flag's help text states: the last "[lo, hi]" whose ends are both numbers, or
+// nullopt when there is none. The ends as written (an integer bound keeps every digit) and their
+// values (long double holds every int64/uint64 exactly).
 struct StatedRange {
   std::string lo, hi;
+  long double lo_value = 0, hi_value = 0;
 };
 std::optional<StatedRange> FindStatedRange(absl::string_view help);
 

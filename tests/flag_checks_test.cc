@@ -33,6 +33,8 @@ TEST(FindStatedRange, TakesTheLastNumericPair) {
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->lo, "0.001");
   EXPECT_EQ(r->hi, "86400");
+  EXPECT_EQ(r->lo_value, 0.001L);
+  EXPECT_EQ(r->hi_value, 86400.0L);
   r = FindStatedRange("[-1, 9223372036854775807] and [a, b] after");
   ASSERT_TRUE(r.has_value());
   EXPECT_EQ(r->lo, "-1");

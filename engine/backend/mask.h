@@ -24,10 +24,8 @@ uint64_t ThresholdBits(float* h, const float* threshold, int n);
 // A set of neuron indices kept as a bitmap and compacted to a sorted index list.
 class NeuronUnion {
  public:
-  explicit NeuronUnion(int64_t neurons) : bits_((neurons + 63) / 64, 0), neurons_(neurons) {}
+  explicit NeuronUnion(int64_t neurons) : bits_((neurons + 63) / 64, 0) {}
   void Clear() { std::fill(bits_.begin(), bits_.end(), 0); }
-  // ORs in the non-zero positions of a[0..neurons).
-  void AddNonZero(const float* a);
   // ORs in bits for neurons [64·w, 64·w + 64). Calls for different w may run concurrently.
   void OrWord(int64_t w, uint64_t bits) { bits_[w] |= bits; }
   // Sets the bits for neurons [64·w, 64·w + 64). Calls for different w may run concurrently.
@@ -39,7 +37,6 @@ class NeuronUnion {
 
  private:
   std::vector<uint64_t> bits_;
-  int64_t neurons_;
 };
 
 }  // namespace sparsed

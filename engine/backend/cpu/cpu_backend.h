@@ -72,12 +72,12 @@ class CpuBackend final : public Backend {
   void DownByRanges(
       int T, int64_t cols, float* y, bool direct,
       const std::function<void(int range, int64_t c0, int64_t c1, float* partial)>& fn);
-  // Applies the activation to act_ [T × F] in place over the pool and returns the number of
-  // non-zero outputs; with `masks`, also each token's non-zero bits (tok_bits_, [T × ⌈F/64⌉]
-  // words) and their union in *uni (cpu_ffn_mask.cc).
   // Runs fn over ranges [w0, w1) of W 64-neuron words on the pool and returns the sum of what it
   // returns. Ranges are disjoint, so fn may write its own words without locks.
   int64_t SumOverWords(int64_t W, const std::function<int64_t(int64_t w0, int64_t w1)>& fn);
+  // Applies the activation to act_ [T × F] in place over the pool and returns the number of
+  // non-zero outputs; with `masks`, also each token's non-zero bits (tok_bits_, [T × ⌈F/64⌉]
+  // words) and their union in *uni (cpu_ffn_mask.cc).
   int64_t ActivateAndMask(const FfnLayer& layer, int T, bool masks, NeuronUnion* uni);
   // The down projection's coefficients over the pool: h_[t, k] = act_[t, rows[k]] · up_[t, k]
   // (act_ alone when the layer is not gated; rows null = the first n neurons), for T tokens and n

@@ -1,7 +1,6 @@
 // The union sparse FFN on the CPU backend (README, "How the sparse FFN works (CPU)").
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/mask.h"
