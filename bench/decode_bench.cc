@@ -16,15 +16,18 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "bench/bandwidth.h"
 #include "bench/fma_peak.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine/model/weight_format.h"
 #include "tools/synthetic.h"
 #include "tools/text_eval.h"
 
@@ -52,6 +55,7 @@ struct Config {
   std::string label;
   Engine* engine;
   SparsityMode mode;
+  std::string base;  // the label of the `off` configuration of the same weights ("vs off")
 };
 
 constexpr const char* kUsage =
@@ -62,11 +66,14 @@ constexpr const char* kUsage =
     "                    [--steps N] [--rounds N] [--batches 1,4,16] [--prompt_len 8]\n"
     "                    [--kv_dtype fp32|bf16] [--prefill 128,512] [--prefill_chunk 256]\n"
     "                    [--text FILE] [--sparsity exact|threshold] [--compare_model DIR]\n"
+    "                    [--weights checkpoint,q8_0,q4_0]\n"
     "  --prefill: also time prompts of these lengths (one sequence, chunks of --prefill_chunk\n"
     "  tokens as the daemon's --max_prefill_chunk cuts them), against the FMA peak (CPU).\n"
     "  --text: each sequence's prompt is its own window of --prompt_len tokens of FILE (one\n"
     "  document per line, tokenized by --model's tokenizer) instead of synthetic token ids.\n"
-    "  --compare_model: a checkpoint of --model's shape timed beside it (its sparse modes).\n";
+    "  --compare_model: a checkpoint of --model's shape timed beside it (its sparse modes).\n"
+    "  --weights: the model loaded once per weight type listed (as --weights of the daemon),\n"
+    "  each timed off and sparse in the same rounds; \"vs off\" compares within a type.\n";
 
 // Batch size from which the FFN ran faster in dense cuBLAS than union sparse on an H100 at
 // LLaMA-2-7B shape and ~11% active (bench/results/gpu_h100_v10_e2e.md).
@@ -91,6 +98,7 @@ int Main(int argc, char** argv) {
   std::vector<int> batches = {1, 4, 16};
   std::vector<int> prefills;
   int prefill_chunk = 256;
+  std::vector<std::optional<DType>> weight_types = {std::nullopt};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has = i + 1 < argc;
@@ -132,7 +140,14 @@ int Main(int argc, char** argv) {
       compare_model = argv[++i];
     else if (a == "--sparsity" && has)
       sparsity = argv[++i];
-    else if (a == "--prefill_chunk" && has)
+    else if (a == "--weights" && has) {
+      weight_types.clear();
+      for (absl::string_view name : absl::StrSplit(argv[++i], ',')) {
+        auto w = ParseWeightFormat(name);
+        if (!w.ok()) return Fail(w.status());
+        weight_types.push_back(*w);
+      }
+    } else if (a == "--prefill_chunk" && has)
       prefill_chunk = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr, "%s", kUsage);
@@ -171,10 +186,11 @@ int Main(int argc, char** argv) {
   int max_prompt = prompt_len;
   for (int P : prefills) max_prompt = std::max(max_prompt, P);
   auto load = [&](int cublas_min_tokens, bool step_graphs = false, double per_token = -1,
-                  const std::string& dir = {},
-                  bool tokenizer = false) -> absl::StatusOr<std::unique_ptr<Engine>> {
+                  const std::string& dir = {}, bool tokenizer = false,
+                  std::optional<DType> weights = {}) -> absl::StatusOr<std::unique_ptr<Engine>> {
     EngineOptions o;
     o.model_dir = dir.empty() ? model : dir;
+    o.weights = weights;
     o.load_tokenizer = tokenizer;
     o.device = device;
     o.kv_blocks = std::max(max_batch * ((prompt_len + steps + 16) / 16 + 1), max_prompt / 16 + 2);
@@ -190,7 +206,7 @@ int Main(int argc, char** argv) {
     };
     return Engine::Load(o);
   };
-  auto engine_or = load(0, false, -1, {}, /*tokenizer=*/!text.empty());
+  auto engine_or = load(0, false, -1, {}, /*tokenizer=*/!text.empty(), weight_types[0]);
   if (!engine_or.ok()) return Fail(engine_or.status());
   Engine& engine = **engine_or;
   // Prompts: one window of --text per sequence, or synthetic ids.
@@ -210,15 +226,29 @@ int Main(int argc, char** argv) {
                ? static_cast<int32_t>(1 + (s * 131 + j * 17) % (engine.config().vocab_size - 1))
                : windows[s][j];
   };
+  auto suffix = [](std::optional<DType> w) {
+    return w ? ", " + WeightFormatName(w) : std::string();
+  };
+  const std::string off0 = "off" + suffix(weight_types[0]);
   std::unique_ptr<Engine> cublas_engine;
-  std::vector<Config> configs = {{"off", &engine, SparsityMode::kOff},
-                                 {sparsity, &engine, sparse_mode}};
+  std::vector<Config> configs = {{off0, &engine, SparsityMode::kOff, off0},
+                                 {sparsity + suffix(weight_types[0]), &engine, sparse_mode, off0}};
+  std::vector<std::unique_ptr<Engine>> weight_engines;  // the other --weights types
+  for (size_t i = 1; i < weight_types.size(); ++i) {
+    auto e = load(0, false, -1, {}, false, weight_types[i]);
+    if (!e.ok()) return Fail(e.status());
+    weight_engines.push_back(std::move(*e));
+    const std::string off = "off" + suffix(weight_types[i]);
+    configs.push_back({off, weight_engines.back().get(), SparsityMode::kOff, off});
+    configs.push_back(
+        {sparsity + suffix(weight_types[i]), weight_engines.back().get(), sparse_mode, off});
+  }
   std::unique_ptr<Engine> fallback_engine;
   if (cublas_baseline) {
     auto e = load(1);
     if (!e.ok()) return Fail(e.status());
     cublas_engine = std::move(*e);
-    configs.insert(configs.begin(), {"off, cuBLAS", cublas_engine.get(), SparsityMode::kOff});
+    configs.insert(configs.begin(), {"off, cuBLAS", cublas_engine.get(), SparsityMode::kOff, off0});
   }
   if (fallback) {
     // The host-side cost model: batches of at least kFallbackTokens run in cuBLAS.
@@ -226,22 +256,22 @@ int Main(int argc, char** argv) {
     if (!f.ok()) return Fail(f.status());
     fallback_engine = std::move(*f);
     configs.push_back({absl::StrFormat("exact, cuBLAS from %d tokens", kFallbackTokens),
-                       fallback_engine.get(), SparsityMode::kExact});
+                       fallback_engine.get(), SparsityMode::kExact, off0});
   }
   std::unique_ptr<Engine> graph_engine;
   if (graphs) {
     auto g = load(0, /*step_graphs=*/true);
     if (!g.ok()) return Fail(g.status());
     graph_engine = std::move(*g);
-    configs.push_back({"off, graphs", graph_engine.get(), SparsityMode::kOff});
-    configs.push_back({"exact, graphs", graph_engine.get(), SparsityMode::kExact});
+    configs.push_back({"off, graphs", graph_engine.get(), SparsityMode::kOff, off0});
+    configs.push_back({"exact, graphs", graph_engine.get(), SparsityMode::kExact, off0});
   }
   std::unique_ptr<Engine> union_engine;
   if (union_only) {
     auto u = load(0, false, /*per_token=*/0);
     if (!u.ok()) return Fail(u.status());
     union_engine = std::move(*u);
-    configs.push_back({sparsity + ", union only", union_engine.get(), sparse_mode});
+    configs.push_back({sparsity + ", union only", union_engine.get(), sparse_mode, off0});
   }
   std::unique_ptr<Engine> compare_engine, compare_union_engine;
   if (!compare_model.empty()) {
@@ -253,13 +283,13 @@ int Main(int argc, char** argv) {
         compare_engine->config().intermediate_size != engine.config().intermediate_size ||
         compare_engine->config().num_layers != engine.config().num_layers)
       return Fail(absl::InvalidArgumentError("--compare_model has another shape than --model"));
-    configs.push_back({sparsity + ", " + name, compare_engine.get(), sparse_mode});
+    configs.push_back({sparsity + ", " + name, compare_engine.get(), sparse_mode, off0});
     if (union_only) {
       auto u = load(0, false, /*per_token=*/0, compare_model);
       if (!u.ok()) return Fail(u.status());
       compare_union_engine = std::move(*u);
       configs.push_back(
-          {sparsity + ", union only, " + name, compare_union_engine.get(), sparse_mode});
+          {sparsity + ", union only, " + name, compare_union_engine.get(), sparse_mode, off0});
     }
   }
   const ModelConfig& c = engine.config();
@@ -398,7 +428,7 @@ int Main(int argc, char** argv) {
           r.bytes_per_step / 1e6, roof > 0 ? absl::StrFormat("%.2f", roof).c_str() : "n/a",
           roof > 0 ? absl::StrFormat("%.0f%%", 100 * med / roof).c_str() : "n/a",
           of_peak > 0 ? absl::StrFormat("%.0f%%", 100 * of_peak).c_str() : "n/a",
-          ratio("off").c_str(), ratio("off, cuBLAS").c_str(),
+          ratio(configs[ci].base.c_str()).c_str(), ratio("off, cuBLAS").c_str(),
           share.empty() ? "n/a" : absl::StrFormat("%.0f%%", 100 * share[share.size() / 2]).c_str());
     }
   }
@@ -451,11 +481,11 @@ int Main(int argc, char** argv) {
         "|\n"
         "|---|---|---|---|---|---|---|\n");
     for (int P : prefills) {
-      double off_med = 0;
+      std::map<std::string, double> med_of;
       for (size_t ci = 0; ci < configs.size(); ++ci) {
         std::vector<double>& v = secs_of[{P, ci}];
         std::sort(v.begin(), v.end());
-        if (configs[ci].label == "off") off_med = v[v.size() / 2];
+        med_of[configs[ci].label] = v[v.size() / 2];
       }
       for (size_t ci = 0; ci < configs.size(); ++ci) {
         const std::vector<double>& v = secs_of[{P, ci}];
@@ -468,9 +498,9 @@ int Main(int argc, char** argv) {
         std::printf("| %d | %s | %.1f (%.1f) | %.1f%% | %.1f | %s | %s |\n", P,
                     configs[ci].label.c_str(), P / med, P / v.back(), 100 * union_of[{P, ci}], gf,
                     peak > 0 ? absl::StrFormat("%.0f%%", 100 * gf / peak).c_str() : "n/a",
-                    configs[ci].label == "off" || off_med == 0
+                    configs[ci].label == configs[ci].base || !med_of.count(configs[ci].base)
                         ? ""
-                        : absl::StrFormat("%.2f×", off_med / med).c_str());
+                        : absl::StrFormat("%.2f×", med_of[configs[ci].base] / med).c_str());
       }
     }
   }

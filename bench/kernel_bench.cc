@@ -8,7 +8,11 @@
 // decode attention over an fp32 or bf16 KV cache; SiLU, the engine's loop against the library's
 // expf.
 //
+// --weights bf16,q8_0,q4_0 runs the product table once per weight type (the bf16 matrices
+// quantized as the engine's --weights does), bytes counted in each type's own size.
+//
 // Usage: kernel_bench [--isa avx512|avx2|generic] [--tokens 1,2,4,...] [--reps 3] [--quick]
+//                     [--weights bf16,q8_0,q4_0]
 // Output: a Markdown table on stdout; progress on stderr.
 #include <algorithm>
 #include <chrono>
@@ -20,10 +24,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "bench/bandwidth.h"
 #include "bench/fma_peak.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/mask.h"
+#include "engine/common/quantize.h"
+#include "engine/model/weight_format.h"
 #include "tools/ffn_fixture.h"
 
 namespace sparsed::bench {
@@ -76,14 +83,30 @@ struct Limits {
   double peak = 0, bw = 0;  // all threads: GFLOP/s, GB/s
 };
 
-void Row(const char* op, int T, double frac, double s, double flops, double bytes,
+void Row(DType wt, const char* op, int T, double frac, double s, double flops, double bytes,
          const Limits& lim) {
   const double gf = flops / s / 1e9, gb = bytes / s / 1e9;
-  std::printf("| %s | %d | %s | %.1f | %.1f | %.0f%% | %.1f | %.0f%% |\n", op, T,
+  std::printf("| %s | %s | %d | %s | %.1f | %.1f | %.0f%% | %.1f | %.0f%% |\n",
+              std::string(DTypeName(wt)).c_str(), op, T,
               frac >= 1 ? "dense"
                         : (std::to_string(static_cast<int>(std::lround(frac * 100))) + "%").c_str(),
               s * 1e6, gf, 100 * gf / lim.peak, gb, 100 * gb / lim.bw);
   std::fflush(stdout);
+}
+
+// m's rows converted to `to` (the engine's load-time conversion, weight_format.h), owned.
+Matrix Converted(const Matrix& m, DType to) {
+  if (to == m.dtype) return m;
+  Matrix out{nullptr, to, m.rows, m.cols, nullptr};
+  auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[out.bytes()]);
+  std::vector<float> row(static_cast<size_t>(m.cols));
+  for (int64_t r = 0; r < m.rows; ++r) {
+    DequantizeRow(m.Row(r), m.dtype, m.cols, row.data());
+    QuantizeRow(row.data(), m.cols, to, buf.get() + static_cast<size_t>(r) * out.row_bytes());
+  }
+  out.data = buf.get();
+  out.owner = std::shared_ptr<const void>(buf, buf.get());
+  return out;
 }
 
 // One decode step's attention for one layer: B sequences at position `context` - 1
@@ -119,9 +142,21 @@ int Main(int argc, char** argv) {
   std::string isa;
   std::vector<int> tokens = {1, 2, 4, 8, 16, 32, 64, 128, 256};
   int reps = 3;
+  std::vector<DType> weight_types = {DType::kBF16};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--isa" && i + 1 < argc) {
+    if (a == "--weights" && i + 1 < argc) {
+      weight_types.clear();
+      for (absl::string_view name : absl::StrSplit(argv[++i], ',')) {
+        auto w = ParseWeightFormat(name);
+        if (!w.ok() || !*w) {
+          std::fprintf(stderr, "kernel_bench: --weights takes bf16, q8_0 or q4_0, not '%s'\n",
+                       std::string(name).c_str());
+          return 2;
+        }
+        weight_types.push_back(**w);
+      }
+    } else if (a == "--isa" && i + 1 < argc) {
       isa = argv[++i];
     } else if (a == "--reps" && i + 1 < argc) {
       reps = std::max(1, std::atoi(argv[++i]));
@@ -137,7 +172,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: kernel_bench [--isa avx512|avx2|generic] [--tokens 1,2,...] "
-                   "[--reps N] [--quick]\n");
+                   "[--reps N] [--quick] [--weights bf16,q8_0,q4_0]\n");
       return 2;
     }
   }
@@ -161,16 +196,19 @@ int Main(int argc, char** argv) {
 
   std::fprintf(stderr, "kernel_bench: generating a 7B-shape FFN (bf16)...\n");
   const SyntheticFfn f(11008, 4096, 3);
-  const Matrix up{f.up.data(), DType::kBF16, f.F, f.d, nullptr};
-  const Matrix down{f.down_t.data(), DType::kBF16, f.F, f.d, nullptr};
+  const Matrix up_bf16{f.up.data(), DType::kBF16, f.F, f.d, nullptr};
+  const Matrix down_bf16{f.down_t.data(), DType::kBF16, f.F, f.d, nullptr};
+  const Matrix& up = up_bf16;
+  const Matrix& down = down_bf16;
   std::mt19937_64 rng(7);
   BackendOptions o;
   o.threads = threads;
   o.cpu_isa = std::string(kt.isa);
   CpuBackend be(o);
 
-  std::printf("| product | T | rows | µs | GFLOP/s | of FMA peak | GB/s | of bandwidth |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| weights | product | T | rows | µs | GFLOP/s | of FMA peak | GB/s | of bandwidth |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   const int maxT = *std::max_element(tokens.begin(), tokens.end());
   std::vector<float> x(static_cast<size_t>(maxT) * f.d), y(static_cast<size_t>(maxT) * f.F),
       h(static_cast<size_t>(maxT) * f.F), yd(static_cast<size_t>(maxT) * f.d);
@@ -184,22 +222,26 @@ int Main(int argc, char** argv) {
     be.DotRows(x.data(), 1, up, nullptr, f.F, y.data(), f.F, nullptr, 0);
     be.AxpyRows(h.data(), f.F, 1, f.F, nullptr, down, yd.data(), /*skip_zero_rows=*/false);
   }
-  for (int T : tokens) {
-    for (double frac : {1.0, 0.5, 0.11, 0.05}) {
-      std::fprintf(stderr, "kernel_bench: T=%d rows %.0f%%\n", T, frac * 100);
-      const std::vector<int32_t> rows = RandomRows(f.F, frac, rng);
-      const int64_t n = frac >= 1 ? f.F : static_cast<int64_t>(rows.size());
-      const int32_t* rp = frac >= 1 ? nullptr : rows.data();
-      const double wbytes = 2.0 * n * f.d;
-      const double flops = 2.0 * T * n * f.d;
-      const double sd = MedianSeconds(
-          flusher, reps, [&] { be.DotRows(x.data(), T, up, rp, n, y.data(), n, nullptr, 0); });
-      Row("dot (gate/up)", T, frac, sd, flops, wbytes, all);
-      const double sa = MedianSeconds(flusher, reps, [&] {
-        std::fill(yd.begin(), yd.begin() + static_cast<size_t>(T) * f.d, 0.f);
-        be.AxpyRows(h.data(), n, T, n, rp, down, yd.data(), /*skip_zero_rows=*/frac < 1);
-      });
-      Row("axpy (down)", T, frac, sa, flops, wbytes, all);
+  for (DType wt : weight_types) {
+    const Matrix wup = Converted(up_bf16, wt), wdown = Converted(down_bf16, wt);
+    for (int T : tokens) {
+      for (double frac : {1.0, 0.5, 0.11, 0.05}) {
+        std::fprintf(stderr, "kernel_bench: %s T=%d rows %.0f%%\n",
+                     std::string(DTypeName(wt)).c_str(), T, frac * 100);
+        const std::vector<int32_t> rows = RandomRows(f.F, frac, rng);
+        const int64_t n = frac >= 1 ? f.F : static_cast<int64_t>(rows.size());
+        const int32_t* rp = frac >= 1 ? nullptr : rows.data();
+        const double wbytes = static_cast<double>(n) * wup.row_bytes();
+        const double flops = 2.0 * T * n * f.d;
+        const double sd = MedianSeconds(
+            flusher, reps, [&] { be.DotRows(x.data(), T, wup, rp, n, y.data(), n, nullptr, 0); });
+        Row(wt, "dot (gate/up)", T, frac, sd, flops, wbytes, all);
+        const double sa = MedianSeconds(flusher, reps, [&] {
+          std::fill(yd.begin(), yd.begin() + static_cast<size_t>(T) * f.d, 0.f);
+          be.AxpyRows(h.data(), n, T, n, rp, wdown, yd.data(), /*skip_zero_rows=*/frac < 1);
+        });
+        Row(wt, "axpy (down)", T, frac, sa, flops, wbytes, all);
+      }
     }
   }
 

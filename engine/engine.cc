@@ -7,8 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "engine/backend/device.h"
+#include "engine/common/cpu_quota.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/fingerprint.h"
+#include "engine/model/weight_format.h"
 #include "engine/sparse/cett.h"
 
 namespace sparsed {
@@ -26,6 +28,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   ASSIGN_OR_RETURN(e->checkpoint_, Checkpoint::Open(options.model_dir));
   const ModelConfig& c = e->checkpoint_->config();
   ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(*e->checkpoint_, options.progress));
+  if (options.weights) {
+    const int threads = options.backend.threads > 0 ? options.backend.threads : UsableCpus();
+    RETURN_IF_ERROR(ConvertLinearWeights(*options.weights, threads, /*release_mapped_pages=*/true,
+                                         options.progress, &e->weights_));
+  }
   if (options.load_tokenizer) {
     const std::string tok = (std::filesystem::path(options.model_dir) / "tokenizer.model").string();
     ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Load(tok));

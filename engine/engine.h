@@ -35,6 +35,9 @@ struct EngineOptions {
   // memory; K and V are rounded to bf16 when written (attention arithmetic stays fp32), so
   // logits move by about bf16's rounding.
   std::string kv_cache_dtype = "fp32";
+  // The linear layers' weight type (weight_format.h): nullopt runs the checkpoint's own; bf16,
+  // q8_0 or q4_0 converts at load (block types on the CPU backend only).
+  std::optional<DType> weights;
   bool load_tokenizer = true;  // false: no tokenizer.model needed (kernel benchmarks)
   std::string device = "cpu";  // "cpu" | "cuda" (resolve "auto" with ResolveDevice first)
   BackendOptions backend;
@@ -87,13 +90,14 @@ class Engine {
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   // The model as the layers above see it from any thread (model_info.h).
   ModelInfo Info() const {
-    return ModelInfo{config(),
-                     fingerprint(),
-                     sparsity_mode(),
-                     weights().embed.dtype,
-                     static_cast<int64_t>(kv_blocks()) * kv_block_size(),
-                     context_tokens(),
-                     tokenizer()};
+    return ModelInfo{
+        config(),
+        fingerprint(),
+        sparsity_mode(),
+        weights().layers.empty() ? weights().embed.dtype : weights().layers[0].up.dtype,
+        static_cast<int64_t>(kv_blocks()) * kv_block_size(),
+        context_tokens(),
+        tokenizer()};
   }
   SparsityMode sparsity_mode() const { return mode_; }
   // Switching to threshold mode needs thresholds (loaded from sparsity.json or SetThresholds).

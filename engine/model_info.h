@@ -17,7 +17,7 @@ struct ModelInfo {
   ModelConfig config;
   std::string fingerprint;
   SparsityMode sparsity_mode = SparsityMode::kOff;
-  DType weight_dtype = DType::kF32;  // of the checkpoint's embedding table
+  DType weight_dtype = DType::kF32;  // of the linear layers as loaded (--weights)
   int64_t kv_cache_tokens = 0;       // KV blocks × tokens per block
   int64_t context_tokens = 0;        // longest sequence (prompt + generated) the engine takes
   // Thread-safe (tokenizer.h); null when the model has none. Owned by the engine: valid while the

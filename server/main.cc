@@ -261,6 +261,8 @@ int Main(int argc, char** argv) {
   log.Log(LogLevel::kInfo, "model loaded",
           absl::StrCat("type=", c.model_type, " layers=", c.num_layers, " hidden=", c.hidden_size,
                        " ffn=", c.intermediate_size, " activation=", ActivationName(c.activation),
+                       " weights=", DTypeName((*engine)->Info().weight_dtype), " linear_weight_mb=",
+                       static_cast<int64_t>((*engine)->WeightBytesPerStep(1.0) / 1e6),
                        " seconds=", absl::ToDoubleSeconds(absl::Now() - t0)));
   log.Log(LogLevel::kInfo, "device",
           absl::StrCat("device=", device->device, " backend=\"", (*engine)->backend().Describe(),

@@ -1,4 +1,5 @@
-// Every CPU op against the scalar reference, on every ISA the machine runs, for every dtype.
+// Every CPU op against the scalar reference, on every ISA the machine runs, for every weight type
+// (block-quantized ones with row lengths rounded up to whole blocks: WeightCols).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -24,13 +25,15 @@ class CpuOps : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
     backend_ = std::make_unique<CpuBackend>(o);
   }
   DType dtype() const { return std::get<1>(GetParam()); }
+  int Cols(int cols) const { return WeightCols(cols, dtype()); }
   std::unique_ptr<CpuBackend> backend_;
   std::mt19937_64 rng_{42};
 };
 
 TEST_P(CpuOps, MatMulMatchesReference) {
   for (int T : {1, 3, 4, 5, 17}) {
-    for (auto [N, K] : {std::pair{7, 64}, {33, 100}, {64, 37}, {129, 256}}) {
+    for (auto [N, k] : {std::pair{7, 64}, {33, 100}, {64, 37}, {129, 256}}) {
+      const int K = Cols(k);
       OwnedMatrix w = RandomMatrix(N, K, dtype(), rng_);
       std::vector<float> x = RandomVec(static_cast<size_t>(T) * K, rng_);
       std::vector<float> y(static_cast<size_t>(T) * N, NAN);
@@ -46,7 +49,7 @@ TEST_P(CpuOps, MatMulMatchesReference) {
 // is bitwise its result alone, whatever the batch size, the rows gathered or the thread count.
 TEST_P(CpuOps, ProductsBitwiseInvariantUpTo256Tokens) {
   const std::string isa = std::get<0>(GetParam());
-  const int N = 45, K = 83, F = 70, d = 83;
+  const int N = 45, K = Cols(83), F = 70, d = Cols(83);
   OwnedMatrix w = RandomMatrix(N, K, dtype(), rng_);
   OwnedMatrix wd = RandomMatrix(F, d, dtype(), rng_);
   const std::vector<int32_t> rows = {0, 2, 3, 9, 10, 11, 12, 30, 31, 44};
@@ -89,7 +92,7 @@ TEST_P(CpuOps, ProductsBitwiseInvariantUpTo256Tokens) {
 }
 
 TEST_P(CpuOps, MatMulRowsGathersRows) {
-  const int T = 6, N = 90, K = 80;
+  const int T = 6, N = 90, K = Cols(80);
   OwnedMatrix w = RandomMatrix(N, K, dtype(), rng_);
   std::vector<float> x = RandomVec(T * K, rng_);
   std::vector<int32_t> rows = {0, 3, 4, 17, 50, 89};
@@ -106,7 +109,7 @@ TEST_P(CpuOps, MatMulRowsGathersRows) {
 
 TEST_P(CpuOps, AxpyRowsSumsSelectedRowsInOrder) {
   const cpu::KernelTable& k = cpu::SelectKernels(std::get<0>(GetParam()));
-  const int T = 5, F = 70, d = 83;
+  const int T = 5, F = 70, d = Cols(83);
   OwnedMatrix w = RandomMatrix(F, d, dtype(), rng_);
   std::vector<int32_t> rows = {1, 2, 9, 33, 69};
   std::vector<float> h = RandomVec(T * rows.size(), rng_);
@@ -129,7 +132,7 @@ TEST_P(CpuOps, AxpyRowsSumsSelectedRowsInOrder) {
 }
 
 TEST_P(CpuOps, RmsNormEmbedAndResidual) {
-  const int T = 3, d = 50;
+  const int T = 3, d = Cols(50);
   std::vector<float> x = RandomVec(T * d, rng_), w = RandomVec(d, rng_), y(T * d);
   backend_->RmsNorm(x.data(), w.data(), T, d, 1e-5f, y.data());
   EXPECT_LT(ref::RelMaxError(y, ref::RmsNorm(x, T, w, 1e-5)), 1e-5);
@@ -191,7 +194,8 @@ TEST_P(CpuOps, PagedAttentionMatchesDenseCausal) {
 INSTANTIATE_TEST_SUITE_P(AllIsasAndDtypes, CpuOps,
                          ::testing::Combine(::testing::Values("avx512", "avx2", "generic"),
                                             ::testing::Values(DType::kF32, DType::kBF16,
-                                                              DType::kF16)),
+                                                              DType::kF16, DType::kQ8_0,
+                                                              DType::kQ4_0)),
                          NameAndDtype);
 
 }  // namespace

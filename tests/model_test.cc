@@ -18,6 +18,7 @@ using testing::GreedyBatch;
 struct ModelCase {
   std::string name, model_type, activation;
   DType dtype;
+  std::optional<DType> weights = {};  // converted at load (--weights)
 };
 
 class WholeModel : public ::testing::TestWithParam<ModelCase> {
@@ -43,7 +44,7 @@ std::vector<std::vector<int32_t>> Prompts() {
 }
 
 TEST_P(WholeModel, MatchesScalarReference) {
-  auto engine = testing::LoadEngine(dir_->path(), "");
+  auto engine = testing::LoadEngine(dir_->path(), "", 256, GetParam().weights);
   ASSERT_NE(engine, nullptr);
   const int V = static_cast<int>(engine->config().vocab_size);
   for (const auto& prompt : Prompts()) {
@@ -56,8 +57,8 @@ TEST_P(WholeModel, MatchesScalarReference) {
 }
 
 TEST_P(WholeModel, ExactAndOffAgree) {
-  auto exact = testing::LoadEngine(dir_->path(), "exact");
-  auto off = testing::LoadEngine(dir_->path(), "off");
+  auto exact = testing::LoadEngine(dir_->path(), "exact", 256, GetParam().weights);
+  auto off = testing::LoadEngine(dir_->path(), "off", 256, GetParam().weights);
   ASSERT_TRUE(exact && off);
   for (const auto& prompt : Prompts()) {
     auto a = GreedyBatch(*exact, {prompt}, 12);
@@ -68,7 +69,7 @@ TEST_P(WholeModel, ExactAndOffAgree) {
 }
 
 TEST_P(WholeModel, SequenceAloneEqualsSequenceInBatch) {
-  auto engine = testing::LoadEngine(dir_->path(), "");
+  auto engine = testing::LoadEngine(dir_->path(), "", 256, GetParam().weights);
   ASSERT_NE(engine, nullptr);
   const auto prompts = Prompts();
   auto batched = GreedyBatch(*engine, prompts, 10);
@@ -81,7 +82,7 @@ TEST_P(WholeModel, SequenceAloneEqualsSequenceInBatch) {
 }
 
 TEST_P(WholeModel, ChunkedPrefillEqualsOneShot) {
-  auto engine = testing::LoadEngine(dir_->path(), "");
+  auto engine = testing::LoadEngine(dir_->path(), "", 256, GetParam().weights);
   ASSERT_NE(engine, nullptr);
   const auto prompt = Prompts()[2];
   auto one = GreedyBatch(*engine, {prompt}, 1);
@@ -104,12 +105,18 @@ TEST_P(WholeModel, ChunkedPrefillEqualsOneShot) {
 
 INSTANTIATE_TEST_SUITE_P(
     Activations, WholeModel,
-    ::testing::Values(ModelCase{"llama_relu_bf16", "llama", "relu", DType::kBF16},
-                      ModelCase{"llama_relu2_f32", "llama", "relu2", DType::kF32},
-                      ModelCase{"sparsellama_fatrelu_bf16", "sparsellama", "fatrelu", DType::kBF16},
-                      ModelCase{"llama_silu_f16", "llama", "silu", DType::kF16},
-                      ModelCase{"minicpm_fatrelu_bf16", "minicpm", "fatrelu", DType::kBF16},
-                      ModelCase{"mistral_gelu_bf16", "mistral", "gelu", DType::kBF16}),
+    ::testing::Values(
+        ModelCase{"llama_relu_bf16", "llama", "relu", DType::kBF16},
+        ModelCase{"llama_relu2_f32", "llama", "relu2", DType::kF32},
+        ModelCase{"sparsellama_fatrelu_bf16", "sparsellama", "fatrelu", DType::kBF16},
+        ModelCase{"llama_silu_f16", "llama", "silu", DType::kF16},
+        ModelCase{"minicpm_fatrelu_bf16", "minicpm", "fatrelu", DType::kBF16},
+        ModelCase{"mistral_gelu_bf16", "mistral", "gelu", DType::kBF16},
+        ModelCase{"llama_relu_bf16_as_q8_0", "llama", "relu", DType::kBF16, DType::kQ8_0},
+        ModelCase{"sparsellama_fatrelu_bf16_as_q4_0", "sparsellama", "fatrelu", DType::kBF16,
+                  DType::kQ4_0},
+        ModelCase{"minicpm_relu2_f32_as_q4_0", "minicpm", "relu2", DType::kF32, DType::kQ4_0},
+        ModelCase{"llama_silu_f16_as_q8_0", "llama", "silu", DType::kF16, DType::kQ8_0}),
     [](const auto& info) { return info.param.name; });
 
 TEST(Engine, DefaultsToExactForReluFamilyOnly) {

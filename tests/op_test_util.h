@@ -14,6 +14,7 @@
 #include "engine/backend/backend.h"
 #include "engine/common/dtype.h"
 #include "engine/common/matrix.h"
+#include "engine/common/quantize.h"
 #include "engine/model/safetensors_writer.h"
 
 namespace sparsed {
@@ -24,12 +25,26 @@ struct OwnedMatrix {
   Matrix m;
 };
 
-// `v` ([rows × cols]) stored in `dt`.
+// `v` ([rows × cols]) stored in `dt` (block types quantized row by row: cols a multiple of 32).
 inline OwnedMatrix EncodeMatrix(const std::vector<float>& v, int64_t rows, int64_t cols, DType dt) {
   OwnedMatrix o;
-  o.bytes = EncodeTensor(v, dt);
+  if (IsBlockQuantized(dt)) {
+    const size_t rb = SpanBytes(dt, cols);
+    o.bytes.resize(static_cast<size_t>(rows) * rb);
+    for (int64_t r = 0; r < rows; ++r) {
+      QuantizeRow(v.data() + r * cols, cols, dt, o.bytes.data() + static_cast<size_t>(r) * rb);
+    }
+  } else {
+    o.bytes = EncodeTensor(v, dt);
+  }
   o.m = Matrix{o.bytes.data(), dt, rows, cols, nullptr};
   return o;
+}
+
+// A weight row length for `dt` near `cols`: cols itself, or for block types the next multiple
+// of 32 (rows of block types hold whole blocks).
+inline int WeightCols(int cols, DType dt) {
+  return IsBlockQuantized(dt) ? (cols + 31) / 32 * 32 : cols;
 }
 
 // n draws of N(0, scale²).
@@ -45,7 +60,7 @@ inline OwnedMatrix RandomMatrix(int64_t rows, int64_t cols, DType dt, std::mt199
   return EncodeMatrix(RandomVec(static_cast<size_t>(rows * cols), rng, scale), rows, cols, dt);
 }
 
-// "NAME_DTYPE" for a (name, dtype) test parameter, e.g. "avx512_BF16" or "cuda_F32".
+// "NAME_DTYPE" for a (name, dtype) test parameter, e.g. "avx512_BF16" or "cpu_Q4_0".
 inline std::string NameAndDtype(
     const ::testing::TestParamInfo<std::tuple<std::string, DType>>& info) {
   return std::get<0>(info.param) + "_" + std::string(DTypeName(std::get<1>(info.param)));

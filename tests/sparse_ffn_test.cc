@@ -7,6 +7,7 @@
 
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/model/safetensors_writer.h"
+#include "tests/op_test_util.h"
 #include "tests/reference/reference.h"
 #include "tools/ffn_fixture.h"
 
@@ -30,9 +31,9 @@ struct TestFfn {
       for (float& x : *v) x = nd(rng);
     }
     SetGateBias(&g, d, rates);
-    gate_b = EncodeTensor(g, dt);
-    up_b = EncodeTensor(u, dt);
-    down_b = EncodeTensor(dn, dt);
+    gate_b = EncodeMatrix(g, F, d, dt).bytes;
+    up_b = EncodeMatrix(u, F, d, dt).bytes;
+    down_b = EncodeMatrix(dn, F, d, dt).bytes;
     gate = {gate_b.data(), dt, F, d, nullptr};
     up = {up_b.data(), dt, F, d, nullptr};
     down_t = {down_b.data(), dt, F, d, nullptr};
@@ -123,7 +124,10 @@ INSTANTIATE_TEST_SUITE_P(Masks, SparseFfn,
                                            Case{Activation::kRelu, 0.11, 3.0, DType::kBF16},
                                            Case{Activation::kRelu2, 0.3, 0.0, DType::kF32},
                                            Case{Activation::kFatRelu, 0.11, 2.0, DType::kF16},
-                                           Case{Activation::kSilu, 0.5, 0.0, DType::kBF16}),
+                                           Case{Activation::kSilu, 0.5, 0.0, DType::kBF16},
+                                           Case{Activation::kRelu, 0.11, 3.0, DType::kQ8_0},
+                                           Case{Activation::kFatRelu, 0.11, 2.0, DType::kQ4_0},
+                                           Case{Activation::kSilu, 0.5, 0.0, DType::kQ8_0}),
                          [](const auto& info) {
                            const Case& c = info.param;
                            return std::string(ActivationName(c.act)) + "_r" +
@@ -134,10 +138,13 @@ INSTANTIATE_TEST_SUITE_P(Masks, SparseFfn,
 
 // Every path a step can take — union products (register tiles over the union), per-token
 // products (each token's own neurons), the dense fallback — on every ISA and thread count, at
-// batch sizes up to 256 and shapes off the vector widths (d = 83: partial vectors in every dot
-// and every column block): a token's output is bitwise its output alone on that ISA.
-TEST(SparseFfnInvariance, EveryPathIsaThreadCountAndBatchSize) {
-  TestFfn f(300, 83, 0.11, 2.0, DType::kBF16, 21);
+// batch sizes up to 256, for every weight type, with shapes off the vector widths (d = 83 for
+// bf16: partial vectors in every dot and every column block; quantized rows hold whole blocks,
+// d = 96): a token's output is bitwise its output alone on that ISA.
+class SparseFfnInvariance : public ::testing::TestWithParam<DType> {};
+
+TEST_P(SparseFfnInvariance, EveryPathIsaThreadCountAndBatchSize) {
+  TestFfn f(300, WeightCols(83, GetParam()), 0.11, 2.0, GetParam(), 21);
   const FfnLayer layer = f.Layer(Activation::kFatRelu, 0.05f);
   std::mt19937_64 rng(17);
   const std::vector<float> x0 = f.Input(1, rng);
@@ -173,6 +180,10 @@ TEST(SparseFfnInvariance, EveryPathIsaThreadCountAndBatchSize) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(WeightTypes, SparseFfnInvariance,
+                         ::testing::Values(DType::kBF16, DType::kQ8_0, DType::kQ4_0),
+                         [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 TEST(SparseFfnNonGated, MatchesReference) {
   TestFfn f(256, 64, 0.1, 0.0, DType::kBF16, 3);

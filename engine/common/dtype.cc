@@ -14,6 +14,10 @@ absl::string_view DTypeName(DType t) {
       return "BF16";
     case DType::kF16:
       return "F16";
+    case DType::kQ8_0:
+      return "Q8_0";
+    case DType::kQ4_0:
+      return "Q4_0";
   }
   return "?";
 }
@@ -45,6 +49,18 @@ float F16ToF32(uint16_t h) {
     v = std::ldexp(static_cast<float>(mant | 0x400u), static_cast<int>(exp) - 25);
   }
   return sign ? -v : v;
+}
+
+float BlockElementAsF32(const void* data, DType t, size_t i) {
+  const auto* block = static_cast<const uint8_t*>(data) + (i / kQuantBlock) * QuantBlockBytes(t);
+  uint16_t scale;
+  std::memcpy(&scale, block, sizeof scale);
+  const float d = F16ToF32(scale);
+  const size_t j = i % kQuantBlock;
+  if (t == DType::kQ8_0) return static_cast<float>(static_cast<int8_t>(block[2 + j])) * d;
+  const uint8_t byte = block[2 + j % 16];
+  const int code = j < 16 ? (byte & 0x0f) : (byte >> 4);
+  return static_cast<float>(code - 8) * d;
 }
 
 uint16_t F32ToF16(float f) {
@@ -82,6 +98,9 @@ void StoreFromF32(void* data, DType t, size_t i, float v) {
     case DType::kF16:
       static_cast<uint16_t*>(data)[i] = F32ToF16(v);
       break;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+      break;  // a block's elements share a scale: written a row at a time (quantize.h)
   }
 }
 

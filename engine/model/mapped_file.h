@@ -30,6 +30,11 @@ class MappedFile {
   std::string path_;
 };
 
+// Drops the pages wholly inside [p, p + n) of a read-only file mapping from this process's
+// resident set (a later read maps them again from the file): for data copied out of a mapping
+// that will not be read again. A no-op for memory that is not such a mapping's.
+void ReleaseMappedPages(const void* p, size_t n);
+
 // Reads a whole (small) file into a string.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 

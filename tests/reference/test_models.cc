@@ -28,9 +28,11 @@ std::unique_ptr<TempDir> MakeModel(const SyntheticModelSpec& spec) {
   return dir;
 }
 
-std::unique_ptr<Engine> LoadEngine(const std::string& dir, const std::string& mode, int kv_blocks) {
+std::unique_ptr<Engine> LoadEngine(const std::string& dir, const std::string& mode, int kv_blocks,
+                                   std::optional<DType> weights) {
   EngineOptions o;
   o.model_dir = dir;
+  o.weights = weights;
   o.sparsity_mode = mode;
   o.kv_blocks = kv_blocks;
   o.backend.threads = 2;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,7 @@ std::unique_ptr<TempDir> MakeModel(const SyntheticModelSpec& spec);
 
 // Loads an engine on `dir` with a small KV cache.
 std::unique_ptr<Engine> LoadEngine(const std::string& dir, const std::string& mode,
-                                   int kv_blocks = 256);
+                                   int kv_blocks = 256, std::optional<DType> weights = {});
 
 struct GreedyResult {
   std::vector<std::vector<int32_t>> tokens;      // generated ids per prompt

@@ -129,7 +129,6 @@ void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* 
 void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows,
                           const Matrix& w, float* y, bool skip_zero_rows) {
   const int64_t F = w.rows, cols = w.cols;
-  const size_t es = DTypeSize(w.dtype);
   int64_t bounds[kDownChunks + 1];
   for (int c = 0; c <= kDownChunks; ++c) {
     const int64_t neuron = DownChunkStart(F, c);
@@ -143,9 +142,7 @@ void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const i
                [&](int c, int64_t cg0, int64_t cg1, float* p) {
                  const int64_t b = bounds[c], cnt = bounds[c + 1] - bounds[c];
                  if (cnt == 0) return;
-                 const void* base =
-                     rows ? w.data
-                          : static_cast<const char*>(w.data) + static_cast<size_t>(b * cols) * es;
+                 const void* base = rows ? w.data : w.Row(b);
                  kernels_.axpy_rows(h + b, ldh, T, cnt, rows ? rows + b : nullptr, base, w.dtype,
                                     cols, cg0, cg1, p, cols, skip_zero_rows);
                });
@@ -167,7 +164,8 @@ void CpuBackend::DownByRanges(
       direct
           ? std::clamp<int64_t>((2 * pool_.num_threads() + kDownChunks - 1) / kDownChunks, 1, most)
           : std::min<int64_t>(2 * pool_.num_threads(), most));
-  auto col_bound = [&](int g) { return cols * g / groups / 16 * 16; };
+  // Group bounds are whole quantization blocks (32 columns), so every weight type splits alike.
+  auto col_bound = [&](int g) { return cols * g / groups / kQuantBlock * kQuantBlock; };
   const size_t slab = static_cast<size_t>(T) * cols;
   partial_.resize(kDownChunks * slab);
   pool_.ParallelFor(kDownChunks * groups, [&](int task) {

@@ -47,7 +47,7 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
   // 2. Up: tasks are ranges of neuron ids small enough to stay in cache while every token reads
   // its rows among them.
   const int64_t per_range =
-      std::max<int64_t>(16, kUpRangeBytes / (d * static_cast<int64_t>(DTypeSize(up.dtype))));
+      std::max<int64_t>(16, kUpRangeBytes / static_cast<int64_t>(up.row_bytes()));
   const int ranges = static_cast<int>((F + per_range - 1) / per_range);
   pool_.ParallelFor(ranges, [&](int task) {
     const int64_t lo = task * per_range, hi = lo + per_range;

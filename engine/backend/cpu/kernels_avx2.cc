@@ -26,7 +26,9 @@ struct V : X86Prefetch {
   static Reg LoadXPart(const float* p, int n) { return _mm256_maskload_ps(p, Mask(n)); }
   template <DType D>
   static Reg LoadW(const void* base, int64_t k) {
-    if constexpr (D == DType::kF32) {
+    if constexpr (IsBlockQuantized(D)) {
+      return LoadQuant<D>(base, k);
+    } else if constexpr (D == DType::kF32) {
       return _mm256_loadu_ps(static_cast<const float*>(base) + k);
     } else {
       return Widen<D>(_mm_loadu_si128(
@@ -35,13 +37,37 @@ struct V : X86Prefetch {
   }
   template <DType D>
   static Reg LoadWPart(const void* base, int64_t k, int n) {
-    if constexpr (D == DType::kF32) {
+    if constexpr (IsBlockQuantized(D)) {
+      alignas(32) float tmp[kLanes] = {};
+      for (int i = 0; i < n; ++i) tmp[i] = blocked::QuantElement<D>(base, k + i);
+      return _mm256_load_ps(tmp);
+    } else if constexpr (D == DType::kF32) {
       return _mm256_maskload_ps(static_cast<const float*>(base) + k, Mask(n));
     } else {
       alignas(16) uint16_t tmp[8] = {};
       std::memcpy(tmp, static_cast<const uint16_t*>(base) + k, static_cast<size_t>(n) * 2);
       return Widen<D>(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)));
     }
+  }
+  // 8 weights of a quantized row: a quarter of block k / 32, codes widened to int32, then × the
+  // block's scale (exact).
+  template <DType D>
+  static Reg LoadQuant(const void* base, int64_t k) {
+    const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
+    const int j = static_cast<int>(k % kQuantBlock);
+    short h;
+    std::memcpy(&h, block, sizeof h);
+    const __m256 d = _mm256_cvtph_ps(_mm_set1_epi16(h));
+    __m256i q;
+    if constexpr (D == DType::kQ8_0) {
+      q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + j)));
+    } else {
+      __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + (j & 15)));
+      if (j >= 16) b = _mm_srli_epi16(b, 4);
+      b = _mm_and_si128(b, _mm_set1_epi8(0x0f));
+      q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(8));
+    }
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
   }
   template <DType D>
   static Reg Widen(__m128i h) {

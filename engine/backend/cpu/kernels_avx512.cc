@@ -7,6 +7,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/kernels_blocked.h"
 #include "engine/backend/cpu/kernels_x86.h"
@@ -27,7 +29,9 @@ struct V : X86Prefetch {
   static Reg LoadXPart(const float* p, int n) { return _mm512_maskz_loadu_ps(Mask(n), p); }
   template <DType D>
   static Reg LoadW(const void* base, int64_t k) {
-    if constexpr (D == DType::kF32) {
+    if constexpr (IsBlockQuantized(D)) {
+      return LoadQuant<D>(base, k);
+    } else if constexpr (D == DType::kF32) {
       return _mm512_loadu_ps(static_cast<const float*>(base) + k);
     } else {
       const __m256i h = _mm256_loadu_si256(
@@ -37,11 +41,35 @@ struct V : X86Prefetch {
   }
   template <DType D>
   static Reg LoadWPart(const void* base, int64_t k, int n) {
-    if constexpr (D == DType::kF32) {
+    if constexpr (IsBlockQuantized(D)) {
+      alignas(64) float tmp[kLanes] = {};
+      for (int i = 0; i < n; ++i) tmp[i] = blocked::QuantElement<D>(base, k + i);
+      return _mm512_load_ps(tmp);
+    } else if constexpr (D == DType::kF32) {
       return _mm512_maskz_loadu_ps(Mask(n), static_cast<const float*>(base) + k);
     } else {
       return Widen<D>(_mm256_maskz_loadu_epi16(Mask(n), static_cast<const uint16_t*>(base) + k));
     }
+  }
+  // 16 weights of a quantized row: half of block k / 32, codes widened to int32, then × the
+  // block's scale (exact).
+  template <DType D>
+  static Reg LoadQuant(const void* base, int64_t k) {
+    const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
+    const int j = static_cast<int>(k % kQuantBlock);
+    short h;
+    std::memcpy(&h, block, sizeof h);
+    const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16(h));
+    __m512i q;
+    if constexpr (D == DType::kQ8_0) {
+      q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2 + j)));
+    } else {
+      __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+      if (j != 0) b = _mm_srli_epi16(b, 4);
+      b = _mm_and_si128(b, _mm_set1_epi8(0x0f));
+      q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(b), _mm512_set1_epi32(8));
+    }
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), d);
   }
   template <DType D>
   static Reg Widen(__m256i h) {

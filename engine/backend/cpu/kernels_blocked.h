@@ -9,6 +9,10 @@
 //   rows when a call has at most kDotToksNarrow tokens: decode's weight streams) and kAxToks,
 //   kAxVecs (axpy tile).
 //   *Part variants touch only the first n < kLanes lanes (the rest read as 0).
+//   For block-quantized D (dtype.h), LoadW<D>(base, k) needs base at a block boundary and k a
+//   multiple of kLanes (kLanes divides kQuantBlock, so a vector never straddles two blocks); it
+//   returns the weights dequantized exactly (code × fp16 scale), so every path that reads a
+//   quantized weight reads the same fp32 value, and the orders below hold unchanged.
 //
 // Summation orders (the batch-invariance contract of kernels.h):
 //   dot:  lane l of one accumulator sums x[k]·w[k] for k ≡ l (mod kLanes) in increasing k, the
@@ -22,6 +26,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -42,6 +47,29 @@ constexpr int64_t kPrefetchBytes = 512;
 // Up to this many tokens the down projection reads weights straight into its register tiles
 // (one or two tiles per block of rows); more convert each block to an fp32 panel first.
 constexpr int kAxDirectTokens = 8;
+
+// Weight elements per 64 bytes of a row (a prefetch every cache line).
+template <DType D>
+constexpr int64_t kElemsPerLine = IsBlockQuantized(D)
+                                      ? 64 / static_cast<int64_t>(QuantBlockBytes(D)) * kQuantBlock
+                                      : 64 / static_cast<int64_t>(DTypeSize(D));
+
+// Element k of a row of block type D starting at base, as fp32 (the scalar form of LoadW, for
+// partial vectors; the same exact value).
+template <DType D>
+inline float QuantElement(const void* base, int64_t k) {
+  const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
+  uint16_t h;
+  std::memcpy(&h, block, sizeof h);
+  const float d = F16ToF32(h);
+  const int64_t j = k % kQuantBlock;
+  if constexpr (D == DType::kQ8_0) {
+    return static_cast<float>(static_cast<int8_t>(block[2 + j])) * d;
+  } else {
+    const uint8_t b = block[2 + j % 16];
+    return static_cast<float>((j < 16 ? (b & 0x0f) : (b >> 4)) - 8) * d;
+  }
+}
 
 // Calls f(std::integral_constant<int, n>{}) for a run-time count n in [1, Max]: the tiles'
 // token counts are template arguments, so their accumulators live in registers.
@@ -102,14 +130,14 @@ inline void DotTile(const float* const* xr, const void* const* w, int nrows, int
     for (int r = 0; r < R; ++r) wv[r] = V::template LoadW<D>(w[r], k);
     // Software prefetch kPrefetchBytes ahead along each row, running on into the next block's
     // rows near the end: gathered rows defeat the hardware prefetchers at every row start.
-    constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
-    if (prefetch != nullptr && ((k * es) & 63) == 0) {
-      const int64_t ahead = k * es + kPrefetchBytes;
+    if (prefetch != nullptr && k % kElemsPerLine<D> == 0) {
+      const int64_t ahead = static_cast<int64_t>(SpanBytes(D, k)) + kPrefetchBytes;
+      const int64_t row = static_cast<int64_t>(SpanBytes(D, K));
       for (int r = 0; r < R; ++r) {
-        if (ahead < K * es) {
+        if (ahead < row) {
           V::Prefetch(static_cast<const char*>(w[r]) + ahead);
         } else if (prefetch[r] != nullptr) {
-          V::Prefetch(static_cast<const char*>(prefetch[r]) + (ahead - K * es));
+          V::Prefetch(static_cast<const char*>(prefetch[r]) + (ahead - row));
         }
       }
     }
@@ -141,7 +169,7 @@ template <class V, DType D, int R, int NT, bool kPrefetch>
 void DotRowsBlocked(const float* x, int64_t ldx, int T, const void* w, int64_t K,
                     const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
                     const float* need, int64_t ld_need) {
-  const size_t row_bytes = static_cast<size_t>(K) * DTypeSize(D);
+  const size_t row_bytes = SpanBytes(D, K);
   auto row_ptr = [&](int64_t i) {
     return static_cast<const void*>(static_cast<const char*>(w) + (rows ? rows[i] : i) * row_bytes);
   };
@@ -340,7 +368,6 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
   constexpr int L = V::kLanes, NT = V::kAxToks, CB = V::kAxVecs * L;
   constexpr int kMaxRows = 64, kMaxTiles = 8;
   constexpr int64_t kPanelFloats = 64 * 1024;  // 256 KiB: an L2-resident panel
-  constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
   const int64_t stride = (width_all + L - 1) / L * L + L;
   const int rows_per_block =
       static_cast<int>(std::clamp<int64_t>(kPanelFloats / stride, 1, kMaxRows));
@@ -373,7 +400,7 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
       float* dst = pan + q * stride;
       int64_t c = 0;
       for (; c + L <= width_all; c += L) {
-        if (pf != nullptr && ((c * es) & 63) == 0) V::Prefetch(pf + c * es);
+        if (pf != nullptr && c % kElemsPerLine<D> == 0) V::Prefetch(pf + SpanBytes(D, c));
         V::Store(dst + c, V::template LoadW<D>(src, c));
       }
       if (c < width_all)
@@ -391,10 +418,11 @@ void AxpyPanel(const float* h, int64_t ldh, int T, int64_t n, const char* const*
   }
 }
 
+// Block types: c0 and c1 − c0 are multiples of kQuantBlock (whole blocks of every row).
 template <class V, DType D>
 void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
               int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip_zero_rows) {
-  constexpr int64_t es = static_cast<int64_t>(DTypeSize(D));
+  const size_t row_bytes = SpanBytes(D, cols), col0 = SpanBytes(D, c0);
   constexpr int64_t kChunk = 1024;  // row pointers computed per chunk of rows
   const char* rp[kChunk + 64];
   for (int64_t b = 0; b < n; b += kChunk) {
@@ -403,7 +431,7 @@ void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows
     const bool panel = T > kAxDirectTokens;
     const int64_t extra = panel ? std::min<int64_t>(64, n - b - cnt) : 0;
     for (int64_t j = 0; j < cnt + extra; ++j)
-      rp[j] = static_cast<const char*>(w) + ((rows ? rows[b + j] : b + j) * cols + c0) * es;
+      rp[j] = static_cast<const char*>(w) + (rows ? rows[b + j] : b + j) * row_bytes + col0;
     if (panel) {
       AxpyPanel<V, D>(h + b, ldh, T, cnt, rp, cnt + extra, c1 - c0, y + c0, ldy, skip_zero_rows);
     } else {
@@ -424,6 +452,10 @@ void DotRowsAny(const float* x, int64_t ldx, int T, const void* w, DType dt, int
       return DotRows<V, DType::kBF16>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
     case DType::kF16:
       return DotRows<V, DType::kF16>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
+    case DType::kQ8_0:
+      return DotRows<V, DType::kQ8_0>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
+    case DType::kQ4_0:
+      return DotRows<V, DType::kQ4_0>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
   }
 }
 
@@ -437,6 +469,10 @@ void AxpyRowsAny(const float* h, int64_t ldh, int T, int64_t n, const int32_t* r
       return AxpyRows<V, DType::kBF16>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
     case DType::kF16:
       return AxpyRows<V, DType::kF16>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
+    case DType::kQ8_0:
+      return AxpyRows<V, DType::kQ8_0>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
+    case DType::kQ4_0:
+      return AxpyRows<V, DType::kQ4_0>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
   }
 }
 

@@ -36,7 +36,11 @@ struct V {
   }
   template <DType D>
   static Reg LoadWPart(const void* base, int64_t k, int n) {
-    if constexpr (D == DType::kF32) {
+    if constexpr (IsBlockQuantized(D)) {
+      Reg f{};
+      for (int i = 0; i < n; ++i) f[i] = blocked::QuantElement<D>(base, k + i);
+      return f;
+    } else if constexpr (D == DType::kF32) {
       return LoadXPart(static_cast<const float*>(base) + k, n);
     } else if constexpr (D == DType::kBF16) {
       vh8 h{};

@@ -108,6 +108,11 @@ bool CudaBackend::Failed(const absl::Status& status) {
 }
 
 absl::Status CudaBackend::PrepareFfn(const FfnLayer& layer) {
+  if (IsBlockQuantized(layer.up->dtype)) {
+    return absl::UnimplementedError(
+        absl::StrCat("the CUDA backend runs bf16, fp16 and fp32 FFN weights; ",
+                     DTypeName(layer.up->dtype), " weights run on the CPU backend (--device=cpu)"));
+  }
   if (layer.gate == nullptr) {
     return absl::UnimplementedError(
         "the CUDA backend runs gated FFNs (gate, up, down) only; this model has no gate_proj");

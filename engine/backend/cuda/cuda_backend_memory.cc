@@ -180,6 +180,12 @@ void CudaBackend::ForgetHostData(const float* host) {
 
 absl::Status CudaBackend::PrepareWeights(const std::vector<const Matrix*>& matrices) {
   for (const Matrix* m : matrices) {
+    if (IsBlockQuantized(m->dtype)) {
+      return absl::UnimplementedError(absl::StrCat(
+          "the CUDA backend runs bf16, fp16 and fp32 weights; ", DTypeName(m->dtype),
+          " weights run on the CPU backend (--device=cpu), or load the checkpoint's own type "
+          "(--weights=checkpoint)"));
+    }
     if (m->cols % 8 != 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("the CUDA backend needs weight rows of a multiple of 8 elements; a ",

@@ -1,0 +1,116 @@
+#include "engine/model/weight_format.h"
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/common/quantize.h"
+#include "engine/common/thread_pool.h"
+#include "engine/model/mapped_file.h"
+
+namespace sparsed {
+namespace {
+
+// The converted copy of m (rows converted in parallel), or an error naming `name`.
+// `release`: m's pages of the mapped checkpoint are not read again (dropped from the resident
+// set once converted).
+absl::StatusOr<Matrix> Convert(const Matrix& m, DType to, const std::string& name, bool release,
+                               ThreadPool& pool) {
+  if (IsBlockQuantized(to) && m.cols % kQuantBlock != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": ", DTypeName(to), " quantizes rows in blocks of ", kQuantBlock,
+        " weights, and this tensor's rows hold ", m.cols, "; load it with --weights=checkpoint"));
+  }
+  Matrix out;
+  out.dtype = to;
+  out.rows = m.rows;
+  out.cols = m.cols;
+  auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[std::max<size_t>(out.bytes(), 1)]);
+  out.data = buf.get();
+  out.owner = std::shared_ptr<const void>(buf, buf.get());
+  std::atomic<int64_t> bad_row{-1};
+  const int tasks = std::max(1, std::min<int>(4 * pool.num_threads(), static_cast<int>(m.rows)));
+  pool.ParallelFor(tasks, [&](int task) {
+    std::vector<float> row(static_cast<size_t>(m.cols));
+    for (int64_t r = m.rows * task / tasks; r < m.rows * (task + 1) / tasks; ++r) {
+      DequantizeRow(m.Row(r), m.dtype, m.cols, row.data());
+      if (!QuantizeRow(row.data(), m.cols, to,
+                       buf.get() + static_cast<size_t>(r) * out.row_bytes()))
+        bad_row.store(r);
+    }
+  });
+  if (bad_row.load() >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": row ", bad_row.load(),
+                                                   " holds a NaN or an infinity; ", DTypeName(to),
+                                                   " cannot represent it"));
+  }
+  if (release && m.owner == nullptr) ReleaseMappedPages(m.data, m.bytes());
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<DType>> ParseWeightFormat(absl::string_view s) {
+  if (s == "checkpoint") return std::optional<DType>();
+  if (s == "bf16") return std::optional<DType>(DType::kBF16);
+  if (s == "q8_0") return std::optional<DType>(DType::kQ8_0);
+  if (s == "q4_0") return std::optional<DType>(DType::kQ4_0);
+  return absl::InvalidArgumentError(
+      absl::StrCat("weights must be checkpoint, bf16, q8_0 or q4_0, not '", s, "'"));
+}
+
+std::string WeightFormatName(std::optional<DType> t) {
+  if (!t) return "checkpoint";
+  switch (*t) {
+    case DType::kF32:
+      return "fp32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "fp16";
+    case DType::kQ8_0:
+      return "q8_0";
+    case DType::kQ4_0:
+      return "q4_0";
+  }
+  return "?";
+}
+
+absl::Status ConvertLinearWeights(DType to, int threads, bool release_mapped_pages,
+                                  const ProgressFn& progress, ModelWeights* w) {
+  ThreadPool pool(std::max(1, threads));
+  auto convert = [&](Matrix* m, const std::string& name, bool release) -> absl::Status {
+    if (m->data == nullptr || m->dtype == to) return absl::OkStatus();
+    absl::StatusOr<Matrix> c = Convert(*m, to, name, release && release_mapped_pages, pool);
+    if (!c.ok()) return c.status();
+    *m = *std::move(c);
+    return absl::OkStatus();
+  };
+  const int total = static_cast<int>(w->layers.size()) + 1;
+  const std::string what = absl::StrCat("layers converted to ", WeightFormatName(to));
+  for (size_t i = 0; i < w->layers.size(); ++i) {
+    LayerWeights& l = w->layers[i];
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    for (auto [m, name] :
+         {std::pair{&l.q, "self_attn.q_proj.weight"}, std::pair{&l.k, "self_attn.k_proj.weight"},
+          std::pair{&l.v, "self_attn.v_proj.weight"}, std::pair{&l.o, "self_attn.o_proj.weight"},
+          std::pair{&l.gate, "mlp.gate_proj.weight"}, std::pair{&l.up, "mlp.up_proj.weight"},
+          std::pair{&l.down_t, "mlp.down_proj.weight (neuron-major)"}}) {
+      const absl::Status s = convert(m, p + name, /*release=*/true);
+      if (!s.ok()) return s;
+    }
+    if (progress) progress(static_cast<int>(i) + 1, total, what);
+  }
+  // A tied head shares the embedding's storage: the converted copy is the head's alone, and the
+  // embedding's pages stay mapped.
+  const bool tied = w->lm_head.data == w->embed.data;
+  const absl::Status s = convert(
+      &w->lm_head, tied ? "model.embed_tokens.weight (tied LM head)" : "lm_head.weight", !tied);
+  if (!s.ok()) return s;
+  if (progress) progress(total, total, what);
+  return absl::OkStatus();
+}
+
+}  // namespace sparsed

@@ -1,0 +1,39 @@
+// The weight type the linear layers run in (--weights): the checkpoint's own, or a conversion at
+// load — bf16, or the block-quantized q8_0 / q4_0 of dtype.h.
+//
+// Converted: every layer's q, k, v, o, gate, up and (transposed) down projections, and the LM
+// head (a copy of its own when it is tied to the embedding). The embedding table stays in the
+// checkpoint's type: a step reads only its tokens' rows. Quantization runs along each stored
+// row — the reduction dimension of q/k/v/o/gate/up/LM head, and the hidden dimension of a
+// neuron's down-projection row — so a union still gathers whole, independently addressable
+// rows. Every converted matrix is dequantized exactly on every path (quantize.h), so `exact`
+// stays bitwise `off` of the same converted model.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/common/dtype.h"
+#include "engine/model/weights.h"
+
+namespace sparsed {
+
+// "checkpoint" → nullopt (as stored); "bf16", "q8_0", "q4_0" → that type. INVALID_ARGUMENT
+// naming the accepted spellings otherwise.
+absl::StatusOr<std::optional<DType>> ParseWeightFormat(absl::string_view s);
+// The spelling ParseWeightFormat accepts for `t` ("bf16", "q8_0", ...); "checkpoint" for nullopt.
+std::string WeightFormatName(std::optional<DType> t);
+
+// Converts w's linear weights to `to` in place, over `threads` threads (at least 1), reporting
+// progress per layer. With `release_mapped_pages`, the pages a converted view (a Matrix without
+// an owner) was read from are dropped from the resident set (ReleaseMappedPages): REQUIRES then
+// that every such view lies in a read-only file mapping, as LoadModelWeights' do. Errors name
+// the tensor: INVALID_ARGUMENT when a block type meets a row length that is not a multiple of
+// 32, or a weight that is not finite.
+absl::Status ConvertLinearWeights(DType to, int threads, bool release_mapped_pages,
+                                  const ProgressFn& progress, ModelWeights* w);
+
+}  // namespace sparsed
