@@ -49,15 +49,15 @@ struct V : X86Prefetch {
       return Widen<D>(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)));
     }
   }
-  // 8 weights of a quantized row: a quarter of block k / 32, codes widened to int32, then × the
-  // block's scale (exact).
-  template <DType D>
-  static Reg LoadQuant(const void* base, int64_t k) {
-    const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
-    const int j = static_cast<int>(k % kQuantBlock);
-    short h;
+  // A block's scale (fp16 → fp32, exact).
+  static float Scale(const uint8_t* block) {
+    unsigned short h;
     std::memcpy(&h, block, sizeof h);
-    const __m256 d = _mm256_cvtph_ps(_mm_set1_epi16(h));
+    return _cvtsh_ss(h);
+  }
+  // Codes j … j + 7 of a block (j a multiple of 8) as floats: q for Q8_0, nibble − 8 for Q4_0.
+  template <DType D>
+  static Reg Codes(const uint8_t* block, int j) {
     __m256i q;
     if constexpr (D == DType::kQ8_0) {
       q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + j)));
@@ -67,7 +67,14 @@ struct V : X86Prefetch {
       b = _mm_and_si128(b, _mm_set1_epi8(0x0f));
       q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(8));
     }
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+    return _mm256_cvtepi32_ps(q);
+  }
+  static Reg Mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
+  // 8 weights of a quantized row: codes × the block's scale (exact).
+  template <DType D>
+  static Reg LoadQuant(const void* base, int64_t k) {
+    const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
+    return Mul(Codes<D>(block, static_cast<int>(k % kQuantBlock)), Bcast(Scale(block)));
   }
   template <DType D>
   static Reg Widen(__m128i h) {

@@ -51,15 +51,15 @@ struct V : X86Prefetch {
       return Widen<D>(_mm256_maskz_loadu_epi16(Mask(n), static_cast<const uint16_t*>(base) + k));
     }
   }
-  // 16 weights of a quantized row: half of block k / 32, codes widened to int32, then × the
-  // block's scale (exact).
-  template <DType D>
-  static Reg LoadQuant(const void* base, int64_t k) {
-    const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
-    const int j = static_cast<int>(k % kQuantBlock);
-    short h;
+  // A block's scale (fp16 → fp32, exact).
+  static float Scale(const uint8_t* block) {
+    unsigned short h;
     std::memcpy(&h, block, sizeof h);
-    const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16(h));
+    return _cvtsh_ss(h);
+  }
+  // Codes j … j + 15 of a block (j = 0 or 16) as floats: q for Q8_0, nibble − 8 for Q4_0.
+  template <DType D>
+  static Reg Codes(const uint8_t* block, int j) {
     __m512i q;
     if constexpr (D == DType::kQ8_0) {
       q = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2 + j)));
@@ -69,7 +69,14 @@ struct V : X86Prefetch {
       b = _mm_and_si128(b, _mm_set1_epi8(0x0f));
       q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(b), _mm512_set1_epi32(8));
     }
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), d);
+    return _mm512_cvtepi32_ps(q);
+  }
+  static Reg Mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
+  // 16 weights of a quantized row: codes × the block's scale (exact).
+  template <DType D>
+  static Reg LoadQuant(const void* base, int64_t k) {
+    const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
+    return Mul(Codes<D>(block, static_cast<int>(k % kQuantBlock)), Bcast(Scale(block)));
   }
   template <DType D>
   static Reg Widen(__m256i h) {

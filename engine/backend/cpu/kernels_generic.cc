@@ -55,6 +55,25 @@ struct V {
       return f;
     }
   }
+  static float Scale(const uint8_t* block) {
+    uint16_t h;
+    std::memcpy(&h, block, sizeof h);
+    return F16ToF32(h);
+  }
+  template <DType D>
+  static Reg Codes(const uint8_t* block, int j) {
+    Reg f{};
+    for (int i = 0; i < kLanes; ++i) {
+      if constexpr (D == DType::kQ8_0) {
+        f[i] = static_cast<float>(static_cast<int8_t>(block[2 + j + i]));
+      } else {
+        const uint8_t b = block[2 + (j + i) % 16];
+        f[i] = static_cast<float>((j + i < 16 ? (b & 0x0f) : (b >> 4)) - 8);
+      }
+    }
+    return f;
+  }
+  static Reg Mul(Reg a, Reg b) { return a * b; }
   // Multiply then add (the baseline instruction set has no fused form; std::fma would be a
   // library call per lane). The order of operations is the same as the SIMD tables'.
   static Reg Fma(Reg a, Reg b, Reg c) { return a * b + c; }
