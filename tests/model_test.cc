@@ -52,7 +52,11 @@ TEST_P(WholeModel, MatchesScalarReference) {
     ASSERT_EQ(r.first_logits.size(), 1u);
     const std::vector<float> all = ref::ModelLogits(engine->config(), engine->weights(), prompt);
     const std::vector<float> last(all.end() - V, all.end());
-    EXPECT_LT(ref::RelMaxError(r.first_logits[0], last), 1e-4);
+    // Quantized weights meet activations rounded to 8 bits per token: a last-bit difference in
+    // an activation (float here, double in the reference) can move its code by one, so the
+    // bound is the code step's, not float rounding's (the kernels themselves are held to 2e-5
+    // against the same reference in cpu_ops_test).
+    EXPECT_LT(ref::RelMaxError(r.first_logits[0], last), GetParam().weights ? 1e-2 : 1e-4);
   }
 }
 

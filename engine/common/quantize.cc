@@ -65,6 +65,22 @@ bool QuantizeRow(const float* x, int64_t n, DType t, void* dst) {
   return true;
 }
 
+void QuantizeActivationRow(const float* x, int64_t n, int8_t* q, float* d) {
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    const float* xb = x + b * kQuantBlock;
+    float amax = 0.f;
+    for (int j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float scale = amax / 127.f;
+    const float inv = scale != 0.f ? 1.f / scale : 0.f;
+    d[b] = scale;
+    for (int j = 0; j < kQuantBlock; ++j) {
+      float r = std::nearbyint(xb[j] * inv);
+      r = r >= -127.f ? (r <= 127.f ? r : 127.f) : -127.f;  // NaN → −127
+      q[b * kQuantBlock + j] = static_cast<int8_t>(r);
+    }
+  }
+}
+
 void DequantizeRow(const void* src, DType t, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = LoadAsF32(src, t, static_cast<size_t>(i));
 }

@@ -18,6 +18,12 @@ namespace sparsed {
 // Returns false, writing nothing meaningful, when x holds a NaN or an infinity.
 bool QuantizeRow(const float* x, int64_t n, DType t, void* dst);
 
+// Activations for the quantized dot (KernelTable::dot_rows_q): x[0, n) (n a multiple of
+// kQuantBlock) as int8 codes q[0, n) and one fp32 scale per block d[0, n/32] — d = max|x| / 127,
+// q = x / d rounded to nearest even, so |q| ≤ 127. A token's codes depend on that token alone.
+// Non-finite values give codes clamped to ±127 (never undefined behaviour).
+void QuantizeActivationRow(const float* x, int64_t n, int8_t* q, float* d);
+
 // out[0, n) ← the row src of type t as fp32 (n a multiple of kQuantBlock for block types).
 void DequantizeRow(const void* src, DType t, int64_t n, float* out);
 

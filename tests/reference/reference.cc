@@ -7,13 +7,34 @@
 
 namespace sparsed::ref {
 
+namespace {
+
+// x [T × K] as the quantized dot reads it: per token and block of 32, d = max|x| / 127, code =
+// x · (1/d) rounded to nearest even; the values code · d.
+std::vector<double> QuantizedActivations(const std::vector<float>& x, int T, int64_t K) {
+  std::vector<double> out(static_cast<size_t>(T) * K);
+  for (int64_t b = 0; b < T * K; b += 32) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+    const float d = amax / 127.f, inv = d != 0 ? 1.f / d : 0.f;
+    for (int j = 0; j < 32; ++j) out[b + j] = double(std::nearbyint(x[b + j] * inv)) * d;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<float> MatMul(const std::vector<float>& x, int T, const Matrix& w) {
   std::vector<float> y(static_cast<size_t>(T) * w.rows);
+  // Block-quantized weights meet activations quantized per token (KernelTable::dot_rows_q).
+  std::vector<double> xs = IsBlockQuantized(w.dtype)
+                               ? QuantizedActivations(x, T, w.cols)
+                               : std::vector<double>(x.begin(), x.begin() + T * w.cols);
   for (int t = 0; t < T; ++t) {
     for (int64_t r = 0; r < w.rows; ++r) {
       double s = 0;
       for (int64_t c = 0; c < w.cols; ++c)
-        s += double(x[t * w.cols + c]) * LoadAsF32(w.Row(r), w.dtype, c);
+        s += xs[t * w.cols + c] * LoadAsF32(w.Row(r), w.dtype, c);
       y[t * w.rows + r] = static_cast<float>(s);
     }
   }

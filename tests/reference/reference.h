@@ -11,7 +11,8 @@
 
 namespace sparsed::ref {
 
-// y[T × rows] = x[T × cols] · Wᵀ.
+// y [T × w.rows] = x · wᵀ in double; for block-quantized w, x is first quantized per token in
+// blocks of 32 as the quantized dot does (KernelTable::dot_rows_q).
 std::vector<float> MatMul(const std::vector<float>& x, int T, const Matrix& w);
 std::vector<float> RmsNorm(const std::vector<float>& x, int T, const std::vector<float>& w,
                            double eps);

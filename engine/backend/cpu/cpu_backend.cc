@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/common/quantize.h"
 #include "engine/common/cpu_quota.h"
 
 namespace sparsed {
@@ -116,14 +117,35 @@ void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* 
   const int64_t per_task = (T + tok_tasks - 1) / tok_tasks;
   const int64_t tok_chunk = (per_task + kTokensPerTask - 1) / kTokensPerTask * kTokensPerTask;
   tok_tasks = (T + tok_chunk - 1) / tok_chunk;
+  const bool quantized = IsBlockQuantized(w.dtype);
+  if (quantized) QuantizeActivations(x, T, w.cols);
   pool_.ParallelFor(static_cast<int>(row_tasks * tok_tasks), [&](int task) {
     const int64_t rt = task / tok_tasks, tt = task % tok_tasks;
     const int64_t i0 = rt * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
     const int64_t t0 = tt * tok_chunk, t1 = std::min<int64_t>(T, t0 + tok_chunk);
+    if (quantized) {
+      kernels_.dot_rows_q(xq_.data() + t0 * w.cols, xd_.data() + t0 * (w.cols / kQuantBlock),
+                          static_cast<int>(t1 - t0), w.data, w.dtype, w.cols, rows, i0, i1,
+                          y + t0 * ldy, ldy, need ? need + t0 * ld_need : nullptr, ld_need);
+      return;
+    }
     kernels_.dot_rows(x + t0 * w.cols, w.cols, static_cast<int>(t1 - t0), w.data, w.dtype, w.cols,
                       rows, i0, i1, y + t0 * ldy, ldy, need ? need + t0 * ld_need : nullptr,
                       ld_need);
   });
+}
+
+void CpuBackend::QuantizeActivations(const float* x, int T, int64_t K) {
+  const int64_t nb = K / kQuantBlock;
+  xq_.resize(static_cast<size_t>(T) * K);
+  xd_.resize(static_cast<size_t>(T) * nb);
+  auto rows = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      QuantizeActivationRow(x + t * K, K, xq_.data() + t * K, xd_.data() + t * nb);
+  };
+  if (T < 8) return rows(0, T);
+  const int tasks = std::min(T, 4 * pool_.num_threads());
+  pool_.ParallelFor(tasks, [&](int k) { rows(int64_t{T} * k / tasks, int64_t{T} * (k + 1) / tasks); });
 }
 
 void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows,

@@ -46,6 +46,10 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
   };
   // 2. Up: tasks are ranges of neuron ids small enough to stay in cache while every token reads
   // its rows among them.
+  // Quantized weights: each token's codes are the ones the union products use (a token's
+  // quantization depends on it alone).
+  const bool quantized = IsBlockQuantized(up.dtype);
+  if (quantized) QuantizeActivations(x, T, d);
   const int64_t per_range =
       std::max<int64_t>(16, kUpRangeBytes / static_cast<int64_t>(up.row_bytes()));
   const int ranges = static_cast<int>((F + per_range - 1) / per_range);
@@ -55,8 +59,14 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
       const auto [j0, j1] = range_of(t, lo, hi);
       if (j0 == j1) continue;
       const int64_t off = tok_off_[t];
-      kernels_.dot_rows(x + t * d, d, 1, up.data, up.dtype, d, tok_rows_.data() + off, j0, j1,
-                        tok_up_.data() + off, 0, nullptr, 0);
+      if (quantized) {
+        kernels_.dot_rows_q(xq_.data() + t * d, xd_.data() + t * (d / kQuantBlock), 1, up.data,
+                            up.dtype, d, tok_rows_.data() + off, j0, j1, tok_up_.data() + off, 0,
+                            nullptr, 0);
+      } else {
+        kernels_.dot_rows(x + t * d, d, 1, up.data, up.dtype, d, tok_rows_.data() + off, j0, j1,
+                          tok_up_.data() + off, 0, nullptr, 0);
+      }
     }
   });
   for (int t = 0; t < T; ++t) {

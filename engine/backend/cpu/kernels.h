@@ -23,6 +23,15 @@ struct KernelTable {
   void (*dot_rows)(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_t K,
                    const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
                    const float* need, int64_t ld_need);
+  // The dot for block-quantized W (dt kQ8_0 or kQ4_0, K a multiple of kQuantBlock) against
+  // activations quantized per token in the same blocks (QuantizeActivationRow): xq [T × K] int8
+  // codes, xd [T × K/32] fp32 scales. For i in [i0, i1), r = rows ? rows[i] : i, t < T:
+  //   y[t·ldy + i] = Σ_b dw[r, b] · xd[t, b] · Σ_j w[r, b, j] · xq[t, b, j]
+  // Each block's code dot is exact (integer); blocks are added in increasing b into vector lanes
+  // and summed in a fixed order: the order depends on K only, as for dot_rows. need: as there.
+  void (*dot_rows_q)(const int8_t* xq, const float* xd, int T, const void* w, DType dt, int64_t K,
+                     const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
+                     const float* need, int64_t ld_need);
   // For columns [c0, c1) of y and for i in [0, n) in order, r = rows ? rows[i] : i; for t < T:
   //   y[t·ldy + c] += h[t·ldh + i] · W[r][c]   (W has `cols` columns).
   // Each element gets one fused multiply-add per row in index order, so each y[t] depends only

@@ -282,6 +282,111 @@ void DotRows(const float* x, int64_t ldx, int T, const void* w, int64_t K, const
 }
 
 // ---------------------------------------------------------------------------------------------
+// dot_rows_q: block-quantized weights against block-quantized activations. Q provides, for a
+// vector of 32 codes Q::Codes and an accumulator Q::Acc:
+//   Zero(), Scale(block) (the block's fp32 scale), LoadW<D>(block) (its 32 codes, signed),
+//   LoadX(p), Abs(x), Fma(w, x, |x|, s, acc) = acc + s · (Σ w·x spread over the lanes, exact),
+//   HSum(acc) in a fixed order; tiles kRowsNarrow × 1 token (decode) and kRows × kToks.
+
+// One tile: R rows × NT tokens (xq[q], xd[q]: token q's codes and scales), block by block.
+template <class Q, DType D, int R, int NT>
+inline void QuantDotTile(const int8_t* const* xq, const float* const* xd, const void* const* w,
+                         int nrows, int64_t K, float* const* yr) {
+  constexpr int64_t bb = static_cast<int64_t>(QuantBlockBytes(D));
+  typename Q::Acc acc[R][NT];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < NT; ++t) acc[r][t] = Q::Zero();
+  for (int64_t b = 0; b < K / kQuantBlock; ++b) {
+    typename Q::Codes wc[R];
+    float dw[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = static_cast<const uint8_t*>(w[r]) + b * bb;
+      dw[r] = Q::Scale(blk);
+      wc[r] = Q::template LoadW<D>(blk);
+    }
+    for (int t = 0; t < NT; ++t) {
+      const typename Q::Codes x = Q::LoadX(xq[t] + b * kQuantBlock);
+      const typename Q::Codes ax = Q::Abs(x);
+      const float dx = xd[t][b];
+      for (int r = 0; r < R; ++r) acc[r][t] = Q::Fma(wc[r], x, ax, dw[r] * dx, acc[r][t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int r = 0; r < nrows; ++r) yr[t][r] = Q::HSum(acc[r][t]);
+}
+
+// The walk of DotRowsBlocked (token groups in cache, blocks of R rows, `need` gathering full
+// tiles) over quantized activations.
+template <class Q, DType D, int R, int NT>
+void QuantDotRowsBlocked(const int8_t* xq, const float* xd, int T, const void* w, int64_t K,
+                         const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
+                         const float* need, int64_t ld_need) {
+  const size_t row_bytes = SpanBytes(D, K);
+  const int64_t nb = K / kQuantBlock;
+  auto row_ptr = [&](int64_t i) {
+    return static_cast<const void*>(static_cast<const char*>(w) + (rows ? rows[i] : i) * row_bytes);
+  };
+  constexpr int kMaxGroup = 10 * NT;
+  const int group = static_cast<int>(
+      std::clamp<int64_t>((256 * 1024 / std::max<int64_t>(1, K)) / NT * NT, NT, kMaxGroup));
+  const int8_t* xg[kMaxGroup];
+  const float* dg[kMaxGroup];
+  float* yg[kMaxGroup];
+  for (int g0 = 0; g0 < T; g0 += group) {
+    const int g1 = std::min(T, g0 + group);
+    for (int64_t i = i0; i < i1; i += R) {
+      const int nrows = static_cast<int>(std::min<int64_t>(R, i1 - i));
+      const void* wr[R];
+      for (int r = 0; r < R; ++r) wr[r] = row_ptr(i + std::min(r, nrows - 1));
+      int m = 0;
+      for (int t = g0; t < g1; ++t) {
+        float* yt = y + t * ldy + i;
+        if (need != nullptr) {
+          bool any = false;
+          for (int r = 0; r < nrows && !any; ++r)
+            any = need[t * ld_need + (rows ? rows[i + r] : i + r)] != 0.f;
+          if (!any) {
+            for (int r = 0; r < nrows; ++r) yt[r] = 0.f;
+            continue;
+          }
+        }
+        xg[m] = xq + t * K;
+        dg[m] = xd + t * nb;
+        yg[m++] = yt;
+      }
+      const int tiles = (m + NT - 1) / NT;
+      for (int k = 0; k < tiles; ++k) {
+        const int q0 = m * k / tiles, q1 = m * (k + 1) / tiles;
+        WithCount<NT>(q1 - q0, [&](auto nt) {
+          QuantDotTile<Q, D, R, decltype(nt)::value>(xg + q0, dg + q0, wr, nrows, K, yg + q0);
+        });
+      }
+    }
+  }
+}
+
+template <class Q>
+void QuantDotRowsAny(const int8_t* xq, const float* xd, int T, const void* w, DType dt, int64_t K,
+                     const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
+                     const float* need, int64_t ld_need) {
+  auto run = [&](auto d) {
+    constexpr DType D = decltype(d)::value;
+    if (T <= 1) {
+      QuantDotRowsBlocked<Q, D, Q::kRowsNarrow, 1>(xq, xd, T, w, K, rows, i0, i1, y, ldy, need,
+                                                   ld_need);
+    } else {
+      QuantDotRowsBlocked<Q, D, Q::kRows, Q::kToks>(xq, xd, T, w, K, rows, i0, i1, y, ldy, need,
+                                                    ld_need);
+    }
+  };
+  if (dt == DType::kQ8_0) {
+    run(std::integral_constant<DType, DType::kQ8_0>{});
+  } else if (dt == DType::kQ4_0) {
+    run(std::integral_constant<DType, DType::kQ4_0>{});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // axpy_rows: y[t·ldy + c] += Σ_i h[t·ldh + i] · W[rows ? rows[i] : i][c], i in order.
 
 // One tile: NT tokens × VN vectors of columns starting at column c of the rows (the last vector

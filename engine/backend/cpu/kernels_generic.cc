@@ -90,10 +90,48 @@ struct V {
   static void Prefetch(const void* p) { __builtin_prefetch(p); }
 };
 
+// The quantized dot's traits (kernels_blocked.h): a block's integer dot in one int32, scaled
+// and added to one float per (row, token) in block order (multiply then add, as Fma above).
+struct Q {
+  using Acc = float;
+  struct Codes {
+    int8_t v[kQuantBlock];
+  };
+  static constexpr int kRowsNarrow = 4, kRows = 2, kToks = 4;
+  static Acc Zero() { return 0.f; }
+  static float Scale(const uint8_t* block) { return V::Scale(block); }
+  template <DType D>
+  static Codes LoadW(const uint8_t* block) {
+    Codes c;
+    for (int j = 0; j < kQuantBlock; ++j) {
+      if constexpr (D == DType::kQ8_0) {
+        c.v[j] = static_cast<int8_t>(block[2 + j]);
+      } else {
+        const uint8_t b = block[2 + j % 16];
+        c.v[j] = static_cast<int8_t>((j < 16 ? (b & 0x0f) : (b >> 4)) - 8);
+      }
+    }
+    return c;
+  }
+  static Codes LoadX(const int8_t* p) {
+    Codes c;
+    std::memcpy(c.v, p, sizeof c.v);
+    return c;
+  }
+  static Codes Abs(Codes x) { return x; }
+  static Acc Fma(const Codes& w, const Codes& x, const Codes&, float s, Acc acc) {
+    int32_t sum = 0;
+    for (int j = 0; j < kQuantBlock; ++j) sum += int32_t{w.v[j]} * x.v[j];
+    return static_cast<float>(sum) * s + acc;
+  }
+  static float HSum(Acc a) { return a; }
+};
+
 }  // namespace
 
 const KernelTable& Table() {
-  static const KernelTable t{"generic", &blocked::DotRowsAny<V>, &blocked::AxpyRowsAny<V>};
+  static const KernelTable t{"generic", &blocked::DotRowsAny<V>, &blocked::QuantDotRowsAny<Q>,
+                             &blocked::AxpyRowsAny<V>};
   return t;
 }
 
