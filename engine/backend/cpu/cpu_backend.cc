@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "engine/common/quantize.h"
 #include "engine/common/cpu_quota.h"
+#include "engine/common/quantize.h"
 
 namespace sparsed {
 namespace {
@@ -145,7 +145,8 @@ void CpuBackend::QuantizeActivations(const float* x, int T, int64_t K) {
   };
   if (T < 8) return rows(0, T);
   const int tasks = std::min(T, 4 * pool_.num_threads());
-  pool_.ParallelFor(tasks, [&](int k) { rows(int64_t{T} * k / tasks, int64_t{T} * (k + 1) / tasks); });
+  pool_.ParallelFor(tasks,
+                    [&](int k) { rows(int64_t{T} * k / tasks, int64_t{T} * (k + 1) / tasks); });
 }
 
 void CpuBackend::AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows,

@@ -97,7 +97,8 @@ struct V : X86Prefetch {
 }  // namespace
 
 const KernelTable& Table() {
-  static const KernelTable t{"avx2", &blocked::DotRowsAny<V>, &blocked::QuantDotRowsAny<QuantDotX86<4, 2, 4>>,
+  static const KernelTable t{"avx2", &blocked::DotRowsAny<V>,
+                             &blocked::QuantDotRowsAny<QuantDotX86<4, 2, 4>>,
                              &blocked::AxpyRowsAny<V>};
   return t;
 }

@@ -102,7 +102,8 @@ struct V : X86Prefetch {
 }  // namespace
 
 const KernelTable& Table() {
-  static const KernelTable t{"avx512", &blocked::DotRowsAny<V>, &blocked::QuantDotRowsAny<QuantDotX86<8, 4, 4>>,
+  static const KernelTable t{"avx512", &blocked::DotRowsAny<V>,
+                             &blocked::QuantDotRowsAny<QuantDotX86<8, 4, 4>>,
                              &blocked::AxpyRowsAny<V>};
   return t;
 }

@@ -405,9 +405,27 @@ inline void AxpyTile(const float* const* hrow, int64_t ldh, int n, const void* c
                                             : V::LoadX(y + t * ldy + v * L);
   for (int j = 0; j < n; ++j) {
     Reg wv[VN];
-    for (int v = 0; v < VN; ++v)
-      wv[v] = (v == VN - 1 && last < L) ? V::template LoadWPart<D>(w[j], c + v * L, last)
-                                        : V::template LoadW<D>(w[j], c + v * L);
+    if constexpr (IsBlockQuantized(D)) {
+      // Whole blocks (no partial vector); each block's scale converted once per row: the values
+      // LoadW gives.
+      const auto* row = static_cast<const uint8_t*>(w[j]);
+      float scale = 0.f;
+      int64_t cur = -1;
+      for (int v = 0; v < VN; ++v) {
+        const int64_t k = c + v * L, b = k / kQuantBlock;
+        const uint8_t* blk = row + b * static_cast<int64_t>(QuantBlockBytes(D));
+        if (b != cur) {
+          scale = V::Scale(blk);
+          cur = b;
+        }
+        wv[v] =
+            V::Mul(V::template Codes<D>(blk, static_cast<int>(k % kQuantBlock)), V::Bcast(scale));
+      }
+    } else {
+      for (int v = 0; v < VN; ++v)
+        wv[v] = (v == VN - 1 && last < L) ? V::template LoadWPart<D>(w[j], c + v * L, last)
+                                          : V::template LoadW<D>(w[j], c + v * L);
+    }
     for (int t = 0; t < NT; ++t) {
       const Reg hb = V::Bcast(hrow[j][t * ldh]);
       for (int v = 0; v < VN; ++v) acc[t][v] = V::Fma(hb, wv[v], acc[t][v]);

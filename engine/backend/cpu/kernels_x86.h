@@ -43,8 +43,7 @@ struct QuantDotX86 {
       // Byte j holds code j (low nibble) and code j + 16 (high): low lane ← low nibbles.
       const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
       const __m256i both = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-      return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)),
-                             _mm256_set1_epi8(8));
+      return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
     }
   }
   static Codes LoadX(const int8_t* p) {
