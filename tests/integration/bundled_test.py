@@ -9,6 +9,9 @@
 3. The same sparsity.json given for the other model: the daemon refuses to start and names it.
 4. `sparsed` on models/sparsed-tiny-prosparse (sparsellama, FATReLU) with default flags: exact
    sparsity, and the greedy continuation of every reference prompt equals PyTorch's.
+5. `sparsed --weights q8_0` on models/sparsed-tiny: model info and the start-up log say Q8_0, and
+   the greedy continuation starts as PyTorch's bf16 one does; an unknown --weights is refused at
+   start-up, naming the flag.
 
 Usage: bundled_test.py --bin BUILD/bin --source REPO [--work DIR]
 """
@@ -119,6 +122,28 @@ def main():
                 options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
             check(list(r.token_ids) == p["greedy"],
                   f"ProSparse model: served greedy continuation equals PyTorch's: {r.text!r}")
+
+    # 5. Quantized at load.
+    with daemon("q8_0", "--model", sparse, "--weights", "q8_0") as d:
+        stub, info = stub_for(d)
+        check(info.dtype == "Q8_0" and "weights=Q8_0" in d.log(),
+              f"--weights q8_0: model info dtype {info.dtype!r}")
+        n = len(reference["greedy"])
+        r = stub.Generate(pb.GenerateRequest(
+            prompt=reference["prompt"], add_bos=True, sampling=pb.SamplingParams(temperature=0.0),
+            stopping=pb.StoppingParams(max_new_tokens=n, ignore_eos=True),
+            options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
+        same = 0
+        while same < min(n, len(r.token_ids)) and r.token_ids[same] == reference["greedy"][same]:
+            same += 1
+        check(len(r.token_ids) == n and same >= 8,
+              f"q8_0 greedy continuation shares {same} of {n} leading tokens with bf16's: {r.text!r}")
+    with daemon("bad_weights", "--model", sparse, "--weights", "q5_1") as d:
+        rc = d.wait(60)
+        if rc is None:
+            rc = 0
+    check(rc != 0 and "weights" in d.log() and "q5_1" in d.log(),
+          f"--weights q5_1 refused at start-up (exit {rc})")
 
     print(f"{len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0
