@@ -206,27 +206,33 @@ inline void DotTile(const float* const* xr, const void* const* w, int nrows, int
     for (int r = 0; r < nrows; ++r) yr[t][r] = V::HSum(acc[r][t]);
 }
 
-// Tokens are walked in groups that keep their rows of x in the L2 cache while the rows of a
-// task sweep past them; inside a group, each block of kDotRows weight rows (in L1) meets the
-// group's tokens kDotToks at a time. `need` (optional, [T × ld_need] indexed by weight row id):
-// only tokens with a non-zero need entry on some row of the block are computed for it (gathered
-// into full tiles); the others' outputs for the block are set to 0.
-// Blocks of R rows, tiles of at most NT tokens; `prefetch`: whether tiles prefetch along rows.
-template <class V, DType D, int R, int NT, bool kPrefetch>
-void DotRowsBlocked(const float* x, int64_t ldx, int T, const void* w, int64_t K,
-                    const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
-                    const float* need, int64_t ld_need) {
-  const size_t row_bytes = SpanBytes(D, K);
+// Tokens per group for a dot whose activations take `token_bytes` each: ~256 KiB, whole tiles of
+// NT, at most kMaxGroupTiles tiles.
+constexpr int kMaxGroupTiles = 10;
+template <int NT>
+int GroupTokens(int64_t token_bytes) {
+  return static_cast<int>(std::clamp<int64_t>(
+      (256 * 1024 / std::max<int64_t>(1, token_bytes)) / NT * NT, NT, kMaxGroupTiles * NT));
+}
+
+// The walk of every dot: tokens in groups of `group` (GroupTokens: their activations stay in the
+// L2 cache while the rows of a task sweep past them); inside a group, each block of R weight rows
+// (in L1) meets the group's tokens NT at a time. `need` (optional, [T × ld_need] indexed by weight
+// row id): only tokens with a non-zero need entry on some row of the block are computed for it
+// (gathered into full tiles); the others' outputs for the block are set to 0. For each tile:
+//   tile(nt, toks, wr, nrows, pf, yr): nt a std::integral_constant (the tile's token count),
+//   toks its token ids, wr the block's row pointers (the last repeated for a short block), pf
+//   the next block's rows for the first tile of the first group (null otherwise: later tiles
+//   find the rows in cache), yr each token's outputs at the block.
+template <int R, int NT, class Tile>
+void WalkDotRows(int T, int group, const void* w, size_t row_bytes, const int32_t* rows, int64_t i0,
+                 int64_t i1, float* y, int64_t ldy, const float* need, int64_t ld_need,
+                 Tile&& tile) {
   auto row_ptr = [&](int64_t i) {
     return static_cast<const void*>(static_cast<const char*>(w) + (rows ? rows[i] : i) * row_bytes);
   };
-  // ~256 KiB of x per group, whole tiles.
-  const int64_t x_bytes = std::max<int64_t>(1, K * static_cast<int64_t>(sizeof(float)));
-  constexpr int kMaxGroup = 10 * NT;
-  const int group =
-      static_cast<int>(std::clamp<int64_t>((256 * 1024 / x_bytes) / NT * NT, NT, kMaxGroup));
-  const float* xg[kMaxGroup];
-  float* yg[kMaxGroup];
+  int tg[kMaxGroupTiles * NT];
+  float* yg[kMaxGroupTiles * NT];
   for (int g0 = 0; g0 < T; g0 += group) {
     const int g1 = std::min(T, g0 + group);
     for (int64_t i = i0; i < i1; i += R) {
@@ -236,8 +242,6 @@ void DotRowsBlocked(const float* x, int64_t ldx, int T, const void* w, int64_t K
       for (int r = 0; r < R; ++r) wr[r] = row_ptr(i + std::min(r, nrows - 1));
       const bool has_next = i + R < i1;
       for (int r = 0; r < R; ++r) pf[r] = has_next ? row_ptr(std::min(i + R + r, i1 - 1)) : nullptr;
-      // Only the first tile of a block reads its rows from memory; later tiles find them in
-      // cache.
       int m = 0;  // the group's tokens this block computes
       for (int t = g0; t < g1; ++t) {
         float* yt = y + t * ldy + i;
@@ -250,7 +254,7 @@ void DotRowsBlocked(const float* x, int64_t ldx, int T, const void* w, int64_t K
             continue;
           }
         }
-        xg[m] = x + t * ldx;
+        tg[m] = t;
         yg[m++] = yt;
       }
       // Tiles of near-equal size (8 tokens: 4 + 4, not 6 + 2): a tile's cost per token grows
@@ -259,12 +263,28 @@ void DotRowsBlocked(const float* x, int64_t ldx, int T, const void* w, int64_t K
       for (int k = 0; k < tiles; ++k) {
         const int q0 = m * k / tiles, q1 = m * (k + 1) / tiles;
         WithCount<NT>(q1 - q0, [&](auto nt) {
-          DotTile<V, D, R, decltype(nt)::value>(
-              xg + q0, wr, nrows, K, kPrefetch && k == 0 && g0 == 0 ? pf : nullptr, yg + q0);
+          tile(nt, tg + q0, static_cast<const void* const*>(wr), nrows,
+               k == 0 && g0 == 0 ? static_cast<const void* const*>(pf) : nullptr, yg + q0);
         });
       }
     }
   }
+}
+
+// Blocks of R rows, tiles of at most NT tokens; `kPrefetch`: whether tiles prefetch along rows.
+template <class V, DType D, int R, int NT, bool kPrefetch>
+void DotRowsBlocked(const float* x, int64_t ldx, int T, const void* w, int64_t K,
+                    const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
+                    const float* need, int64_t ld_need) {
+  WalkDotRows<R, NT>(T, GroupTokens<NT>(K * static_cast<int64_t>(sizeof(float))), w,
+                     SpanBytes(D, K), rows, i0, i1, y, ldy, need, ld_need,
+                     [&](auto nt, const int* toks, const void* const* wr, int nrows,
+                         const void* const* pf, float* const* yr) {
+                       constexpr int N = decltype(nt)::value;
+                       const float* xr[N];
+                       for (int q = 0; q < N; ++q) xr[q] = x + toks[q] * ldx;
+                       DotTile<V, D, R, N>(xr, wr, nrows, K, kPrefetch ? pf : nullptr, yr);
+                     });
 }
 
 // Few tokens (decode): narrow tiles of more rows, more weight streams in flight; otherwise the
@@ -315,54 +335,24 @@ inline void QuantDotTile(const int8_t* const* xq, const float* const* xd, const 
     for (int r = 0; r < nrows; ++r) yr[t][r] = Q::HSum(acc[r][t]);
 }
 
-// The walk of DotRowsBlocked (token groups in cache, blocks of R rows, `need` gathering full
-// tiles) over quantized activations.
+// Blocks of R rows, tiles of at most NT tokens over quantized activations (WalkDotRows).
 template <class Q, DType D, int R, int NT>
 void QuantDotRowsBlocked(const int8_t* xq, const float* xd, int T, const void* w, int64_t K,
                          const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
                          const float* need, int64_t ld_need) {
-  const size_t row_bytes = SpanBytes(D, K);
   const int64_t nb = K / kQuantBlock;
-  auto row_ptr = [&](int64_t i) {
-    return static_cast<const void*>(static_cast<const char*>(w) + (rows ? rows[i] : i) * row_bytes);
-  };
-  constexpr int kMaxGroup = 10 * NT;
-  const int group = static_cast<int>(
-      std::clamp<int64_t>((256 * 1024 / std::max<int64_t>(1, K)) / NT * NT, NT, kMaxGroup));
-  const int8_t* xg[kMaxGroup];
-  const float* dg[kMaxGroup];
-  float* yg[kMaxGroup];
-  for (int g0 = 0; g0 < T; g0 += group) {
-    const int g1 = std::min(T, g0 + group);
-    for (int64_t i = i0; i < i1; i += R) {
-      const int nrows = static_cast<int>(std::min<int64_t>(R, i1 - i));
-      const void* wr[R];
-      for (int r = 0; r < R; ++r) wr[r] = row_ptr(i + std::min(r, nrows - 1));
-      int m = 0;
-      for (int t = g0; t < g1; ++t) {
-        float* yt = y + t * ldy + i;
-        if (need != nullptr) {
-          bool any = false;
-          for (int r = 0; r < nrows && !any; ++r)
-            any = need[t * ld_need + (rows ? rows[i + r] : i + r)] != 0.f;
-          if (!any) {
-            for (int r = 0; r < nrows; ++r) yt[r] = 0.f;
-            continue;
-          }
-        }
-        xg[m] = xq + t * K;
-        dg[m] = xd + t * nb;
-        yg[m++] = yt;
-      }
-      const int tiles = (m + NT - 1) / NT;
-      for (int k = 0; k < tiles; ++k) {
-        const int q0 = m * k / tiles, q1 = m * (k + 1) / tiles;
-        WithCount<NT>(q1 - q0, [&](auto nt) {
-          QuantDotTile<Q, D, R, decltype(nt)::value>(xg + q0, dg + q0, wr, nrows, K, yg + q0);
-        });
-      }
-    }
-  }
+  WalkDotRows<R, NT>(T, GroupTokens<NT>(K), w, SpanBytes(D, K), rows, i0, i1, y, ldy, need, ld_need,
+                     [&](auto nt, const int* toks, const void* const* wr, int nrows,
+                         const void* const*, float* const* yr) {
+                       constexpr int N = decltype(nt)::value;
+                       const int8_t* xr[N];
+                       const float* dr[N];
+                       for (int q = 0; q < N; ++q) {
+                         xr[q] = xq + toks[q] * K;
+                         dr[q] = xd + toks[q] * nb;
+                       }
+                       QuantDotTile<Q, D, R, N>(xr, dr, wr, nrows, K, yr);
+                     });
 }
 
 template <class Q>
