@@ -27,11 +27,22 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   auto e = std::unique_ptr<Engine>(new Engine());
   ASSIGN_OR_RETURN(e->checkpoint_, Checkpoint::Open(options.model_dir));
   const ModelConfig& c = e->checkpoint_->config();
-  ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(*e->checkpoint_, options.progress));
+  // --weights: each layer is converted as soon as it is read, so the resident set holds one
+  // layer of the checkpoint's type at a time, never the whole model.
+  std::unique_ptr<ThreadPool> convert_pool;
+  LayerHook convert_layer;
   if (options.weights) {
-    const int threads = options.backend.threads > 0 ? options.backend.threads : UsableCpus();
-    RETURN_IF_ERROR(ConvertLinearWeights(*options.weights, threads, /*release_mapped_pages=*/true,
-                                         options.progress, &e->weights_));
+    convert_pool = std::make_unique<ThreadPool>(
+        options.backend.threads > 0 ? options.backend.threads : UsableCpus());
+    convert_layer = [&](int i, LayerWeights* l) {
+      return ConvertLayerWeights(*options.weights, i, /*release_mapped_pages=*/true, *convert_pool,
+                                 l);
+    };
+  }
+  ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(*e->checkpoint_, options.progress, convert_layer));
+  if (options.weights) {
+    RETURN_IF_ERROR(ConvertLmHead(*options.weights, /*release_mapped_pages=*/true, *convert_pool,
+                                  &e->weights_));
   }
   if (options.load_tokenizer) {
     const std::string tok = (std::filesystem::path(options.model_dir) / "tokenizer.model").string();

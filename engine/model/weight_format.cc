@@ -14,8 +14,8 @@ namespace sparsed {
 namespace {
 
 // The converted copy of m (rows converted in parallel), or an error naming `name`.
-// `release`: m's pages of the mapped checkpoint are not read again (dropped from the resident
-// set once converted).
+// `release`: m, when a view (no owner), lies in a read-only file mapping whose pages are not
+// read again: dropped from the resident set once converted.
 absl::StatusOr<Matrix> Convert(const Matrix& m, DType to, const std::string& name, bool release,
                                ThreadPool& pool) {
   if (IsBlockQuantized(to) && m.cols % kQuantBlock != 0) {
@@ -78,36 +78,47 @@ std::string WeightFormatName(std::optional<DType> t) {
   return "?";
 }
 
-absl::Status ConvertLinearWeights(DType to, int threads, bool release_mapped_pages,
-                                  const ProgressFn& progress, ModelWeights* w) {
-  ThreadPool pool(std::max(1, threads));
-  auto convert = [&](Matrix* m, const std::string& name, bool release) -> absl::Status {
-    if (m->data == nullptr || m->dtype == to) return absl::OkStatus();
-    absl::StatusOr<Matrix> c = Convert(*m, to, name, release && release_mapped_pages, pool);
+absl::Status ConvertLayerWeights(DType to, int index, bool release_mapped_pages, ThreadPool& pool,
+                                 LayerWeights* l) {
+  const std::string p = absl::StrCat("model.layers.", index, ".");
+  for (auto [m, name] :
+       {std::pair{&l->q, "self_attn.q_proj.weight"}, std::pair{&l->k, "self_attn.k_proj.weight"},
+        std::pair{&l->v, "self_attn.v_proj.weight"}, std::pair{&l->o, "self_attn.o_proj.weight"},
+        std::pair{&l->gate, "mlp.gate_proj.weight"}, std::pair{&l->up, "mlp.up_proj.weight"},
+        std::pair{&l->down_t, "mlp.down_proj.weight (neuron-major)"}}) {
+    if (m->data == nullptr || m->dtype == to) continue;
+    absl::StatusOr<Matrix> c = Convert(*m, to, p + name, release_mapped_pages, pool);
     if (!c.ok()) return c.status();
     *m = *std::move(c);
-    return absl::OkStatus();
-  };
-  const int total = static_cast<int>(w->layers.size()) + 1;
-  const std::string what = absl::StrCat("layers converted to ", WeightFormatName(to));
-  for (size_t i = 0; i < w->layers.size(); ++i) {
-    LayerWeights& l = w->layers[i];
-    const std::string p = absl::StrCat("model.layers.", i, ".");
-    for (auto [m, name] :
-         {std::pair{&l.q, "self_attn.q_proj.weight"}, std::pair{&l.k, "self_attn.k_proj.weight"},
-          std::pair{&l.v, "self_attn.v_proj.weight"}, std::pair{&l.o, "self_attn.o_proj.weight"},
-          std::pair{&l.gate, "mlp.gate_proj.weight"}, std::pair{&l.up, "mlp.up_proj.weight"},
-          std::pair{&l.down_t, "mlp.down_proj.weight (neuron-major)"}}) {
-      const absl::Status s = convert(m, p + name, /*release=*/true);
-      if (!s.ok()) return s;
-    }
-    if (progress) progress(static_cast<int>(i) + 1, total, what);
   }
+  return absl::OkStatus();
+}
+
+absl::Status ConvertLmHead(DType to, bool release_mapped_pages, ThreadPool& pool, ModelWeights* w) {
+  if (w->lm_head.data == nullptr || w->lm_head.dtype == to) return absl::OkStatus();
   // A tied head shares the embedding's storage: the converted copy is the head's alone, and the
   // embedding's pages stay mapped.
   const bool tied = w->lm_head.data == w->embed.data;
-  const absl::Status s = convert(
-      &w->lm_head, tied ? "model.embed_tokens.weight (tied LM head)" : "lm_head.weight", !tied);
+  absl::StatusOr<Matrix> c =
+      Convert(w->lm_head, to, tied ? "model.embed_tokens.weight (tied LM head)" : "lm_head.weight",
+              release_mapped_pages && !tied, pool);
+  if (!c.ok()) return c.status();
+  w->lm_head = *std::move(c);
+  return absl::OkStatus();
+}
+
+absl::Status ConvertLinearWeights(DType to, int threads, bool release_mapped_pages,
+                                  const ProgressFn& progress, ModelWeights* w) {
+  ThreadPool pool(std::max(1, threads));
+  const int total = static_cast<int>(w->layers.size()) + 1;
+  const std::string what = absl::StrCat("layers converted to ", WeightFormatName(to));
+  for (size_t i = 0; i < w->layers.size(); ++i) {
+    const absl::Status s =
+        ConvertLayerWeights(to, static_cast<int>(i), release_mapped_pages, pool, &w->layers[i]);
+    if (!s.ok()) return s;
+    if (progress) progress(static_cast<int>(i) + 1, total, what);
+  }
+  const absl::Status s = ConvertLmHead(to, release_mapped_pages, pool, w);
   if (!s.ok()) return s;
   if (progress) progress(total, total, what);
   return absl::OkStatus();

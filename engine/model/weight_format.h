@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/common/dtype.h"
+#include "engine/common/thread_pool.h"
 #include "engine/model/weights.h"
 
 namespace sparsed {
@@ -35,5 +36,11 @@ std::string WeightFormatName(std::optional<DType> t);
 // 32, or a weight that is not finite.
 absl::Status ConvertLinearWeights(DType to, int threads, bool release_mapped_pages,
                                   const ProgressFn& progress, ModelWeights* w);
+
+// The two halves of ConvertLinearWeights, for converting while loading (LoadModelWeights'
+// LayerHook): layer `index`'s matrices, and the LM head, on `pool`.
+absl::Status ConvertLayerWeights(DType to, int index, bool release_mapped_pages, ThreadPool& pool,
+                                 LayerWeights* l);
+absl::Status ConvertLmHead(DType to, bool release_mapped_pages, ThreadPool& pool, ModelWeights* w);
 
 }  // namespace sparsed

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/common/status_macros.h"
+#include "engine/model/mapped_file.h"
 
 namespace sparsed {
 namespace {
@@ -53,7 +54,8 @@ Matrix Transpose(const Matrix& w) {
 
 }  // namespace
 
-absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const ProgressFn& progress) {
+absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const ProgressFn& progress,
+                                              const LayerHook& on_layer) {
   const ModelConfig& c = ck.config();
   const int64_t d = c.hidden_size, f = c.intermediate_size, hd = c.head_dim;
   ModelWeights w;
@@ -79,6 +81,9 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const Progre
     ASSIGN_OR_RETURN(l.up, LoadMatrix(ck, p + "mlp.up_proj.weight", f, d));
     ASSIGN_OR_RETURN(Matrix down, LoadMatrix(ck, p + "mlp.down_proj.weight", d, f));
     l.down_t = Transpose(down);
+    // The mapped original is not read again (the engine reads the transposed copy).
+    ReleaseMappedPages(down.data, down.bytes());
+    if (on_layer) RETURN_IF_ERROR(on_layer(static_cast<int>(i), &l));
     w.layers.push_back(std::move(l));
     if (progress)
       progress(static_cast<int>(i + 1), static_cast<int>(c.num_layers), "layers loaded");

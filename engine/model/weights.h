@@ -33,8 +33,14 @@ struct ModelWeights {
 // (done, total, what) — called as layers load.
 using ProgressFn = std::function<void(int done, int total, const std::string& what)>;
 
+// Called with each layer as soon as it is resolved, before the next one is read (to convert it
+// while its pages are resident: weight_format.h); an error stops the load.
+using LayerHook = std::function<absl::Status(int layer, LayerWeights* l)>;
+
 // Resolves every tensor of a LLaMA-family model. Matrices stay views into the mapped files
-// except the transposed down projections. Errors name the file and the tensor.
-absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const ProgressFn& progress);
+// except the transposed down projections (whose mapped originals leave the resident set once
+// copied). Errors name the file and the tensor.
+absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const ProgressFn& progress,
+                                              const LayerHook& on_layer = {});
 
 }  // namespace sparsed
