@@ -11,7 +11,7 @@
 namespace sparsed::cpu::avx2 {
 namespace {
 
-struct V : X86Prefetch {
+struct V : X86Prefetch, X86Scale {
   using Reg = __m256;
   static constexpr int kLanes = 8;
   static constexpr int kDotRows = 2, kDotToks = 6;
@@ -27,7 +27,7 @@ struct V : X86Prefetch {
   template <DType D>
   static Reg LoadW(const void* base, int64_t k) {
     if constexpr (IsBlockQuantized(D)) {
-      return LoadQuant<D>(base, k);
+      return blocked::DequantVector<V, D>(base, k);
     } else if constexpr (D == DType::kF32) {
       return _mm256_loadu_ps(static_cast<const float*>(base) + k);
     } else {
@@ -38,9 +38,7 @@ struct V : X86Prefetch {
   template <DType D>
   static Reg LoadWPart(const void* base, int64_t k, int n) {
     if constexpr (IsBlockQuantized(D)) {
-      alignas(32) float tmp[kLanes] = {};
-      for (int i = 0; i < n; ++i) tmp[i] = blocked::QuantElement<D>(base, k + i);
-      return _mm256_load_ps(tmp);
+      return blocked::DequantPart<V, D>(base, k, n);
     } else if constexpr (D == DType::kF32) {
       return _mm256_maskload_ps(static_cast<const float*>(base) + k, Mask(n));
     } else {
@@ -48,12 +46,6 @@ struct V : X86Prefetch {
       std::memcpy(tmp, static_cast<const uint16_t*>(base) + k, static_cast<size_t>(n) * 2);
       return Widen<D>(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)));
     }
-  }
-  // A block's scale (fp16 → fp32, exact).
-  static float Scale(const uint8_t* block) {
-    unsigned short h;
-    std::memcpy(&h, block, sizeof h);
-    return _cvtsh_ss(h);
   }
   // Codes j … j + 7 of a block (j a multiple of 8) as floats: q for Q8_0, nibble − 8 for Q4_0.
   template <DType D>
@@ -70,12 +62,6 @@ struct V : X86Prefetch {
     return _mm256_cvtepi32_ps(q);
   }
   static Reg Mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
-  // 8 weights of a quantized row: codes × the block's scale (exact).
-  template <DType D>
-  static Reg LoadQuant(const void* base, int64_t k) {
-    const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
-    return Mul(Codes<D>(block, static_cast<int>(k % kQuantBlock)), Bcast(Scale(block)));
-  }
   template <DType D>
   static Reg Widen(__m128i h) {
     if constexpr (D == DType::kBF16) {

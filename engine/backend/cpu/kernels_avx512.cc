@@ -16,7 +16,7 @@
 namespace sparsed::cpu::avx512 {
 namespace {
 
-struct V : X86Prefetch {
+struct V : X86Prefetch, X86Scale {
   using Reg = __m512;
   static constexpr int kLanes = 16;
   static constexpr int kDotRows = 4, kDotToks = 6;
@@ -30,7 +30,7 @@ struct V : X86Prefetch {
   template <DType D>
   static Reg LoadW(const void* base, int64_t k) {
     if constexpr (IsBlockQuantized(D)) {
-      return LoadQuant<D>(base, k);
+      return blocked::DequantVector<V, D>(base, k);
     } else if constexpr (D == DType::kF32) {
       return _mm512_loadu_ps(static_cast<const float*>(base) + k);
     } else {
@@ -42,20 +42,12 @@ struct V : X86Prefetch {
   template <DType D>
   static Reg LoadWPart(const void* base, int64_t k, int n) {
     if constexpr (IsBlockQuantized(D)) {
-      alignas(64) float tmp[kLanes] = {};
-      for (int i = 0; i < n; ++i) tmp[i] = blocked::QuantElement<D>(base, k + i);
-      return _mm512_load_ps(tmp);
+      return blocked::DequantPart<V, D>(base, k, n);
     } else if constexpr (D == DType::kF32) {
       return _mm512_maskz_loadu_ps(Mask(n), static_cast<const float*>(base) + k);
     } else {
       return Widen<D>(_mm256_maskz_loadu_epi16(Mask(n), static_cast<const uint16_t*>(base) + k));
     }
-  }
-  // A block's scale (fp16 → fp32, exact).
-  static float Scale(const uint8_t* block) {
-    unsigned short h;
-    std::memcpy(&h, block, sizeof h);
-    return _cvtsh_ss(h);
   }
   // Codes j … j + 15 of a block (j = 0 or 16) as floats: q for Q8_0, nibble − 8 for Q4_0.
   template <DType D>
@@ -72,12 +64,6 @@ struct V : X86Prefetch {
     return _mm512_cvtepi32_ps(q);
   }
   static Reg Mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
-  // 16 weights of a quantized row: codes × the block's scale (exact).
-  template <DType D>
-  static Reg LoadQuant(const void* base, int64_t k) {
-    const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
-    return Mul(Codes<D>(block, static_cast<int>(k % kQuantBlock)), Bcast(Scale(block)));
-  }
   template <DType D>
   static Reg Widen(__m256i h) {
     if constexpr (D == DType::kBF16) {

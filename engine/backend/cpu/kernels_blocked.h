@@ -73,6 +73,23 @@ inline float QuantElement(const void* base, int64_t k) {
   }
 }
 
+// V::kLanes weights of a block-quantized row from element k (a multiple of kLanes; base at a
+// block boundary): codes × the block's scale, exact — what V::LoadW<D> returns for block types.
+template <class V, DType D>
+inline typename V::Reg DequantVector(const void* base, int64_t k) {
+  const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
+  return V::Mul(V::template Codes<D>(block, static_cast<int>(k % kQuantBlock)),
+                V::Bcast(V::Scale(block)));
+}
+
+// The first n < V::kLanes of them (lanes past n are 0), element by element.
+template <class V, DType D>
+inline typename V::Reg DequantPart(const void* base, int64_t k, int n) {
+  alignas(64) float tmp[V::kLanes] = {};
+  for (int i = 0; i < n; ++i) tmp[i] = QuantElement<D>(base, k + i);
+  return V::LoadX(tmp);
+}
+
 // Calls f(std::integral_constant<int, n>{}) for a run-time count n in [1, Max]: the tiles'
 // token counts are template arguments, so their accumulators live in registers.
 template <int Max, class F>

@@ -37,9 +37,7 @@ struct V {
   template <DType D>
   static Reg LoadWPart(const void* base, int64_t k, int n) {
     if constexpr (IsBlockQuantized(D)) {
-      Reg f{};
-      for (int i = 0; i < n; ++i) f[i] = blocked::QuantElement<D>(base, k + i);
-      return f;
+      return blocked::DequantPart<V, D>(base, k, n);
     } else if constexpr (D == DType::kF32) {
       return LoadXPart(static_cast<const float*>(base) + k, n);
     } else if constexpr (D == DType::kBF16) {

@@ -19,6 +19,15 @@ inline float HSum4(__m128 s) {
   return _mm_cvtss_f32(s);
 }
 
+// A block's fp16 scale as fp32 (F16C; exact), for the x86 vector traits.
+struct X86Scale {
+  static float Scale(const uint8_t* block) {
+    unsigned short h;
+    __builtin_memcpy(&h, block, sizeof h);
+    return _cvtsh_ss(h);
+  }
+};
+
 // The quantized dot's codes and accumulators (kernels_blocked.h, dot_rows_q) on 256-bit
 // integer vectors: w·x per block by the sign trick (|x| as unsigned bytes times w with x's sign,
 // adjacent pairs summed to int16 — at most 2·127·128 = 32512, no saturation — then to int32), the
@@ -30,11 +39,7 @@ struct QuantDotX86 {
   using Codes = __m256i;
   static constexpr int kRowsNarrow = kNarrowRows, kRows = kWideRows, kToks = kWideToks;
   static Acc Zero() { return _mm256_setzero_ps(); }
-  static float Scale(const uint8_t* block) {
-    unsigned short h;
-    __builtin_memcpy(&h, block, sizeof h);
-    return _cvtsh_ss(h);
-  }
+  static float Scale(const uint8_t* block) { return X86Scale::Scale(block); }
   template <DType D>
   static Codes LoadW(const uint8_t* block) {
     if constexpr (D == DType::kQ8_0) {
