@@ -90,6 +90,23 @@ inline typename V::Reg DequantPart(const void* base, int64_t k, int n) {
   return V::LoadX(tmp);
 }
 
+// Calls f(std::integral_constant<DType, dt>{}): kernels are instantiated per weight type.
+template <class F>
+inline void WithDType(DType dt, F&& f) {
+  switch (dt) {
+    case DType::kF32:
+      return f(std::integral_constant<DType, DType::kF32>{});
+    case DType::kBF16:
+      return f(std::integral_constant<DType, DType::kBF16>{});
+    case DType::kF16:
+      return f(std::integral_constant<DType, DType::kF16>{});
+    case DType::kQ8_0:
+      return f(std::integral_constant<DType, DType::kQ8_0>{});
+    case DType::kQ4_0:
+      return f(std::integral_constant<DType, DType::kQ4_0>{});
+  }
+}
+
 // Calls f(std::integral_constant<int, n>{}) for a run-time count n in [1, Max]: the tiles'
 // token counts are template arguments, so their accumulators live in registers.
 template <int Max, class F>
@@ -376,21 +393,18 @@ template <class Q>
 void QuantDotRowsAny(const int8_t* xq, const float* xd, int T, const void* w, DType dt, int64_t K,
                      const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
                      const float* need, int64_t ld_need) {
-  auto run = [&](auto d) {
+  WithDType(dt, [&](auto d) {
     constexpr DType D = decltype(d)::value;
-    if (T <= 1) {
-      QuantDotRowsBlocked<Q, D, Q::kRowsNarrow, 1>(xq, xd, T, w, K, rows, i0, i1, y, ldy, need,
-                                                   ld_need);
-    } else {
-      QuantDotRowsBlocked<Q, D, Q::kRows, Q::kToks>(xq, xd, T, w, K, rows, i0, i1, y, ldy, need,
-                                                    ld_need);
+    if constexpr (IsBlockQuantized(D)) {
+      if (T <= 1) {
+        QuantDotRowsBlocked<Q, D, Q::kRowsNarrow, 1>(xq, xd, T, w, K, rows, i0, i1, y, ldy, need,
+                                                     ld_need);
+      } else {
+        QuantDotRowsBlocked<Q, D, Q::kRows, Q::kToks>(xq, xd, T, w, K, rows, i0, i1, y, ldy, need,
+                                                      ld_need);
+      }
     }
-  };
-  if (dt == DType::kQ8_0) {
-    run(std::integral_constant<DType, DType::kQ8_0>{});
-  } else if (dt == DType::kQ4_0) {
-    run(std::integral_constant<DType, DType::kQ4_0>{});
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,40 +631,22 @@ void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows
   }
 }
 
-// The KernelTable entry points: dtype dispatch.
+// The KernelTable entry points: dtype dispatch (WithDType).
 template <class V>
 void DotRowsAny(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_t K,
                 const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
                 const float* need, int64_t ld_need) {
-  switch (dt) {
-    case DType::kF32:
-      return DotRows<V, DType::kF32>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
-    case DType::kBF16:
-      return DotRows<V, DType::kBF16>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
-    case DType::kF16:
-      return DotRows<V, DType::kF16>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
-    case DType::kQ8_0:
-      return DotRows<V, DType::kQ8_0>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
-    case DType::kQ4_0:
-      return DotRows<V, DType::kQ4_0>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
-  }
+  WithDType(dt, [&](auto d) {
+    DotRows<V, decltype(d)::value>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
+  });
 }
 
 template <class V>
 void AxpyRowsAny(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const void* w,
                  DType dt, int64_t cols, int64_t c0, int64_t c1, float* y, int64_t ldy, bool skip) {
-  switch (dt) {
-    case DType::kF32:
-      return AxpyRows<V, DType::kF32>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
-    case DType::kBF16:
-      return AxpyRows<V, DType::kBF16>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
-    case DType::kF16:
-      return AxpyRows<V, DType::kF16>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
-    case DType::kQ8_0:
-      return AxpyRows<V, DType::kQ8_0>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
-    case DType::kQ4_0:
-      return AxpyRows<V, DType::kQ4_0>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
-  }
+  WithDType(dt, [&](auto d) {
+    AxpyRows<V, decltype(d)::value>(h, ldh, T, n, rows, w, cols, c0, c1, y, ldy, skip);
+  });
 }
 
 }  // namespace
