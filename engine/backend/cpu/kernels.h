@@ -20,6 +20,7 @@ struct KernelTable {
   // need (optional, [T × ld_need], indexed by row id r): pairs whose need entry is zero may be
   // skipped with y set to 0 — the caller promises it multiplies them by zero (a token's
   // inactive neurons in the union sparse up projection). Null computes every pair.
+  // dt an element type (kF32, kBF16, kF16); block types run dot_rows_q.
   void (*dot_rows)(const float* x, int64_t ldx, int T, const void* w, DType dt, int64_t K,
                    const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
                    const float* need, int64_t ld_need);

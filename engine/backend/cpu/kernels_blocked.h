@@ -14,7 +14,8 @@
 //   returns the weights dequantized exactly (code × fp16 scale), so every path that reads a
 //   quantized weight reads the same fp32 value, and the orders below hold unchanged. Its parts,
 //   Scale(block) (the fp32 scale), Codes<D>(block, j) (kLanes codes as floats) and Mul(a, b),
-//   let the dot tile convert a block's scale once for all its vectors: the same products.
+//   let the axpy tile convert a block's scale once for all its vectors: the same products. (The
+//   dot takes element types only: block types run dot_rows_q, below.)
 //
 // Summation orders (the batch-invariance contract of kernels.h):
 //   dot:  lane l of one accumulator sums x[k]·w[k] for k ≡ l (mod kLanes) in increasing k, the
@@ -150,56 +151,11 @@ inline int LiveRows(const float* h, int64_t ldh, int T, int kc, bool filter, int
 // ---------------------------------------------------------------------------------------------
 // dot_rows: y[t·ldy + i] = dot(x[t], W[rows ? rows[i] : i]).
 
-// DotTile for a block-quantized D (K a multiple of kQuantBlock): block by block, each row's
-// scale converted once, then the block's vectors in increasing k — each weight vector the value
-// LoadW<D> gives, each accumulator updated in the same order as the element-type tile.
-template <class V, DType D, int R, int NT>
-inline void DotTileQuant(const float* const* xr, const void* const* w, int nrows, int64_t K,
-                         const void* const* prefetch, float* const* yr) {
-  constexpr int L = V::kLanes;
-  constexpr int64_t bb = static_cast<int64_t>(QuantBlockBytes(D));
-  using Reg = typename V::Reg;
-  Reg acc[R][NT];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < NT; ++t) acc[r][t] = V::Zero();
-  const int64_t blocks = K / kQuantBlock, row = blocks * bb;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* blk[R];
-    float scale[R];
-    for (int r = 0; r < R; ++r) {
-      blk[r] = static_cast<const uint8_t*>(w[r]) + b * bb;
-      scale[r] = V::Scale(blk[r]);
-    }
-    if (prefetch != nullptr && (b * kQuantBlock) % kElemsPerLine<D> == 0) {
-      const int64_t ahead = b * bb + kPrefetchBytes;
-      for (int r = 0; r < R; ++r) {
-        if (ahead < row) {
-          V::Prefetch(static_cast<const char*>(w[r]) + ahead);
-        } else if (prefetch[r] != nullptr) {
-          V::Prefetch(static_cast<const char*>(prefetch[r]) + (ahead - row));
-        }
-      }
-    }
-    for (int j = 0; j < kQuantBlock; j += L) {
-      for (int r = 0; r < R; ++r) {
-        const Reg wv = V::Mul(V::template Codes<D>(blk[r], j), V::Bcast(scale[r]));
-        for (int t = 0; t < NT; ++t)
-          acc[r][t] = V::Fma(wv, V::LoadX(xr[t] + b * kQuantBlock + j), acc[r][t]);
-      }
-    }
-  }
-  for (int t = 0; t < NT; ++t)
-    for (int r = 0; r < nrows; ++r) yr[t][r] = V::HSum(acc[r][t]);
-}
-
 // One tile: R rows (row pointers; repeated pointers for a short last block) × NT tokens (xr[q]:
 // token q's row of x; its results go to yr[q][0..nrows)).
 template <class V, DType D, int R, int NT>
 inline void DotTile(const float* const* xr, const void* const* w, int nrows, int64_t K,
                     const void* const* prefetch, float* const* yr) {
-  if constexpr (IsBlockQuantized(D)) {
-    return DotTileQuant<V, D, R, NT>(xr, w, nrows, K, prefetch, yr);
-  }
   constexpr int L = V::kLanes;
   using Reg = typename V::Reg;
   Reg acc[R][NT];
@@ -637,7 +593,9 @@ void DotRowsAny(const float* x, int64_t ldx, int T, const void* w, DType dt, int
                 const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
                 const float* need, int64_t ld_need) {
   WithDType(dt, [&](auto d) {
-    DotRows<V, decltype(d)::value>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
+    // Block types meet quantized activations (QuantDotRowsAny), never fp32 ones.
+    if constexpr (!IsBlockQuantized(decltype(d)::value))
+      DotRows<V, decltype(d)::value>(x, ldx, T, w, K, rows, i0, i1, y, ldy, need, ld_need);
   });
 }
 
