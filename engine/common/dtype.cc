@@ -51,16 +51,19 @@ float F16ToF32(uint16_t h) {
   return sign ? -v : v;
 }
 
+int BlockCode(const void* block, DType t, int j) {
+  const auto* codes = static_cast<const uint8_t*>(block) + 2;
+  if (t == DType::kQ8_0) return static_cast<int8_t>(codes[j]);
+  const uint8_t byte = codes[j % 16];
+  return (j < 16 ? (byte & 0x0f) : (byte >> 4)) - 8;
+}
+
 float BlockElementAsF32(const void* data, DType t, size_t i) {
   const auto* block = static_cast<const uint8_t*>(data) + (i / kQuantBlock) * QuantBlockBytes(t);
   uint16_t scale;
   std::memcpy(&scale, block, sizeof scale);
-  const float d = F16ToF32(scale);
-  const size_t j = i % kQuantBlock;
-  if (t == DType::kQ8_0) return static_cast<float>(static_cast<int8_t>(block[2 + j])) * d;
-  const uint8_t byte = block[2 + j % 16];
-  const int code = j < 16 ? (byte & 0x0f) : (byte >> 4);
-  return static_cast<float>(code - 8) * d;
+  return static_cast<float>(BlockCode(block, t, static_cast<int>(i % kQuantBlock))) *
+         F16ToF32(scale);
 }
 
 uint16_t F32ToF16(float f) {

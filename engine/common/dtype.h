@@ -57,8 +57,12 @@ inline uint16_t F32ToBf16(float f) {
 float F16ToF32(uint16_t h);
 uint16_t F32ToF16(float f);
 
-// Element i of a row of a block-quantized type (the row starting at `data`) as fp32: exact (a code
-// of at most 8 significant bits times an fp16 scale fits fp32's mantissa).
+// Code j < kQuantBlock of one block of a block-quantized type, signed: q for kQ8_0, nibble − 8
+// for kQ4_0. Out of line (not inline): the per-ISA kernel files call it.
+int BlockCode(const void* block, DType t, int j);
+// Element i of a row of a block-quantized type (the row starting at `data`) as fp32: code × the
+// block's scale, exact (a code of at most 8 significant bits times an fp16 scale fits fp32's
+// mantissa).
 float BlockElementAsF32(const void* data, DType t, size_t i);
 
 // Reads element `i` of a buffer (a row, for block types) of type `t` as fp32.

@@ -29,7 +29,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -57,23 +56,6 @@ constexpr int64_t kElemsPerLine = IsBlockQuantized(D)
                                       ? 64 / static_cast<int64_t>(QuantBlockBytes(D)) * kQuantBlock
                                       : 64 / static_cast<int64_t>(DTypeSize(D));
 
-// Element k of a row of block type D starting at base, as fp32 (the scalar form of LoadW, for
-// partial vectors; the same exact value).
-template <DType D>
-inline float QuantElement(const void* base, int64_t k) {
-  const auto* block = static_cast<const uint8_t*>(base) + (k / kQuantBlock) * QuantBlockBytes(D);
-  uint16_t h;
-  std::memcpy(&h, block, sizeof h);
-  const float d = F16ToF32(h);
-  const int64_t j = k % kQuantBlock;
-  if constexpr (D == DType::kQ8_0) {
-    return static_cast<float>(static_cast<int8_t>(block[2 + j])) * d;
-  } else {
-    const uint8_t b = block[2 + j % 16];
-    return static_cast<float>((j < 16 ? (b & 0x0f) : (b >> 4)) - 8) * d;
-  }
-}
-
 // V::kLanes weights of a block-quantized row from element k (a multiple of kLanes; base at a
 // block boundary): codes × the block's scale, exact — what V::LoadW<D> returns for block types.
 template <class V, DType D>
@@ -83,11 +65,11 @@ inline typename V::Reg DequantVector(const void* base, int64_t k) {
                 V::Bcast(V::Scale(block)));
 }
 
-// The first n < V::kLanes of them (lanes past n are 0), element by element.
+// The first n < V::kLanes of them (lanes past n are 0), element by element (the same values).
 template <class V, DType D>
 inline typename V::Reg DequantPart(const void* base, int64_t k, int n) {
   alignas(64) float tmp[V::kLanes] = {};
-  for (int i = 0; i < n; ++i) tmp[i] = QuantElement<D>(base, k + i);
+  for (int i = 0; i < n; ++i) tmp[i] = BlockElementAsF32(base, D, static_cast<size_t>(k + i));
   return V::LoadX(tmp);
 }
 

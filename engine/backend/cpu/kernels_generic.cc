@@ -61,14 +61,7 @@ struct V {
   template <DType D>
   static Reg Codes(const uint8_t* block, int j) {
     Reg f{};
-    for (int i = 0; i < kLanes; ++i) {
-      if constexpr (D == DType::kQ8_0) {
-        f[i] = static_cast<float>(static_cast<int8_t>(block[2 + j + i]));
-      } else {
-        const uint8_t b = block[2 + (j + i) % 16];
-        f[i] = static_cast<float>((j + i < 16 ? (b & 0x0f) : (b >> 4)) - 8);
-      }
-    }
+    for (int i = 0; i < kLanes; ++i) f[i] = static_cast<float>(BlockCode(block, D, j + i));
     return f;
   }
   static Reg Mul(Reg a, Reg b) { return a * b; }
@@ -101,14 +94,7 @@ struct Q {
   template <DType D>
   static Codes LoadW(const uint8_t* block) {
     Codes c;
-    for (int j = 0; j < kQuantBlock; ++j) {
-      if constexpr (D == DType::kQ8_0) {
-        c.v[j] = static_cast<int8_t>(block[2 + j]);
-      } else {
-        const uint8_t b = block[2 + j % 16];
-        c.v[j] = static_cast<int8_t>((j < 16 ? (b & 0x0f) : (b >> 4)) - 8);
-      }
-    }
+    for (int j = 0; j < kQuantBlock; ++j) c.v[j] = static_cast<int8_t>(BlockCode(block, D, j));
     return c;
   }
   static Codes LoadX(const int8_t* p) {
