@@ -105,6 +105,12 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int T, int d, floa
 
 void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n,
                          float* y, int64_t ldy, const float* need, int64_t ld_need) {
+  DotRowsOn(x, T, w, rows, n, y, ldy, need, ld_need, /*quantize=*/true);
+}
+
+void CpuBackend::DotRowsOn(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n,
+                           float* y, int64_t ldy, const float* need, int64_t ld_need,
+                           bool quantize) {
   // Tasks are blocks of rows, split further by tokens when rows alone give fewer than four tasks
   // per thread (a narrow product over many tokens: k and v of a long prompt). Every (token, row)
   // pair is computed the same way whatever task holds it.
@@ -118,7 +124,7 @@ void CpuBackend::DotRows(const float* x, int T, const Matrix& w, const int32_t* 
   const int64_t tok_chunk = (per_task + kTokensPerTask - 1) / kTokensPerTask * kTokensPerTask;
   tok_tasks = (T + tok_chunk - 1) / tok_chunk;
   const bool quantized = IsBlockQuantized(w.dtype);
-  if (quantized) QuantizeActivations(x, T, w.cols);
+  if (quantized && quantize) QuantizeActivations(x, T, w.cols);
   pool_.ParallelFor(static_cast<int>(row_tasks * tok_tasks), [&](int task) {
     const int64_t rt = task / tok_tasks, tt = task % tok_tasks;
     const int64_t i0 = rt * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
@@ -218,6 +224,15 @@ void CpuBackend::MatMul(const float* x, int T, const Matrix& w, float* y) {
 void CpuBackend::MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
                             float* y) {
   DotRows(x, T, w, rows, n_rows, y, n_rows, nullptr, 0);
+}
+
+void CpuBackend::MatMul3(const float* x, int T, const Matrix& a, float* ya, const Matrix& b,
+                         float* yb, const Matrix& c, float* yc) {
+  const bool once = IsBlockQuantized(a.dtype) && IsBlockQuantized(b.dtype) &&
+                    IsBlockQuantized(c.dtype) && a.cols == b.cols && b.cols == c.cols;
+  if (once) QuantizeActivations(x, T, a.cols);
+  for (auto [w, y] : {std::pair{&a, ya}, std::pair{&b, yb}, std::pair{&c, yc}})
+    DotRowsOn(x, T, *w, nullptr, w->rows, y, w->rows, nullptr, 0, /*quantize=*/!once);
 }
 
 void CpuBackend::AddScaled(float* y, const float* x, size_t n, float scale) {

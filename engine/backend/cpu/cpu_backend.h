@@ -32,6 +32,9 @@ class CpuBackend final : public Backend {
   void MatMul(const float* x, int T, const Matrix& w, float* y) override;
   void MatMulRows(const float* x, int T, const Matrix& w, const int32_t* rows, int n_rows,
                   float* y) override;
+  // q, k and v of one x: quantized once for block-quantized weights.
+  void MatMul3(const float* x, int T, const Matrix& a, float* ya, const Matrix& b, float* yb,
+               const Matrix& c, float* yc) override;
   void AddScaled(float* y, const float* x, size_t n, float scale) override;
   void Rope(float* q, float* k, const float* cos, const float* sin, int T, int heads, int kv_heads,
             int head_dim) override;
@@ -91,8 +94,13 @@ class CpuBackend final : public Backend {
   // xq_, xd_ ← x [T × K] quantized per token in blocks of 32 (QuantizeActivationRow), over the
   // pool.
   void QuantizeActivations(const float* x, int T, int64_t K);
+  // DotRows with `quantize` false for block-quantized w: REQUIRES xq_, xd_ to hold this x
+  // (QuantizeActivations), so several products of one x quantize it once.
+  void DotRowsOn(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n, float* y,
+                 int64_t ldy, const float* need, int64_t ld_need, bool quantize);
   // Exact mode's per-token products (cpu_ffn_tokens.cc): each token's up and down over its own
-  // active neurons only, bitwise the same as the union products; act_ holds the activations.
+  // active neurons only, bitwise the same as the union products; act_ holds the activations and,
+  // for block-quantized weights, xq_ and xd_ hold x quantized (Ffn does it once).
   void FfnPerToken(const FfnLayer& layer, const float* x, int T, float* y);
 
   const cpu::KernelTable& kernels_;

@@ -24,8 +24,12 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
   const int64_t F = layer.neurons(), d = layer.hidden();
   const bool gated = layer.gate != nullptr;
   act_.resize(static_cast<size_t>(T) * F);
-  // 1. Dense gate (or the up projection itself when not gated), then the activation.
-  DotRows(x, T, gated ? *layer.gate : *layer.up, nullptr, F, act_.data(), F, nullptr, 0);
+  // 1. Dense gate (or the up projection itself when not gated), then the activation. With a
+  // block-quantized up projection x is quantized once, here, for gate, up and the per-token path.
+  const bool up_quantized = IsBlockQuantized(layer.up->dtype);
+  if (up_quantized) QuantizeActivations(x, T, d);
+  DotRowsOn(x, T, gated ? *layer.gate : *layer.up, nullptr, F, act_.data(), F, nullptr, 0,
+            /*quantize=*/!up_quantized);
   lap(&phase_ns_.gate);
   NeuronUnion uni(F);
   int64_t active_sum = ActivateAndMask(layer, T, mode == SparsityMode::kExact, &uni);
@@ -71,8 +75,8 @@ void CpuBackend::Ffn(const FfnLayer& layer, const float* x, int T, SparsityMode 
     // zeros (the ReLU family; SiLU's almost never are). `off` computes every product, as a dense
     // FFN does.
     const bool zeros = static_cast<double>(active_sum) < kZeroTestBelow * T * F;
-    DotRows(x, T, *layer.up, rows, n, up_.data(), n,
-            mode == SparsityMode::kOff || !zeros ? nullptr : act_.data(), F);
+    DotRowsOn(x, T, *layer.up, rows, n, up_.data(), n,
+              mode == SparsityMode::kOff || !zeros ? nullptr : act_.data(), F, /*quantize=*/false);
   }
   // Threshold mode: a neuron is active for a token when |x1| reaches its threshold; the rest
   // are zeroed in the same pass, so the down projection below skips rows inactive for the whole

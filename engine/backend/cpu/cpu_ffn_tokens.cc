@@ -46,10 +46,9 @@ void CpuBackend::FfnPerToken(const FfnLayer& layer, const float* x, int T, float
   };
   // 2. Up: tasks are ranges of neuron ids small enough to stay in cache while every token reads
   // its rows among them.
-  // Quantized weights: each token's codes are the ones the union products use (a token's
-  // quantization depends on it alone).
+  // Quantized weights: xq_ holds each token's codes (quantized by Ffn), the ones the union
+  // products use (a token's quantization depends on it alone).
   const bool quantized = IsBlockQuantized(up.dtype);
-  if (quantized) QuantizeActivations(x, T, d);
   const int64_t per_range =
       std::max<int64_t>(16, kUpRangeBytes / static_cast<int64_t>(up.row_bytes()));
   const int ranges = static_cast<int>((F + per_range - 1) / per_range);
