@@ -55,6 +55,13 @@ def main():
     def daemon(name, *args):
         return Daemon(a.bin, a.work, name, "--kv_cache_mb", "32", *args)
 
+    def greedy(stub, prompt, n):
+        """n greedy tokens after `prompt` (BOS added, EOS ignored), with their ids."""
+        return stub.Generate(pb.GenerateRequest(
+            prompt=prompt, add_bos=True, sampling=pb.SamplingParams(temperature=0.0),
+            stopping=pb.StoppingParams(max_new_tokens=n, ignore_eos=True),
+            options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
+
     def stub_for(d):
         d.wait_ready()
         channel = grpc.insecure_channel(f"127.0.0.1:{d.port}")
@@ -68,10 +75,7 @@ def main():
         check(info.activation == "relu2" and info.sparsity_mode == "exact",
               f"default model: {info.activation}, mode {info.sparsity_mode}")
         n = len(reference["greedy"])
-        r = stub.Generate(pb.GenerateRequest(
-            prompt=reference["prompt"], add_bos=True, sampling=pb.SamplingParams(temperature=0.0),
-            stopping=pb.StoppingParams(max_new_tokens=n, ignore_eos=True),
-            options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
+        r = greedy(stub, reference["prompt"], n)
         check(list(r.token_ids) == reference["greedy"],
               f"served greedy continuation equals PyTorch's: {r.text!r}")
 
@@ -116,10 +120,7 @@ def main():
         check(info.activation == "fatrelu" and info.sparsity_mode == "exact",
               f"ProSparse model: {info.activation}, mode {info.sparsity_mode}")
         for p in prompts:
-            r = stub.Generate(pb.GenerateRequest(
-                prompt=p["prompt"], add_bos=True, sampling=pb.SamplingParams(temperature=0.0),
-                stopping=pb.StoppingParams(max_new_tokens=len(p["greedy"]), ignore_eos=True),
-                options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
+            r = greedy(stub, p["prompt"], len(p["greedy"]))
             check(list(r.token_ids) == p["greedy"],
                   f"ProSparse model: served greedy continuation equals PyTorch's: {r.text!r}")
 
@@ -129,10 +130,7 @@ def main():
         check(info.dtype == "Q8_0" and "weights=Q8_0" in d.log(),
               f"--weights q8_0: model info dtype {info.dtype!r}")
         n = len(reference["greedy"])
-        r = stub.Generate(pb.GenerateRequest(
-            prompt=reference["prompt"], add_bos=True, sampling=pb.SamplingParams(temperature=0.0),
-            stopping=pb.StoppingParams(max_new_tokens=n, ignore_eos=True),
-            options=pb.GenerateOptions(include_token_ids=True)), timeout=60)
+        r = greedy(stub, reference["prompt"], n)
         same = 0
         while same < min(n, len(r.token_ids)) and r.token_ids[same] == reference["greedy"][same]:
             same += 1
