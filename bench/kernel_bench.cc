@@ -29,6 +29,7 @@
 #include "bench/fma_peak.h"
 #include "engine/backend/cpu/cpu_backend.h"
 #include "engine/backend/mask.h"
+#include "engine/common/panel.h"
 #include "engine/common/quantize.h"
 #include "engine/model/weight_format.h"
 #include "tools/ffn_fixture.h"
@@ -224,6 +225,7 @@ int Main(int argc, char** argv) {
   }
   for (DType wt : weight_types) {
     const Matrix wup = Converted(up_bf16, wt), wdown = Converted(down_bf16, wt);
+    const Matrix wpanels = IsBlockQuantized(wt) ? ToPanels(wup) : Matrix{};
     for (int T : tokens) {
       for (double frac : {1.0, 0.5, 0.11, 0.05}) {
         std::fprintf(stderr, "kernel_bench: %s T=%d rows %.0f%%\n",
@@ -236,6 +238,13 @@ int Main(int argc, char** argv) {
         const double sd = MedianSeconds(
             flusher, reps, [&] { be.DotRows(x.data(), T, wup, rp, n, y.data(), n, nullptr, 0); });
         Row(wt, "dot (gate/up)", T, frac, sd, flops, wbytes, all);
+        if (IsBlockQuantized(wt) && frac >= 1) {
+          // The dense products' layout for block types (gate, q/k/v/o, LM head): row panels.
+          const double sp = MedianSeconds(flusher, reps, [&] {
+            be.DotRows(x.data(), T, wpanels, nullptr, n, y.data(), n, nullptr, 0);
+          });
+          Row(wt, "dot, row panels (gate, attention, LM head)", T, frac, sp, flops, wbytes, all);
+        }
         const double sa = MedianSeconds(flusher, reps, [&] {
           std::fill(yd.begin(), yd.begin() + static_cast<size_t>(T) * f.d, 0.f);
           be.AxpyRows(h.data(), n, T, n, rp, wdown, yd.data(), /*skip_zero_rows=*/frac < 1);

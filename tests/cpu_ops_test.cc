@@ -2,12 +2,15 @@
 // (block-quantized ones with row lengths rounded up to whole blocks: WeightCols).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <tuple>
 
 #include "engine/backend/cpu/cpu_backend.h"
+#include "engine/common/panel.h"
+#include "engine/common/quantize.h"
 #include "tests/op_test_util.h"
 #include "tests/reference/reference.h"
 
@@ -85,6 +88,61 @@ TEST_P(CpuOps, ProductsBitwiseInvariantUpTo256Tokens) {
           for (int i = 0; i < F; ++i)
             e += double(h[t * F + i]) * LoadAsF32(wd.m.Row(i), dtype(), c);
           ASSERT_NEAR(yd[t * d + c], e, 1e-4 * (1 + std::fabs(e))) << "T=" << T << " c=" << c;
+        }
+      }
+    }
+  }
+}
+
+// Row panels (panel.h), the dense products' layout for block types: the values of the row-major
+// matrix, and the product of kernels.h's dot_panels_q bit for bit — one exact integer dot per
+// block, one fp32 accumulator per (row, token), fused on the SIMD tables — at every batch size
+// and thread count, rows off a multiple of eight.
+TEST_P(CpuOps, RowPanelsComputeTheirStatedSumBitwise) {
+  if (!IsBlockQuantized(dtype())) GTEST_SKIP() << "row panels hold block types only";
+  const std::string isa = std::get<0>(GetParam());
+  const bool fused = isa != "generic";
+  for (auto [N, k] : {std::pair{7, 64}, {45, 83}, {129, 256}}) {
+    const int K = Cols(k), nb = K / static_cast<int>(kQuantBlock);
+    OwnedMatrix w = RandomMatrix(N, K, dtype(), rng_);
+    const Matrix p = ToPanels(w.m);
+    ASSERT_TRUE(p.panels);
+    ASSERT_EQ(p.bytes(), static_cast<size_t>(PanelCount(N) * kPanelRows) * w.m.row_bytes());
+    for (int r = 0; r < N; ++r)
+      for (int c = 0; c < K; ++c)
+        ASSERT_EQ(MatrixElementAsF32(p, r, c), LoadAsF32(w.m.Row(r), dtype(), c)) << r << "," << c;
+    for (int threads : {1, 3}) {
+      BackendOptions o;
+      o.cpu_isa = isa;
+      o.threads = threads;
+      CpuBackend be(o);
+      for (int T : {1, 2, 3, 5, 6, 7, 12, 17, 64, 129, 256}) {
+        std::vector<float> x = RandomVec(static_cast<size_t>(T) * K, rng_);
+        x[0] = 0.f;  // a token block with a zero, and one all zero
+        if (T > 1) std::fill(x.begin() + K, x.begin() + K + kQuantBlock, 0.f);
+        std::vector<float> y(static_cast<size_t>(T) * N, NAN);
+        be.MatMul(x.data(), T, p, y.data());
+        std::vector<int8_t> xq(K);
+        std::vector<float> xd(nb);
+        for (int t = 0; t < T; ++t) {
+          QuantizeActivationRow(x.data() + t * K, K, xq.data(), xd.data());
+          for (int r = 0; r < N; ++r) {
+            float acc = 0.f;
+            const auto* row = static_cast<const uint8_t*>(w.m.Row(r));
+            for (int b = 0; b < nb; ++b) {
+              const uint8_t* blk = row + b * QuantBlockBytes(dtype());
+              int32_t sum = 0;
+              for (int j = 0; j < kQuantBlock; ++j)
+                sum += BlockCode(blk, dtype(), j) * int32_t{xq[b * kQuantBlock + j]};
+              uint16_t h;
+              std::memcpy(&h, blk, 2);
+              const float s = F16ToF32(h) * xd[b];
+              acc = fused ? std::fma(static_cast<float>(sum), s, acc)
+                          : static_cast<float>(sum) * s + acc;
+            }
+            ASSERT_EQ(acc, y[t * N + r])
+                << "N=" << N << " T=" << T << " t=" << t << " r=" << r << " threads=" << threads;
+          }
         }
       }
     }

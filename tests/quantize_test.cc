@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 
+#include "engine/common/panel.h"
 #include "engine/model/weight_format.h"
 #include "tests/op_test_util.h"
 #include "tests/reference/reference.h"
@@ -155,6 +156,21 @@ TEST(WeightFormat, ConvertsEveryLinearWeightAndNamesWhatItCannot) {
   std::vector<uint8_t> expect(SpanBytes(DType::kQ8_0, 64));
   ASSERT_TRUE(QuantizeRow(row.data(), 64, DType::kQ8_0, expect.data()));
   EXPECT_EQ(0, std::memcmp(expect.data(), w.layers[0].up.Row(7), expect.size()));
+  // The dense products' matrices are stored in row panels (panel.h) holding the same values;
+  // the union-gathered up and down stay row-major.
+  for (const Matrix* m : {&w.lm_head, &w.layers[0].q, &w.layers[0].k, &w.layers[0].v,
+                          &w.layers[0].o, &w.layers[0].gate})
+    EXPECT_TRUE(m->panels);
+  EXPECT_FALSE(w.layers[0].up.panels);
+  EXPECT_FALSE(w.layers[0].down_t.panels);
+  for (int r : {0, 7, 95}) {
+    DequantizeRow(before.layers[0].gate.Row(r), DType::kBF16, 64, row.data());
+    ASSERT_TRUE(QuantizeRow(row.data(), 64, DType::kQ8_0, expect.data()));
+    for (int c = 0; c < 64; ++c)
+      EXPECT_EQ(MatrixElementAsF32(w.layers[0].gate, r, c),
+                LoadAsF32(expect.data(), DType::kQ8_0, c))
+          << r << "," << c;
+  }
 
   ModelWeights odd = before;
   odd.layers[0].o = mat(64, 40);

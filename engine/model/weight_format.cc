@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/common/panel.h"
 #include "engine/common/quantize.h"
 #include "engine/common/thread_pool.h"
 #include "engine/model/mapped_file.h"
@@ -16,8 +17,10 @@ namespace {
 // The converted copy of m (rows converted in parallel), or an error naming `name`.
 // `release`: m, when a view (no owner), lies in a read-only file mapping whose pages are not
 // read again: dropped from the resident set once converted.
+// `panels` (block types): the copy is stored in row panels (panel.h), for a matrix only the
+// dense products read.
 absl::StatusOr<Matrix> Convert(const Matrix& m, DType to, const std::string& name, bool release,
-                               ThreadPool& pool) {
+                               bool panels, ThreadPool& pool) {
   if (IsBlockQuantized(to) && m.cols % kQuantBlock != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         name, ": ", DTypeName(to), " quantizes rows in blocks of ", kQuantBlock,
@@ -25,20 +28,24 @@ absl::StatusOr<Matrix> Convert(const Matrix& m, DType to, const std::string& nam
   }
   Matrix out;
   out.dtype = to;
+  out.panels = panels && IsBlockQuantized(to);
   out.rows = m.rows;
   out.cols = m.cols;
-  auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[std::max<size_t>(out.bytes(), 1)]);
+  // Zero-filled: a panel's padding rows.
+  auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[std::max<size_t>(out.bytes(), 1)]());
   out.data = buf.get();
   out.owner = std::shared_ptr<const void>(buf, buf.get());
   std::atomic<int64_t> bad_row{-1};
   const int tasks = std::max(1, std::min<int>(4 * pool.num_threads(), static_cast<int>(m.rows)));
   pool.ParallelFor(tasks, [&](int task) {
     std::vector<float> row(static_cast<size_t>(m.cols));
+    std::vector<uint8_t> packed(out.panels ? out.row_bytes() : 0);
     for (int64_t r = m.rows * task / tasks; r < m.rows * (task + 1) / tasks; ++r) {
       DequantizeRow(m.Row(r), m.dtype, m.cols, row.data());
-      if (!QuantizeRow(row.data(), m.cols, to,
-                       buf.get() + static_cast<size_t>(r) * out.row_bytes()))
-        bad_row.store(r);
+      uint8_t* dst =
+          out.panels ? packed.data() : buf.get() + static_cast<size_t>(r) * out.row_bytes();
+      if (!QuantizeRow(row.data(), m.cols, to, dst)) bad_row.store(r);
+      if (out.panels) PackPanelRow(dst, to, m.cols, r, buf.get());
     }
   });
   if (bad_row.load() >= 0) {
@@ -81,13 +88,22 @@ std::string WeightFormatName(std::optional<DType> t) {
 absl::Status ConvertLayerWeights(DType to, int index, bool release_mapped_pages, ThreadPool& pool,
                                  LayerWeights* l) {
   const std::string p = absl::StrCat("model.layers.", index, ".");
-  for (auto [m, name] :
-       {std::pair{&l->q, "self_attn.q_proj.weight"}, std::pair{&l->k, "self_attn.k_proj.weight"},
-        std::pair{&l->v, "self_attn.v_proj.weight"}, std::pair{&l->o, "self_attn.o_proj.weight"},
-        std::pair{&l->gate, "mlp.gate_proj.weight"}, std::pair{&l->up, "mlp.up_proj.weight"},
-        std::pair{&l->down_t, "mlp.down_proj.weight (neuron-major)"}}) {
+  // Row panels for the products that always read every row (attention's, and the gate of a
+  // gated FFN); up and down stay row-major, gathered by the union.
+  struct Target {
+    Matrix* m;
+    const char* name;
+    bool panels;
+  };
+  for (auto [m, name, panels] :
+       {Target{&l->q, "self_attn.q_proj.weight", true},
+        Target{&l->k, "self_attn.k_proj.weight", true},
+        Target{&l->v, "self_attn.v_proj.weight", true},
+        Target{&l->o, "self_attn.o_proj.weight", true},
+        Target{&l->gate, "mlp.gate_proj.weight", true}, Target{&l->up, "mlp.up_proj.weight", false},
+        Target{&l->down_t, "mlp.down_proj.weight (neuron-major)", false}}) {
     if (m->data == nullptr || m->dtype == to) continue;
-    absl::StatusOr<Matrix> c = Convert(*m, to, p + name, release_mapped_pages, pool);
+    absl::StatusOr<Matrix> c = Convert(*m, to, p + name, release_mapped_pages, panels, pool);
     if (!c.ok()) return c.status();
     *m = *std::move(c);
   }
@@ -101,7 +117,7 @@ absl::Status ConvertLmHead(DType to, bool release_mapped_pages, ThreadPool& pool
   const bool tied = w->lm_head.data == w->embed.data;
   absl::StatusOr<Matrix> c =
       Convert(w->lm_head, to, tied ? "model.embed_tokens.weight (tied LM head)" : "lm_head.weight",
-              release_mapped_pages && !tied, pool);
+              release_mapped_pages && !tied, /*panels=*/true, pool);
   if (!c.ok()) return c.status();
   w->lm_head = *std::move(c);
   return absl::OkStatus();

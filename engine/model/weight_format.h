@@ -6,11 +6,13 @@
 // checkpoint's type: a step reads only its tokens' rows. Quantization runs along each stored
 // row — the reduction dimension of q/k/v/o/gate/up/LM head, and the hidden dimension of a
 // neuron's down-projection row — so a union still gathers whole, independently addressable
-// rows. Every path reads a converted matrix the same way (the CPU kernels: quantized dots
-// against per-token int8 activations, exact dequantization in the down projection), so `exact`
-// stays bitwise `off` of the same converted model. Conversion can run while loading, layer by
-// layer (ConvertLayerWeights from LoadModelWeights' LayerHook), so the checkpoint's type is
-// resident one layer at a time.
+// rows. Block-quantized matrices that only dense products read (q, k, v, o, the gate of a gated
+// FFN, the LM head) are stored in row panels instead (panel.h): the same values, laid out for
+// the dense quantized dot (kernels.h, dot_panels_q). Every path reads a converted matrix the same
+// way (the CPU kernels: quantized dots against per-token int8 activations, exact dequantization in
+// the down projection), so `exact` stays bitwise `off` of the same converted model. Conversion can
+// run while loading, layer by layer (ConvertLayerWeights from LoadModelWeights' LayerHook), so the
+// checkpoint's type is resident one layer at a time.
 #pragma once
 
 #include <optional>

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/backend/mask.h"
+#include "engine/common/panel.h"
 
 namespace sparsed::ref {
 
@@ -33,8 +34,7 @@ std::vector<float> MatMul(const std::vector<float>& x, int T, const Matrix& w) {
   for (int t = 0; t < T; ++t) {
     for (int64_t r = 0; r < w.rows; ++r) {
       double s = 0;
-      for (int64_t c = 0; c < w.cols; ++c)
-        s += xs[t * w.cols + c] * LoadAsF32(w.Row(r), w.dtype, c);
+      for (int64_t c = 0; c < w.cols; ++c) s += xs[t * w.cols + c] * MatrixElementAsF32(w, r, c);
       y[t * w.rows + r] = static_cast<float>(s);
     }
   }

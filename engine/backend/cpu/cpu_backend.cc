@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/common/cpu_quota.h"
+#include "engine/common/panel.h"
 #include "engine/common/quantize.h"
 
 namespace sparsed {
@@ -129,6 +130,13 @@ void CpuBackend::DotRowsOn(const float* x, int T, const Matrix& w, const int32_t
     const int64_t rt = task / tok_tasks, tt = task % tok_tasks;
     const int64_t i0 = rt * kRowsPerTask, i1 = std::min(n, i0 + kRowsPerTask);
     const int64_t t0 = tt * tok_chunk, t1 = std::min<int64_t>(T, t0 + tok_chunk);
+    if (w.panels) {  // the dense products: rows and need are null (cpu_backend.h)
+      kernels_.dot_panels_q(xq_.data() + t0 * w.cols, xd_.data() + t0 * (w.cols / kQuantBlock),
+                            xs_.data() + t0 * (w.cols / kQuantBlock), static_cast<int>(t1 - t0),
+                            w.data, w.dtype, w.cols, n, i0 / kPanelRows,
+                            (i1 + kPanelRows - 1) / kPanelRows, y + t0 * ldy, ldy);
+      return;
+    }
     if (quantized) {
       kernels_.dot_rows_q(xq_.data() + t0 * w.cols, xd_.data() + t0 * (w.cols / kQuantBlock),
                           static_cast<int>(t1 - t0), w.data, w.dtype, w.cols, rows, i0, i1,
@@ -145,9 +153,17 @@ void CpuBackend::QuantizeActivations(const float* x, int T, int64_t K) {
   const int64_t nb = K / kQuantBlock;
   xq_.resize(static_cast<size_t>(T) * K);
   xd_.resize(static_cast<size_t>(T) * nb);
+  xs_.resize(static_cast<size_t>(T) * nb);
   auto rows = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t)
+    for (int64_t t = t0; t < t1; ++t) {
+      const int8_t* q = xq_.data() + t * K;
       QuantizeActivationRow(x + t * K, K, xq_.data() + t * K, xd_.data() + t * nb);
+      for (int64_t b = 0; b < nb; ++b) {
+        int32_t sum = 0;
+        for (int64_t j = 0; j < kQuantBlock; ++j) sum += q[b * kQuantBlock + j];
+        xs_[t * nb + b] = sum;
+      }
+    }
   };
   if (T < 8) return rows(0, T);
   const int tasks = std::min(T, 4 * pool_.num_threads());

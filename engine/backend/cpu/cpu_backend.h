@@ -51,7 +51,9 @@ class CpuBackend final : public Backend {
   void DotRows(const float* x, int T, const Matrix& w, const int32_t* rows, int64_t n, float* y,
                int64_t ldy, const float* need, int64_t ld_need);
   // For block-quantized weights, DotRows quantizes x per token (QuantizeActivations) and runs
-  // the quantized dot (KernelTable::dot_rows_q): a token's codes depend on it alone.
+  // the quantized dot (KernelTable::dot_rows_q, or dot_panels_q for a matrix in row panels —
+  // which REQUIRES rows and need null: panels serve the dense products only): a token's codes
+  // depend on it alone.
   // y[T × w.cols] += Σ_i h[:, i] · W[rows[i]] (rows null = first n rows), in fixed neuron-id
   // ranges whose partial sums are added in range order.
   void AxpyRows(const float* h, int64_t ldh, int T, int64_t n, const int32_t* rows, const Matrix& w,
@@ -91,8 +93,8 @@ class CpuBackend final : public Backend {
   // is how many values survive; otherwise it returns 0 (cpu_ffn_mask.cc).
   int64_t Coefficients(const FfnLayer& layer, int T, const int32_t* rows, int64_t n,
                        bool threshold);
-  // xq_, xd_ ← x [T × K] quantized per token in blocks of 32 (QuantizeActivationRow), over the
-  // pool.
+  // xq_, xd_, xs_ ← x [T × K] quantized per token in blocks of 32 (QuantizeActivationRow), and
+  // each block's sum of codes, over the pool.
   void QuantizeActivations(const float* x, int T, int64_t K);
   // DotRows with `quantize` false for block-quantized w: REQUIRES xq_, xd_ to hold this x
   // (QuantizeActivations), so several products of one x quantize it once.
@@ -116,9 +118,11 @@ class CpuBackend final : public Backend {
                      const AttentionBatch& batch, int heads, float* out);
   // FFN scratch, reused across calls.
   std::vector<float> act_, up_, h_;
-  // Activations quantized for the quantized dot: [T × K] codes, [T × K/32] scales.
+  // Activations quantized for the quantized dot: [T × K] codes, [T × K/32] scales and sums of
+  // codes (the row-panel dot's Q4_0 offset).
   std::vector<int8_t> xq_;
   std::vector<float> xd_;
+  std::vector<int32_t> xs_;
   std::vector<int32_t> union_rows_;
   NeuronUnion down_union_{0};  // threshold mode: rows the down projection reads
   // Per-token lists of the per-token path: token t's active neuron ids (ascending) are

@@ -33,6 +33,17 @@ struct KernelTable {
   void (*dot_rows_q)(const int8_t* xq, const float* xd, int T, const void* w, DType dt, int64_t K,
                      const int32_t* rows, int64_t i0, int64_t i1, float* y, int64_t ldy,
                      const float* need, int64_t ld_need);
+  // The dense quantized dot over row panels (panel.h; dt kQ8_0 or kQ4_0) against activations as
+  // for dot_rows_q, plus xs [T × K/32]: each block's sum of codes. For panels p in [p0, p1), rows
+  // r = 8p + j < `rows`, t < T:
+  //   y[t·ldy + r] = acc after, for b = 0, 1, …, nb − 1 in order,
+  //                  acc ← fma(float(Σ_j w[r, b, j] · xq[t, b, j]), dw[r, b] · xd[t, b], acc)
+  // from acc = 0 (a multiply then an add on the portable table): one exact integer dot per
+  // block, one fp32 accumulator per (row, token) — the order depends on K only, so results are
+  // bitwise independent of T and of the panel range.
+  void (*dot_panels_q)(const int8_t* xq, const float* xd, const int32_t* xs, int T, const void* w,
+                       DType dt, int64_t K, int64_t rows, int64_t p0, int64_t p1, float* y,
+                       int64_t ldy);
   // For columns [c0, c1) of y and for i in [0, n) in order, r = rows ? rows[i] : i; for t < T:
   //   y[t·ldy + c] += h[t·ldh + i] · W[r][c]   (W has `cols` columns).
   // Each element gets one fused multiply-add per row in index order, so each y[t] depends only

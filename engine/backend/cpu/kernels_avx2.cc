@@ -85,7 +85,7 @@ struct V : X86Prefetch, X86Scale {
 const KernelTable& Table() {
   static const KernelTable t{"avx2", &blocked::DotRowsAny<V>,
                              &blocked::QuantDotRowsAny<QuantDotX86<4, 2, 4>>,
-                             &blocked::AxpyRowsAny<V>};
+                             &blocked::PanelDotAny<PanelDotX86>, &blocked::AxpyRowsAny<V>};
   return t;
 }
 

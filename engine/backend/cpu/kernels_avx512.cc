@@ -1,7 +1,8 @@
 // Kernels for AVX-512 (F, BW, VL) with FMA and F16C: 16-float registers, 32 of them, so the dot
 // tile is 4 weight rows × 6 tokens (24 accumulators; 8 rows × up to 2 tokens for decode) and the
 // axpy tile 6 tokens × 64 columns.
-// Partial vectors use masked loads and stores.
+// Partial vectors use masked loads and stores. The row-panel dot is the AVX2 one (kernels_x86.h:
+// a panel is eight rows, one 256-bit vector of int32 lanes).
 // GCC 12 reports the deliberately undefined source operands inside its own AVX-512 intrinsic
 // headers (_mm512_undefined_*) as maybe-uninitialized; nothing here reads an undefined lane.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -90,7 +91,7 @@ struct V : X86Prefetch, X86Scale {
 const KernelTable& Table() {
   static const KernelTable t{"avx512", &blocked::DotRowsAny<V>,
                              &blocked::QuantDotRowsAny<QuantDotX86<8, 4, 4>>,
-                             &blocked::AxpyRowsAny<V>};
+                             &blocked::PanelDotAny<PanelDotX86>, &blocked::AxpyRowsAny<V>};
   return t;
 }
 

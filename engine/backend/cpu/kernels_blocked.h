@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "engine/common/dtype.h"
+#include "engine/common/panel.h"
 
 // Everything here has internal linkage: each including file is compiled for its own instruction
 // set, so a shared inline symbol could resolve to another file's encoding (AVX-512 code run on a
@@ -340,6 +341,51 @@ void QuantDotRowsAny(const int8_t* xq, const float* xd, int T, const void* w, DT
       } else {
         QuantDotRowsBlocked<Q, D, Q::kRows, Q::kToks>(xq, xd, T, w, K, rows, i0, i1, y, ldy, need,
                                                       ld_need);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// dot_panels_q: row panels (panel.h). P provides kToks (the widest token tile) and
+//   Tile<D, NT>(xq, xd, xs, panel, nb, yr, nrows): tokens q < NT (codes xq[q], block scales
+//   xd[q], block code sums xs[q]) against one panel of nb blocks; row j < nrows of it to
+//   yr[q][j], in the order of kernels.h.
+// Tokens go in groups whose codes stay in the L2 cache while the panels sweep past them; each
+// panel (eight rows, one sequential stream) meets the group a tile at a time.
+template <class P>
+void PanelDotAny(const int8_t* xq, const float* xd, const int32_t* xs, int T, const void* w,
+                 DType dt, int64_t K, int64_t rows, int64_t p0, int64_t p1, float* y, int64_t ldy) {
+  WithDType(dt, [&](auto d) {
+    constexpr DType D = decltype(d)::value;
+    if constexpr (IsBlockQuantized(D)) {
+      constexpr int NT = P::kToks;
+      const int64_t nb = K / kQuantBlock;
+      const int group = GroupTokens<NT>(K);
+      for (int g0 = 0; g0 < T; g0 += group) {
+        const int m = std::min(T, g0 + group) - g0;
+        const int tiles = (m + NT - 1) / NT;
+        for (int64_t p = p0; p < p1; ++p) {
+          const auto* panel = static_cast<const uint8_t*>(w) + p * PanelBytes(D, K);
+          const int nrows = static_cast<int>(std::min<int64_t>(kPanelRows, rows - p * kPanelRows));
+          for (int k = 0; k < tiles; ++k) {
+            const int q0 = g0 + m * k / tiles, q1 = g0 + m * (k + 1) / tiles;
+            WithCount<NT>(q1 - q0, [&](auto nt) {
+              constexpr int N = decltype(nt)::value;
+              const int8_t* xr[N];
+              const float* dr[N];
+              const int32_t* sr[N];
+              float* yr[N];
+              for (int q = 0; q < N; ++q) {
+                xr[q] = xq + (q0 + q) * K;
+                dr[q] = xd + (q0 + q) * nb;
+                sr[q] = xs + (q0 + q) * nb;
+                yr[q] = y + (q0 + q) * ldy + p * kPanelRows;
+              }
+              P::template Tile<D, N>(xr, dr, sr, panel, nb, yr, nrows);
+            });
+          }
+        }
       }
     }
   });

@@ -111,11 +111,45 @@ struct Q {
   static float HSum(Acc a) { return a; }
 };
 
+// The row-panel dot's traits (kernels_blocked.h): each (row, token) block dot as one int32 from
+// the panel's bytes (panel.h), multiply then add as Q.
+struct P {
+  static constexpr int kToks = 4;
+  template <DType D, int NT>
+  static void Tile(const int8_t* const* xq, const float* const* xd, const int32_t* const*,
+                   const uint8_t* panel, int64_t nb, float* const* yr, int nrows) {
+    const int64_t pbb = static_cast<int64_t>(PanelBlockBytes(D));
+    for (int j = 0; j < nrows; ++j) {
+      float acc[NT] = {};
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = panel + b * pbb;
+        const float dw = V::Scale(blk + 2 * j);
+        int8_t w[kQuantBlock];
+        for (int k = 0; k < kQuantBlock; ++k) {
+          if constexpr (D == DType::kQ8_0) {
+            w[k] = static_cast<int8_t>(blk[16 + 32 * (k / 4) + 4 * j + k % 4]);
+          } else {
+            const uint8_t byte = blk[16 + 32 * (k % 16 / 4) + 4 * j + k % 4];
+            w[k] = static_cast<int8_t>(((k < 16 ? byte : byte >> 4) & 0x0f) - 8);
+          }
+        }
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* x = xq[t] + b * kQuantBlock;
+          int32_t sum = 0;
+          for (int k = 0; k < kQuantBlock; ++k) sum += int32_t{w[k]} * x[k];
+          acc[t] = static_cast<float>(sum) * (dw * xd[t][b]) + acc[t];
+        }
+      }
+      for (int t = 0; t < NT; ++t) yr[t][j] = acc[t];
+    }
+  }
+};
+
 }  // namespace
 
 const KernelTable& Table() {
   static const KernelTable t{"generic", &blocked::DotRowsAny<V>, &blocked::QuantDotRowsAny<Q>,
-                             &blocked::AxpyRowsAny<V>};
+                             &blocked::PanelDotAny<P>, &blocked::AxpyRowsAny<V>};
   return t;
 }
 
