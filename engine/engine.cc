@@ -31,21 +31,27 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   // layer of the checkpoint's type at a time, never the whole model.
   std::unique_ptr<ThreadPool> convert_pool;
   LayerHook convert_layer;
+  // Block-quantized dense products (converted, or as a GGUF file stores them) go to row panels.
   if (options.weights) {
     convert_pool = std::make_unique<ThreadPool>(
         options.backend.threads > 0 ? options.backend.threads : UsableCpus());
-    convert_layer = [&](int i, LayerWeights* l) {
-      return ConvertLayerWeights(*options.weights, i, /*release_mapped_pages=*/true, *convert_pool,
-                                 l);
-    };
   }
+  convert_layer = [&](int i, LayerWeights* l) -> absl::Status {
+    if (options.weights) {
+      RETURN_IF_ERROR(ConvertLayerWeights(*options.weights, i, /*release_mapped_pages=*/true,
+                                          *convert_pool, l));
+    }
+    return PanelLayerWeights(/*release_mapped_pages=*/true, l);
+  };
   ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(*e->checkpoint_, options.progress, convert_layer));
   if (options.weights) {
     RETURN_IF_ERROR(ConvertLmHead(*options.weights, /*release_mapped_pages=*/true, *convert_pool,
                                   &e->weights_));
   }
+  RETURN_IF_ERROR(PanelLmHead(/*release_mapped_pages=*/true, &e->weights_));
   if (options.load_tokenizer) {
-    const std::string tok = (std::filesystem::path(options.model_dir) / "tokenizer.model").string();
+    const std::string tok =
+        (std::filesystem::path(e->checkpoint_->dir()) / "tokenizer.model").string();
     ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::Load(tok));
   }
   if (options.sparsity_mode.empty()) {

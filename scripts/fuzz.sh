@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
 cmake --preset fuzz >/dev/null
-cmake --build build-fuzz --target fuzz_safetensors fuzz_config fuzz_sparsity fuzz_oip
+cmake --build build-fuzz --target fuzz_safetensors fuzz_gguf fuzz_config fuzz_sparsity fuzz_oip
 status=0
-for t in safetensors config sparsity oip; do
+for t in safetensors gguf config sparsity oip; do
   work="build-fuzz/corpus-$t"
   mkdir -p "$work"
   echo "fuzzing $t for ${secs}s"

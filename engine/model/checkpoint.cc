@@ -15,8 +15,27 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   auto ck = std::unique_ptr<Checkpoint>(new Checkpoint());
   ck->dir_ = dir;
   const std::string config_path = (fs::path(dir) / "config.json").string();
-  ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(config_path));
-  ASSIGN_OR_RETURN(ck->config_, ParseModelConfig(config_text, config_path));
+  std::error_code ec;
+  if (fs::is_regular_file(dir, ec) && fs::path(dir).extension() == ".gguf") {
+    RETURN_IF_ERROR(ck->OpenGguf(dir));
+    return ck;
+  }
+  if (fs::is_directory(dir, ec) && !fs::exists(config_path, ec)) {
+    std::vector<fs::path> ggufs;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      if (e.path().extension() == ".gguf") ggufs.push_back(e.path());
+    if (ggufs.size() == 1) {
+      RETURN_IF_ERROR(ck->OpenGguf(ggufs[0].string()));
+      return ck;
+    }
+    if (ggufs.size() > 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir, ": holds ", ggufs.size(),
+                       " .gguf files and no config.json; name the file to serve"));
+    }
+  }
+  ASSIGN_OR_RETURN(ck->config_text_, ReadFileToString(config_path));
+  ASSIGN_OR_RETURN(ck->config_, ParseModelConfig(ck->config_text_, config_path));
 
   std::vector<std::string> shard_names;
   const fs::path index_path = fs::path(dir) / "model.safetensors.index.json";
@@ -71,11 +90,20 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
 }
 
 std::string Checkpoint::FileOf(const std::string& name) const {
+  if (gguf_) return gguf_->path();
   auto it = where_.find(name);
   return it == where_.end() ? absl::StrCat(dir_, "/model.safetensors*") : it->second->path();
 }
 
 absl::StatusOr<TensorView> Checkpoint::Get(const std::string& name) const {
+  if (gguf_) {
+    auto g = gguf_names_.find(name);
+    if (g == gguf_names_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat(gguf_->path(), ": no GGUF tensor stands for '", name, "'"));
+    }
+    return gguf_->Get(g->second);
+  }
   auto it = where_.find(name);
   if (it == where_.end()) {
     return absl::NotFoundError(
@@ -97,6 +125,7 @@ absl::StatusOr<TensorView> Checkpoint::GetShaped(const std::string& name,
 
 std::vector<std::string> Checkpoint::TensorNames() const {
   std::vector<std::string> names;
+  for (const auto& [name, g] : gguf_names_) names.push_back(name);
   for (const auto& [name, file] : where_) names.push_back(name);
   return names;
 }

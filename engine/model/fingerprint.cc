@@ -33,16 +33,16 @@ constexpr size_t kSampleBytes = 4096;
 
 absl::StatusOr<std::string> ModelFingerprint(const Checkpoint& checkpoint) {
   Fnv1a64 h;
-  const auto config_path = std::filesystem::path(checkpoint.dir()) / "config.json";
-  ASSIGN_OR_RETURN(std::string config, ReadFileToString(config_path.string()));
-  h.Add(config);
+  h.Add(checkpoint.config_text());
   for (const std::string& name : checkpoint.TensorNames()) {
     ASSIGN_OR_RETURN(TensorView t, checkpoint.Get(name));
     h.Add(name);
     const uint8_t dtype = static_cast<uint8_t>(t.dtype);
     h.Add(&dtype, 1);
     h.Add(t.shape.data(), t.shape.size() * sizeof(int64_t));
-    const size_t bytes = static_cast<size_t>(t.numel()) * DTypeSize(t.dtype);
+    const int64_t last = t.shape.empty() ? 1 : t.shape.back();
+    const size_t bytes =
+        static_cast<size_t>(t.numel() / std::max<int64_t>(last, 1)) * SpanBytes(t.dtype, last);
     const auto* data = static_cast<const unsigned char*>(t.data);
     const size_t head = std::min(bytes, kSampleBytes);
     h.Add(data, head);

@@ -123,6 +123,28 @@ absl::Status ConvertLmHead(DType to, bool release_mapped_pages, ThreadPool& pool
   return absl::OkStatus();
 }
 
+absl::Status PanelLayerWeights(bool release_mapped_pages, LayerWeights* l) {
+  for (Matrix* m : {&l->q, &l->k, &l->v, &l->o, &l->gate}) {
+    if (m->data == nullptr || !IsBlockQuantized(m->dtype) || m->panels) continue;
+    const Matrix row_major = *m;
+    *m = ToPanels(row_major);
+    if (release_mapped_pages && row_major.owner == nullptr)
+      ReleaseMappedPages(row_major.data, row_major.bytes());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PanelLmHead(bool release_mapped_pages, ModelWeights* w) {
+  Matrix& m = w->lm_head;
+  if (m.data == nullptr || !IsBlockQuantized(m.dtype) || m.panels) return absl::OkStatus();
+  const Matrix row_major = m;
+  m = ToPanels(row_major);
+  // A tied head's rows are still the embedding's.
+  if (release_mapped_pages && row_major.owner == nullptr && row_major.data != w->embed.data)
+    ReleaseMappedPages(row_major.data, row_major.bytes());
+  return absl::OkStatus();
+}
+
 absl::Status ConvertLinearWeights(DType to, int threads, bool release_mapped_pages,
                                   const ProgressFn& progress, ModelWeights* w) {
   ThreadPool pool(std::max(1, threads));

@@ -48,4 +48,11 @@ absl::Status ConvertLayerWeights(DType to, int index, bool release_mapped_pages,
                                  LayerWeights* l);
 absl::Status ConvertLmHead(DType to, bool release_mapped_pages, ThreadPool& pool, ModelWeights* w);
 
+// Block-quantized matrices of the dense products that are still row-major (a quantized
+// checkpoint's, as a GGUF file stores them) into row panels: layer `l`'s q, k, v, o and gate, and
+// the LM head (a copy of its own when tied). Other matrices are left as they are.
+// release_mapped_pages as for ConvertLinearWeights.
+absl::Status PanelLayerWeights(bool release_mapped_pages, LayerWeights* l);
+absl::Status PanelLmHead(bool release_mapped_pages, ModelWeights* w);
+
 }  // namespace sparsed

@@ -1,8 +1,11 @@
 #include "engine/model/weights.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/common/quantize.h"
 #include "engine/common/status_macros.h"
 #include "engine/model/mapped_file.h"
 
@@ -26,6 +29,52 @@ absl::StatusOr<std::vector<float>> LoadVector(const Checkpoint& ck, const std::s
   std::vector<float> out(n);
   for (int64_t i = 0; i < n; ++i) out[i] = LoadAsF32(v.data, v.dtype, i);
   return out;
+}
+
+// A matrix over buf (which it keeps alive): rows × cols of dtype.
+Matrix Owned(DType dtype, int64_t rows, int64_t cols, std::shared_ptr<char[]> buf) {
+  Matrix t;
+  t.data = buf.get();
+  t.dtype = dtype;
+  t.rows = rows;
+  t.cols = cols;
+  t.owner = std::shared_ptr<const void>(buf, buf.get());
+  return t;
+}
+
+// Block types: W dequantized, transposed and quantized again along its new rows (a neuron's
+// down-projection row) — the one conversion of a quantized checkpoint's values (a GGUF file's
+// down projection is stored output-major). `name` for errors.
+absl::StatusOr<Matrix> TransposeBlocks(const Matrix& w, const std::string& name) {
+  if (w.rows % kQuantBlock != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": a ", DTypeName(w.dtype), " down projection is stored neuron-major in blocks of ",
+        kQuantBlock, " outputs, and this one has ", w.rows));
+  }
+  std::vector<float> f(static_cast<size_t>(w.rows * w.cols));
+  std::vector<float> col(static_cast<size_t>(w.rows));
+  for (int64_t r = 0; r < w.rows; ++r) DequantizeRow(w.Row(r), w.dtype, w.cols, &f[r * w.cols]);
+  const size_t out_row = SpanBytes(w.dtype, w.rows);
+  auto buf = std::shared_ptr<char[]>(new char[std::max<size_t>(out_row * w.cols, 1)]);
+  for (int64_t c = 0; c < w.cols; ++c) {
+    for (int64_t r = 0; r < w.rows; ++r) col[r] = f[r * w.cols + c];
+    QuantizeRow(col.data(), w.rows, w.dtype, buf.get() + c * out_row);  // finite: dequantized
+  }
+  return Owned(w.dtype, w.cols, w.rows, std::move(buf));
+}
+
+// GGUF's q and k rows (checkpoint.h, rotary_pairs_interleaved) in rotate-half order: head h's
+// row 2i + j holds what rotate-half reads at row j · hd/2 + i.
+Matrix RotaryHalves(const Matrix& w, int64_t head_dim) {
+  const size_t rb = w.row_bytes();
+  auto buf = std::shared_ptr<char[]>(new char[std::max<size_t>(w.bytes(), 1)]);
+  const int64_t half = head_dim / 2;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const int64_t h = r / head_dim, k = r % head_dim;
+    const int64_t src = h * head_dim + (k % half) * 2 + k / half;
+    std::memcpy(buf.get() + r * rb, w.Row(src), rb);
+  }
+  return Owned(w.dtype, w.rows, w.cols, std::move(buf));
 }
 
 // Copies W [rows × cols] into a new [cols × rows] matrix of the same dtype.
@@ -73,6 +122,13 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const Progre
     ASSIGN_OR_RETURN(l.ffn_norm, LoadVector(ck, p + "post_attention_layernorm.weight", d));
     ASSIGN_OR_RETURN(l.q, LoadMatrix(ck, p + "self_attn.q_proj.weight", c.num_heads * hd, d));
     ASSIGN_OR_RETURN(l.k, LoadMatrix(ck, p + "self_attn.k_proj.weight", c.num_kv_heads * hd, d));
+    if (ck.rotary_pairs_interleaved()) {
+      for (Matrix* m : {&l.q, &l.k}) {
+        const Matrix mapped = *m;
+        *m = RotaryHalves(mapped, hd);
+        ReleaseMappedPages(mapped.data, mapped.bytes());
+      }
+    }
     ASSIGN_OR_RETURN(l.v, LoadMatrix(ck, p + "self_attn.v_proj.weight", c.num_kv_heads * hd, d));
     ASSIGN_OR_RETURN(l.o, LoadMatrix(ck, p + "self_attn.o_proj.weight", d, c.num_heads * hd));
     if (c.gated_ffn) {
@@ -80,7 +136,13 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const Progre
     }
     ASSIGN_OR_RETURN(l.up, LoadMatrix(ck, p + "mlp.up_proj.weight", f, d));
     ASSIGN_OR_RETURN(Matrix down, LoadMatrix(ck, p + "mlp.down_proj.weight", d, f));
-    l.down_t = Transpose(down);
+    if (IsBlockQuantized(down.dtype)) {
+      ASSIGN_OR_RETURN(
+          l.down_t, TransposeBlocks(down, absl::StrCat(ck.FileOf(p + "mlp.down_proj.weight"),
+                                                       ": tensor '", p, "mlp.down_proj.weight'")));
+    } else {
+      l.down_t = Transpose(down);
+    }
     // The mapped original is not read again (the engine reads the transposed copy).
     ReleaseMappedPages(down.data, down.bytes());
     if (on_layer) RETURN_IF_ERROR(on_layer(static_cast<int>(i), &l));
