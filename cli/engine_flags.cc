@@ -7,7 +7,8 @@
 
 ABSL_FLAG(std::string, model, "",
           "Model directory: config.json, *.safetensors, tokenizer.model (the daemon's default: "
-          "models/sparsed-tiny; the tools require it).");
+          "models/sparsed-tiny; the tools require it). Or a llama-architecture GGUF file "
+          "(F32/F16/BF16/Q8_0/Q4_0 tensors) with tokenizer.model beside it.");
 ABSL_FLAG(std::string, device, "auto",
           "auto | cpu | cuda: where the model runs (auto: CUDA when a GPU answers, else the CPU).");
 ABSL_FLAG(int, threads, 0,

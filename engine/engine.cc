@@ -107,7 +107,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
 absl::Status Engine::LoadSparsityFile(const EngineOptions& options) {
   const std::string path =
       options.sparsity_file.empty()
-          ? (std::filesystem::path(options.model_dir) / "sparsity.json").string()
+          ? (std::filesystem::path(checkpoint_->dir()) / "sparsity.json").string()
           : options.sparsity_file;
   if (!std::filesystem::exists(path)) {
     return absl::FailedPreconditionError(

@@ -82,7 +82,11 @@ int main(int argc, char** argv) {
   for (const auto& w : *calib) tokens += static_cast<int64_t>(w.size());
   p.calibration_tokens = tokens;
   std::string out = absl::GetFlag(FLAGS_out);
-  if (out.empty()) out = (std::filesystem::path(o.model_dir) / "sparsity.json").string();
+  if (out.empty()) {
+    // Beside the model: in its directory, or beside a GGUF file.
+    const std::filesystem::path m(o.model_dir);
+    out = ((std::filesystem::is_regular_file(m) ? m.parent_path() : m) / "sparsity.json").string();
+  }
   if (auto s = WriteSparsityProfile(p, out); !s.ok()) return FailWith(s);
 
   double mean = 0;
