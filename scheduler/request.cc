@@ -9,6 +9,11 @@ absl::Status ValidateStoppingParams(const StoppingParams& p) {
     return absl::InvalidArgumentError(
         absl::StrCat("stopping.max_new_tokens is ", p.max_new_tokens, "; allowed: [1, 1048576]"));
   }
+  if (p.stop_token_ids.size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat("stopping.stop_token_ids has ",
+                                                   p.stop_token_ids.size(),
+                                                   " ids; allowed: at most ", kMaxStopTokenIds));
+  }
   if (p.stop.size() > 16) {
     return absl::InvalidArgumentError(
         absl::StrCat("stopping.stop has ", p.stop.size(), " strings; allowed: at most 16"));

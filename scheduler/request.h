@@ -20,6 +20,11 @@ struct StoppingParams {
   bool ignore_eos = false;
 };
 
+// Bounds on what one request may carry: stop token ids (scanned for every generated token) and
+// the client's request id (kept for logs and Abort).
+inline constexpr size_t kMaxStopTokenIds = 128;
+inline constexpr size_t kMaxRequestIdBytes = 256;
+
 // INVALID_ARGUMENT naming the field and the allowed range.
 absl::Status ValidateStoppingParams(const StoppingParams& p);
 

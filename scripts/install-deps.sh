@@ -14,10 +14,11 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   prometheus-cpp-dev
 )
-# Only for the tests: independent clients, a Prometheus server, manifest parsing, and clang for
-# the thread-safety analysis of the locking code (tests/thread_safety_test.py).
+# Only for the tests: independent clients, a Prometheus server, manifest parsing, clang for
+# the thread-safety analysis of the locking code (tests/thread_safety_test.py), and openssl for
+# the TLS test's certificates (tests/integration/tls_test.py).
 TEST_PKGS=(
-  python3-grpcio python3-grpc-tools python3-yaml python3-venv prometheus curl clang
+  python3-grpcio python3-grpc-tools python3-yaml python3-venv prometheus curl clang openssl
 )
 # The container test (tests/container/): podman builds and runs the image, mmdebstrap makes its
 # Debian 12 base image from Debian's archive, podman-compose brings up the compose stack, the

@@ -14,6 +14,17 @@ absl::Status CheckTextBytes(absl::string_view field, size_t bytes, const ModelIn
 
 absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const ModelInfo& model) {
   Request r;
+  if (in.request_id().size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id has ", in.request_id().size(),
+                                                   " bytes; allowed: at most ",
+                                                   kMaxRequestIdBytes));
+  }
+  // Counted before anything is copied: a message of millions of ids is refused at once.
+  if (static_cast<size_t>(in.stopping().stop_token_ids_size()) > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat("stopping.stop_token_ids has ",
+                                                   in.stopping().stop_token_ids_size(),
+                                                   " ids; allowed: at most ", kMaxStopTokenIds));
+  }
   r.request_id = in.request_id();
   r.priority = in.priority();
   const v1::SamplingParams& s = in.sampling();

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cli/engine_flags.h"
 #include "cli/flag_checks.h"
@@ -30,6 +31,7 @@
 #include "server/oip_service.h"
 #include "server/reflection_v1.h"
 #include "server/service.h"
+#include "server/transport.h"
 
 ABSL_FLAG(std::string, model_name, "",
           "The served model's name: the model_name label of every metric (default: the --model "
@@ -84,6 +86,19 @@ ABSL_FLAG(int, unhealthy_after_failed_steps, 3,
 ABSL_FLAG(double, shutdown_timeout_s, 30,
           "On SIGTERM/SIGINT, how long in-flight requests may finish [0, 86400].");
 ABSL_FLAG(std::string, log_level, "info", "debug | info | warn | error.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls_key). Re-read every "
+          "--tls_reload_interval_s, so a rotated certificate needs no restart. Empty: plaintext, "
+          "for trusted networks only.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: mutual TLS — every client must present a certificate it signed.");
+ABSL_FLAG(int, tls_reload_interval_s, 60,
+          "How often the TLS files are checked for a rotation, in seconds [1, 86400].");
+ABSL_FLAG(int, max_concurrent_streams, 256,
+          "Calls one client connection may have open at once (HTTP/2) [1, 1048576]. Requests "
+          "are refused when compressed (gzip/deflate are off) and when their metadata passes "
+          "16 KiB.");
 
 // Exit status: 0 after a drain; 1 for a usage error (a flag out of its range above, an unknown
 // flag, an unparsable value), an address that cannot be bound, or a model that cannot load (the
@@ -178,9 +193,35 @@ int Main(int argc, char** argv) {
                          StreamLimits{absl::Seconds(absl::GetFlag(FLAGS_stream_write_timeout_s)),
                                       absl::GetFlag(FLAGS_stream_max_pending_tokens)},
                          model_name);
+  TransportOptions transport;
+  transport.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  transport.tls_key = absl::GetFlag(FLAGS_tls_key);
+  transport.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  transport.tls_reload_interval_s = absl::GetFlag(FLAGS_tls_reload_interval_s);
+  transport.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  auto credentials = MakeServerCredentials(transport);
+  if (!credentials.ok() || transport.tls_reload_interval_s > 86400 ||
+      transport.max_concurrent_streams < 1 || transport.max_concurrent_streams > (1 << 20)) {
+    log.Log(
+        LogLevel::kError, "invalid command line",
+        absl::StrCat("error=", Quote(credentials.ok() ? "--tls_reload_interval_s or "
+                                                        "--max_concurrent_streams is out of range"
+                                                      : credentials.status().message())));
+    return kUsageExit;
+  }
+  const std::string listen_addr = absl::GetFlag(FLAGS_listen);
+  const bool loopback = absl::StartsWith(listen_addr, "127.") ||
+                        absl::StartsWith(listen_addr, "localhost:") ||
+                        absl::StartsWith(listen_addr, "[::1]:");
+  if (transport.tls_cert.empty() && !loopback) {
+    log.Log(LogLevel::kWarn, "plaintext gRPC",
+            "note=\"no --tls_cert: anyone who reaches the port can call; for trusted networks "
+            "only\"");
+  }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *credentials, &port);
+  ApplyTransportLimits(transport, &builder);
   // gRPC sets SO_REUSEPORT by default, which lets a second daemon (or any process of the same
   // user) bind the same address and take part of the traffic. One address, one daemon.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

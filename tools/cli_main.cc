@@ -7,7 +7,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -26,6 +28,13 @@ ABSL_FLAG(int, max_new_tokens, 32, "generate: tokens to generate [1, 1048576].")
 ABSL_FLAG(double, temperature, 0.0, "generate: sampling temperature (0 = greedy) [0, 100].");
 ABSL_FLAG(bool, add_bos, true, "generate/tokenize: prepend the model's BOS token.");
 ABSL_FLAG(double, timeout_s, 60, "Call deadline in seconds [0.001, 86400].");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle that signed the server's certificate: connect over TLS (a daemon run "
+          "with --tls_cert). Empty: plaintext.");
+ABSL_FLAG(
+    std::string, tls_cert, "",
+    "PEM client certificate for a daemon that requires one (--tls_client_ca), with --tls_key.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 
 namespace {
 
@@ -57,8 +66,34 @@ int main(int argc, char** argv) {
   std::string prompt = absl::GetFlag(FLAGS_prompt);
   for (size_t i = 2; i < args.size(); ++i)
     prompt += (prompt.empty() ? "" : " ") + std::string(args[i]);
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!absl::GetFlag(FLAGS_tls_ca).empty() || !absl::GetFlag(FLAGS_tls_cert).empty()) {
+    grpc::SslCredentialsOptions ssl;
+    auto read = [](const std::string& flag, const std::string& path, std::string* out) {
+      std::ifstream in(path);
+      if (!in) {
+        std::fprintf(stderr, "error: --%s=%s: cannot read\n", flag.c_str(), path.c_str());
+        return false;
+      }
+      std::stringstream ss;
+      ss << in.rdbuf();
+      *out = ss.str();
+      return true;
+    };
+    if (!absl::GetFlag(FLAGS_tls_ca).empty() &&
+        !read("tls_ca", absl::GetFlag(FLAGS_tls_ca), &ssl.pem_root_certs))
+      return sparsed::kUsageExit;
+    if (absl::GetFlag(FLAGS_tls_cert).empty() != absl::GetFlag(FLAGS_tls_key).empty()) {
+      std::fprintf(stderr, "error: --tls_cert and --tls_key go together\n");
+      return sparsed::kUsageExit;
+    }
+    if (!absl::GetFlag(FLAGS_tls_cert).empty() &&
+        (!read("tls_cert", absl::GetFlag(FLAGS_tls_cert), &ssl.pem_cert_chain) ||
+         !read("tls_key", absl::GetFlag(FLAGS_tls_key), &ssl.pem_private_key)))
+      return sparsed::kUsageExit;
+    creds = grpc::SslCredentials(ssl);
+  }
+  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_server), creds);
   if (cmd == "health") {
     auto stub = grpc::health::v1::Health::NewStub(channel);
     grpc::ClientContext ctx;

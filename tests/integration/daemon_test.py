@@ -59,8 +59,8 @@ class LoadGate:
 
     def release(self, timeout=60):
         """Lets the load go on. Once the daemon waits on the FIFO, opens it for writing, puts the
-        plain file back in its place (the load reads config.json again: engine/model/fingerprint.cc)
-        and writes the text to the daemon. Returns whether the daemon waited on the FIFO within
+        plain file back in its place (for any later read of config.json) and writes the text to
+        the daemon. Returns whether the daemon waited on the FIFO within
         `timeout` seconds (the plain file is put back either way; a second call does nothing)."""
         if not self.held:
             return True
