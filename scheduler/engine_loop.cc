@@ -120,20 +120,25 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
   ++queued_;
   queued_tokens_ += static_cast<int64_t>(s->tokens.size());
   unfinished_.fetch_add(1);
-  if (!s->req.request_id.empty()) by_request_id_.emplace(s->req.request_id, s->id);
+  if (!s->req.request_id.empty())
+    by_request_id_.emplace(s->req.request_id, std::make_pair(s->id, s->req.owner));
   const int64_t id = s->id;
   inbox_.push_back(std::move(s));
   cv_.notify_all();
   return id;
 }
 
-int EngineLoop::CancelByRequestId(const std::string& request_id) {
+int EngineLoop::CancelByRequestId(const std::string& request_id, const std::string* owner) {
   if (request_id.empty()) return 0;
   int n = 0;
   {
     MutexLock l(mu_);
     auto [b, e] = by_request_id_.equal_range(request_id);
-    for (auto it = b; it != e; ++it, ++n) cancels_.push_back(it->second);
+    for (auto it = b; it != e; ++it) {
+      if (owner != nullptr && it->second.second != *owner) continue;
+      cancels_.push_back(it->second.first);
+      ++n;
+    }
   }
   if (n > 0) cv_.notify_all();
   return n;
@@ -211,7 +216,7 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
     if (!s.req.request_id.empty()) {
       auto [b, e] = by_request_id_.equal_range(s.req.request_id);
       for (auto it = b; it != e; ++it) {
-        if (it->second == s.id) {
+        if (it->second.first == s.id) {
           by_request_id_.erase(it);
           break;
         }

@@ -79,8 +79,9 @@ class EngineLoop {
   // the server as a cancellation) — and its KV blocks are freed at the next iteration.
   void Cancel(int64_t id);
   // Cancels every queued or running request whose Request::request_id is `request_id` (from any
-  // thread, e.g. a router's abort on another connection); returns how many. Empty ids match none.
-  int CancelByRequestId(const std::string& request_id);
+  // thread, e.g. a router's abort on another connection) and, when `owner` is given, whose
+  // Request::owner is *owner; returns how many. Empty ids match none.
+  int CancelByRequestId(const std::string& request_id, const std::string* owner = nullptr);
   int max_waiting_requests() const { return options_.max_waiting_requests; }
   // Refuses new requests (UNAVAILABLE) while the loop finishes what it has.
   void StopAccepting();
@@ -144,7 +145,9 @@ class EngineLoop {
   std::vector<std::unique_ptr<Sequence>> inbox_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> cancels_ ABSL_GUARDED_BY(mu_);
   // Unfinished requests with ids.
-  std::unordered_multimap<std::string, int64_t> by_request_id_ ABSL_GUARDED_BY(mu_);
+  // request_id → (sequence id, owner)
+  std::unordered_multimap<std::string, std::pair<int64_t, std::string>> by_request_id_
+      ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;

@@ -66,6 +66,7 @@ class TokenSink {
 
 struct Request {
   std::string request_id;  // the client's id, for logs
+  std::string owner;       // the API key's name that sent it (server/auth.h); "" = none
   std::vector<int32_t> prompt;
   SamplingParams sampling;
   StoppingParams stopping;

@@ -46,7 +46,12 @@ grpc::Status CallState::Submit(absl::StatusOr<v1::GenerateRequest> req,
                                std::shared_ptr<TokenSink> sink) {
   if (env_.loop == nullptr) return LoadingStatus();
   absl::StatusOr<int64_t> id = absl::InternalError("not submitted");
-  if (!req.ok()) {
+  absl::StatusOr<Caller> caller = env_.keys != nullptr
+                                      ? env_.keys->Authorize(*ctx_, Role::kGenerate, "generating")
+                                      : absl::StatusOr<Caller>(Caller{});
+  if (!caller.ok()) {
+    id = caller.status();
+  } else if (!req.ok()) {
     id = req.status();
   } else {
     req_ = *std::move(req);
@@ -55,6 +60,7 @@ grpc::Status CallState::Submit(absl::StatusOr<v1::GenerateRequest> req,
       id = request.status();
     } else {
       request->sink = std::move(sink);
+      request->owner = caller->name;
       const auto deadline = ctx_->deadline();
       if (deadline != std::chrono::system_clock::time_point::max())
         request->deadline = absl::FromChrono(deadline);

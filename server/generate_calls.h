@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "scheduler/engine_loop.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 
 namespace grpc {
@@ -35,6 +36,9 @@ struct CallEnv {
   // leaves more than this many tokens unsent, has its request cancelled (its KV blocks freed).
   absl::Duration stream_write_timeout = absl::Seconds(60);
   int64_t stream_max_pending_tokens = 4096;
+  // API keys (auth.h); null or disabled = every call allowed. A request is submitted only for a
+  // caller whose key has the generate role, and carries the key's name as its owner.
+  const KeyStore* keys = nullptr;
 };
 
 // Each returns a reactor that deletes itself when gRPC is done with it. `raw` is the request's

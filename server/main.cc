@@ -95,6 +95,10 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle: mutual TLS — every client must present a certificate it signed.");
 ABSL_FLAG(int, tls_reload_interval_s, 60,
           "How often the TLS files are checked for a rotation, in seconds [1, 86400].");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "API keys: one `KEY ROLE [NAME]` per line (role generate or admin); clients send "
+          "`authorization: Bearer KEY`. Re-read on SIGHUP. Health stays open; grpc.reflection.v1 "
+          "is off while keys are on. Empty: every call allowed (trusted networks only).");
 ABSL_FLAG(int, max_concurrent_streams, 256,
           "Calls one client connection may have open at once (HTTP/2) [1, 1048576]. Requests "
           "are refused when compressed (gzip/deflate are off) and when their metadata passes "
@@ -152,6 +156,7 @@ int Main(int argc, char** argv) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);  // re-reads --api_keys_file
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   auto device = ApplyEngineFlags(eo, kDefaultModel);
@@ -165,6 +170,19 @@ int Main(int argc, char** argv) {
   }
   // Health first, so probes see NOT_SERVING while the model loads.
   grpc::EnableDefaultHealthCheckService(true);
+  auto keys = KeyStore::Open(absl::GetFlag(FLAGS_api_keys_file));
+  if (!keys.ok()) {
+    log.Log(LogLevel::kError, "invalid command line",
+            absl::StrCat("error=", Quote(keys.status().message())));
+    return kUsageExit;
+  }
+  if ((*keys)->enabled()) {
+    log.Log(LogLevel::kInfo, "API keys on",
+            absl::StrCat("file=", absl::GetFlag(FLAGS_api_keys_file)));
+  }
+  // Reflection describes every method to anyone: grpc.reflection.v1 (ours) is off while API keys
+  // are on. v1alpha is Debian's plugin, which registers itself when linked and stays (it
+  // describes the public proto only).
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   eo.sparsity_file = absl::GetFlag(FLAGS_sparsity_file);
@@ -192,7 +210,7 @@ int Main(int argc, char** argv) {
   SparsedService service(eo.model_dir, device->device, log_level,
                          StreamLimits{absl::Seconds(absl::GetFlag(FLAGS_stream_write_timeout_s)),
                                       absl::GetFlag(FLAGS_stream_max_pending_tokens)},
-                         model_name);
+                         model_name, keys->get());
   TransportOptions transport;
   transport.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   transport.tls_key = absl::GetFlag(FLAGS_tls_key);
@@ -241,7 +259,7 @@ int Main(int argc, char** argv) {
   ReflectionV1 reflection_v1({kServiceName, "inference.GRPCInferenceService",
                               "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                               "grpc.reflection.v1alpha.ServerReflection"});
-  builder.RegisterService(&reflection_v1);
+  if (!(*keys)->enabled()) builder.RegisterService(&reflection_v1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     const std::string why = WhyCannotBind(absl::GetFlag(FLAGS_listen));
@@ -391,7 +409,16 @@ int Main(int argc, char** argv) {
                        " metrics=", absl::GetFlag(FLAGS_metrics_listen), " status=SERVING"));
 
   int sig = 0;
-  sigwait(&sigs, &sig);
+  while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
+    if (!(*keys)->enabled()) continue;
+    const absl::Status st = (*keys)->Reload();
+    if (st.ok()) {
+      log.Log(LogLevel::kInfo, "API keys reloaded", "");
+    } else {
+      log.Log(LogLevel::kError, "API keys not reloaded; the previous keys stay",
+              absl::StrCat("error=", Quote(st.message())));
+    }
+  }
   log.Log(LogLevel::kInfo, "draining",
           absl::StrCat("signal=", sig, " timeout_s=", absl::GetFlag(FLAGS_shutdown_timeout_s)));
   {

@@ -9,12 +9,21 @@
 namespace sparsed::server {
 
 SparsedService::SparsedService(std::string model_dir, std::string device, LogLevel log_level,
-                               StreamLimits limits, std::string model_name)
+                               StreamLimits limits, std::string model_name, const KeyStore* keys)
     : model_dir_(std::move(model_dir)),
       model_name_(std::move(model_name)),
       device_(std::move(device)),
       log_(log_level),
-      limits_(limits) {}
+      limits_(limits),
+      keys_(keys) {}
+
+absl::StatusOr<Caller> SparsedService::Authorize(const grpc::CallbackServerContext& ctx,
+                                                 Role needed, absl::string_view what) {
+  if (keys_ == nullptr) return Caller{};
+  absl::StatusOr<Caller> c = keys_->Authorize(ctx, needed, what);
+  if (!c.ok()) LogRefused(ctx, c.status());
+  return c;
+}
 
 int64_t SparsedService::RateLimitedLog::Take() {
   MutexLock l(mu_);
@@ -66,6 +75,7 @@ CallEnv SparsedService::Env() {
   };
   env.stream_write_timeout = limits_.write_timeout;
   env.stream_max_pending_tokens = limits_.max_pending_tokens;
+  env.keys = keys_;
   return env;
 }
 
@@ -83,6 +93,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* SparsedService::GenerateStream(
 grpc::ServerUnaryReactor* SparsedService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                        const grpc::ByteBuffer* request,
                                                        grpc::ByteBuffer* response) {
+  if (auto c = Authorize(*ctx, Role::kGenerate, "GetModelInfo"); !c.ok())
+    return Answer(ctx, ToGrpc(c.status()));
   v1::GetModelInfoRequest req;
   if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
   if (loop_.load() == nullptr) return Answer(ctx, LoadingStatus());
@@ -112,6 +124,8 @@ grpc::ServerUnaryReactor* SparsedService::GetModelInfo(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* SparsedService::Tokenize(grpc::CallbackServerContext* ctx,
                                                    const grpc::ByteBuffer* request,
                                                    grpc::ByteBuffer* response) {
+  if (auto c = Authorize(*ctx, Role::kGenerate, "Tokenize"); !c.ok())
+    return Answer(ctx, ToGrpc(c.status()));
   v1::TokenizeRequest req;
   if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
   if (loop_.load() == nullptr) return Answer(ctx, LoadingStatus());
@@ -135,6 +149,8 @@ grpc::ServerUnaryReactor* SparsedService::Tokenize(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* SparsedService::Abort(grpc::CallbackServerContext* ctx,
                                                 const grpc::ByteBuffer* request,
                                                 grpc::ByteBuffer* response) {
+  const absl::StatusOr<Caller> caller = Authorize(*ctx, Role::kGenerate, "Abort");
+  if (!caller.ok()) return Answer(ctx, ToGrpc(caller.status()));
   v1::AbortRequest req;
   if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
   if (req.request_id().empty()) {
@@ -142,7 +158,9 @@ grpc::ServerUnaryReactor* SparsedService::Abort(grpc::CallbackServerContext* ctx
                                     "request_id is empty: give the id the request was sent with"));
   }
   EngineLoop* loop = loop_.load();
-  const int n = loop == nullptr ? 0 : loop->CancelByRequestId(req.request_id());
+  // A generate-role key cancels only its own requests; an admin key (or no keys) any.
+  const std::string* owner = caller->role == Role::kAdmin ? nullptr : &caller->name;
+  const int n = loop == nullptr ? 0 : loop->CancelByRequestId(req.request_id(), owner);
   if (n == 0) {
     return Answer(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND,
                                     "no queued or running request has request_id '" +
@@ -157,6 +175,8 @@ grpc::ServerUnaryReactor* SparsedService::Abort(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* SparsedService::GetServerLoad(grpc::CallbackServerContext* ctx,
                                                         const grpc::ByteBuffer* request,
                                                         grpc::ByteBuffer* response) {
+  if (auto c = Authorize(*ctx, Role::kAdmin, "GetServerLoad"); !c.ok())
+    return Answer(ctx, ToGrpc(c.status()));
   v1::GetServerLoadRequest req;
   if (absl::Status st = ParseRequest(request, &req); !st.ok()) return Answer(ctx, ToGrpc(st));
   v1::ServerLoad r;

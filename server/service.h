@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "engine/common/mutex.h"
 #include "scheduler/engine_loop.h"
+#include "server/auth.h"
 #include "server/generate_calls.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -34,7 +35,8 @@ class SparsedService final : public RawSparsedService {
   // The service answers UNAVAILABLE ("model is loading") until Attach(). Refused requests and
   // stalled streams are logged (warn) at most once a second each, with the number since.
   SparsedService(std::string model_dir, std::string device, LogLevel log_level = LogLevel::kInfo,
-                 StreamLimits limits = {}, std::string model_name = "");
+                 StreamLimits limits = {}, std::string model_name = "",
+                 const KeyStore* keys = nullptr);
   // The daemon's state as its owner sets it (health SERVING; draining), which GetServerLoad
   // reports and the Open Inference Protocol's readiness answers with.
   void SetReady(bool ready) { ready_.store(ready); }
@@ -59,6 +61,8 @@ class SparsedService final : public RawSparsedService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* response) override;
+  // With API keys, a generate-role key aborts only the requests it started (admin: any); a
+  // request that is not the caller's is NOT_FOUND, like one that does not exist.
   grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request,
                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetServerLoad(grpc::CallbackServerContext* ctx,
@@ -78,6 +82,9 @@ class SparsedService final : public RawSparsedService {
     int64_t suppressed_ ABSL_GUARDED_BY(mu_) = 0;
   };
   void LogRefused(const grpc::CallbackServerContext& ctx, const absl::Status& why);
+  // The caller when its API key has `needed` (logged as refused otherwise); no keys: allowed.
+  absl::StatusOr<Caller> Authorize(const grpc::CallbackServerContext& ctx, Role needed,
+                                   absl::string_view what);
   void LogStalled(const grpc::CallbackServerContext& ctx, int64_t pending_tokens);
 
   // Set once by Attach(); read by gRPC threads.
@@ -90,6 +97,7 @@ class SparsedService final : public RawSparsedService {
   const std::string device_;
   const Logger log_;
   const StreamLimits limits_;
+  const KeyStore* const keys_;  // null: every call allowed (auth.h)
   RateLimitedLog refused_log_, stalled_log_;
 };
 

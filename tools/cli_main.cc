@@ -35,6 +35,8 @@ ABSL_FLAG(
     std::string, tls_cert, "",
     "PEM client certificate for a daemon that requires one (--tls_client_ca), with --tls_key.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, api_key, "",
+          "API key for a daemon run with --api_keys_file (sent as `authorization: Bearer KEY`).");
 
 namespace {
 
@@ -45,10 +47,13 @@ int Fail(const grpc::Status& s) {
   return 1;
 }
 
+// The call's deadline, and its API key when one is given.
 void SetDeadline(grpc::ClientContext* ctx) {
   ctx->set_deadline(
       std::chrono::system_clock::now() +
       std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout_s) * 1000)));
+  if (!absl::GetFlag(FLAGS_api_key).empty())
+    ctx->AddMetadata("authorization", "Bearer " + absl::GetFlag(FLAGS_api_key));
 }
 
 }  // namespace
