@@ -93,7 +93,8 @@ def load_kustomize(path):
 def check_k8s(deploy, dockerfile_ports):
     known = {"Deployment": "apps/v1", "Service": "v1", "ServiceMonitor": "monitoring.coreos.com/v1",
              "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1",
-             "PrometheusRule": "monitoring.coreos.com/v1", "ConfigMap": "v1"}
+             "PrometheusRule": "monitoring.coreos.com/v1", "ConfigMap": "v1",
+             "NetworkPolicy": "networking.k8s.io/v1"}
     base, _ = load_kustomize(os.path.join(deploy, "k8s", "base"))
     for d in base:
         check(known.get(d["kind"]) == d["apiVersion"], f"{d['kind']} {d['metadata']['name']}: apiVersion {d['apiVersion']}")
@@ -147,6 +148,15 @@ def check_k8s(deploy, dockerfile_ports):
     check(subset(pdb["spec"]["selector"]["matchLabels"], pod_labels), "PDB selects the pods")
     check(pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"],
           "PDB lets one pod go at a time (maxUnavailable 1)")
+    netpol = by["NetworkPolicy"][0]
+    check(subset(netpol["spec"]["podSelector"]["matchLabels"], pod_labels) and netpol["spec"]["policyTypes"] == ["Ingress"],
+          "the NetworkPolicy selects the pods' ingress")
+    rules = {r["ports"][0]["port"]: r["from"][0] for r in netpol["spec"]["ingress"]}
+    check(set(rules) == {"grpc", "metrics"} and all(p in ports for p in rules),
+          "ingress only to the named gRPC and metrics ports")
+    check("podSelector" in rules["grpc"] and "namespaceSelector" not in rules["grpc"]
+          and rules["metrics"].get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring",
+          "gRPC from labelled client pods of the namespace, metrics from the monitoring namespace only")
     overlay = yaml.safe_load(open(os.path.join(deploy, "k8s", "overlays", "gpu", "kustomization.yaml")))
     patch = yaml.safe_load(open(os.path.join(deploy, "k8s", "overlays", "gpu", overlay["patches"][0]["path"])))
     check(patch["metadata"]["name"] == dep["metadata"]["name"], "GPU overlay patches the Deployment")
