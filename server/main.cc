@@ -8,12 +8,14 @@
 #include <prometheus/registry.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
@@ -99,6 +101,9 @@ ABSL_FLAG(std::string, api_keys_file, "",
           "API keys: one `KEY ROLE [NAME]` per line (role generate or admin); clients send "
           "`authorization: Bearer KEY`. Re-read on SIGHUP. Health stays open; grpc.reflection.v1 "
           "is off while keys are on. Empty: every call allowed (trusted networks only).");
+ABSL_FLAG(std::string, health_listen, "",
+          "Also serve grpc.health.v1 (and nothing else of ours) in plaintext on this address, for "
+          "probes that cannot present a client certificate or API key. Empty: none.");
 ABSL_FLAG(int, max_concurrent_streams, 256,
           "Calls one client connection may have open at once (HTTP/2) [1, 1048576]. Requests "
           "are refused when compressed (gzip/deflate are off) and when their metadata passes "
@@ -268,7 +273,32 @@ int Main(int argc, char** argv) {
                          Quote(why.empty() ? "gRPC could not listen on this address" : why)));
     return 1;
   }
-  auto* health = server->GetHealthCheckService();
+  // Every listener's health service says the same: the main one's, and --health_listen's.
+  struct HealthSet {
+    std::vector<grpc::HealthCheckServiceInterface*> all;
+    void SetServingStatus(const std::string& name, bool on) {
+      for (auto* h : all) h->SetServingStatus(name, on);
+    }
+  } health_set{{server->GetHealthCheckService()}};
+  auto* health = &health_set;
+  std::unique_ptr<grpc::Server> health_server;
+  if (const std::string hl = absl::GetFlag(FLAGS_health_listen); !hl.empty()) {
+    grpc::ServerBuilder hb;
+    int hport = 0;
+    hb.AddListeningPort(hl, grpc::InsecureServerCredentials(), &hport);
+    hb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    ApplyTransportLimits(transport, &hb);
+    health_server = hb.BuildAndStart();
+    if (!health_server || hport == 0) {
+      const std::string why = WhyCannotBind(hl);
+      log.Log(LogLevel::kError, "cannot listen",
+              absl::StrCat("health_listen=", hl, " error=",
+                           Quote(why.empty() ? "gRPC could not listen on this address" : why)));
+      server->Shutdown();
+      return 1;
+    }
+    health_set.all.push_back(health_server->GetHealthCheckService());
+  }
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus("", false);
   // Liveness apart from readiness: "liveness" is SERVING while the process can serve at all —
@@ -441,6 +471,7 @@ int Main(int argc, char** argv) {
   for (int i = 0; i < 400 && service.running() > 0; ++i) absl::SleepFor(absl::Milliseconds(5));
   grpc_server_cancel_all_calls(server->c_server());
   goaway.join();
+  if (health_server) health_server->Shutdown(std::chrono::system_clock::now());
   log.Log(LogLevel::kInfo, "stopped",
           absl::StrCat("cancelled=", left,
                        " shutdown_s=", absl::ToDoubleSeconds(absl::Now() - stop_from)));

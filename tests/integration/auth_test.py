@@ -5,7 +5,7 @@ Health answers without a key; a call without a key, or with an unknown one, is U
 a generate-role key may generate, tokenize and read the model info but not GetServerLoad
 (PERMISSION_DENIED), which an admin key may; Abort from a generate-role key cancels only that
 key's requests (another key's request answers NOT_FOUND, as a missing one does), an admin key
-cancels any; grpc.reflection.v1 is off (v1alpha is Debian's plugin, which registers itself
+cancels any; a --health_listen port answers health and no model call; grpc.reflection.v1 is off (v1alpha is Debian's plugin, which registers itself
 and stays: it describes the public proto only); SIGHUP re-reads the file (a removed key is refused, a new one
 served); a malformed file stops the start with the file and line named.
 
@@ -18,7 +18,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import FAILURES, Daemon, check, parse_test_args  # noqa: E402
+from harness import FAILURES, Daemon, check, free_port, parse_test_args  # noqa: E402
 from daemon_test import gen_stubs  # noqa: E402
 
 ADMIN, ALICE, BOB, CAROL = ("admin-key-0123456789", "alice-key-0123456789", "bob-key-0123456789ab",
@@ -37,8 +37,23 @@ def main():
         f.write(f"# KEY ROLE NAME\n{ADMIN} admin ops\n{ALICE} generate alice\n{BOB} generate bob\n")
     model = os.path.join(a.source, "models", "sparsed-tiny")
 
-    with Daemon(a.bin, work, "auth", "--kv_cache_mb", "32", "--api_keys_file", keys, model=model) as d:
+    hport = free_port()
+    with Daemon(a.bin, work, "auth", "--kv_cache_mb", "32", "--api_keys_file", keys,
+                "--health_listen", f"127.0.0.1:{hport}", model=model) as d:
         d.wait_ready()
+        hch = grpc.insecure_channel(f"127.0.0.1:{hport}")
+        hh = health_pb2_grpc.HealthStub(hch).Check(health_pb2.HealthCheckRequest(service="sparsed.v1.Sparsed"),
+                                                   timeout=10)
+        check(hh.status == health_pb2.HealthCheckResponse.SERVING,
+              "the --health_listen port answers health, as the main port does")
+        try:
+            pbg.SparsedStub(hch).Generate(pb.GenerateRequest(prompt="Hi"), timeout=10,
+                                          metadata=[("authorization", f"Bearer {ALICE}")])
+            hc = "OK"
+        except grpc.RpcError as e:
+            hc = e.code().name
+        check(hc == "UNIMPLEMENTED", f"... and serves no model call ({hc})")
+        hch.close()
         ch = grpc.insecure_channel(f"127.0.0.1:{d.port}")
         stub = pbg.SparsedStub(ch)
 
