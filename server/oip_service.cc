@@ -50,23 +50,45 @@ class OipInfer final : public GeneratingReactor<grpc::ServerUnaryReactor> {
 // can carry triton_final_response = true; a request that asked for an empty final response
 // (triton_enable_empty_final_response) gets one. The call ends when the client has stopped
 // sending (or cancelled) and every request has ended and been written.
+// Bounds, as for sparsed.v1 streams: at most kMaxStreamRequests requests run at once (reading
+// pauses until one ends); finished requests are forgotten; a client that leaves more than
+// stream_max_pending_tokens responses unsent, or takes no write for stream_write_timeout while
+// responses wait, has the whole stream cancelled (its requests' KV blocks freed).
+constexpr int kMaxStreamRequests = 64;
+
+class OipStream;
 class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequest,
                                                        inference::ModelStreamInferResponse> {
  public:
   OipStream(std::function<CallEnv()> env, grpc::CallbackServerContext* ctx, std::string model)
       : env_(std::move(env)), ctx_(ctx), model_(std::move(model)) {
+    const CallEnv e = env_();
+    max_pending_ = e.stream_max_pending_tokens;
+    write_timeout_ = e.stream_write_timeout;
+    log_stalled_ = e.log_stalled;
+    read_pending_ = true;
     HandOff(this);
     StartRead(&in_);
   }
 
   void OnReadDone(bool ok) override {
     TakeOver(this);
-    if (!ok) {
+    {
       std::unique_lock<std::mutex> l(mu_);
-      reads_done_ = true;
-      return MaybeFinish(l);
+      read_pending_ = false;
+      if (!ok) {
+        reads_done_ = true;
+        return MaybeFinish(l);
+      }
     }
     Start(in_);
+    std::unique_lock<std::mutex> l(mu_);
+    if (active_ >= kMaxStreamRequests || cancelled_) {
+      read_paused_ = !cancelled_;  // OnRequestFinished resumes reading
+      return MaybeFinish(l);
+    }
+    read_pending_ = true;  // the call cannot end before this read completes
+    l.unlock();
     HandOff(this);
     StartRead(&in_);
   }
@@ -74,6 +96,7 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
     TakeOver(this);
     std::unique_lock<std::mutex> l(mu_);
     queue_.pop_front();
+    write_started_ = absl::Now();
     if (!ok) {
       write_failed_ = true;
       queue_.clear();
@@ -119,7 +142,16 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
     const std::string id;
     const bool empty_final;
     std::optional<inference::ModelStreamInferResponse> held;  // guarded by stream->mu_
+    // Guarded by stream->mu_: Submit has returned; the request has ended. A request is
+    // forgotten once both hold (Submit still uses `call` until it returns).
+    bool submitted = false, done = false;
   };
+
+  // Forgets `r` once it has ended and its Submit has returned; `mu_` held.
+  void ForgetIfOver(Req* r) {
+    if (!r->submitted || !r->done) return;
+    reqs_.remove_if([r](const std::unique_ptr<Req>& p) { return p.get() == r; });
+  }
 
   void Start(const inference::ModelInferRequest& in) {
     auto flag = in.parameters().find("triton_enable_empty_final_response");
@@ -142,7 +174,13 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
       st = r->call.Submit(FromInferRequest(in),
                           std::make_shared<ForwardingSink<Req>>(r, env.metrics, absl::Now()));
     }
-    if (!st.ok()) OnRequestFinished(r, st);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      r->submitted = true;
+    }
+    if (!st.ok()) return OnRequestFinished(r, st);
+    std::lock_guard<std::mutex> l(mu_);
+    ForgetIfOver(r);  // it may have ended before Submit returned
   }
 
   void CancelAll() {
@@ -150,7 +188,7 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
     for (auto& r : reqs_) r->call.Cancel();
   }
 
-  // Engine-loop thread.
+  // Engine-loop thread (or Start's, for a refused request).
   void OnRequestTokens(Req* r, const TokenEvent& e) {
     if (e.text.empty()) return;  // bytes of a character still incomplete
     inference::ModelStreamInferResponse resp;
@@ -184,16 +222,42 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
       Enqueue(std::move(last), l);
     }
     --active_;
-    MaybeFinish(l);  // last: may end the call
+    r->done = true;
+    ForgetIfOver(r);
+    bool resume = false;
+    if (read_paused_ && active_ < kMaxStreamRequests && !cancelled_ && !reads_done_) {
+      read_paused_ = false;
+      read_pending_ = true;  // the call cannot end before this read completes
+      resume = true;
+    }
+    MaybeFinish(l);  // cannot end the call while a read is pending
+    if (resume) {
+      HandOff(this);
+      StartRead(&in_);
+    }
   }
 
   // Queues a response and starts writing if no write is in flight; `l` held, and held again on
   // return.
   void Enqueue(inference::ModelStreamInferResponse resp, std::unique_lock<std::mutex>& l) {
-    if (write_failed_) return;
+    if (write_failed_ || stalled_) return;
     queue_.push_back(std::move(resp));  // a deque: the message in flight does not move
-    if (writing_) return;
+    if (writing_) {
+      if (static_cast<int64_t>(queue_.size()) > max_pending_ ||
+          absl::Now() - write_started_ > write_timeout_) {
+        // A client that does not read: end the stream and everything it runs.
+        stalled_ = true;
+        const int64_t pending = static_cast<int64_t>(queue_.size());
+        l.unlock();
+        if (log_stalled_) log_stalled_(*ctx_, pending);
+        CancelAll();
+        ctx_->TryCancel();
+        l.lock();
+      }
+      return;
+    }
     writing_ = true;
+    write_started_ = absl::Now();
     const inference::ModelStreamInferResponse* next = &queue_.front();
     l.unlock();
     HandOff(this);
@@ -204,7 +268,8 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
   // Ends the call once nothing is left to read, run or write; releases `l`. Ending the call is
   // the last thing it does.
   void MaybeFinish(std::unique_lock<std::mutex>& l) {
-    if (finished_ || !(reads_done_ || cancelled_) || active_ > 0 || writing_) return l.unlock();
+    if (finished_ || !(reads_done_ || cancelled_) || read_pending_ || active_ > 0 || writing_)
+      return l.unlock();
     finished_ = true;
     const bool cancelled = cancelled_;
     l.unlock();
@@ -216,6 +281,10 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
   const std::function<CallEnv()> env_;
   grpc::CallbackServerContext* const ctx_;
   const std::string model_;
+  // The stalled-reader bounds (CallEnv), fixed for the call.
+  int64_t max_pending_ = 4096;
+  absl::Duration write_timeout_ = absl::Seconds(60);
+  std::function<void(const grpc::CallbackServerContext&, int64_t)> log_stalled_;
   inference::ModelInferRequest in_;  // the read in flight
   std::mutex mu_;                    // guards everything below
   std::list<std::unique_ptr<Req>> reqs_;
@@ -223,6 +292,10 @@ class OipStream final : public grpc::ServerBidiReactor<inference::ModelInferRequ
   std::deque<inference::ModelStreamInferResponse> queue_;  // front: the write in flight
   bool writing_ = false, write_failed_ = false, reads_done_ = false, cancelled_ = false;
   bool finished_ = false;
+  bool read_pending_ = false;  // a StartRead whose OnReadDone has not run
+  bool read_paused_ = false;   // kMaxStreamRequests run: reading resumes when one ends
+  bool stalled_ = false;       // cancelled for not reading
+  absl::Time write_started_ = absl::InfinitePast();  // of the write in flight
 };
 
 }  // namespace

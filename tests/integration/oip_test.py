@@ -39,10 +39,55 @@ def scalar(name, value, datatype, dtype):
     return t
 
 
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def stalled_stream(daemon, kv_used_settles):
+    """A ModelStreamInfer client that writes 1,000 requests and never reads: the daemon runs at
+    most 64 of them at once, cancels the stream once 256 responses wait unsent
+    (--stream_max_pending_tokens), frees everything, and serves on."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    ch = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
+
+    def requests():
+        for i in range(1000):
+            r = service_pb2.ModelInferRequest(model_name="sparsed-tiny", id=f"flood-{i}")
+            t = r.inputs.add(name="text_input", datatype="BYTES", shape=[1])
+            t.contents.bytes_contents.append(PROMPT.encode())
+            m = r.inputs.add(name="max_tokens", datatype="INT32", shape=[1])
+            m.contents.int_contents.append(200)
+            yield r
+
+    before = rss_kb(daemon.proc.pid)
+    call = stub.ModelStreamInfer(requests(), timeout=120)  # never read
+    peak, end = 0, time.time() + 60
+    while time.time() < end and "stalled" not in daemon.log():
+        m = daemon.metrics()
+        peak = max(peak, (metric(m, "sparsed_running_sequences") or 0)
+                   + (metric(m, "sparsed_waiting_sequences") or 0))
+        time.sleep(0.02)
+    check("stalled" in daemon.log(), "a stream whose client never reads is cancelled as stalled")
+    check(0 < peak <= 64, f"at most 64 of its requests run at once (peak {peak:.0f} of 1,000 sent)")
+    check(kv_used_settles(), "its requests are cancelled and their KV blocks freed")
+    grown = rss_kb(daemon.proc.pid) - before
+    check(grown < 200 * 1024, f"RSS grew by {grown // 1024} MiB (bounded)")
+    call.cancel()
+    ch.close()
+    c = tc.InferenceServerClient(f"127.0.0.1:{daemon.port}")
+    r = c.infer("sparsed-tiny", [text_input(), scalar("max_tokens", 4, "INT32", np.int32)])
+    check(len(r.as_numpy("text_output")[0]) > 0, "the daemon serves on")
+    c.close()
+
+
 def main():
     a, work = parse_test_args("sparsed_oip_")
     model = os.path.join(a.source, "models", "sparsed-tiny")
-    daemon = Daemon(a.bin, work, "sparsed", "--kv_cache_mb", "64", model=model)
+    daemon = Daemon(a.bin, work, "sparsed", "--kv_cache_mb", "64", "--stream_max_pending_tokens",
+                    "256", model=model)
 
     def kv_used_settles():
         for _ in range(100):
@@ -156,6 +201,7 @@ def main():
         check("NOT_FOUND" in status and "sparsed-tiny" in msg, f"unknown model: {status} {msg!r}")
         check(daemon.proc.poll() is None and kv_used_settles(), "the daemon serves on, nothing held")
         c.close()
+        stalled_stream(daemon, kv_used_settles)
     rc = daemon.returncode  # leaving the block sent SIGTERM and waited
     check(rc == 0, f"exit 0 after SIGTERM ({rc})")
     print(f"{len(FAILURES)} failure(s)")
