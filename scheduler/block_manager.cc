@@ -70,12 +70,12 @@ void BlockManager::AddRef(const std::vector<int32_t>& blocks) {
   }
 }
 
-std::vector<PrefixIndex::Node> BlockManager::Lookup(std::span<const int32_t> tokens,
-                                                    int max_blocks) const {
+std::vector<PrefixIndex::Node> BlockManager::Lookup(std::span<const int32_t> tokens, int max_blocks,
+                                                    uint64_t root) const {
   std::vector<PrefixIndex::Node> nodes;
   if (!prefix_cache_enabled()) return nodes;
   max_blocks = std::min<int>(max_blocks, static_cast<int>(tokens.size()) / block_size_);
-  uint64_t parent = 0;
+  uint64_t parent = root;
   for (int k = 0; k < max_blocks; ++k) {
     const auto node = index_.Find(parent, BlockTokens(tokens, k));
     if (!node) break;
@@ -85,9 +85,12 @@ std::vector<PrefixIndex::Node> BlockManager::Lookup(std::span<const int32_t> tok
   return nodes;
 }
 
-PrefixHit BlockManager::Peek(std::span<const int32_t> tokens, int max_blocks) const {
+PrefixHit BlockManager::Peek(std::span<const int32_t> tokens, int max_blocks,
+                             absl::string_view salt) const {
   PrefixHit hit;
-  for (const PrefixIndex::Node& node : Lookup(tokens, max_blocks)) {
+  const std::optional<uint64_t> root = index_.FindRoot(salt);
+  if (!root) return hit;  // a salt never seen has nothing cached
+  for (const PrefixIndex::Node& node : Lookup(tokens, max_blocks, *root)) {
     ++hit.blocks;
     if (refs_[node.block] == 1) ++hit.evictable;
   }
@@ -95,10 +98,11 @@ PrefixHit BlockManager::Peek(std::span<const int32_t> tokens, int max_blocks) co
 }
 
 std::vector<int32_t> BlockManager::Acquire(std::span<const int32_t> tokens, int max_blocks,
-                                           PrefixCursor* cursor) {
+                                           PrefixCursor* cursor, absl::string_view salt) {
   *cursor = PrefixCursor{};
+  cursor->parent = prefix_cache_enabled() ? index_.Root(salt) : 0;
   std::vector<int32_t> out;
-  for (const PrefixIndex::Node& node : Lookup(tokens, max_blocks)) {
+  for (const PrefixIndex::Node& node : Lookup(tokens, max_blocks, cursor->parent)) {
     out.push_back(node.block);
     cursor->parent = node.serial;
     ++cursor->blocks;

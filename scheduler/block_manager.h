@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "scheduler/prefix_index.h"
 
 namespace sparsed {
@@ -20,7 +21,8 @@ struct PrefixCacheOptions {
 };
 
 // A sequence's place in the prefix cache: how many of its leading full blocks the index knows
-// (found there or published by it), and the serial number of the last of them (0: none).
+// (found there or published by it), and the serial number of the last of them (with none: the
+// root of its prefix-cache salt, 0 for the common tree).
 struct PrefixCursor {
   int blocks = 0;
   uint64_t parent = 0;
@@ -74,10 +76,13 @@ class BlockManager {
   // The leading full blocks of `tokens` in the prefix cache, at most `max_blocks`. Changes
   // nothing. Callers keep max_blocks * block_size < tokens.size() so that a sequence always
   // computes at least its last prompt token (its logits are needed).
-  PrefixHit Peek(std::span<const int32_t> tokens, int max_blocks) const;
-  // Takes a reference on each block Peek would return and returns them; sets `cursor`.
+  // `salt`: the prefix-cache partition (PrefixIndex::Root); blocks are shared within one only.
+  PrefixHit Peek(std::span<const int32_t> tokens, int max_blocks,
+                 absl::string_view salt = {}) const;
+  // Takes a reference on each block Peek would return and returns them; sets `cursor` (which
+  // Publish then continues under the same salt).
   std::vector<int32_t> Acquire(std::span<const int32_t> tokens, int max_blocks,
-                               PrefixCursor* cursor);
+                               PrefixCursor* cursor, absl::string_view salt = {});
   // Adds the sequence's full blocks whose keys and values are computed (the first `computed` of
   // `tokens`, in `blocks`) to the index, after `cursor`, which it advances. A block whose tokens
   // are already cached in another block stays private, and the chain continues through the
@@ -92,7 +97,8 @@ class BlockManager {
  private:
   void EvictOne();
   // The index's nodes for the leading full blocks of `tokens`, at most `max_blocks`.
-  std::vector<PrefixIndex::Node> Lookup(std::span<const int32_t> tokens, int max_blocks) const;
+  std::vector<PrefixIndex::Node> Lookup(std::span<const int32_t> tokens, int max_blocks,
+                                        uint64_t root) const;
   std::span<const int32_t> BlockTokens(std::span<const int32_t> tokens, int k) const {
     return tokens.subspan(static_cast<size_t>(k) * block_size_, block_size_);
   }

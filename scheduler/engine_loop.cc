@@ -292,8 +292,10 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
   std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);
   for (size_t i = 0; i < waiting.size() && i < static_cast<size_t>(options_.limits.max_num_seqs);
        ++i) {
-    const std::vector<int32_t>& tokens = seqs_[waiting[i].id]->tokens;
-    const PrefixHit hit = blocks_.Peek(tokens, static_cast<int>((tokens.size() - 1) / bsize));
+    const Sequence& w = *seqs_[waiting[i].id];
+    const std::vector<int32_t>& tokens = w.tokens;
+    const PrefixHit hit =
+        blocks_.Peek(tokens, static_cast<int>((tokens.size() - 1) / bsize), PrefixSalt(w.req));
     waiting[i].cached_tokens = static_cast<int64_t>(hit.blocks) * bsize;
     waiting[i].cached_evictable = hit.evictable;
   }
@@ -318,7 +320,8 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
   for (const ScheduledChunk& c : d.scheduled) {
     if (!c.from_waiting) continue;
     Sequence& s = *seqs_[c.id];
-    s.blocks = blocks_.Acquire(s.tokens, static_cast<int>(c.cached_tokens / bsize), &s.cursor);
+    s.blocks = blocks_.Acquire(s.tokens, static_cast<int>(c.cached_tokens / bsize), &s.cursor,
+                               PrefixSalt(s.req));
     s.computed = static_cast<int64_t>(s.blocks.size()) * bsize;
     if (s.computed != c.cached_tokens) {  // nothing changed since the policy's Peek
       InvariantBroken(absl::StrCat("request ", c.id, ": the prefix cache gave ", s.computed,

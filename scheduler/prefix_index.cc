@@ -35,4 +35,19 @@ void PrefixIndex::Erase(int32_t block) {
   key_of_block_[block].reset();
 }
 
+uint64_t PrefixIndex::Root(absl::string_view salt) {
+  if (salt.empty()) return 0;
+  if (auto it = roots_.find(salt); it != roots_.end()) return it->second;
+  const uint64_t root = next_serial_++;
+  if (roots_.size() < kMaxRoots) roots_.emplace(std::string(salt), root);
+  return root;
+}
+
+std::optional<uint64_t> PrefixIndex::FindRoot(absl::string_view salt) const {
+  if (salt.empty()) return 0;
+  auto it = roots_.find(salt);
+  if (it == roots_.end()) return std::nullopt;
+  return it->second;
+}
+
 }  // namespace sparsed

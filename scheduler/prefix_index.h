@@ -17,9 +17,11 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 
 namespace sparsed {
 
@@ -31,6 +33,14 @@ class PrefixIndex {
   };
 
   explicit PrefixIndex(int num_blocks) : key_of_block_(num_blocks) {}
+
+  // The serial that roots the tree of `salt` ("" → 0, the common tree): a salt's prefixes are
+  // found only under its own root, so requests of different salts share no block. Roots are
+  // issued like node serials (never reused); past kMaxRoots salts each further lookup gets a
+  // root of its own (no sharing, no growth). FindRoot: the same without issuing (null: none).
+  static constexpr size_t kMaxRoots = 4096;
+  uint64_t Root(absl::string_view salt);
+  std::optional<uint64_t> FindRoot(absl::string_view salt) const;
 
   // The node holding `tokens` (one block's worth) after the node with serial `parent`.
   std::optional<Node> Find(uint64_t parent, std::span<const int32_t> tokens) const;
@@ -71,6 +81,7 @@ class PrefixIndex {
     }
   };
   absl::flat_hash_map<Key, Node, KeyHash, KeyEq> nodes_;
+  absl::flat_hash_map<std::string, uint64_t> roots_;
   std::vector<std::optional<Key>> key_of_block_;
   uint64_t next_serial_ = 1;
 };

@@ -44,4 +44,9 @@ const char* FinishReasonName(FinishReason r) {
   return "?";
 }
 
+std::string PrefixSalt(const Request& r) {
+  if (r.owner.empty() && r.cache_salt.empty()) return "";
+  return absl::StrCat(r.owner, "\x1f", r.cache_salt);
+}
+
 }  // namespace sparsed

@@ -28,6 +28,12 @@ inline constexpr size_t kMaxRequestIdBytes = 256;
 // INVALID_ARGUMENT naming the field and the allowed range.
 absl::Status ValidateStoppingParams(const StoppingParams& p);
 
+struct Request;
+// The prefix cache's partition for `r` (PrefixIndex::Root): "" — the common pool — when it has
+// neither an owner (API key) nor a cache_salt; otherwise both, so that with API keys on every
+// key has its own pool, split further by its salts.
+std::string PrefixSalt(const Request& r);
+
 enum class FinishReason { kLength, kStop, kCancelled, kDeadline, kError, kShutdown };
 const char* FinishReasonName(FinishReason r);
 
@@ -67,6 +73,9 @@ class TokenSink {
 struct Request {
   std::string request_id;  // the client's id, for logs
   std::string owner;       // the API key's name that sent it (server/auth.h); "" = none
+  // Prefix-cache partition (at most kMaxRequestIdBytes): shares cached blocks only with requests
+  // of the same salt and owner (PrefixSalt).
+  std::string cache_salt;
   std::vector<int32_t> prompt;
   SamplingParams sampling;
   StoppingParams stopping;

@@ -25,7 +25,13 @@ absl::StatusOr<Request> ToRequest(const v1::GenerateRequest& in, const ModelInfo
                                                    in.stopping().stop_token_ids_size(),
                                                    " ids; allowed: at most ", kMaxStopTokenIds));
   }
+  if (in.cache_salt().size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("cache_salt has ", in.cache_salt().size(),
+                                                   " bytes; allowed: at most ",
+                                                   kMaxRequestIdBytes));
+  }
   r.request_id = in.request_id();
+  r.cache_salt = in.cache_salt();
   r.priority = in.priority();
   const v1::SamplingParams& s = in.sampling();
   if (s.has_temperature()) r.sampling.temperature = s.temperature();

@@ -179,6 +179,12 @@ absl::StatusOr<v1::GenerateRequest> FromInferRequest(const inference::ModelInfer
   if (seed) out.mutable_sampling()->set_seed(static_cast<uint64_t>(*seed));
   if (values[6]) out.mutable_stopping()->set_ignore_eos(*values[6] != 0);
   if (auto p = Param(in, "priority")) out.set_priority(static_cast<int32_t>(*p));
+  // The prefix-cache partition, as sparsed.v1's cache_salt (a string parameter).
+  if (auto it = in.parameters().find("cache_salt"); it != in.parameters().end()) {
+    if (it->second.parameter_choice_case() != inference::InferParameter::kStringParam)
+      return Bad("parameter 'cache_salt' must be a string");
+    out.set_cache_salt(it->second.string_param());
+  }
   return out;
 }
 

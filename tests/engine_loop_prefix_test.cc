@@ -139,6 +139,33 @@ TEST_F(PrefixCacheLoopTest, ACachedConversationTurnReusesGeneratedTokens) {
   EXPECT_EQ(cached[0].cached, 48);
 }
 
+// Salts partition the cache: a request shares blocks only with requests of its own salt and
+// owner (API key), so cached_prompt_tokens tells no one about another tenant's prompts. Outputs
+// stay the bits of recomputation either way.
+TEST_F(PrefixCacheLoopTest, SaltsAndOwnersPartitionTheCache) {
+  auto loop = Loop(256, true);
+  auto with = [](int i, std::string salt, std::string owner) {
+    Request r = PrefixReq(i, nullptr);
+    r.cache_salt = std::move(salt);
+    r.owner = std::move(owner);
+    return r;
+  };
+  // Requests 0 and 2 share their first 32 tokens (SharedPrompt).
+  EXPECT_EQ(RunAll(*loop, {with(0, "tenant-a", "")}, false)[0].cached, 0);
+  EXPECT_EQ(RunAll(*loop, {with(2, "tenant-b", "")}, false)[0].cached, 0) << "another salt";
+  EXPECT_EQ(RunAll(*loop, {with(2, "", "")}, false)[0].cached, 0) << "the common pool";
+  EXPECT_EQ(RunAll(*loop, {with(2, "tenant-a", "alice")}, false)[0].cached, 0)
+      << "the same salt under another owner";
+  const auto same = RunAll(*loop, {with(2, "tenant-a", "")}, false);
+  EXPECT_EQ(same[0].cached, 32) << "the same salt";
+  EXPECT_EQ(same[0].ids, Reference()[2].ids);
+  EXPECT_EQ(same[0].logprobs, Reference()[2].logprobs);
+  EXPECT_EQ(RunAll(*loop, {with(4, "tenant-a", "alice")}, false)[0].cached, 32)
+      << "the same salt and owner";
+  ExpectNoBlocksUsed(*loop);
+  EXPECT_TRUE(loop->Stats().kv_blocks_cached > 0);
+}
+
 TEST_F(PrefixCacheLoopTest, PreemptionAndEvictionUnderASmallCacheKeepTheBits) {
   EngineLoopOptions o;
   o.limits.max_prefill_chunk = 16;

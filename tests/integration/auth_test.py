@@ -102,6 +102,22 @@ def main():
             rc = e.code().name
         check(rc == "UNIMPLEMENTED", f"grpc.reflection.v1 is off while keys are on ({rc})")
 
+        # The prefix cache is partitioned per key: a repeated prompt is cached for its own key
+        # only, so cached_prompt_tokens tells bob nothing about alice's prompts.
+        long_prompt = "And the king said unto his servants, Go ye and search the land " * 3
+
+        def cached(key, salt=""):
+            r = stub.Generate(pb.GenerateRequest(prompt=long_prompt, cache_salt=salt,
+                                                 stopping=pb.StoppingParams(max_new_tokens=1)),
+                              timeout=30, metadata=md(key))
+            return r.usage.cached_prompt_tokens
+
+        cached(ALICE)
+        check(cached(ALICE) > 0, "a key's repeated prompt comes from the prefix cache")
+        check(cached(BOB) == 0, "another key's identical prompt does not")
+        check(cached(ALICE, salt="s1") == 0 and cached(ALICE, salt="s1") > 0,
+              "a cache_salt is a partition of its own")
+
         def long_stream(key, rid):
             """A long stream started by `key`; returns (thread, result) — result[0] its end code."""
             result = [None, False]  # end code, whether tokens arrived
