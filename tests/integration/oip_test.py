@@ -50,7 +50,9 @@ def stalled_stream(daemon, kv_used_settles):
     (--stream_max_pending_tokens), frees everything, and serves on."""
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
-    ch = grpc.insecure_channel(f"127.0.0.1:{daemon.port}")
+    # A receive window too small for the stream (no BDP growth), never read.
+    ch = grpc.insecure_channel(f"127.0.0.1:{daemon.port}",
+                               options=[("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)])
     stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
 
     def requests():
@@ -62,17 +64,21 @@ def stalled_stream(daemon, kv_used_settles):
             m.contents.int_contents.append(200)
             yield r
 
-    before = rss_kb(daemon.proc.pid)
-    call = stub.ModelStreamInfer(requests(), timeout=120)  # never read
-    peak, end = 0, time.time() + 60
-    while time.time() < end and "stalled" not in daemon.log():
+    def outcomes():
         m = daemon.metrics()
-        peak = max(peak, (metric(m, "sparsed_running_sequences") or 0)
-                   + (metric(m, "sparsed_waiting_sequences") or 0))
-        time.sleep(0.02)
-    check("stalled" in daemon.log(), "a stream whose client never reads is cancelled as stalled")
-    check(0 < peak <= 64, f"at most 64 of its requests run at once (peak {peak:.0f} of 1,000 sent)")
+        return {o: metric(m, "sparsed_requests_total", outcome=o) or 0 for o in ("cancelled", "length")}
+
+    before, seen = rss_kb(daemon.proc.pid), outcomes()
+    call = stub.ModelStreamInfer(requests(), timeout=120)  # never read
+    check(daemon.wait_log('msg="stream cancelled: the client stopped reading"', timeout=60),
+          "a stream whose client never reads is cancelled as stalled")
     check(kv_used_settles(), "its requests are cancelled and their KV blocks freed")
+    # Each request the stream got admitted ends cancelled (none can reach its 200 tokens before the
+    # stall): no more than 64 were ever admitted of the 1,000 sent.
+    now = outcomes()
+    admitted = now["cancelled"] - seen["cancelled"]
+    check(0 < admitted <= 64 and now["length"] == seen["length"],
+          f"at most 64 of its requests were admitted ({admitted:.0f} of 1,000 sent)")
     grown = rss_kb(daemon.proc.pid) - before
     check(grown < 200 * 1024, f"RSS grew by {grown // 1024} MiB (bounded)")
     call.cancel()
