@@ -38,8 +38,10 @@ using ProgressFn = std::function<void(int done, int total, const std::string& wh
 using LayerHook = std::function<absl::Status(int layer, LayerWeights* l)>;
 
 // Resolves every tensor of a LLaMA-family model. Matrices stay views into the mapped files
-// except the transposed down projections (whose mapped originals leave the resident set once
-// copied). Errors name the file and the tensor.
+// except the transposed down projections and, from a GGUF file, q and k (rows put back in
+// rotate-half order), whose mapped originals leave the resident set once copied. A
+// block-quantized down projection (GGUF) is quantized again along its neuron-major rows.
+// Errors name the file and the tensor.
 absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& ck, const ProgressFn& progress,
                                               const LayerHook& on_layer = {});
 
