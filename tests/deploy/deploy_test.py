@@ -69,6 +69,9 @@ def check_compose(deploy, dockerfile_ports):
         ports = {p.rsplit(":", 1)[1] for p in sv[name]["ports"]}
         check(ports == dockerfile_ports, f"{name} publishes the daemon's ports {sorted(ports)}")
         check("health" in sv[name]["healthcheck"]["test"], f"{name} health check calls the gRPC health service")
+        check(sv[name].get("read_only") is True and sv[name].get("cap_drop") == ["ALL"]
+              and "no-new-privileges:true" in sv[name].get("security_opt", []),
+              f"{name}: read-only root, no capabilities, no privilege gain")
     for vol in sv["prometheus"]["volumes"] + sv["grafana"]["volumes"]:
         src = vol.split(":")[0]
         check(os.path.exists(os.path.join(deploy, src)), f"compose volume {src} exists")
