@@ -189,18 +189,12 @@ int main(int argc, char** argv) {
     }
   }
   int64_t total = 0;
-  for (size_t wi = 0; wi < windows.size(); ++wi) {
-    Batch b;
-    BatchSequence q;
-    q.num_tokens = static_cast<int32_t>(windows[wi].size());
-    for (int k = 0; k < (q.num_tokens + 15) / 16; ++k) q.block_table.push_back(k);
-    b.token_ids = windows[wi];
-    b.sequences.push_back(q);
-    if (auto out = e.Step(b); !out.ok()) {
+  for (const std::vector<int32_t>& w : windows) {
+    if (auto out = StepWindow(e, w); !out.ok()) {
       std::fprintf(stderr, "%s\n", std::string(out.status().message()).c_str());
       return 1;
     }
-    total += q.num_tokens;
+    total += static_cast<int64_t>(w.size());
     std::fprintf(stderr, "\rgate_screen_study: %lld tokens", static_cast<long long>(total));
   }
   std::fprintf(stderr, "\n");

@@ -31,15 +31,7 @@ absl::StatusOr<std::vector<float>> AllLogits(Engine& e,
                                              const std::vector<std::vector<int32_t>>& windows) {
   std::vector<float> all;
   for (const auto& w : windows) {
-    Batch b;
-    BatchSequence q;
-    q.num_tokens = static_cast<int32_t>(w.size());
-    q.all_logits = true;
-    for (int k = 0; k < (q.num_tokens + e.kv_block_size() - 1) / e.kv_block_size(); ++k)
-      q.block_table.push_back(k);
-    b.token_ids = w;
-    b.sequences.push_back(q);
-    absl::StatusOr<StepOutput> out = e.Step(b);
+    absl::StatusOr<StepOutput> out = StepWindow(e, w, /*all_logits=*/true);
     if (!out.ok()) return out.status();
     all.insert(all.end(), out->logits.begin(), out->logits.end());
   }

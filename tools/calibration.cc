@@ -17,15 +17,8 @@ absl::StatusOr<std::vector<LayerCalibration>> CollectCalibration(
   engine.set_ffn_observer([&](int layer, const float* x, int tokens) {
     inputs[layer].insert(inputs[layer].end(), x, x + tokens * d);
   });
-  const int bs = engine.kv_block_size();
   for (size_t w = 0; w < windows.size(); ++w) {
-    Batch b;
-    BatchSequence q;
-    q.num_tokens = static_cast<int32_t>(windows[w].size());
-    for (int k = 0; k < (q.num_tokens + bs - 1) / bs; ++k) q.block_table.push_back(k);
-    b.token_ids = windows[w];
-    b.sequences.push_back(std::move(q));
-    auto out = engine.Step(b);
+    auto out = StepWindow(engine, windows[w]);
     if (!out.ok()) {
       engine.set_ffn_observer(nullptr);
       return out.status();

@@ -36,13 +36,7 @@ absl::StatusOr<std::vector<LayerMasks>> RecordMasks(
   absl::Status status;
   for (size_t wi = 0; wi < windows.size() && status.ok(); ++wi) {
     current_seq = static_cast<int>(wi);
-    Batch b;
-    BatchSequence q;
-    q.num_tokens = static_cast<int32_t>(windows[wi].size());
-    for (int k = 0; k < (q.num_tokens + 15) / 16; ++k) q.block_table.push_back(k);
-    b.token_ids = windows[wi];
-    b.sequences.push_back(q);
-    if (auto out = e.Step(b); !out.ok()) status = out.status();
+    if (auto out = StepWindow(e, windows[wi]); !out.ok()) status = out.status();
     std::fprintf(stderr, "\rmasks: recorded %zu/%zu windows", wi + 1, windows.size());
   }
   std::fprintf(stderr, "\n");

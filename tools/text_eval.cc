@@ -11,6 +11,19 @@ namespace sparsed {
 
 double PerplexityResult::perplexity() const { return std::exp(nll); }
 
+absl::StatusOr<StepOutput> StepWindow(Engine& engine, const std::vector<int32_t>& window,
+                                      bool all_logits) {
+  const int bs = engine.kv_block_size();
+  Batch b;
+  BatchSequence q;
+  q.num_tokens = static_cast<int32_t>(window.size());
+  q.all_logits = all_logits;
+  for (int k = 0; k < (q.num_tokens + bs - 1) / bs; ++k) q.block_table.push_back(k);
+  b.token_ids = window;
+  b.sequences.push_back(std::move(q));
+  return engine.Step(b);
+}
+
 absl::StatusOr<std::vector<std::vector<int32_t>>> TokenWindows(const Engine& engine,
                                                                const std::string& path, int window,
                                                                int64_t max_tokens) {

@@ -17,6 +17,11 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenWindows(const Engine& eng
                                                                const std::string& path, int window,
                                                                int64_t max_tokens);
 
+// One step with `window` as its only sequence, its KV in blocks 0, 1, … (the engine's cache must
+// hold the window); `all_logits`: every position's logits, else the last one's.
+absl::StatusOr<StepOutput> StepWindow(Engine& engine, const std::vector<int32_t>& window,
+                                      bool all_logits = false);
+
 struct PerplexityResult {
   double nll = 0;           // mean next-token negative log-likelihood (nats)
   int64_t predictions = 0;  // tokens predicted (window length − 1 per window)
