@@ -3,14 +3,13 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "engine/model/mapped_file.h"
 
 namespace sparsed::server {
 namespace {
@@ -78,11 +77,10 @@ absl::StatusOr<std::unique_ptr<KeyStore>> KeyStore::Open(const std::string& path
 }
 
 absl::Status KeyStore::Reload() {
-  std::ifstream in(path_);
-  if (!in) return absl::NotFoundError(absl::StrCat(path_, ": cannot read the API keys file"));
-  std::stringstream text;
-  text << in.rdbuf();
-  absl::StatusOr<ApiKeys> k = ApiKeys::Parse(text.str(), path_);
+  const absl::StatusOr<std::string> text = ReadFileToString(path_);
+  if (!text.ok())
+    return absl::NotFoundError(absl::StrCat(path_, ": cannot read the API keys file"));
+  absl::StatusOr<ApiKeys> k = ApiKeys::Parse(*text, path_);
   if (!k.ok()) return k.status();
   auto next = std::make_shared<const ApiKeys>(*std::move(k));
   std::lock_guard<std::mutex> l(mu_);

@@ -4,11 +4,9 @@
 #include <grpcpp/security/tls_certificate_provider.h>
 #include <grpcpp/security/tls_credentials_options.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/model/mapped_file.h"
 
 namespace sparsed::server {
 namespace {
@@ -16,12 +14,10 @@ namespace {
 // OK when the file is readable and holds a PEM block of `kind` ("CERTIFICATE", or "PRIVATE KEY"
 // for any "-----BEGIN ... PRIVATE KEY-----").
 absl::Status CheckPem(const std::string& flag, const std::string& path, const std::string& kind) {
-  std::ifstream in(path);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", path, ": cannot read"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
-  if (!absl::StrContains(text, "-----BEGIN") || !absl::StrContains(text, kind + "-----")) {
+  const absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", path, ": cannot read"));
+  if (!absl::StrContains(*text, "-----BEGIN") || !absl::StrContains(*text, kind + "-----")) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, "=", path, ": holds no PEM ", kind, " block"));
   }

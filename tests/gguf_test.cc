@@ -100,6 +100,11 @@ TEST(Gguf, RejectsMalformedFiles) {
     v.push_back(std::move(t));
     return BuildGguf(kvs, v);
   };
+  auto with_kv = [&](GgufKv kv) {
+    auto k = kvs;
+    k.push_back(std::move(kv));
+    return BuildGguf(k, ts);
+  };
   const std::vector<Case> cases = {
       {"magic",
        [&] {
@@ -138,37 +143,23 @@ TEST(Gguf, RejectsMalformedFiles) {
          return with_tensor({"t0", {4, 0}, 0, ""});
        },
        "dimension 1 of 0"},
-      {"duplicate key",
-       [&] {
-         auto k = kvs;
-         k.push_back(testing::KvU32("n", 8));
-         return BuildGguf(k, ts);
-       },
+      {"duplicate key", [&] { return with_kv(testing::KvU32("n", 8)); },
        "metadata 'n' appears twice"},
       {"duplicate tensor", [&] { return with_tensor(ts[0]); }, "tensor 'norm' appears twice"},
       {"alignment not a power of two",
-       [&] {
-         auto k = kvs;
-         k.push_back(testing::KvU32("general.alignment", 24));
-         return BuildGguf(k, ts);
-       },
-       "power of two"},
+       [&] { return with_kv(testing::KvU32("general.alignment", 24)); }, "power of two"},
       {"nested array",
        [&] {
-         auto k = kvs;
          testing::GgufBytes b;
          b.Raw<uint32_t>(9).Raw<uint32_t>(9).Raw<uint64_t>(1);
-         k.push_back({"nest", b.bytes()});
-         return BuildGguf(k, ts);
+         return with_kv({"nest", b.bytes()});
        },
        "array of arrays"},
       {"unknown value type",
        [&] {
-         auto k = kvs;
          testing::GgufBytes b;
          b.Raw<uint32_t>(42);
-         k.push_back({"bad", b.bytes()});
-         return BuildGguf(k, ts);
+         return with_kv({"bad", b.bytes()});
        },
        "unknown value type 42"},
       {"string longer than the file",

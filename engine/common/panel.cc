@@ -5,21 +5,14 @@
 #include <memory>
 
 namespace sparsed {
-namespace {
 
-// Offset of row j's code k (k < 32) inside a panel block's code bytes, and whether it sits in
-// the high nibble (Q4_0).
-struct CodeSpot {
-  size_t byte;
-  bool high;
-};
-CodeSpot SpotOf(DType t, int64_t j, int64_t k) {
-  if (t == DType::kQ8_0) return {static_cast<size_t>(32 * (k / 4) + 4 * j + k % 4), false};
-  const int64_t lo = k % 16;  // codes k and k + 16 share a byte
-  return {static_cast<size_t>(32 * (lo / 4) + 4 * j + lo % 4), k >= 16};
+int PanelCode(const void* block, DType t, int j, int k) {
+  const uint8_t* codes = static_cast<const uint8_t*>(block) + 16;
+  if (t == DType::kQ8_0) return static_cast<int8_t>(codes[32 * (k / 4) + 4 * j + k % 4]);
+  const int lo = k % 16;  // codes k and k + 16 share a byte
+  const uint8_t byte = codes[32 * (lo / 4) + 4 * j + lo % 4];
+  return ((k < 16 ? byte : byte >> 4) & 0x0f) - 8;
 }
-
-}  // namespace
 
 void PackPanelRow(const void* row, DType t, int64_t cols, int64_t r, void* panels) {
   const int64_t nb = cols / kQuantBlock, p = r / kPanelRows, j = r % kPanelRows;
@@ -56,11 +49,8 @@ float MatrixElementAsF32(const Matrix& m, int64_t r, int64_t c) {
                     static_cast<size_t>(p * nb + b) * PanelBlockBytes(m.dtype);
   uint16_t h;
   std::memcpy(&h, blk + 2 * j, 2);
-  const CodeSpot s = SpotOf(m.dtype, j, k);
-  const uint8_t byte = blk[16 + s.byte];
-  const int code = m.dtype == DType::kQ8_0 ? static_cast<int8_t>(byte)
-                                           : ((s.high ? byte >> 4 : byte) & 0x0f) - 8;
-  return static_cast<float>(code) * F16ToF32(h);
+  return static_cast<float>(PanelCode(blk, m.dtype, static_cast<int>(j), static_cast<int>(k))) *
+         F16ToF32(h);
 }
 
 }  // namespace sparsed

@@ -39,6 +39,10 @@ void PackPanelRow(const void* row, DType t, int64_t cols, int64_t r, void* panel
 // `panels` set. The values are m's, bit for bit.
 Matrix ToPanels(const Matrix& m);
 
+// Code k (< 32) of row j (< 8) of one panel block (at its scales), signed: q for Q8_0,
+// nibble − 8 for Q4_0. Out of line (not inline), as BlockCode: the per-ISA kernel files call it.
+int PanelCode(const void* block, DType t, int j, int k);
+
 // Element (r, c) of m as fp32, in either layout (the value every kernel reads).
 float MatrixElementAsF32(const Matrix& m, int64_t r, int64_t c);
 

@@ -134,6 +134,12 @@ absl::Status ReadScalar(Reader& r, uint32_t type, absl::string_view file, const 
     v->i = static_cast<int64_t>(x);
     return absl::OkStatus();
   };
+  auto as_float = [&](auto x) -> absl::Status {
+    RETURN_IF_ERROR(r.Read(&x, what));
+    v->kind = GgufValue::Kind::kFloat;
+    v->f = x;
+    return absl::OkStatus();
+  };
   switch (type) {
     case 0:
       return as_int(uint8_t{});
@@ -159,20 +165,10 @@ absl::Status ReadScalar(Reader& r, uint32_t type, absl::string_view file, const 
       v->i = static_cast<int64_t>(x);
       return absl::OkStatus();
     }
-    case 6: {
-      float x = 0;
-      RETURN_IF_ERROR(r.Read(&x, what));
-      v->kind = GgufValue::Kind::kFloat;
-      v->f = x;
-      return absl::OkStatus();
-    }
-    case 12: {
-      double x = 0;
-      RETURN_IF_ERROR(r.Read(&x, what));
-      v->kind = GgufValue::Kind::kFloat;
-      v->f = x;
-      return absl::OkStatus();
-    }
+    case 6:
+      return as_float(float{});
+    case 12:
+      return as_float(double{});
     case 7: {
       uint8_t x = 0;
       RETURN_IF_ERROR(r.Read(&x, what));

@@ -171,12 +171,10 @@ def main():
 
     with open(keys, "w") as f:
         f.write(f"{ADMIN} admin ops\n{ALICE} superuser alice\n")
-    bad = Daemon(a.bin, work, "badkeys", "--api_keys_file", keys, model=model).start()
-    rc = bad.wait(60)
+    with Daemon(a.bin, work, "badkeys", "--api_keys_file", keys, model=model) as bad:
+        rc = bad.wait(60)  # None: it served (wrong; leaving the block stops it)
     check(rc not in (0, None) and "keys.txt:2: role 'superuser'" in bad.log(),
           f"a malformed keys file stops the start ({rc})")
-    if rc is None:
-        bad.stop()
     print(f"{len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0
 

@@ -161,11 +161,9 @@ def main():
                           (["--tls_cert", c("server1.key"), "--tls_key", c("server1.key")],
                            "holds no PEM CERTIFICATE"),
                           (["--tls_client_ca", c("ca1.pem")], "--tls_client_ca needs --tls_cert")]:
-        bad = Daemon(a.bin, work, "bad", *flags, model=model).start()
-        rc = bad.wait(60)
+        with Daemon(a.bin, work, "bad", *flags, model=model) as bad:
+            rc = bad.wait(60)  # None: it served (wrong; leaving the block stops it)
         check(rc not in (0, None) and needle in bad.log(), f"bad TLS flags {flags[::2]}: {needle}")
-        if rc is None:
-            bad.stop()
     print(f"{len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0
 

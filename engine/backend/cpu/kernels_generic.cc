@@ -125,14 +125,7 @@ struct P {
         const uint8_t* blk = panel + b * pbb;
         const float dw = V::Scale(blk + 2 * j);
         int8_t w[kQuantBlock];
-        for (int k = 0; k < kQuantBlock; ++k) {
-          if constexpr (D == DType::kQ8_0) {
-            w[k] = static_cast<int8_t>(blk[16 + 32 * (k / 4) + 4 * j + k % 4]);
-          } else {
-            const uint8_t byte = blk[16 + 32 * (k % 16 / 4) + 4 * j + k % 4];
-            w[k] = static_cast<int8_t>(((k < 16 ? byte : byte >> 4) & 0x0f) - 8);
-          }
-        }
+        for (int k = 0; k < kQuantBlock; ++k) w[k] = static_cast<int8_t>(PanelCode(blk, D, j, k));
         for (int t = 0; t < NT; ++t) {
           const int8_t* x = xq[t] + b * kQuantBlock;
           int32_t sum = 0;
