@@ -200,6 +200,16 @@ def main():
                 status, msg = str(e.status()), e.message()
             check("INVALID_ARGUMENT" in status and needle in msg, f"{what}: {status} {msg!r}")
         try:
+            c.infer("sparsed-tiny", [text_input(), scalar("max_tokens", 2, "INT32", np.int32)],
+                    parameters={"cache_salt": 5})
+            status, msg = "OK", ""
+        except InferenceServerException as e:
+            status, msg = str(e.status()), e.message()
+        check("INVALID_ARGUMENT" in status and "cache_salt" in msg, f"cache_salt as a number: {status} {msg!r}")
+        r = c.infer("sparsed-tiny", [text_input(), scalar("max_tokens", 2, "INT32", np.int32)],
+                    parameters={"cache_salt": "tenant-a"})
+        check(len(r.as_numpy("text_output")[0]) > 0, "a string cache_salt is served")
+        try:
             c.infer("other-model", [text_input()])
             status, msg = "OK", ""
         except InferenceServerException as e:

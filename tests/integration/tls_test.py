@@ -118,6 +118,10 @@ def main():
                                             stopping=pb.StoppingParams(max_new_tokens=2)))
         check(code == "INVALID_ARGUMENT" and "request_id has 300 bytes" in msg,
               f"a 300-byte request id refused ({code} {msg!r})")
+        code, msg = call(pb.GenerateRequest(prompt="Hello", cache_salt="s" * 300,
+                                            stopping=pb.StoppingParams(max_new_tokens=2)))
+        check(code == "INVALID_ARGUMENT" and "cache_salt has 300 bytes" in msg,
+              f"a 300-byte cache_salt refused ({code} {msg!r})")
         code, msg = call(pb.GenerateRequest(prompt="Hello " * 1000,
                                             stopping=pb.StoppingParams(max_new_tokens=2)),
                          compression=grpc.Compression.Gzip)
