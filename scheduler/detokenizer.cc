@@ -46,10 +46,14 @@ absl::StatusOr<IncrementalDetokenizer::Delta> IncrementalDetokenizer::Apply(
   Delta d;
   // A stop string anywhere in the text not yet emitted (it may straddle the emitted boundary).
   size_t cut = std::string::npos;
-  for (const std::string& s : stops_) {
+  for (size_t i = 0; i < stops_.size(); ++i) {
+    const std::string& s = stops_[i];
     const size_t from = emitted_.size() >= s.size() ? emitted_.size() - s.size() + 1 : 0;
     const size_t at = text.find(s, from);
-    if (at != std::string::npos) cut = std::min(cut, at);
+    if (at != std::string::npos && at < cut) {
+      cut = at;
+      d.stop_index = static_cast<int>(i);
+    }
   }
   if (cut != std::string::npos) {
     d.stopped = true;

@@ -23,6 +23,7 @@ class IncrementalDetokenizer {
   struct Delta {
     std::string text;      // newly safe text
     bool stopped = false;  // a stop string was found; `text` ends just before it
+    int stop_index = -1;   // when stopped: which of the stop strings (the earliest in the text)
   };
   // Adds generated ids; returns the text that is now final. Text is held back while it ends in
   // an incomplete UTF-8 character (or a replacement character from a partial byte sequence) or

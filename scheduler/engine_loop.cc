@@ -39,6 +39,8 @@ struct EngineLoop::Sequence {
   double active_sum = 0, union_sum = 0;
   int64_t stat_steps = 0;
   bool done = false;
+  std::string matched_stop_string;  // what ended it with kStop (RequestStats)
+  int32_t matched_stop_token = -1;
 };
 
 EngineLoop::EngineLoop(std::unique_ptr<Engine> engine, const EngineLoopOptions& options,
@@ -157,6 +159,14 @@ EngineLoop::Snapshot EngineLoop::Stats() const {
   return snapshot_;
 }
 
+EngineLoop::Snapshot EngineLoop::Current() const {
+  MutexLock l(mu_);
+  Snapshot s = snapshot_;
+  s.waiting = queued_;
+  s.running = std::max(0, unfinished_.load() - queued_);
+  return s;
+}
+
 void EngineLoop::Run() {
   for (;;) {
     bool stop = false;
@@ -203,6 +213,8 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
   st.generated_tokens = static_cast<int64_t>(s.generated.size());
   st.preemptions = s.preemptions;
   st.first_scheduled = s.first_scheduled;
+  st.matched_stop_string = s.matched_stop_string;
+  st.matched_stop_token = s.matched_stop_token;
   if (s.stat_steps) {
     st.mean_active_ratio = s.active_sum / s.stat_steps;
     st.mean_union_ratio = s.union_sum / s.stat_steps;
@@ -451,6 +463,7 @@ void EngineLoop::SampleAndEmit(const StepPlan& plan, const StepOutput& out) {
       if (dl.ok()) {
         ev.text = dl->text;
         stop_string = dl->stopped;
+        if (stop_string) s.matched_stop_string = s.req.stopping.stop[dl->stop_index];
       }
       if (!stop_string && (x.length || x.stopped)) {
         auto rest = s.detok->FlushWith(text);
@@ -458,6 +471,7 @@ void EngineLoop::SampleAndEmit(const StepPlan& plan, const StepOutput& out) {
       }
     }
     s.req.sink->OnTokens(ev);
+    if (!stop_string && x.stopped) s.matched_stop_token = x.tok.token;
     if (stop_string || x.stopped || x.length) {
       Finish(s, stop_string || x.stopped ? FinishReason::kStop : FinishReason::kLength,
              absl::OkStatus());

@@ -57,6 +57,10 @@ struct RequestStats {
   double mean_active_ratio =
       0;                        // FFN neurons active per token, over the request's steps and layers
   double mean_union_ratio = 0;  // union ratio of the batches it was in
+  // What ended a FinishReason::kStop: the stop string (one of StoppingParams::stop), or else the
+  // token (EOS or one of StoppingParams::stop_token_ids; -1 for other reasons).
+  std::string matched_stop_string;
+  int32_t matched_stop_token = -1;
 };
 
 // Receives a request's output. Called on the engine-loop thread: implementations must return

@@ -12,7 +12,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev sentencepiece
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
-  prometheus-cpp-dev libssl-dev
+  prometheus-cpp-dev libssl-dev libarchive-dev
 )
 # Only for the tests: independent clients, a Prometheus server, manifest parsing, clang for
 # the thread-safety analysis of the locking code (tests/thread_safety_test.py), and openssl for

@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "server/call_state.h"
 #include "server/convert.h"
+#include "server/stream_pump.h"
 #include "server/tsan_handoff.h"
 #include "server/wire.h"
 #include "sparsed/v1/sparsed.pb.h"
@@ -85,100 +86,18 @@ class UnaryGenerate final : public GeneratingReactor<grpc::ServerUnaryReactor> {
   v1::GenerateResponse resp_;  // engine-loop thread only
 };
 
-// Writes one message per completed write: whatever tokens arrived meanwhile are merged, so a slow
-// reader gets fewer, larger messages. A reader that takes no write for stream_write_timeout while
-// tokens wait, or lets stream_max_pending_tokens pile up, is cancelled (its KV blocks freed).
-class StreamGenerate final : public GeneratingReactor<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
+// sparsed.v1's stream: a message per write with the text (and ids, logprobs) that arrived since
+// the last one; the last message also carries finish_reason, usage and timings.
+class V1Codec {
  public:
-  StreamGenerate(const CallEnv& env, grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw)
-      : GeneratingReactor(env, ctx) {
-    Admit(this, ParseGenerateRequest(raw));
-  }
-  void OnWriteDone(bool ok) override {
-    TakeOver(this);
-    std::unique_lock<std::mutex> l(mu_);
-    writing_ = false;
-    if (!ok) write_failed_ = true;
-    if (!ok && !finished_) {
-      l.unlock();
-      call_.Cancel();  // the engine then finishes the request, and Finished ends the call
-      return;
-    }
-    Pump(l);
-  }
-
-  // Engine-loop thread.
-  void Tokens(const TokenEvent& e) {
-    std::unique_lock<std::mutex> l(mu_);
-    pending_.push_back(e);
-    pending_tokens_ += static_cast<int64_t>(e.token_ids.size());
-    if (writing_ && !stalled_ &&
-        (pending_tokens_ > call_.env().stream_max_pending_tokens ||
-         absl::Now() - write_started_ > call_.env().stream_write_timeout)) {
-      stalled_ = true;
-      const int64_t pending = pending_tokens_;
-      l.unlock();
-      call_.env().log_stalled(*call_.ctx(), pending);
-      call_.Cancel();
-      // Also end the write the client is not taking, so the call can finish.
-      call_.ctx()->TryCancel();
-      return;
-    }
-    Pump(l);
-  }
-  void Finished(FinishReason reason, const absl::Status& status, const RequestStats& st) {
-    std::unique_lock<std::mutex> l(mu_);
-    finished_ = true;
-    reason_ = reason;
-    stats_ = st;
-    status_ = FinalStatus(reason, status);
-    Pump(l);  // last: may end the call
-  }
-
- private:
-  // Starts the next write, or ends the call once everything is written; called with `l` held,
-  // returns with it released. Ending the call is the last thing it does.
-  void Pump(std::unique_lock<std::mutex>& l) {
-    if (writing_ || done_) return l.unlock();
-    if (write_failed_) {
-      if (!finished_) return l.unlock();  // Finished will end it
-      done_ = true;
-      const grpc::Status st = status_;
-      l.unlock();
-      HandOff(this);
-      return Finish(st);
-    }
-    if (pending_.empty() && !finished_) return l.unlock();
+  void Encode(const v1::GenerateRequest& req, const std::vector<TokenEvent>& events,
+              const StreamEnd* end, std::vector<grpc::ByteBuffer>* out) {
+    if (events.empty() && end == nullptr) return;
     v1::GenerateResponse msg;
-    for (const TokenEvent& e : pending_) AppendEvent(e, call_.request(), &msg);
-    pending_.clear();
-    pending_tokens_ = 0;
-    if (finished_) FillFinal(reason_, stats_, call_.request(), &msg);
-    SerializeResponse(msg, &out_);  // no write is in flight: out_ is free
-    if (finished_) {
-      done_ = true;
-      const grpc::Status st = status_;
-      l.unlock();
-      HandOff(this);
-      return StartWriteAndFinish(&out_, grpc::WriteOptions(), st);
-    }
-    writing_ = true;
-    write_started_ = absl::Now();
-    l.unlock();
-    HandOff(this);
-    StartWrite(&out_);
+    for (const TokenEvent& e : events) AppendEvent(e, req, &msg);
+    if (end != nullptr) FillFinal(end->reason, end->stats, req, &msg);
+    SerializeResponse(msg, &out->emplace_back());
   }
-
-  std::mutex mu_;  // guards everything below
-  std::vector<TokenEvent> pending_;
-  int64_t pending_tokens_ = 0;
-  bool writing_ = false, write_failed_ = false, stalled_ = false;
-  bool finished_ = false, done_ = false;
-  absl::Time write_started_ = absl::InfinitePast();
-  FinishReason reason_ = FinishReason::kError;
-  RequestStats stats_;
-  grpc::Status status_;
-  grpc::ByteBuffer out_;  // the message in flight
 };
 
 }  // namespace
@@ -192,7 +111,7 @@ grpc::ServerUnaryReactor* StartUnaryGenerate(const CallEnv& env, grpc::CallbackS
 grpc::ServerWriteReactor<grpc::ByteBuffer>* StartStreamGenerate(const CallEnv& env,
                                                                 grpc::CallbackServerContext* ctx,
                                                                 const grpc::ByteBuffer* raw) {
-  return new StreamGenerate(env, ctx, raw);
+  return new StreamingGenerate<V1Codec>(env, ctx, ParseGenerateRequest(raw), V1Codec());
 }
 
 }  // namespace sparsed::server

@@ -34,6 +34,7 @@
 #include "server/reflection_v1.h"
 #include "server/service.h"
 #include "server/transport.h"
+#include "server/vllm_service.h"
 
 ABSL_FLAG(std::string, model_name, "",
           "The served model's name: the model_name label of every metric (default: the --model "
@@ -258,7 +259,23 @@ int Main(int argc, char** argv) {
   OipService oip(
       model_name, [&service] { return service.Env(); }, [&service] { return service.ready(); });
   builder.RegisterService(&oip);
+  // vLLM's engine protocol, so that the daemon can be a worker behind the smg gateway.
+  VllmServiceEnv vllm_env;
+  vllm_env.model_path = eo.model_dir;
+  vllm_env.model_dir = std::filesystem::is_regular_file(eo.model_dir)
+                           ? std::filesystem::path(eo.model_dir).parent_path().string()
+                           : eo.model_dir;
+  if (vllm_env.model_dir.empty()) vllm_env.model_dir = ".";
+  vllm_env.model_name = model_name;
+  vllm_env.env = [&service] { return service.Env(); };
+  vllm_env.ready = [&service] { return service.ready(); };
+  vllm_env.draining = [&service] { return service.draining(); };
+  vllm_env.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  vllm_env.kv_cache_dtype = absl::GetFlag(FLAGS_kv_cache_dtype);
+  VllmService vllm(std::move(vllm_env));
+  builder.RegisterService(&vllm);
   ReflectionV1 reflection_v1({kServiceName, "inference.GRPCInferenceService",
+                              "vllm.grpc.engine.VllmEngine",
                               "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                               "grpc.reflection.v1alpha.ServerReflection"});
   if (!(*keys)->enabled()) builder.RegisterService(&reflection_v1);
@@ -373,7 +390,7 @@ int Main(int argc, char** argv) {
       .Help("Build information (value 1)")
       .Labels(model_label)
       .Register(*registry)
-      .Add({{"version", "0.1.0"}})
+      .Add({{"version", SPARSED_VERSION}})
       .Set(1);
   prometheus::BuildGauge()
       .Name("sparsed_model_info")

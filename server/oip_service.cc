@@ -331,7 +331,7 @@ grpc::ServerUnaryReactor* OipService::ServerMetadata(grpc::CallbackServerContext
                                                      const inference::ServerMetadataRequest*,
                                                      inference::ServerMetadataResponse* resp) {
   resp->set_name("sparsed");
-  resp->set_version("0.1.0");
+  resp->set_version(SPARSED_VERSION);
   return Answer(ctx, grpc::Status::OK);
 }
 

@@ -17,8 +17,10 @@ namespace sparsed::server {
 
 // INVALID_ARGUMENT naming the message type when `raw` is not a valid serialization of `Message`
 // (truncated or random bytes, invalid UTF-8 in a string field, ...).
+// `proto_file` names the .proto the client's should match.
 template <class Message>
-absl::Status ParseRequest(const grpc::ByteBuffer* raw, Message* out) {
+absl::Status ParseRequest(const grpc::ByteBuffer* raw, Message* out,
+                          absl::string_view proto_file = "proto/sparsed/v1/sparsed.proto") {
   bool parsed = false;
   if (raw != nullptr) {
     grpc::ByteBuffer copy(*raw);  // the reader consumes its buffer; the copy shares the slices
@@ -28,7 +30,7 @@ absl::Status ParseRequest(const grpc::ByteBuffer* raw, Message* out) {
   if (!parsed) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the request is not a valid ", out->GetTypeName(), " (", raw == nullptr ? 0 : raw->Length(),
-        " bytes): check that the client's .proto is proto/sparsed/v1/sparsed.proto"));
+        " bytes): check that the client's .proto is ", proto_file));
   }
   return absl::OkStatus();
 }
