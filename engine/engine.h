@@ -96,6 +96,7 @@ class Engine {
         sparsity_mode(),
         weights().layers.empty() ? weights().embed.dtype : weights().layers[0].up.dtype,
         static_cast<int64_t>(kv_blocks()) * kv_block_size(),
+        kv_block_size(),
         context_tokens(),
         tokenizer()};
   }

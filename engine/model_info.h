@@ -19,6 +19,7 @@ struct ModelInfo {
   SparsityMode sparsity_mode = SparsityMode::kOff;
   DType weight_dtype = DType::kF32;  // of the linear layers as loaded (--weights)
   int64_t kv_cache_tokens = 0;       // KV blocks × tokens per block
+  int64_t kv_block_tokens = 0;       // tokens per KV block
   int64_t context_tokens = 0;        // longest sequence (prompt + generated) the engine takes
   // Thread-safe (tokenizer.h); null when the model has none. Owned by the engine: valid while the
   // engine (for the server: its EngineLoop) lives.

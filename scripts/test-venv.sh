@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Makes the test-only Python environment: Triton's KServe v2 client (tritonclient[grpc], from PyPI),
-# an independent client of the daemon's Open Inference Protocol service; and llama.cpp's GGUF
+# an independent client of the daemon's Open Inference Protocol service; llama.cpp's GGUF
 # writer (gguf, with numpy and sentencepiece), an independent writer of the files the daemon
-# loads. Idempotent; prints the environment's python. Usage: scripts/test-venv.sh [DIR]   (default .venv-test, ignored by git)
+# loads; the smg gateway (smg, with its published protocol stubs smg-grpc-proto), the OpenAI SDK
+# (openai) that clients call it with, and Hugging Face's tokenizers/transformers, which
+# tools/make_hf_tokenizer.py and its check use. Idempotent; prints the environment's python. Usage: scripts/test-venv.sh [DIR]   (default .venv-test, ignored by git)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="$(realpath -m "${1:-.venv-test}")"
-if ! "$dir/bin/python" -c "import tritonclient.grpc, gguf, sentencepiece" >/dev/null 2>&1; then
+if ! "$dir/bin/python" -c "import tritonclient.grpc, gguf, sentencepiece, openai, smg, smg_grpc_proto, tokenizers, transformers" >/dev/null 2>&1; then
   rm -rf "$dir"
   /usr/bin/python3 -m venv "$dir" >&2
   for attempt in 1 2 3; do  # PyPI over a shared network: retry a failed install
     "$dir/bin/pip" install --quiet --disable-pip-version-check "tritonclient[grpc]" gguf==0.19.0 numpy \
-      sentencepiece >&2 && break
+      sentencepiece smg==1.13.0 smg-grpc-proto==0.4.28 "openai>=1.0" "tokenizers>=0.20" \
+      "transformers>=4.45" >&2 && break
     [ "$attempt" = 3 ] && exit 1
     sleep 10
   done

@@ -61,6 +61,12 @@ void ApplyTransportLimits(const TransportOptions& o, grpc::ServerBuilder* builde
   builder->SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, false);
   builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, o.max_concurrent_streams);
   builder->AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, o.max_metadata_bytes);
+  // Gateways and load balancers keep idle connections open with HTTP/2 pings (the smg gateway:
+  // every 30 s, with or without calls). gRPC's server default counts pings closer than 5 minutes
+  // without data as abuse and closes the connection (GOAWAY too_many_pings) after two: accept
+  // them down to every 10 s.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
 }
 
 }  // namespace sparsed::server

@@ -206,11 +206,7 @@ grpc::ServerUnaryReactor* VllmService::GetServerInfo(grpc::CallbackServerContext
   r->set_max_num_seqs(env_.max_num_seqs);
   if (env.loop != nullptr) {
     r->set_model_dtype(std::string(DTypeName(env.loop->model().weight_dtype)));
-    const EngineLoop::Snapshot s = env.loop->Current();
-    if (s.kv_blocks_total > 0) {
-      r->set_block_size(
-          static_cast<int32_t>(env.loop->model().kv_cache_tokens / s.kv_blocks_total));
-    }
+    r->set_block_size(static_cast<int32_t>(env.loop->model().kv_block_tokens));
   }
   return Answer(ctx, grpc::Status::OK);
 }
@@ -234,15 +230,15 @@ grpc::ServerUnaryReactor* VllmService::GetLoads(grpc::CallbackServerContext* ctx
   if (env.loop != nullptr) {
     const EngineLoop::Snapshot s = env.loop->Current();
     const int64_t total_tokens = env.loop->model().kv_cache_tokens;
-    const int64_t per_block = s.kv_blocks_total > 0 ? total_tokens / s.kv_blocks_total : 0;
+    const int64_t per_block = env.loop->model().kv_block_tokens;
     l->set_num_running_reqs(s.running);
     l->set_num_waiting_reqs(s.waiting);
     l->set_num_total_reqs(s.running + s.waiting);
     l->set_num_used_tokens(static_cast<int32_t>(s.kv_blocks_used * per_block));
     l->set_max_total_num_tokens(static_cast<int32_t>(total_tokens));
-    l->set_token_usage(s.kv_blocks_total > 0
-                           ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total
-                           : 0.0);
+    l->set_token_usage(total_tokens > 0 ? std::min(1.0, static_cast<double>(s.kv_blocks_used) *
+                                                            per_block / total_tokens)
+                                        : 0.0);
     l->set_utilization(env_.max_num_seqs > 0
                            ? std::min(1.0, static_cast<double>(s.running) / env_.max_num_seqs)
                            : 0.0);
