@@ -97,6 +97,20 @@ TEST_F(Detok, StopStringIsNotEmittedEvenAcrossTokens) {
   EXPECT_EQ(streamed, "The quick brown ");
 }
 
+TEST_F(Detok, StopIndexNamesTheEarliestStopString) {
+  const std::string text = "The quick brown fox jumps over the lazy dog";
+  auto ids = tok_->Encode(text);
+  ASSERT_TRUE(ids.ok());
+  // Both appear once the whole text is decoded; "brown" comes first in the text.
+  IncrementalDetokenizer d(tok_, {"lazy", "brown"});
+  d.Append(*ids);
+  auto delta = d.Apply(tok_->Decode(*ids));
+  ASSERT_TRUE(delta.ok());
+  EXPECT_TRUE(delta->stopped);
+  EXPECT_EQ(delta->stop_index, 1);
+  EXPECT_EQ(delta->text, "The quick ");
+}
+
 TEST_F(Detok, HeldBackPrefixOfStopStringIsReleasedWhenItDiverges) {
   auto ids = tok_->Encode("a lazy dog");
   ASSERT_TRUE(ids.ok());
