@@ -105,6 +105,12 @@ ABSL_FLAG(std::string, api_keys_file, "",
 ABSL_FLAG(std::string, health_listen, "",
           "Also serve grpc.health.v1 (and nothing else of ours) in plaintext on this address, for "
           "probes that cannot present a client certificate or API key. Empty: none.");
+ABSL_FLAG(std::string, gateway_listen, "",
+          "Also serve vLLM's engine protocol (vllm.grpc.engine.VllmEngine, for the smg gateway) "
+          "and grpc.health.v1 in plaintext without API keys on this address: the smg gateway "
+          "sends gRPC workers neither TLS nor a key, so with --api_keys_file or --tls_cert the "
+          "gateway connects here, on an address only it can reach (a private interface, a "
+          "NetworkPolicy). Empty: the gateway uses --listen.");
 ABSL_FLAG(int, max_concurrent_streams, 256,
           "Calls one client connection may have open at once (HTTP/2) [1, 1048576]. Requests "
           "are refused when compressed (gzip/deflate are off) and when their metadata passes "
@@ -259,7 +265,8 @@ int Main(int argc, char** argv) {
   OipService oip(
       model_name, [&service] { return service.Env(); }, [&service] { return service.ready(); });
   builder.RegisterService(&oip);
-  // vLLM's engine protocol, so that the daemon can be a worker behind the smg gateway.
+  // vLLM's engine protocol, so that the daemon can be a worker behind the smg gateway (also on
+  // --gateway_listen, below).
   VllmServiceEnv vllm_env;
   vllm_env.model_path = eo.model_dir;
   vllm_env.model_dir = std::filesystem::is_regular_file(eo.model_dir)
@@ -272,7 +279,7 @@ int Main(int argc, char** argv) {
   vllm_env.draining = [&service] { return service.draining(); };
   vllm_env.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
   vllm_env.kv_cache_dtype = absl::GetFlag(FLAGS_kv_cache_dtype);
-  VllmService vllm(std::move(vllm_env));
+  VllmService vllm(vllm_env);
   builder.RegisterService(&vllm);
   ReflectionV1 reflection_v1({kServiceName, "inference.GRPCInferenceService",
                               "vllm.grpc.engine.VllmEngine",
@@ -312,6 +319,34 @@ int Main(int argc, char** argv) {
       return 1;
     }
     health_set.all.push_back(health_server->GetHealthCheckService());
+  }
+  // The gateway's listener: the worker protocol without keys (see --gateway_listen's help).
+  VllmServiceEnv gateway_env = vllm_env;
+  gateway_env.env = [&service] {
+    CallEnv e = service.Env();
+    e.keys = nullptr;
+    return e;
+  };
+  VllmService gateway_vllm(std::move(gateway_env));
+  std::unique_ptr<grpc::Server> gateway_server;
+  if (const std::string gl = absl::GetFlag(FLAGS_gateway_listen); !gl.empty()) {
+    grpc::ServerBuilder gb;
+    int gport = 0;
+    gb.AddListeningPort(gl, grpc::InsecureServerCredentials(), &gport);
+    gb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    ApplyTransportLimits(transport, &gb);
+    gb.RegisterService(&gateway_vllm);
+    gateway_server = gb.BuildAndStart();
+    if (!gateway_server || gport == 0) {
+      const std::string why = WhyCannotBind(gl);
+      log.Log(LogLevel::kError, "cannot listen",
+              absl::StrCat("gateway_listen=", gl, " error=",
+                           Quote(why.empty() ? "gRPC could not listen on this address" : why)));
+      server->Shutdown();
+      if (health_server) health_server->Shutdown();
+      return 1;
+    }
+    health_set.all.push_back(gateway_server->GetHealthCheckService());
   }
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus("", false);
@@ -476,6 +511,9 @@ int Main(int argc, char** argv) {
   // drain below, which ends the calls still running at the timeout.
   const absl::Time until = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_timeout_s));
   std::thread goaway([&server] { server->Shutdown(); });
+  std::thread gateway_goaway([&gateway_server] {
+    if (gateway_server) gateway_server->Shutdown();
+  });
   while (absl::Now() < until && loop.Unfinished() > 0) absl::SleepFor(absl::Milliseconds(20));
   const int left = loop.Unfinished();
   loop.Shutdown();  // cancels whatever is left; their handlers then return at once
@@ -484,7 +522,9 @@ int Main(int argc, char** argv) {
   const absl::Time stop_from = absl::Now();
   for (int i = 0; i < 400 && service.running() > 0; ++i) absl::SleepFor(absl::Milliseconds(5));
   grpc_server_cancel_all_calls(server->c_server());
+  if (gateway_server) grpc_server_cancel_all_calls(gateway_server->c_server());
   goaway.join();
+  gateway_goaway.join();
   if (health_server) health_server->Shutdown(std::chrono::system_clock::now());
   log.Log(LogLevel::kInfo, "stopped",
           absl::StrCat("cancelled=", left,

@@ -107,6 +107,14 @@ Metrics::Metrics(prometheus::Registry& reg, int num_layers, const std::string& s
                     .Labels(model)
                     .Register(reg)
                     .Add({})),
+      kv_usage_(prometheus::BuildGauge()
+                    .Name("sparsed_kv_cache_usage_ratio")
+                    .Help("Fraction of the KV cache held by requests, in [0, 1] (blocks only in "
+                          "the prefix cache count as free): what a cluster's endpoint picker "
+                          "reads as KV-cache utilization")
+                    .Labels(model)
+                    .Register(reg)
+                    .Add({})),
       preemptions_(prometheus::BuildCounter()
                        .Name("sparsed_preemptions_total")
                        .Help("Sequences preempted for lack of KV blocks")
@@ -243,6 +251,9 @@ void Metrics::OnStep(const StepReport& r) {
   waiting_.Set(r.waiting);
   kv_used_.Set(r.kv_blocks_used);
   kv_total_.Set(r.kv_blocks_total);
+  kv_usage_.Set(r.kv_blocks_total > 0
+                    ? static_cast<double>(r.kv_blocks_used) / r.kv_blocks_total
+                    : 0.0);
   if (r.preempted) preemptions_.Increment(r.preempted);
   kv_cached_.Set(r.kv_blocks_cached);
   engine_healthy_.Set(r.engine_healthy ? 1 : 0);

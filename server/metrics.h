@@ -44,6 +44,7 @@ class Metrics {
   prometheus::Gauge& waiting_;
   prometheus::Gauge& kv_used_;
   prometheus::Gauge& kv_total_;
+  prometheus::Gauge& kv_usage_;
   prometheus::Counter& preemptions_;
   prometheus::Gauge& kv_cached_;
   prometheus::Counter& prefix_queries_;

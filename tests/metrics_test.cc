@@ -87,6 +87,7 @@ TEST(MetricsTest, StepReportsAndFinishesReadBack) {
   EXPECT_EQ(Value(families, "sparsed_waiting_sequences"), 2);
   EXPECT_EQ(Value(families, "sparsed_kv_blocks_used"), 7);
   EXPECT_EQ(Value(families, "sparsed_kv_blocks_capacity"), 64);
+  EXPECT_DOUBLE_EQ(Value(families, "sparsed_kv_cache_usage_ratio"), 7.0 / 64);
   EXPECT_EQ(Value(families, "sparsed_kv_blocks_cached"), 4);
   EXPECT_EQ(Value(families, "sparsed_preemptions_total"), 2);
   EXPECT_EQ(Value(families, "sparsed_prefix_cache_queries_total"), 80);

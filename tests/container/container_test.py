@@ -13,7 +13,10 @@
    0 within the grace period.
 5. The compose file's CPU stack (sparsed and Prometheus, Prometheus built from Debian's package)
    brought up with podman-compose: Prometheus scrapes sparsed through the service name, and the
-   alert rules load. Grafana has no Debian package and its image cannot be pulled here: it is not
+   alert rules load.
+6. The compose file's gateway profile: the smg gateway's image built from deploy/gateway (Debian
+   and the hash-pinned PyPI wheel), two replicas behind it; the gateway lists the model and serves
+   an OpenAI completion from them. Grafana has no Debian package and its image cannot be pulled here: it is not
    started (its dashboard's queries are checked by tests/deploy/deploy_test.py).
 
 Usage: container_test.py --bin BUILD/bin --source REPO --work DIR   (as root; podman installed by
@@ -35,6 +38,7 @@ from daemon_test import gen_stubs  # noqa: E402
 BASE = "localhost/debian:12"
 IMAGE = "localhost/sparsed:cpu"
 PROM_IMAGE = "localhost/sparsed-prometheus:debian12"
+GATEWAY_IMAGE = "localhost/sparsed-gateway:debian12"
 MAX_IMAGE_MB = 400  # Debian minbase (~120 MB) + runtime libraries + three 10 MB models
 PROMPT = "And the king said unto his servants,"
 PODMAN = ["podman", "--cgroup-manager=cgroupfs", "--runtime", "runc"]
@@ -283,6 +287,43 @@ def main():
         check(rules > 0, f"the alert rules load in the compose Prometheus ({rules} rules)")
         r = cli(bin_dir, gport, "health")
         check(r.stdout.strip() == "SERVING", f"the compose sparsed serves on the published port ({r.stdout.strip()!r})")
+
+        step("compose: the gateway profile (smg before two replicas)")
+        ok, secs = build_logged(["--network=host", "--format", "docker", "--build-arg", f"BASE_IMAGE={BASE}",
+                                 "-f", os.path.join(source, "deploy", "gateway", "Containerfile"),
+                                 "-t", GATEWAY_IMAGE, os.path.join(source, "deploy", "gateway")],
+                                os.path.join(work, "gateway_build.log"), timeout=900)
+        check(ok, f"gateway image from Debian and the pinned smg wheel ({secs:.0f} s)")
+        if not ok:
+            return 1
+        http_port = free_port()
+        compose_env["GATEWAY_IMAGE"] = GATEWAY_IMAGE
+        compose_env["GATEWAY_PORT"] = str(http_port)
+        r = run(compose + ["up", "-d", "replica-a", "replica-b", "gateway"], timeout=300, env=compose_env)
+        check(r.returncode == 0, "podman-compose up replica-a replica-b gateway" +
+              ("" if r.returncode == 0 else ": " + (r.stdout + r.stderr)[-1500:]))
+        listed = False
+        for _ in range(360):
+            try:
+                models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/models", timeout=5).read())
+                if any(m["id"] == "sparsed-tiny" for m in models.get("data", [])):
+                    listed = True
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        check(listed, "the gateway lists the replicas' model")
+        body = json.dumps({"model": "sparsed-tiny", "prompt": PROMPT, "max_tokens": 8, "temperature": 0}).encode()
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/completions", data=body,
+                                         headers={"content-type": "application/json"})
+            done = json.loads(urllib.request.urlopen(req, timeout=60).read())
+            choice = done["choices"][0]
+            check(choice["finish_reason"] == "length" and done["usage"]["completion_tokens"] == 8 and choice["text"],
+                  f"an OpenAI completion through the gateway ({choice['text']!r})")
+        except Exception as e:
+            logs = podman("logs", "--tail", "30", f"{project}_gateway_1").stdout
+            check(False, f"an OpenAI completion through the gateway: {e}\n{logs[-1500:]}")
     finally:
         if compose_env is not None:
             run(["podman-compose", "--podman-args", "--cgroup-manager=cgroupfs --runtime runc", "-p", project,

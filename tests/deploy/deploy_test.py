@@ -48,7 +48,8 @@ def subset(a, b):
 
 def check_prometheus(deploy):
     prom = os.path.join(deploy, "prometheus")
-    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+    for args in (["check", "config", "prometheus.yml"], ["check", "config", "prometheus-gateway.yml"],
+                 ["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
         r = run(["promtool"] + args, cwd=prom)
         check(r.returncode == 0, "promtool " + " ".join(args) + ("" if r.returncode == 0 else ": " + r.stdout + r.stderr))
     rules = yaml.safe_load(open(os.path.join(prom, "alerts.yml")))["groups"][0]["rules"]
@@ -73,12 +74,40 @@ def check_compose(deploy, dockerfile_ports):
               and "no-new-privileges:true" in sv[name].get("security_opt", []),
               f"{name}: read-only root, no capabilities, no privilege gain")
     for vol in sv["prometheus"]["volumes"] + sv["grafana"]["volumes"]:
-        src = vol.split(":")[0]
+        src = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", vol).split(":")[0]  # ${VAR:-default}
         check(os.path.exists(os.path.join(deploy, src)), f"compose volume {src} exists")
     scrape = yaml.safe_load(open(os.path.join(deploy, "prometheus", "prometheus.yml")))
     target = scrape["scrape_configs"][0]["static_configs"][0]["targets"][0]
     check(target == "sparsed:9464", f"Prometheus scrapes the compose service's metrics port ({target})")
     check("sparsed" in sv["sparsed-gpu"]["networks"]["default"]["aliases"], "gpu service answers as 'sparsed' too")
+    check_compose_gateway(deploy, sv)
+
+
+def check_compose_gateway(deploy, sv):
+    """The gateway profile: two replicas reachable only through the smg gateway, which lists
+    them as gRPC workers; Prometheus scrapes all three."""
+    replicas = [n for n, v in sv.items() if v.get("profiles") == ["gateway"] and n != "gateway"]
+    check(len(replicas) >= 2 and all(sv[n].get("ports") == [] for n in replicas),
+          f"gateway profile: replicas {replicas} without host ports")
+    gw = sv["gateway"]
+    cmd = gw["command"]
+    workers = cmd[cmd.index("--worker-urls") + 1:]
+    check(cmd[0] == "launch" and sorted(workers) == sorted(f"grpc://{n}:50051" for n in replicas),
+          f"the gateway's workers are the replicas over gRPC ({workers})")
+    check(gw["build"]["context"] == "./gateway" and
+          os.path.exists(os.path.join(deploy, "gateway", gw["build"]["dockerfile"])),
+          "the gateway image is built from deploy/gateway")
+    check(gw.get("read_only") is True and gw.get("cap_drop") == ["ALL"], "gateway: read-only, no capabilities")
+    req = open(os.path.join(deploy, "gateway", "requirements.txt")).read()
+    check(re.search(r"^smg==[\d.]+ --hash=sha256:[0-9a-f]{64}$", req, re.M) is not None,
+          "the gateway wheel is pinned by version and hash")
+    for prof in ("prometheus", "grafana"):
+        check("gateway" in sv[prof]["profiles"], f"{prof} runs in the gateway profile")
+    scrape = yaml.safe_load(open(os.path.join(deploy, "prometheus", "prometheus-gateway.yml")))
+    targets = {t for c in scrape["scrape_configs"] for sc in c["static_configs"] for t in sc["targets"]}
+    port = cmd[cmd.index("--prometheus-port") + 1]
+    check(targets == {f"{n}:9464" for n in replicas} | {f"gateway:{port}"},
+          f"the gateway profile's Prometheus scrapes the replicas and the gateway ({sorted(targets)})")
 
 
 def load_kustomize(path):
@@ -171,8 +200,9 @@ def check_k8s(deploy, dockerfile_ports):
           "GPU overlay selects GPU nodes, tolerates their taint and runs with the NVIDIA runtime class")
     check_monitoring(deploy, by, hpa_metric)
     check_model_volume(deploy, c)
+    check_k8s_gateway(deploy, pod_labels, netpol, ports)
     if shutil.which("kubectl"):
-        for kdir in ("base", "overlays/gpu", "overlays/model-volume"):
+        for kdir in ("base", "overlays/gpu", "overlays/model-volume", "overlays/gateway"):
             r = run(["kubectl", "kustomize", os.path.join(deploy, "k8s", kdir)])
             check(r.returncode == 0, f"kubectl kustomize {kdir} renders")
     return hpa_metric
@@ -224,6 +254,45 @@ def check_model_volume(deploy, base_container):
     gib = float(c["resources"]["limits"]["memory"].rstrip("Gi"))
     check(gib >= 13.5 + float(flag_value(c["args"], "--kv_cache_mb")) / 1024,
           f"memory limit {gib} GiB covers a 7B model's mapped bf16 weights and the KV cache")
+
+
+def check_k8s_gateway(deploy, sparsed_labels, sparsed_netpol, sparsed_ports):
+    """The gateway overlay: the base plus the smg gateway, which discovers the sparsed pods by
+    label with the RBAC to watch pods, may reach their gRPC port, and is scraped."""
+    docs, _ = load_kustomize(os.path.join(deploy, "k8s", "overlays", "gateway"))
+    by = {}
+    for d in docs:
+        by.setdefault((d["kind"], d["metadata"]["name"]), d)
+    dep = by[("Deployment", "sparsed-gateway")]
+    pod = dep["spec"]["template"]
+    args = pod["spec"]["containers"][0]["args"]
+    sel = dict(kv.split("=", 1) for kv in args[args.index("--selector") + 1:]
+               if "=" in kv and not kv.startswith("--"))
+    check("--service-discovery" in args and subset(sel, sparsed_labels),
+          f"the gateway discovers the sparsed pods by their labels ({sel})")
+    check(flag_value(args, "--service-discovery-port") == str(sparsed_ports["grpc"]),
+          "discovered workers are reached on the daemon's gRPC port")
+    role = by[("Role", "sparsed-gateway")]
+    check(any("pods" in r["resources"] and {"list", "watch"} <= set(r["verbs"]) for r in role["rules"]),
+          "RBAC: the gateway may list and watch pods")
+    rb = by[("RoleBinding", "sparsed-gateway")]
+    check(rb["roleRef"]["name"] == role["metadata"]["name"] and
+          rb["subjects"][0]["name"] == pod["spec"]["serviceAccountName"],
+          "the RoleBinding gives the Role to the gateway's ServiceAccount")
+    client = next(r["from"][0]["podSelector"]["matchLabels"] for r in sparsed_netpol["spec"]["ingress"]
+                  if r["ports"][0]["port"] == "grpc")
+    check(subset(client, pod["metadata"]["labels"]), "the daemons' NetworkPolicy admits the gateway pods")
+    svc = by[("Service", "sparsed-gateway")]
+    sm = by[("ServiceMonitor", "sparsed-gateway")]
+    cports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    check(subset(svc["spec"]["selector"], pod["metadata"]["labels"]) and
+          all(p["targetPort"] in cports for p in svc["spec"]["ports"]) and
+          subset(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]),
+          "the gateway's Service selects its pods and its ServiceMonitor scrapes it")
+    check(flag_value(args, "--prometheus-port") == str(next(p["containerPort"] for p in
+                                                             pod["spec"]["containers"][0]["ports"]
+                                                             if p["name"] == "metrics")),
+          "the gateway's metrics port is its container's")
 
 
 def dockerfile_facts(source):

@@ -350,6 +350,8 @@ def main():
             tokenizer_cases(gw, d, a.source)
             openai_cases(gw, d)
 
+    keyed_cases(a, work, flags, model)
+
     replicas = [Daemon(a.bin, work, f"replica{i}", *flags, model=model) for i in range(3)]
     for r in replicas:
         r.start()
@@ -369,6 +371,34 @@ def main():
         print(f"{len(FAILURES)} check(s) failed", file=sys.stderr)
         sys.exit(1)
     print("all gateway checks passed")
+
+
+def keyed_cases(a, work, flags, model):
+    """A daemon with API keys: the gateway (which sends gRPC workers no key) connects to
+    --gateway_listen; the main port refuses the worker protocol without a key."""
+    key = "gw-test-key-0123456789"
+    keys = os.path.join(work, "keys.txt")
+    with open(keys, "w") as f:
+        f.write(f"{key} generate gateway\n")
+    gport = free_port()
+    with Daemon(a.bin, work, "keyed", *flags, "--api_keys_file", keys,
+                "--gateway_listen", f"127.0.0.1:{gport}", model=model) as d:
+        d.wait_ready()
+        stub = vpbg.VllmEngineStub(grpc.insecure_channel(f"127.0.0.1:{d.port}"))
+        try:
+            stub.GetModelInfo(vpb.GetModelInfoRequest(), timeout=10)
+            check(False, "keys: the main port refuses the worker protocol without a key")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.UNAUTHENTICATED,
+                  f"keys: the main port refuses the worker protocol without a key ({e.code().name})")
+        info = stub.GetModelInfo(vpb.GetModelInfoRequest(), timeout=10,
+                                 metadata=[("authorization", f"Bearer {key}")])
+        check(info.served_model_name == MODEL_NAME, "keys: with a key the main port answers")
+        with Gateway(work, "gw-keyed", [f"127.0.0.1:{gport}"], "round_robin") as gw:
+            r = gw.client().completions.create(model=MODEL_NAME, prompt=PROMPT, max_tokens=4,
+                                               temperature=0)
+            check(r.usage.completion_tokens == 4,
+                  "keys: the gateway serves through --gateway_listen, which needs no key")
 
 
 def cache_aware_cases(gw, replicas):
