@@ -18,6 +18,7 @@ that disconnects mid-stream has its request aborted and its KV blocks freed.
 
 Usage: gateway_test.py --bin BUILD/bin --source REPO [--work DIR]   (run with the venv's python)
 """
+import atexit
 import concurrent.futures
 import hashlib
 import io
@@ -67,7 +68,11 @@ class Gateway:
         with open(self.log_path, "w") as log:
             # The gateway writes its temporary tokenizer copies under the working folder's TMPDIR.
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=os.path.dirname(self.log_path))
+                                         cwd=os.path.dirname(self.log_path),
+                                         start_new_session=True)
+        # The gateway renames its process ("smg::router"): stop it by its group, even when the
+        # test dies.
+        atexit.register(self.__exit__)
         end = time.time() + 90
         while time.time() < end:
             if self.proc.poll() is not None:
@@ -87,8 +92,13 @@ class Gateway:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                pass
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
         return False
 
     def tail(self, chars=3000):
