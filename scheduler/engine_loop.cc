@@ -298,6 +298,7 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
               s->computed,
               static_cast<int>(s->blocks.size())};
     if (s->running) v.blocks_shared = blocks_.SharedBlocks(s->blocks);
+    v.preemptions = s->preemptions;
     (s->running ? running : waiting).push_back(v);
   }
   // Only the first max_num_seqs waiting sequences can be admitted: look up just those.

@@ -15,6 +15,60 @@ int ChunkFor(const SeqView& s, int budget, const SchedulerLimits& limits) {
   return static_cast<int>(std::min<int64_t>({need, budget, limits.max_prefill_chunk}));
 }
 
+// What `s` needs in KV blocks for its next chunk (running: as step 1 would give it, without the
+// token budget; waiting: after its cached prefix, counting the evictable cached blocks it takes).
+int NextChunkBlocks(const SeqView& s, int block_size, const SchedulerLimits& limits) {
+  const int64_t computed = s.computed + s.cached_tokens;
+  const int held = s.blocks_held + BlocksFor(s.cached_tokens, block_size);
+  const int64_t tokens =
+      std::min<int64_t>(std::max<int64_t>(s.total_tokens - computed, 0), limits.max_prefill_chunk);
+  return std::max(0, BlocksFor(computed + tokens, block_size) - held) + s.cached_evictable;
+}
+
+// Step 0 of Schedule: the running sequences to preempt for higher-priority waiting ones.
+std::vector<int64_t> PriorityVictims(const std::vector<SeqView>& running,
+                                     std::vector<SeqView> waiting, int free_blocks,
+                                     int block_size, const SchedulerLimits& limits) {
+  std::vector<int64_t> victims;
+  if (!limits.priority_preemption || waiting.empty() || running.empty()) return victims;
+  std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);
+  // Candidates, the first to go first: lowest priority, then the most recently admitted.
+  std::vector<const SeqView*> cands;
+  int reserve = 0;  // blocks the running sequences take this step
+  for (const SeqView& r : running) {
+    reserve += NextChunkBlocks(r, block_size, limits);
+    if (r.preemptions < limits.max_priority_preemptions) cands.push_back(&r);
+  }
+  std::sort(cands.begin(), cands.end(), [](const SeqView* a, const SeqView* b) {
+    return a->priority != b->priority ? a->priority < b->priority : a->admitted > b->admitted;
+  });
+  int slots = limits.max_num_seqs - static_cast<int>(running.size());
+  size_t next = 0;  // cands[next..] are still running
+  for (const SeqView& w : waiting) {
+    if (next >= cands.size() || cands[next]->priority >= w.priority) break;
+    const int need = NextChunkBlocks(w, block_size, limits);
+    const size_t checkpoint = victims.size();
+    int s = slots, f = free_blocks, res = reserve;
+    size_t n = next;
+    while ((s < 1 || need > f - res) && n < cands.size() && cands[n]->priority < w.priority) {
+      const SeqView& c = *cands[n++];
+      victims.push_back(c.id);
+      ++s;
+      f += c.blocks_held - c.blocks_shared;
+      res -= NextChunkBlocks(c, block_size, limits);
+    }
+    if (s < 1 || need > f - res) {  // it would not fit even so: preempt nobody for it
+      victims.resize(checkpoint);
+      break;
+    }
+    slots = s - 1;
+    free_blocks = f - need;
+    reserve = res;
+    next = n;
+  }
+  return victims;
+}
+
 }  // namespace
 
 bool AdmitsBefore(const SeqView& a, const SeqView& b) {
@@ -25,9 +79,18 @@ ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
                           const std::vector<SeqView>& waiting_in, int free_blocks, int block_size,
                           const SchedulerLimits& limits) {
   ScheduleDecision d;
-  std::vector<SeqView> running = running_in;
-  std::sort(running.begin(), running.end(),
-            [](const SeqView& a, const SeqView& b) { return a.admitted < b.admitted; });
+  d.preempted = PriorityVictims(running_in, waiting_in, free_blocks, block_size, limits);
+  std::vector<SeqView> running;
+  for (const SeqView& r : running_in) {
+    if (std::find(d.preempted.begin(), d.preempted.end(), r.id) == d.preempted.end()) {
+      running.push_back(r);
+    } else {
+      free_blocks += r.blocks_held - r.blocks_shared;
+    }
+  }
+  std::sort(running.begin(), running.end(), [](const SeqView& a, const SeqView& b) {
+    return a.priority != b.priority ? a.priority > b.priority : a.admitted < b.admitted;
+  });
   int budget = limits.max_num_batched_tokens;
   int seqs = 0;
   // `end` marks the running sequences still eligible: preemption takes from the back.

@@ -12,6 +12,12 @@ struct SchedulerLimits {
   int max_num_seqs = 64;             // sequences per step
   int max_num_batched_tokens = 512;  // tokens per step (decodes + prefill chunks)
   int max_prefill_chunk = 256;       // tokens one prefill may take per step
+  // A waiting sequence that cannot be admitted (no sequence slot or no KV blocks) preempts
+  // running sequences of strictly lower priority to make room (Schedule, step 0).
+  bool priority_preemption = true;
+  // ... but never one already preempted this many times (for any reason), so that low priority
+  // still finishes.
+  int max_priority_preemptions = 4;
 };
 
 // What the policy sees of a sequence.
@@ -31,6 +37,7 @@ struct SeqView {
   // consumed when the sequence takes them).
   int64_t cached_tokens = 0;
   int cached_evictable = 0;
+  int64_t preemptions = 0;  // times it has been preempted so far
 };
 
 struct ScheduledChunk {
@@ -52,9 +59,17 @@ struct ScheduleDecision {
 bool AdmitsBefore(const SeqView& a, const SeqView& b);
 
 // Decides one step:
-//  1. running sequences, oldest admission first: a decode takes 1 token, an unfinished prefill
-//     a chunk of at most max_prefill_chunk; when its blocks do not fit, the most recently
-//     admitted running sequence is preempted (possibly itself) until they do — never deadlock;
+//  0. with priority_preemption: waiting sequences in admission order that do not fit (no free
+//     sequence slot, or too few free blocks for their first chunk beside what the running ones
+//     need this step) preempt running sequences of strictly lower priority — lowest priority
+//     first, then the most recently admitted, skipping those preempted max_priority_preemptions
+//     times — but only as many as make the waiting one fit, and none when even all of them
+//     would not. Stops at the first waiting sequence no running one has a lower priority than.
+//     The preempted sequences' room is taken by admission in a later step, as in 1;
+//  1. running sequences, highest priority first, then oldest admission: a decode takes 1 token,
+//     an unfinished prefill a chunk of at most max_prefill_chunk; when its blocks do not fit,
+//     the lowest-priority, most recently admitted running sequence is preempted (possibly
+//     itself) until they do — never deadlock;
 //  2. waiting sequences by priority, then arrival: each admitted with a prefill chunk while the
 //     token budget, the sequence limit and the free blocks allow; the first that does not fit
 //     stops admission (no overtaking, so a long prompt is not starved). A waiting sequence's

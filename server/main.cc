@@ -60,6 +60,12 @@ ABSL_FLAG(bool, cuda_graphs, false,
           "same results, fewer launches. Off by default until measured on the deployment's GPU.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV cache block [1, 1024].");
 ABSL_FLAG(int, max_num_seqs, 64, "Sequences per engine step [1, 4096].");
+ABSL_FLAG(bool, priority_preemption, true,
+          "A waiting request that finds no room preempts running requests of lower priority (they "
+          "resume later with the same output). false: priority only orders the waiting queue.");
+ABSL_FLAG(int, max_priority_preemptions, 4,
+          "A request preempted this many times is not preempted for priority again, so low "
+          "priority still finishes [0, 1000].");
 ABSL_FLAG(int, max_num_batched_tokens, 512, "Tokens per engine step [1, 1048576].");
 ABSL_FLAG(int, max_prefill_chunk, 256, "Tokens one prompt may prefill per step [1, 1048576].");
 ABSL_FLAG(bool, prefix_cache, true,
@@ -450,6 +456,8 @@ int Main(int argc, char** argv) {
 
   EngineLoopOptions lo;
   lo.limits.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  lo.limits.priority_preemption = absl::GetFlag(FLAGS_priority_preemption);
+  lo.limits.max_priority_preemptions = absl::GetFlag(FLAGS_max_priority_preemptions);
   lo.limits.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   lo.limits.max_prefill_chunk = absl::GetFlag(FLAGS_max_prefill_chunk);
   lo.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);

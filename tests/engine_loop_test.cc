@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <random>
 
@@ -64,6 +65,79 @@ TEST_F(EngineLoopTest, PreemptionUnderSmallCacheKeepsOutputs) {
   }
   EXPECT_GT(preempted, 0);
   EXPECT_EQ(loop->Stats().preemptions, preempted);
+}
+
+TEST_F(EngineLoopTest, PriorityPreemptionServesTheHigherFirstAndKeepsEveryOutput) {
+  auto ref_engine = testing::LoadEngine(dir_->path(), "");
+  EngineLoopOptions o;
+  o.limits.max_num_seqs = 2;  // two slots, both taken by low-priority requests
+  // The loop holds before its fourth step of the contended run until the urgent request is in,
+  // so the low ones are surely running then, whatever the machine's load.
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool armed = false, open = false;
+  int steps = 0;
+  o.inject_step_fault = [&]() -> absl::Status {
+    std::unique_lock<std::mutex> l(gate_mu);
+    if (armed && ++steps == 4) {
+      gate_cv.wait_for(l, std::chrono::seconds(60), [&] { return open; });
+    }
+    return absl::OkStatus();
+  };
+  auto loop = Loop(256, o);
+  auto low = [&](int i, std::shared_ptr<TokenSink> sink) {
+    Request r = Req(PromptOfLength(9 + i, 100 + i), 60, std::move(sink));
+    if (i == 1) {  // one sampled with a seed: its random stream must survive the preemption
+      r.sampling.temperature = 0.9f;
+      r.sampling.seed = 77;
+      r.sampling.has_seed = true;
+    }
+    return r;
+  };
+  // Reference outputs, each alone.
+  std::vector<std::vector<int32_t>> alone(2);
+  for (int i = 0; i < 2; ++i) {
+    auto sink = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(loop->Submit(low(i, sink)).ok());
+    ASSERT_TRUE(sink->Wait());
+    alone[i] = sink->ids();
+  }
+  const std::vector<int32_t> urgent_prompt = PromptOfLength(12, 7);
+  const auto urgent_alone = testing::GreedyBatch(*ref_engine, {urgent_prompt}, 8);
+
+  std::vector<std::shared_ptr<CollectingSink>> lows = {std::make_shared<CollectingSink>(),
+                                                       std::make_shared<CollectingSink>()};
+  {
+    std::lock_guard<std::mutex> l(gate_mu);
+    armed = true;
+  }
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(loop->Submit(low(i, lows[i])).ok());
+  for (int i = 0; i < 6000 && (lows[0]->ids().empty() || lows[1]->ids().empty()); ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_FALSE(lows[0]->ids().empty());
+  ASSERT_FALSE(lows[1]->ids().empty());
+  auto urgent = std::make_shared<CollectingSink>();
+  Request u = Req(urgent_prompt, 8, urgent);
+  u.priority = 10;
+  ASSERT_TRUE(loop->Submit(std::move(u)).ok());
+  {
+    std::lock_guard<std::mutex> l(gate_mu);
+    open = true;
+  }
+  gate_cv.notify_all();
+  ASSERT_TRUE(urgent->Wait());
+  // The urgent request finished while both low ones were still generating (it did not wait for a
+  // slot), and every output is bitwise what it is alone.
+  EXPECT_EQ(lows[0]->finishes() + lows[1]->finishes(), 0);
+  EXPECT_EQ(urgent->ids(), urgent_alone.tokens[0]);
+  int64_t preempted = 0;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(lows[i]->Wait());
+    EXPECT_EQ(lows[i]->ids(), alone[i]) << "low-priority request " << i;
+    preempted += lows[i]->stats().preemptions;
+  }
+  EXPECT_EQ(preempted, 1);  // one slot was needed, one request gave it up
 }
 
 TEST_F(EngineLoopTest, StopTokenIdsAndLength) {

@@ -258,5 +258,82 @@ TEST(PolicyTable, PriorityServedFirst) {
   EXPECT_THAT(t, ElementsAre("3:2", "1:2", "2:2", ""));
 }
 
+// Priority preemption (step 0): a table of running/waiting sets and who is preempted.
+TEST(PriorityPreemption, TheLowestLatestRunningMakesRoomForAHigherWaiting) {
+  SchedulerLimits lim{2, 64, 32};  // two sequence slots, both taken
+  std::vector<SeqView> running = {Seq(1, 20, 19, 2, 0, 0), Seq(2, 20, 19, 2, 1, 0)};
+  auto d = Schedule(running, {Seq(3, 10, 0, 0, 2, 10)}, 100, 16, lim);
+  // The latest admitted of the lowest priority goes; nobody is admitted this step (the next one
+  // admits the waiting request first: it has the higher priority).
+  EXPECT_THAT(d.preempted, ElementsAre(2));
+  EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{1, 1}));
+  // Next step: 2 waits at priority 0 beside 3 at 10; 3 is admitted, 2 is not preempted again.
+  auto d2 = Schedule({Seq(1, 21, 20, 2, 0, 0)}, {Seq(2, 20, 0, 0, 1, 0), Seq(3, 10, 0, 0, 2, 10)},
+                     102, 16, lim);
+  EXPECT_TRUE(d2.preempted.empty());
+  EXPECT_THAT(Chunks(d2), ElementsAre(std::pair<int64_t, int>{1, 1},
+                                      std::pair<int64_t, int>{3, 10}));
+}
+
+TEST(PriorityPreemption, LowestPriorityFirstAndOnlyAsManyAsNeeded) {
+  SchedulerLimits lim{3, 64, 32};
+  std::vector<SeqView> running = {Seq(1, 20, 19, 2, 0, 5), Seq(2, 20, 19, 2, 1, 1),
+                                  Seq(3, 20, 19, 2, 2, 3)};
+  // One waiting request at priority 4 needs one slot: only 2 (priority 1) goes, not 3 (priority
+  // 3, later admitted) and never 1 (priority 5, higher than the waiting one).
+  auto d = Schedule(running, {Seq(4, 10, 0, 0, 3, 4)}, 100, 16, lim);
+  EXPECT_THAT(d.preempted, ElementsAre(2));
+  // Two waiting at priority 4 need two slots: 2, then 3.
+  auto d2 = Schedule(running, {Seq(4, 10, 0, 0, 3, 4), Seq(5, 10, 0, 0, 4, 4)}, 100, 16, lim);
+  EXPECT_THAT(d2.preempted, ElementsAre(2, 3));
+}
+
+TEST(PriorityPreemption, EqualOrLowerPriorityNeverPreempts) {
+  SchedulerLimits lim{2, 64, 32};
+  std::vector<SeqView> running = {Seq(1, 20, 19, 2, 0, 3), Seq(2, 20, 19, 2, 1, 3)};
+  EXPECT_TRUE(Schedule(running, {Seq(3, 10, 0, 0, 2, 3)}, 100, 16, lim).preempted.empty());
+  EXPECT_TRUE(Schedule(running, {Seq(3, 10, 0, 0, 2, 1)}, 100, 16, lim).preempted.empty());
+}
+
+TEST(PriorityPreemption, BoundedPerSequenceAndOffByFlag) {
+  SchedulerLimits lim{1, 64, 32};
+  SeqView low = Seq(1, 20, 19, 2, 0, 0);
+  low.preemptions = lim.max_priority_preemptions;  // preempted enough: it now finishes
+  EXPECT_TRUE(Schedule({low}, {Seq(2, 10, 0, 0, 1, 9)}, 100, 16, lim).preempted.empty());
+  low.preemptions = lim.max_priority_preemptions - 1;
+  EXPECT_THAT(Schedule({low}, {Seq(2, 10, 0, 0, 1, 9)}, 100, 16, lim).preempted, ElementsAre(1));
+  lim.priority_preemption = false;
+  EXPECT_TRUE(Schedule({low}, {Seq(2, 10, 0, 0, 1, 9)}, 100, 16, lim).preempted.empty());
+}
+
+TEST(PriorityPreemption, ForKvBlocksOnlyWhenThatMakesItFit) {
+  SchedulerLimits lim{8, 256, 64};
+  // Slots are free but KV is not: 1 free block; the waiting prompt of 40 tokens needs 3.
+  std::vector<SeqView> running = {Seq(1, 40, 39, 3, 0, 0), Seq(2, 18, 17, 2, 1, 0)};
+  // Preempting 2 (2 blocks) gives 3: enough.
+  EXPECT_THAT(Schedule(running, {Seq(3, 40, 0, 0, 2, 5)}, 1, 16, lim).preempted, ElementsAre(2));
+  // A 200-token prompt needs 4 blocks for its first chunk of 64: both must go (2 + 3 + 1 = 6).
+  EXPECT_THAT(Schedule(running, {Seq(3, 200, 0, 0, 2, 5)}, 1, 16, lim).preempted,
+              ElementsAre(2, 1));
+  // One that would not fit even with both gone preempts nobody.
+  lim.max_prefill_chunk = 256;
+  EXPECT_TRUE(Schedule(running, {Seq(3, 200, 0, 0, 2, 5)}, 1, 16, lim).preempted.empty());
+  // Blocks another sequence shares are not freed by preempting it.
+  running[1].blocks_shared = 2;
+  lim.max_prefill_chunk = 64;
+  EXPECT_THAT(Schedule(running, {Seq(3, 40, 0, 0, 2, 5)}, 1, 16, lim).preempted,
+              ElementsAre(2, 1));
+}
+
+TEST(PriorityPreemption, MemoryPressureEvictsTheLowestPriorityFirst) {
+  SchedulerLimits lim{8, 64, 32};
+  lim.priority_preemption = false;  // step 1's own eviction order
+  // Both decodes cross into a new block; one block is free. The later admitted (2) has the higher
+  // priority, so 1 is evicted rather than 2.
+  auto d = Schedule({Seq(1, 33, 32, 2, 0, 0), Seq(2, 33, 32, 2, 1, 7)}, {}, 1, 16, lim);
+  EXPECT_THAT(d.preempted, ElementsAre(1));
+  EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{2, 1}));
+}
+
 }  // namespace
 }  // namespace sparsed
