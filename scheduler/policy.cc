@@ -80,6 +80,7 @@ ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
                           const SchedulerLimits& limits) {
   ScheduleDecision d;
   d.preempted = PriorityVictims(running_in, waiting_in, free_blocks, block_size, limits);
+  const size_t priority_victims = d.preempted.size();
   std::vector<SeqView> running;
   for (const SeqView& r : running_in) {
     if (std::find(d.preempted.begin(), d.preempted.end(), r.id) == d.preempted.end()) {
@@ -118,9 +119,10 @@ ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
     d.scheduled.push_back({s.id, tokens, need, false});
     d.batched_tokens += tokens;
   }
-  // Preemption frees capacity for the waiting queue only in later steps: admitting now could
-  // evict the newcomer again at once.
-  if (!d.preempted.empty()) return d;
+  // Preemption for memory frees capacity for the waiting queue only in later steps: admitting
+  // now could evict the newcomer again at once. Preemption for priority (step 0) made room for
+  // exactly the waiting sequences that come first in admission order: they are admitted now.
+  if (d.preempted.size() > priority_victims) return d;
   std::vector<SeqView> waiting = waiting_in;
   std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);
   for (SeqView s : waiting) {

@@ -65,12 +65,13 @@ bool AdmitsBefore(const SeqView& a, const SeqView& b);
 //     first, then the most recently admitted, skipping those preempted max_priority_preemptions
 //     times — but only as many as make the waiting one fit, and none when even all of them
 //     would not. Stops at the first waiting sequence no running one has a lower priority than.
-//     The preempted sequences' room is taken by admission in a later step, as in 1;
+//     The waiting sequences it made room for are admitted in this step (2), unless step 1 also
+//     had to preempt for memory;
 //  1. running sequences, highest priority first, then oldest admission: a decode takes 1 token,
 //     an unfinished prefill a chunk of at most max_prefill_chunk; when its blocks do not fit,
 //     the lowest-priority, most recently admitted running sequence is preempted (possibly
 //     itself) until they do — never deadlock;
-//  2. waiting sequences by priority, then arrival: each admitted with a prefill chunk while the
+//  2. unless step 1 preempted: waiting sequences by priority, then arrival: each admitted with a prefill chunk while the
 //     token budget, the sequence limit and the free blocks allow; the first that does not fit
 //     stops admission (no overtaking, so a long prompt is not starved). A waiting sequence's
 //     cached prefix costs neither tokens nor compute, only its evictable blocks.

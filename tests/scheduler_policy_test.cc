@@ -263,16 +263,18 @@ TEST(PriorityPreemption, TheLowestLatestRunningMakesRoomForAHigherWaiting) {
   SchedulerLimits lim{2, 64, 32};  // two sequence slots, both taken
   std::vector<SeqView> running = {Seq(1, 20, 19, 2, 0, 0), Seq(2, 20, 19, 2, 1, 0)};
   auto d = Schedule(running, {Seq(3, 10, 0, 0, 2, 10)}, 100, 16, lim);
-  // The latest admitted of the lowest priority goes; nobody is admitted this step (the next one
-  // admits the waiting request first: it has the higher priority).
+  // The latest admitted of the lowest priority goes, and the waiting request takes its slot in
+  // the same step.
   EXPECT_THAT(d.preempted, ElementsAre(2));
-  EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{1, 1}));
-  // Next step: 2 waits at priority 0 beside 3 at 10; 3 is admitted, 2 is not preempted again.
-  auto d2 = Schedule({Seq(1, 21, 20, 2, 0, 0)}, {Seq(2, 20, 0, 0, 1, 0), Seq(3, 10, 0, 0, 2, 10)},
-                     102, 16, lim);
+  EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{1, 1},
+                                     std::pair<int64_t, int>{3, 10}));
+  EXPECT_TRUE(d.scheduled[1].from_waiting);
+  // Next step: 2 waits at priority 0; it preempts nobody (3 has the higher priority, 1 the same).
+  auto d2 = Schedule({Seq(1, 21, 20, 2, 0, 0), Seq(3, 11, 10, 1, 2, 10)}, {Seq(2, 20, 0, 0, 1, 0)},
+                     101, 16, lim);
   EXPECT_TRUE(d2.preempted.empty());
-  EXPECT_THAT(Chunks(d2), ElementsAre(std::pair<int64_t, int>{1, 1},
-                                      std::pair<int64_t, int>{3, 10}));
+  EXPECT_THAT(Chunks(d2), ElementsAre(std::pair<int64_t, int>{3, 1},
+                                      std::pair<int64_t, int>{1, 1}));
 }
 
 TEST(PriorityPreemption, LowestPriorityFirstAndOnlyAsManyAsNeeded) {
@@ -310,8 +312,11 @@ TEST(PriorityPreemption, ForKvBlocksOnlyWhenThatMakesItFit) {
   SchedulerLimits lim{8, 256, 64};
   // Slots are free but KV is not: 1 free block; the waiting prompt of 40 tokens needs 3.
   std::vector<SeqView> running = {Seq(1, 40, 39, 3, 0, 0), Seq(2, 18, 17, 2, 1, 0)};
-  // Preempting 2 (2 blocks) gives 3: enough.
-  EXPECT_THAT(Schedule(running, {Seq(3, 40, 0, 0, 2, 5)}, 1, 16, lim).preempted, ElementsAre(2));
+  // Preempting 2 (2 blocks) gives 3: enough, and the prompt runs at once.
+  auto d = Schedule(running, {Seq(3, 40, 0, 0, 2, 5)}, 1, 16, lim);
+  EXPECT_THAT(d.preempted, ElementsAre(2));
+  EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{1, 1},
+                                     std::pair<int64_t, int>{3, 40}));
   // A 200-token prompt needs 4 blocks for its first chunk of 64: both must go (2 + 3 + 1 = 6).
   EXPECT_THAT(Schedule(running, {Seq(3, 200, 0, 0, 2, 5)}, 1, 16, lim).preempted,
               ElementsAre(2, 1));
