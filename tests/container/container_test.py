@@ -289,8 +289,11 @@ def main():
         check(r.stdout.strip() == "SERVING", f"the compose sparsed serves on the published port ({r.stdout.strip()!r})")
 
         step("compose: the gateway profile (smg before two replicas)")
-        ok, secs = build_logged(["--network=host", "--format", "docker", "--build-arg", f"BASE_IMAGE={BASE}",
-                                 "-f", os.path.join(source, "deploy", "gateway", "Containerfile"),
+        # This machine reaches PyPI through a TLS-inspecting proxy whose CA only the host trusts.
+        ca = ["--secret", "id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt"] \
+            if os.path.exists("/etc/ssl/certs/ca-certificates.crt") else []
+        ok, secs = build_logged(["--network=host", "--format", "docker", "--build-arg", f"BASE_IMAGE={BASE}"] + ca +
+                                ["-f", os.path.join(source, "deploy", "gateway", "Containerfile"),
                                  "-t", GATEWAY_IMAGE, os.path.join(source, "deploy", "gateway")],
                                 os.path.join(work, "gateway_build.log"), timeout=900)
         check(ok, f"gateway image from Debian and the pinned smg wheel ({secs:.0f} s)")
