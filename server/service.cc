@@ -184,7 +184,8 @@ grpc::ServerUnaryReactor* SparsedService::GetServerLoad(grpc::CallbackServerCont
   r.set_ready(ready_.load());
   r.set_draining(draining_.load());
   if (EngineLoop* loop = loop_.load()) {
-    const EngineLoop::Snapshot s = loop->Stats();
+    // The queue as it is now, not as the last step left it (EngineLoop::Current).
+    const EngineLoop::Snapshot s = loop->Current();
     r.set_running_sequences(static_cast<uint32_t>(s.running));
     r.set_waiting_sequences(static_cast<uint32_t>(s.waiting));
     r.set_max_waiting_requests(static_cast<uint32_t>(loop->max_waiting_requests()));

@@ -7,35 +7,22 @@
 
 #include <string>
 
-#include "tests/reference/test_models.h"
+#include "tests/bundled_engine_fixture.h"
 
 namespace sparsed::server {
 namespace {
 
-class ConvertTest : public ::testing::Test {
+class ConvertTest : public testing::BundledEngineTest {
  protected:
-  static void SetUpTestSuite() {
-    engine_ =
-        testing::LoadEngine(std::string(SPARSED_SOURCE_DIR) + "/models/sparsed-tiny", "").release();
-  }
-  static void TearDownTestSuite() {
-    delete engine_;
-    engine_ = nullptr;
-  }
   static v1::GenerateRequest Ids(std::initializer_list<int32_t> ids) {
     v1::GenerateRequest in;
     for (int32_t id : ids) in.mutable_prompt_token_ids()->add_ids(id);
     return in;
   }
   static void ExpectInvalid(const v1::GenerateRequest& in, const std::string& field) {
-    auto r = ToRequest(in, engine_->Info());
-    ASSERT_FALSE(r.ok()) << field;
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
-    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status();
+    testing::ExpectInvalidNaming(ToRequest(in, engine_->Info()).status(), field);
   }
-  static Engine* engine_;
 };
-Engine* ConvertTest::engine_ = nullptr;
 
 TEST_F(ConvertTest, DefaultsAndEveryFieldCarriedOver) {
   auto plain = ToRequest(Ids({1, 5, 9}), engine_->Info());

@@ -14,15 +14,12 @@
 #include <vector>
 
 #include "server/convert.h"
-#include "tests/reference/test_models.h"
+#include "tests/bundled_engine_fixture.h"
 
 namespace sparsed::server {
 namespace {
 
 using Request = inference::ModelInferRequest;
-
-// The repository root (tests/CMakeLists.txt defines it).
-std::string SourceDir() { return SPARSED_SOURCE_DIR; }
 
 // A ModelInferRequest built one input at a time, in contents (Raw() moves them all to
 // raw_input_contents, as Triton's clients send them).
@@ -105,30 +102,17 @@ class Build {
   Request r_;
 };
 
-class OipConvertTest : public ::testing::Test {
+class OipConvertTest : public testing::BundledEngineTest {
  protected:
-  static void SetUpTestSuite() {
-    engine_ = testing::LoadEngine(SourceDir() + "/models/sparsed-tiny", "").release();
-  }
-  static void TearDownTestSuite() {
-    delete engine_;
-    engine_ = nullptr;
-  }
   static OipRequest Parse(const Build& b) {
     auto r = ParseInferRequest(b.get());
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : OipRequest{};
   }
   static void ExpectInvalid(const Build& b, const std::string& needle) {
-    auto r = ParseInferRequest(b.get());
-    ASSERT_FALSE(r.ok()) << needle;
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
-    EXPECT_NE(r.status().message().find(needle), std::string::npos)
-        << "'" << needle << "' not in: " << r.status();
+    testing::ExpectInvalidNaming(ParseInferRequest(b.get()).status(), needle);
   }
-  static Engine* engine_;
 };
-Engine* OipConvertTest::engine_ = nullptr;
 
 TEST_F(OipConvertTest, DefaultsAndScalarInputsInContentsAndRaw) {
   OipRequest plain = Parse(Build("Once"));

@@ -10,35 +10,22 @@
 #include <string>
 
 #include "server/convert.h"
-#include "tests/reference/test_models.h"
+#include "tests/bundled_engine_fixture.h"
 
 namespace sparsed::server {
 namespace {
 
-class VllmConvertTest : public ::testing::Test {
+class VllmConvertTest : public testing::BundledEngineTest {
  protected:
-  static void SetUpTestSuite() {
-    engine_ =
-        testing::LoadEngine(std::string(SPARSED_SOURCE_DIR) + "/models/sparsed-tiny", "").release();
-  }
-  static void TearDownTestSuite() {
-    delete engine_;
-    engine_ = nullptr;
-  }
   static vllm_pb::GenerateRequest Ids(std::initializer_list<uint32_t> ids) {
     vllm_pb::GenerateRequest in;
     for (uint32_t id : ids) in.mutable_tokenized()->add_input_ids(id);
     return in;
   }
   static void ExpectInvalid(const vllm_pb::GenerateRequest& in, const std::string& field) {
-    auto r = FromVllm(in, engine_->Info());
-    ASSERT_FALSE(r.ok()) << field;
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
-    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status();
+    testing::ExpectInvalidNaming(FromVllm(in, engine_->Info()).status(), field);
   }
-  static Engine* engine_;
 };
-Engine* VllmConvertTest::engine_ = nullptr;
 
 TEST_F(VllmConvertTest, UnsetValuesMeanWhatVllmMakesOfThem) {
   auto r = FromVllm(Ids({1, 5, 9}), engine_->Info());
