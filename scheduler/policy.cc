@@ -27,8 +27,8 @@ int NextChunkBlocks(const SeqView& s, int block_size, const SchedulerLimits& lim
 
 // Step 0 of Schedule: the running sequences to preempt for higher-priority waiting ones.
 std::vector<int64_t> PriorityVictims(const std::vector<SeqView>& running,
-                                     std::vector<SeqView> waiting, int free_blocks,
-                                     int block_size, const SchedulerLimits& limits) {
+                                     std::vector<SeqView> waiting, int free_blocks, int block_size,
+                                     const SchedulerLimits& limits) {
   std::vector<int64_t> victims;
   if (!limits.priority_preemption || waiting.empty() || running.empty()) return victims;
   std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);

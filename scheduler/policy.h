@@ -71,7 +71,8 @@ bool AdmitsBefore(const SeqView& a, const SeqView& b);
 //     an unfinished prefill a chunk of at most max_prefill_chunk; when its blocks do not fit,
 //     the lowest-priority, most recently admitted running sequence is preempted (possibly
 //     itself) until they do — never deadlock;
-//  2. unless step 1 preempted: waiting sequences by priority, then arrival: each admitted with a prefill chunk while the
+//  2. unless step 1 preempted: waiting sequences by priority, then arrival: each admitted with a
+//  prefill chunk while the
 //     token budget, the sequence limit and the free blocks allow; the first that does not fit
 //     stops admission (no overtaking, so a long prompt is not starved). A waiting sequence's
 //     cached prefix costs neither tokens nor compute, only its evictable blocks.

@@ -288,8 +288,8 @@ int Main(int argc, char** argv) {
   VllmService vllm(vllm_env);
   builder.RegisterService(&vllm);
   ReflectionV1 reflection_v1({kServiceName, "inference.GRPCInferenceService",
-                              "vllm.grpc.engine.VllmEngine",
-                              "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                              "vllm.grpc.engine.VllmEngine", "grpc.health.v1.Health",
+                              "grpc.reflection.v1.ServerReflection",
                               "grpc.reflection.v1alpha.ServerReflection"});
   if (!(*keys)->enabled()) builder.RegisterService(&reflection_v1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

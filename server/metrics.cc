@@ -251,9 +251,8 @@ void Metrics::OnStep(const StepReport& r) {
   waiting_.Set(r.waiting);
   kv_used_.Set(r.kv_blocks_used);
   kv_total_.Set(r.kv_blocks_total);
-  kv_usage_.Set(r.kv_blocks_total > 0
-                    ? static_cast<double>(r.kv_blocks_used) / r.kv_blocks_total
-                    : 0.0);
+  kv_usage_.Set(r.kv_blocks_total > 0 ? static_cast<double>(r.kv_blocks_used) / r.kv_blocks_total
+                                      : 0.0);
   if (r.preempted) preemptions_.Increment(r.preempted);
   kv_cached_.Set(r.kv_blocks_cached);
   engine_healthy_.Set(r.engine_healthy ? 1 : 0);

@@ -16,9 +16,9 @@ namespace sparsed::server {
 namespace {
 
 constexpr const char* kRequired = "tokenizer.json";
-constexpr std::array<const char*, 5> kOptional = {"tokenizer_config.json", "special_tokens_map.json",
-                                                  "generation_config.json", "config.json",
-                                                  "chat_template.jinja"};
+constexpr std::array<const char*, 5> kOptional = {
+    "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "config.json",
+    "chat_template.jinja"};
 
 struct ArchiveDeleter {
   void operator()(archive* a) const { archive_write_free(a); }
@@ -88,8 +88,8 @@ absl::StatusOr<TokenizerBundle> MakeTokenizerBundle(const std::string& dir) {
 
   std::array<unsigned char, SHA256_DIGEST_LENGTH> d;
   SHA256(reinterpret_cast<const unsigned char*>(b.zip.data()), b.zip.size(), d.data());
-  b.sha256 = absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
+  b.sha256 =
+      absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
   return b;
 }
 

@@ -32,8 +32,9 @@ absl::Status CheckSampling(const vllm_pb::SamplingParams& p) {
   if (absl::Status st = NoUnknownFields(p, "sampling_params"); !st.ok()) return st;
   if (p.n() > 1) {
     return Refuse("sampling_params.n",
-                  absl::StrCat(p.n(), " sequences asked; this server generates one per request "
-                                      "(n = 1): send n requests, each with its own seed"));
+                  absl::StrCat(p.n(),
+                               " sequences asked; this server generates one per request "
+                               "(n = 1): send n requests, each with its own seed"));
   }
   if (p.min_tokens() > 0) {
     return Refuse("sampling_params.min_tokens", "not supported (send 0)");
@@ -55,9 +56,9 @@ absl::Status CheckSampling(const vllm_pb::SamplingParams& p) {
                   "structured output (constrained decoding) is not supported by this server");
   }
   if (p.stop_token_ids_size() > static_cast<int>(kMaxStopTokenIds)) {
-    return Refuse("sampling_params.stop_token_ids",
-                  absl::StrCat(p.stop_token_ids_size(), " ids; allowed: at most ",
-                               kMaxStopTokenIds));
+    return Refuse(
+        "sampling_params.stop_token_ids",
+        absl::StrCat(p.stop_token_ids_size(), " ids; allowed: at most ", kMaxStopTokenIds));
   }
   return absl::OkStatus();
 }
@@ -142,17 +143,18 @@ absl::StatusOr<v1::GenerateRequest> FromVllm(const vllm_pb::GenerateRequest& in,
   }
   const int64_t room = model.context_tokens - static_cast<int64_t>(prompt.size());
   if (room < 1) {
-    return Refuse("prompt", absl::StrCat(prompt.size(), " tokens leave no room for output in the "
+    return Refuse("prompt", absl::StrCat(prompt.size(),
+                                         " tokens leave no room for output in the "
                                          "context of ",
                                          model.context_tokens, " tokens"));
   }
   int64_t max_tokens = room;  // vLLM: unset = up to the end of the context
   if (p.has_max_tokens()) {
     if (p.max_tokens() == 0 || p.max_tokens() > room) {
-      return Refuse("sampling_params.max_tokens",
-                    absl::StrCat(p.max_tokens(), "; allowed: [1, ", room, "] (the prompt's ",
-                                 prompt.size(), " tokens and the output share a context of ",
-                                 model.context_tokens, ")"));
+      return Refuse(
+          "sampling_params.max_tokens",
+          absl::StrCat(p.max_tokens(), "; allowed: [1, ", room, "] (the prompt's ", prompt.size(),
+                       " tokens and the output share a context of ", model.context_tokens, ")"));
     }
     max_tokens = p.max_tokens();
   }

@@ -49,8 +49,8 @@ class VllmCodec {
     if (end == nullptr || end->reason == FinishReason::kError) return;
     vllm_pb::GenerateResponse r;
     *r.mutable_complete() =
-        MakeComplete(end->reason, end->stats, std::vector<uint32_t>(ids_.begin(), ids_.end()),
-                     lp_, shape_.logprobs >= 0);
+        MakeComplete(end->reason, end->stats, std::vector<uint32_t>(ids_.begin(), ids_.end()), lp_,
+                     shape_.logprobs >= 0);
     SerializeResponse(r, &out->emplace_back());
   }
 
@@ -146,9 +146,9 @@ grpc::ServerUnaryReactor* VllmService::Abort(grpc::CallbackServerContext* ctx,
                                              const vllm_pb::AbortRequest* req,
                                              vllm_pb::AbortResponse*) {
   const CallEnv env = env_.env();
-  absl::StatusOr<Caller> caller =
-      env.keys == nullptr ? absl::StatusOr<Caller>(Caller{})
-                          : env.keys->Authorize(*ctx, Role::kGenerate, "Abort");
+  absl::StatusOr<Caller> caller = env.keys == nullptr
+                                      ? absl::StatusOr<Caller>(Caller{})
+                                      : env.keys->Authorize(*ctx, Role::kGenerate, "Abort");
   if (!caller.ok()) {
     if (env.log_refused) env.log_refused(*ctx, caller.status());
     return Answer(ctx, ToGrpc(caller.status()));

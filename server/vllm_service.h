@@ -33,20 +33,19 @@ namespace sparsed::server {
 
 // Generate takes its request as bytes, so that one that does not parse is answered
 // INVALID_ARGUMENT with a message.
-using RawVllmService =
-    ::vllm::grpc::engine::VllmEngine::WithRawCallbackMethod_Generate<
-        ::vllm::grpc::engine::VllmEngine::CallbackService>;
+using RawVllmService = ::vllm::grpc::engine::VllmEngine::WithRawCallbackMethod_Generate<
+    ::vllm::grpc::engine::VllmEngine::CallbackService>;
 
 // What the service reads of the daemon it belongs to.
 struct VllmServiceEnv {
-  std::string model_dir;   // where tokenizer.json is looked for (a GGUF file's directory)
-  std::string model_path;  // as given to --model
-  std::string model_name;  // the served model name
-  std::function<CallEnv()> env;        // the engine loop is null while the model loads
-  std::function<bool()> ready;         // serving: loaded, not draining, engine healthy
-  std::function<bool()> draining;      // SIGTERM received
-  int max_num_seqs = 0;                // the running window
-  std::string kv_cache_dtype;          // as --kv_cache_dtype gives it
+  std::string model_dir;           // where tokenizer.json is looked for (a GGUF file's directory)
+  std::string model_path;          // as given to --model
+  std::string model_name;          // the served model name
+  std::function<CallEnv()> env;    // the engine loop is null while the model loads
+  std::function<bool()> ready;     // serving: loaded, not draining, engine healthy
+  std::function<bool()> draining;  // SIGTERM received
+  int max_num_seqs = 0;            // the running window
+  std::string kv_cache_dtype;      // as --kv_cache_dtype gives it
 };
 
 // Thread-safety: gRPC calls the methods from its threads.

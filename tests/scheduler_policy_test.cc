@@ -266,15 +266,15 @@ TEST(PriorityPreemption, TheLowestLatestRunningMakesRoomForAHigherWaiting) {
   // The latest admitted of the lowest priority goes, and the waiting request takes its slot in
   // the same step.
   EXPECT_THAT(d.preempted, ElementsAre(2));
-  EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{1, 1},
-                                     std::pair<int64_t, int>{3, 10}));
+  EXPECT_THAT(Chunks(d),
+              ElementsAre(std::pair<int64_t, int>{1, 1}, std::pair<int64_t, int>{3, 10}));
   EXPECT_TRUE(d.scheduled[1].from_waiting);
   // Next step: 2 waits at priority 0; it preempts nobody (3 has the higher priority, 1 the same).
   auto d2 = Schedule({Seq(1, 21, 20, 2, 0, 0), Seq(3, 11, 10, 1, 2, 10)}, {Seq(2, 20, 0, 0, 1, 0)},
                      101, 16, lim);
   EXPECT_TRUE(d2.preempted.empty());
-  EXPECT_THAT(Chunks(d2), ElementsAre(std::pair<int64_t, int>{3, 1},
-                                      std::pair<int64_t, int>{1, 1}));
+  EXPECT_THAT(Chunks(d2),
+              ElementsAre(std::pair<int64_t, int>{3, 1}, std::pair<int64_t, int>{1, 1}));
 }
 
 TEST(PriorityPreemption, LowestPriorityFirstAndOnlyAsManyAsNeeded) {
@@ -315,8 +315,8 @@ TEST(PriorityPreemption, ForKvBlocksOnlyWhenThatMakesItFit) {
   // Preempting 2 (2 blocks) gives 3: enough, and the prompt runs at once.
   auto d = Schedule(running, {Seq(3, 40, 0, 0, 2, 5)}, 1, 16, lim);
   EXPECT_THAT(d.preempted, ElementsAre(2));
-  EXPECT_THAT(Chunks(d), ElementsAre(std::pair<int64_t, int>{1, 1},
-                                     std::pair<int64_t, int>{3, 40}));
+  EXPECT_THAT(Chunks(d),
+              ElementsAre(std::pair<int64_t, int>{1, 1}, std::pair<int64_t, int>{3, 40}));
   // A 200-token prompt needs 4 blocks for its first chunk of 64: both must go (2 + 3 + 1 = 6).
   EXPECT_THAT(Schedule(running, {Seq(3, 200, 0, 0, 2, 5)}, 1, 16, lim).preempted,
               ElementsAre(2, 1));
@@ -326,8 +326,7 @@ TEST(PriorityPreemption, ForKvBlocksOnlyWhenThatMakesItFit) {
   // Blocks another sequence shares are not freed by preempting it.
   running[1].blocks_shared = 2;
   lim.max_prefill_chunk = 64;
-  EXPECT_THAT(Schedule(running, {Seq(3, 40, 0, 0, 2, 5)}, 1, 16, lim).preempted,
-              ElementsAre(2, 1));
+  EXPECT_THAT(Schedule(running, {Seq(3, 40, 0, 0, 2, 5)}, 1, 16, lim).preempted, ElementsAre(2, 1));
 }
 
 TEST(PriorityPreemption, MemoryPressureEvictsTheLowestPriorityFirst) {

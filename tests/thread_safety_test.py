@@ -20,6 +20,7 @@ import sys
 FILES = [
     "scheduler/engine_loop.cc",
     "server/call_state.cc",
+    "server/oip_service.cc",
     "server/service.cc",
 ]
 

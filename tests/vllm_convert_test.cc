@@ -30,9 +30,9 @@ class VllmConvertTest : public testing::BundledEngineTest {
 TEST_F(VllmConvertTest, UnsetValuesMeanWhatVllmMakesOfThem) {
   auto r = FromVllm(Ids({1, 5, 9}), engine_->Info());
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(std::vector<int32_t>(r->prompt_token_ids().ids().begin(),
-                                 r->prompt_token_ids().ids().end()),
-            (std::vector<int32_t>{1, 5, 9}));
+  EXPECT_EQ(
+      std::vector<int32_t>(r->prompt_token_ids().ids().begin(), r->prompt_token_ids().ids().end()),
+      (std::vector<int32_t>{1, 5, 9}));
   // top_p 0 and repetition_penalty 0 are "unset" (1); no temperature is 1; top_k 0 is off.
   EXPECT_FALSE(r->sampling().has_top_p());
   EXPECT_FALSE(r->sampling().has_repetition_penalty());
@@ -99,9 +99,9 @@ TEST_F(VllmConvertTest, TextPromptTokenizedWithBos) {
   ASSERT_TRUE(ids.ok());
   std::vector<int32_t> want = {engine_->config().bos_token_id};
   want.insert(want.end(), ids->begin(), ids->end());
-  EXPECT_EQ(std::vector<int32_t>(r->prompt_token_ids().ids().begin(),
-                                 r->prompt_token_ids().ids().end()),
-            want);
+  EXPECT_EQ(
+      std::vector<int32_t>(r->prompt_token_ids().ids().begin(), r->prompt_token_ids().ids().end()),
+      want);
 }
 
 TEST_F(VllmConvertTest, TruncationKeepsTheLastTokens) {
@@ -109,9 +109,9 @@ TEST_F(VllmConvertTest, TruncationKeepsTheLastTokens) {
   in.mutable_sampling_params()->set_truncate_prompt_tokens(4);
   auto r = FromVllm(in, engine_->Info());
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(std::vector<int32_t>(r->prompt_token_ids().ids().begin(),
-                                 r->prompt_token_ids().ids().end()),
-            (std::vector<int32_t>{3, 4, 5, 6}));
+  EXPECT_EQ(
+      std::vector<int32_t>(r->prompt_token_ids().ids().begin(), r->prompt_token_ids().ids().end()),
+      (std::vector<int32_t>{3, 4, 5, 6}));
   in.mutable_sampling_params()->set_truncate_prompt_tokens(0);
   ExpectInvalid(in, "truncate_prompt_tokens");
 }
@@ -124,8 +124,7 @@ TEST_F(VllmConvertTest, UnsupportedFieldsRefusedByName) {
   };
   using R = vllm_pb::GenerateRequest;
   ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_n(3); }), "sampling_params.n");
-  ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_min_tokens(2); }),
-                "min_tokens");
+  ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_min_tokens(2); }), "min_tokens");
   ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_prompt_logprobs(1); }),
                 "prompt_logprobs");
   ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_logprobs(-1); }), "logprobs");
@@ -136,14 +135,14 @@ TEST_F(VllmConvertTest, UnsupportedFieldsRefusedByName) {
                 "sampling_params.regex");
   ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_json_object(true); }),
                 "sampling_params.json_object");
-  ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->mutable_choice()->add_choices("x"); }),
-                "sampling_params.choice");
+  ExpectInvalid(
+      with([](R* r) { r->mutable_sampling_params()->mutable_choice()->add_choices("x"); }),
+      "sampling_params.choice");
   ExpectInvalid(with([](R* r) { r->set_mm_inputs("\x0a\x00"); }), "mm_inputs");
   ExpectInvalid(with([](R* r) { r->add_extra_mm_inputs(""); }), "mm_inputs");
   ExpectInvalid(with([](R* r) { r->set_kv_transfer_params_json("{}"); }), "kv_transfer_params");
   ExpectInvalid(with([](R* r) { r->set_data_parallel_rank(1); }), "data_parallel_rank");
-  ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_max_tokens(0); }),
-                "max_tokens");
+  ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_max_tokens(0); }), "max_tokens");
   ExpectInvalid(with([](R* r) { r->mutable_sampling_params()->set_max_tokens(1u << 30); }),
                 "max_tokens");
   ExpectInvalid(with([](R* r) {
@@ -160,8 +159,10 @@ TEST_F(VllmConvertTest, UnsupportedFieldsRefusedByName) {
   ExpectInvalid(empty_text, "text");
   // A field of a newer protocol than this server's: refused, not ignored.
   vllm_pb::GenerateRequest newer = Ids({1, 2});
-  newer.mutable_sampling_params()->GetReflection()->MutableUnknownFields(
-      newer.mutable_sampling_params())->AddVarint(99, 1);
+  newer.mutable_sampling_params()
+      ->GetReflection()
+      ->MutableUnknownFields(newer.mutable_sampling_params())
+      ->AddVarint(99, 1);
   ExpectInvalid(newer, "99");
   vllm_pb::GenerateRequest newer_top = Ids({1, 2});
   newer_top.GetReflection()->MutableUnknownFields(&newer_top)->AddVarint(42, 7);
@@ -170,7 +171,8 @@ TEST_F(VllmConvertTest, UnsupportedFieldsRefusedByName) {
 
 TEST_F(VllmConvertTest, PromptAndOutputMustFitTheContext) {
   vllm_pb::GenerateRequest in;
-  for (int64_t i = 0; i < engine_->Info().context_tokens; ++i) in.mutable_tokenized()->add_input_ids(5);
+  for (int64_t i = 0; i < engine_->Info().context_tokens; ++i)
+    in.mutable_tokenized()->add_input_ids(5);
   ExpectInvalid(in, "prompt");
   in.mutable_tokenized()->add_input_ids(5);
   ExpectInvalid(in, "input_ids");
