@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="$(realpath -m "${1:-.venv-test}")"
+# Tests run in parallel (ctest -j) and several call this script: one makes the venv, the others
+# wait for it instead of removing it under its feet.
+exec 9>"$dir.lock"
+flock 9
 if ! "$dir/bin/python" -c "import tritonclient.grpc, gguf, sentencepiece, openai, smg, smg_grpc_proto, tokenizers, transformers" >/dev/null 2>&1; then
   rm -rf "$dir"
   /usr/bin/python3 -m venv "$dir" >&2
