@@ -108,6 +108,14 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
                                                      queued_tokens_,
                                                      " prompt tokens waiting); retry later"));
   }
+  if (options_.max_waiting_per_owner > 0 && !r.owner.empty()) {
+    const auto it = queued_by_owner_.find(r.owner);
+    if (it != queued_by_owner_.end() && it->second >= options_.max_waiting_per_owner) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("key '", r.owner, "' already has ", it->second,
+                       " requests waiting, its share of the queue; retry later"));
+    }
+  }
   s->id = next_id_++;
   s->arrival = s->id;
   s->sampler =
@@ -119,8 +127,7 @@ absl::StatusOr<int64_t> EngineLoop::Submit(Request r) {
         std::make_unique<IncrementalDetokenizer>(engine_->tokenizer(), r.stopping.stop, context);
   }
   s->req = std::move(r);
-  ++queued_;
-  queued_tokens_ += static_cast<int64_t>(s->tokens.size());
+  CountWaiting(s->req, +1);
   unfinished_.fetch_add(1);
   if (!s->req.request_id.empty())
     by_request_id_.emplace(s->req.request_id, std::make_pair(s->id, s->req.owner));
@@ -152,6 +159,15 @@ void EngineLoop::Cancel(int64_t id) {
     cancels_.push_back(id);
   }
   cv_.notify_all();
+}
+
+void EngineLoop::CountWaiting(const Request& r, int delta) {
+  queued_ += delta;
+  queued_tokens_ += delta * static_cast<int64_t>(r.prompt.size());
+  if (r.owner.empty()) return;
+  auto it = queued_by_owner_.try_emplace(r.owner, 0).first;
+  it->second += delta;
+  if (it->second <= 0) queued_by_owner_.erase(it);
 }
 
 EngineLoop::Snapshot EngineLoop::Stats() const {
@@ -221,10 +237,7 @@ void EngineLoop::Finish(Sequence& s, FinishReason reason, const absl::Status& st
   }
   {
     MutexLock l(mu_);
-    if (!s.running) {
-      --queued_;
-      queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
-    }
+    if (!s.running) CountWaiting(s.req, -1);
     if (!s.req.request_id.empty()) {
       auto [b, e] = by_request_id_.equal_range(s.req.request_id);
       for (auto it = b; it != e; ++it) {
@@ -325,8 +338,7 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
     ++preemptions_;
     ++report->preempted;
     MutexLock l(mu_);
-    ++queued_;
-    queued_tokens_ += static_cast<int64_t>(s.req.prompt.size());
+    CountWaiting(s.req, +1);
   }
   // Admitted sequences take their cached blocks before anything is allocated: an allocation may
   // evict unreferenced cached blocks, and the policy counted these as taken.
@@ -359,8 +371,7 @@ EngineLoop::StepPlan EngineLoop::ScheduleStep(absl::Time now, StepReport* report
       s.admitted = admit_counter_++;
       if (s.first_scheduled == absl::InfinitePast()) s.first_scheduled = now;
       MutexLock l(mu_);
-      --queued_;
-      queued_tokens_ -= static_cast<int64_t>(s.req.prompt.size());
+      CountWaiting(s.req, -1);
     }
     const bool is_decode = c.tokens == 1 && !s.generated.empty() &&
                            s.computed + 1 == static_cast<int64_t>(s.tokens.size());

@@ -25,6 +25,9 @@ namespace sparsed {
 struct EngineLoopOptions {
   SchedulerLimits limits;
   int max_waiting_requests = 256;  // backpressure: queued (not yet running) requests
+  // Of those, at most this many of one owner (Request::owner, the API key's name); 0: no bound
+  // per owner. Requests without an owner count only against the global bound.
+  int max_waiting_per_owner = 0;
   int64_t max_waiting_prompt_tokens = 1 << 20;
   // Reuse the keys and values of cached full blocks of earlier sequences' tokens; outputs are
   // bitwise those of recomputation (scheduler/prefix_index.h).
@@ -71,7 +74,8 @@ class EngineLoop {
   EngineLoop& operator=(const EngineLoop&) = delete;
 
   // Queues a request and returns its id. INVALID_ARGUMENT for bad fields (naming them),
-  // RESOURCE_EXHAUSTED at once when the waiting queue is full, UNAVAILABLE after Shutdown.
+  // RESOURCE_EXHAUSTED at once when the waiting queue is full or its owner has
+  // max_waiting_per_owner requests waiting, UNAVAILABLE after Shutdown.
   // On success the sink will receive OnFinish exactly once.
   absl::StatusOr<int64_t> Submit(Request request);
   // Cancels a request if it is still queued or running (no-op otherwise). Its sink is told
@@ -136,6 +140,9 @@ class EngineLoop {
   void Finish(Sequence& s, FinishReason reason, const absl::Status& status);
   // Tells the sinks of the requests that finished since the last call.
   void DeliverFinishes();
+  // Counts `r` into (+1) or out of (-1) the waiting requests: their number, their prompt tokens
+  // and its owner's share.
+  void CountWaiting(const Request& r, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::unique_ptr<Engine> engine_;
   const ModelInfo model_;
@@ -157,6 +164,7 @@ class EngineLoop {
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int queued_ ABSL_GUARDED_BY(mu_) = 0;  // in inbox_ or waiting
   int64_t queued_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unordered_map<std::string, int> queued_by_owner_ ABSL_GUARDED_BY(mu_);  // owners with > 0
   Snapshot snapshot_ ABSL_GUARDED_BY(mu_);
 
   // Loop-thread state.

@@ -60,6 +60,10 @@ ABSL_FLAG(bool, cuda_graphs, false,
           "same results, fewer launches. Off by default until measured on the deployment's GPU.");
 ABSL_FLAG(int, kv_block_size, 16, "Tokens per KV cache block [1, 1024].");
 ABSL_FLAG(int, max_num_seqs, 64, "Sequences per engine step [1, 4096].");
+ABSL_FLAG(int, max_waiting_per_key, 0,
+          "With --api_keys_file: requests one key may have waiting (its share of "
+          "--max_waiting_requests; beyond it that key gets RESOURCE_EXHAUSTED while others are "
+          "still queued). 0: no per-key bound [0, 1048576].");
 ABSL_FLAG(bool, priority_preemption, true,
           "A waiting request that finds no room preempts running requests of lower priority (they "
           "resume later with the same output). false: priority only orders the waiting queue.");
@@ -461,6 +465,7 @@ int Main(int argc, char** argv) {
   lo.limits.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   lo.limits.max_prefill_chunk = absl::GetFlag(FLAGS_max_prefill_chunk);
   lo.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);
+  lo.max_waiting_per_owner = absl::GetFlag(FLAGS_max_waiting_per_key);
   lo.prefix_cache.enabled = absl::GetFlag(FLAGS_prefix_cache);
   lo.prefix_cache.max_fraction = absl::GetFlag(FLAGS_prefix_cache_max_fraction);
   lo.unhealthy_after_failed_steps = absl::GetFlag(FLAGS_unhealthy_after_failed_steps);

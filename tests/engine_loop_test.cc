@@ -140,6 +140,55 @@ TEST_F(EngineLoopTest, PriorityPreemptionServesTheHigherFirstAndKeepsEveryOutput
   EXPECT_EQ(preempted, 1);  // one slot was needed, one request gave it up
 }
 
+TEST_F(EngineLoopTest, OneOwnerFillsOnlyItsShareOfTheQueue) {
+  EngineLoopOptions o;
+  o.max_waiting_per_owner = 2;
+  // The loop holds in its first step (one request running) until released, so whatever is
+  // submitted meanwhile waits.
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool open = false;
+  std::atomic<bool> holding{false};
+  o.inject_step_fault = [&]() -> absl::Status {
+    std::unique_lock<std::mutex> l(gate_mu);
+    holding = true;
+    gate_cv.wait_for(l, std::chrono::seconds(60), [&] { return open; });
+    return absl::OkStatus();
+  };
+  auto loop = Loop(256, o);
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  auto submit = [&](const std::string& owner) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    Request r = Req(PromptOfLength(6, static_cast<int>(sinks.size())), 4, sinks.back());
+    r.owner = owner;
+    return loop->Submit(std::move(r));
+  };
+  ASSERT_TRUE(submit("a").ok());
+  for (int i = 0; i < 6000 && !holding; ++i) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_TRUE(holding);  // "a"'s first request runs; the ones below wait
+  EXPECT_TRUE(submit("a").ok());
+  EXPECT_TRUE(submit("a").ok());
+  const absl::StatusOr<int64_t> third = submit("a");
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted) << third.status();
+  EXPECT_NE(third.status().message().find("'a'"), std::string::npos) << third.status();
+  sinks.pop_back();               // refused: its sink hears nothing
+  EXPECT_TRUE(submit("b").ok());  // another owner is still queued
+  EXPECT_TRUE(submit("").ok());   // and so is a request without one
+  EXPECT_EQ(loop->Current().waiting, 4);
+  {
+    std::lock_guard<std::mutex> l(gate_mu);
+    open = true;
+  }
+  gate_cv.notify_all();
+  for (auto& s : sinks) {
+    ASSERT_TRUE(s->Wait());
+    EXPECT_EQ(s->reason(), FinishReason::kLength);
+  }
+  // Once "a"'s requests have left the queue, it may queue again.
+  EXPECT_TRUE(submit("a").ok());
+  ASSERT_TRUE(sinks.back()->Wait());
+}
+
 TEST_F(EngineLoopTest, StopTokenIdsAndLength) {
   auto ref_engine = testing::LoadEngine(dir_->path(), "");
   const auto alone = testing::GreedyBatch(*ref_engine, {Prompts()[0]}, 8);
