@@ -361,6 +361,7 @@ def main():
             openai_cases(gw, d)
 
     keyed_cases(a, work, flags, model)
+    no_tokenizer_json(a, work, flags, model)
 
     replicas = [Daemon(a.bin, work, f"replica{i}", *flags, model=model) for i in range(3)]
     for r in replicas:
@@ -381,6 +382,26 @@ def main():
         print(f"{len(FAILURES)} check(s) failed", file=sys.stderr)
         sys.exit(1)
     print("all gateway checks passed")
+
+
+def no_tokenizer_json(a, work, flags, model):
+    """A model directory with only the SentencePiece model: GetTokenizer says what to do."""
+    import shutil
+    bare = os.path.join(work, "bare-model")
+    os.makedirs(bare, exist_ok=True)
+    for f in ("config.json", "model.safetensors", "tokenizer.model"):
+        shutil.copy(os.path.join(model, f), bare)
+    with Daemon(a.bin, work, "bare", *flags, model=bare) as d:
+        d.wait_ready()
+        stub = vpbg.VllmEngineStub(grpc.insecure_channel(f"127.0.0.1:{d.port}"))
+        try:
+            list(stub.GetTokenizer(cpb.GetTokenizerRequest(), timeout=10))
+            check(False, "GetTokenizer without tokenizer.json: refused")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.FAILED_PRECONDITION and "tokenizer.json" in e.details()
+                  and "tools/make_hf_tokenizer.py" in e.details(),
+                  f"GetTokenizer without tokenizer.json: FAILED_PRECONDITION naming the file and the "
+                  f"tool ({e.details()[:80]}...)")
 
 
 def keyed_cases(a, work, flags, model):
