@@ -71,15 +71,20 @@ TEST_F(EngineLoopTest, PriorityPreemptionServesTheHigherFirstAndKeepsEveryOutput
   auto ref_engine = testing::LoadEngine(dir_->path(), "");
   EngineLoopOptions o;
   o.limits.max_num_seqs = 2;  // two slots, both taken by low-priority requests
-  // The loop holds before its fourth step of the contended run until the urgent request is in,
-  // so the low ones are surely running then, whatever the machine's load.
+  // The loop takes no step between the two low-priority submissions (paused), and once both have
+  // tokens (both run) it holds before its next step until the urgent request is in, whatever
+  // the machine's load.
+  std::vector<std::shared_ptr<CollectingSink>> lows = {std::make_shared<CollectingSink>(),
+                                                       std::make_shared<CollectingSink>()};
   std::mutex gate_mu;
   std::condition_variable gate_cv;
-  bool armed = false, open = false;
-  int steps = 0;
+  bool armed = false, paused = false, holding = false, open = false;
   o.inject_step_fault = [&]() -> absl::Status {
     std::unique_lock<std::mutex> l(gate_mu);
-    if (armed && ++steps == 4) {
+    gate_cv.wait_for(l, std::chrono::seconds(60), [&] { return !paused; });
+    if (armed && !holding && !lows[0]->ids().empty() && !lows[1]->ids().empty()) {
+      holding = true;
+      gate_cv.notify_all();
       gate_cv.wait_for(l, std::chrono::seconds(60), [&] { return open; });
     }
     return absl::OkStatus();
@@ -105,18 +110,20 @@ TEST_F(EngineLoopTest, PriorityPreemptionServesTheHigherFirstAndKeepsEveryOutput
   const std::vector<int32_t> urgent_prompt = PromptOfLength(12, 7);
   const auto urgent_alone = testing::GreedyBatch(*ref_engine, {urgent_prompt}, 8);
 
-  std::vector<std::shared_ptr<CollectingSink>> lows = {std::make_shared<CollectingSink>(),
-                                                       std::make_shared<CollectingSink>()};
   {
     std::lock_guard<std::mutex> l(gate_mu);
-    armed = true;
+    armed = paused = true;
   }
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(loop->Submit(low(i, lows[i])).ok());
-  for (int i = 0; i < 6000 && (lows[0]->ids().empty() || lows[1]->ids().empty()); ++i) {
-    absl::SleepFor(absl::Milliseconds(5));
+  {
+    std::lock_guard<std::mutex> l(gate_mu);
+    paused = false;
   }
-  ASSERT_FALSE(lows[0]->ids().empty());
-  ASSERT_FALSE(lows[1]->ids().empty());
+  gate_cv.notify_all();
+  {
+    std::unique_lock<std::mutex> l(gate_mu);
+    ASSERT_TRUE(gate_cv.wait_for(l, std::chrono::seconds(60), [&] { return holding; }));
+  }
   auto urgent = std::make_shared<CollectingSink>();
   Request u = Req(urgent_prompt, 8, urgent);
   u.priority = 10;
