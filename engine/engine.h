@@ -98,7 +98,8 @@ class Engine {
         static_cast<int64_t>(kv_blocks()) * kv_block_size(),
         kv_block_size(),
         context_tokens(),
-        tokenizer()};
+        tokenizer(),
+        checkpoint_->dir()};
   }
   SparsityMode sparsity_mode() const { return mode_; }
   // Switching to threshold mode needs thresholds (loaded from sparsity.json or SetThresholds).

@@ -24,6 +24,9 @@ struct ModelInfo {
   // Thread-safe (tokenizer.h); null when the model has none. Owned by the engine: valid while the
   // engine (for the server: its EngineLoop) lives.
   const Tokenizer* tokenizer = nullptr;
+  // The folder of the model's files (config.json, tokenizer files, sparsity.json; a GGUF file's
+  // folder).
+  std::string dir;
 };
 
 }  // namespace sparsed

@@ -50,7 +50,11 @@ EngineLoop::EngineLoop(std::unique_ptr<Engine> engine, const EngineLoopOptions& 
       options_(options),
       on_step_(std::move(on_step)),
       blocks_(engine_->kv_blocks(), engine_->kv_block_size(), options.prefix_cache),
-      thread_([this] { Run(); }) {}
+      thread_([this] { Run(); }) {
+  // The capacity is known before the first step's report.
+  MutexLock l(mu_);
+  snapshot_.kv_blocks_total = static_cast<int>(model_.kv_cache_tokens / model_.kv_block_tokens);
+}
 
 EngineLoop::~EngineLoop() {
   Shutdown();

@@ -101,7 +101,7 @@ class EngineLoop {
   Snapshot Stats() const;
   // Stats() with the queue as it is at this moment: `waiting` counts the requests submitted and
   // not yet running, `running` the rest of the unfinished ones (the KV figures stay the last
-  // step's). What a router's load poll reads.
+  // step's; kv_blocks_total is the capacity from the start). What a router's load poll reads.
   Snapshot Current() const;
   // Requests submitted whose sinks have not had OnFinish yet; exact at any moment (Stats() is
   // the state at the end of the last step).

@@ -25,23 +25,31 @@ int NextChunkBlocks(const SeqView& s, int block_size, const SchedulerLimits& lim
   return std::max(0, BlocksFor(computed + tokens, block_size) - held) + s.cached_evictable;
 }
 
+// The order in which running sequences are served: higher priority first, then earlier
+// admission. Preemption takes from the other end.
+bool RunsBefore(const SeqView& a, const SeqView& b) {
+  return a.priority != b.priority ? a.priority > b.priority : a.admitted < b.admitted;
+}
+
+// The KV blocks preempting `s` returns (not those it shares with another sequence).
+int BlocksFreedBy(const SeqView& s) { return s.blocks_held - s.blocks_shared; }
+
 // Step 0 of Schedule: the running sequences to preempt for higher-priority waiting ones.
+// `waiting` is in admission order (AdmitsBefore).
 std::vector<int64_t> PriorityVictims(const std::vector<SeqView>& running,
-                                     std::vector<SeqView> waiting, int free_blocks, int block_size,
-                                     const SchedulerLimits& limits) {
+                                     const std::vector<SeqView>& waiting, int free_blocks,
+                                     int block_size, const SchedulerLimits& limits) {
   std::vector<int64_t> victims;
   if (!limits.priority_preemption || waiting.empty() || running.empty()) return victims;
-  std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);
-  // Candidates, the first to go first: lowest priority, then the most recently admitted.
+  // Candidates, the first to go first: the last RunsBefore would serve.
   std::vector<const SeqView*> cands;
   int reserve = 0;  // blocks the running sequences take this step
   for (const SeqView& r : running) {
     reserve += NextChunkBlocks(r, block_size, limits);
     if (r.preemptions < limits.max_priority_preemptions) cands.push_back(&r);
   }
-  std::sort(cands.begin(), cands.end(), [](const SeqView* a, const SeqView* b) {
-    return a->priority != b->priority ? a->priority < b->priority : a->admitted > b->admitted;
-  });
+  std::sort(cands.begin(), cands.end(),
+            [](const SeqView* a, const SeqView* b) { return RunsBefore(*b, *a); });
   int slots = limits.max_num_seqs - static_cast<int>(running.size());
   size_t next = 0;  // cands[next..] are still running
   for (const SeqView& w : waiting) {
@@ -54,7 +62,7 @@ std::vector<int64_t> PriorityVictims(const std::vector<SeqView>& running,
       const SeqView& c = *cands[n++];
       victims.push_back(c.id);
       ++s;
-      f += c.blocks_held - c.blocks_shared;
+      f += BlocksFreedBy(c);
       res -= NextChunkBlocks(c, block_size, limits);
     }
     if (s < 1 || need > f - res) {  // it would not fit even so: preempt nobody for it
@@ -79,19 +87,19 @@ ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
                           const std::vector<SeqView>& waiting_in, int free_blocks, int block_size,
                           const SchedulerLimits& limits) {
   ScheduleDecision d;
-  d.preempted = PriorityVictims(running_in, waiting_in, free_blocks, block_size, limits);
+  std::vector<SeqView> waiting = waiting_in;
+  std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);
+  d.preempted = PriorityVictims(running_in, waiting, free_blocks, block_size, limits);
   const size_t priority_victims = d.preempted.size();
   std::vector<SeqView> running;
   for (const SeqView& r : running_in) {
     if (std::find(d.preempted.begin(), d.preempted.end(), r.id) == d.preempted.end()) {
       running.push_back(r);
     } else {
-      free_blocks += r.blocks_held - r.blocks_shared;
+      free_blocks += BlocksFreedBy(r);
     }
   }
-  std::sort(running.begin(), running.end(), [](const SeqView& a, const SeqView& b) {
-    return a.priority != b.priority ? a.priority > b.priority : a.admitted < b.admitted;
-  });
+  std::sort(running.begin(), running.end(), RunsBefore);
   int budget = limits.max_num_batched_tokens;
   int seqs = 0;
   // `end` marks the running sequences still eligible: preemption takes from the back.
@@ -105,11 +113,11 @@ ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
     while (need > free_blocks && end > i + 1) {  // evict the latest-admitted other sequence
       --end;
       d.preempted.push_back(running[end].id);
-      free_blocks += running[end].blocks_held - running[end].blocks_shared;
+      free_blocks += BlocksFreedBy(running[end]);
     }
     if (need > free_blocks) {  // it is the latest itself: evict it
       d.preempted.push_back(s.id);
-      free_blocks += s.blocks_held - s.blocks_shared;
+      free_blocks += BlocksFreedBy(s);
       end = i;
       break;
     }
@@ -123,8 +131,6 @@ ScheduleDecision Schedule(const std::vector<SeqView>& running_in,
   // now could evict the newcomer again at once. Preemption for priority (step 0) made room for
   // exactly the waiting sequences that come first in admission order: they are admitted now.
   if (d.preempted.size() > priority_victims) return d;
-  std::vector<SeqView> waiting = waiting_in;
-  std::stable_sort(waiting.begin(), waiting.end(), AdmitsBefore);
   for (SeqView s : waiting) {
     if (seqs >= limits.max_num_seqs || budget <= 0) break;
     s.computed += s.cached_tokens;

@@ -28,6 +28,12 @@ struct Caller {
   Role role = Role::kAdmin;
 };
 
+// Whose requests `c` may abort: any (null) for an admin, else only its own (its name, matched
+// against Request::owner).
+inline const std::string* AbortScope(const Caller& c) {
+  return c.role == Role::kAdmin ? nullptr : &c.name;
+}
+
 // The parsed file: one key per line, `KEY ROLE [NAME]` separated by spaces; blank lines and
 // lines starting with '#' are skipped. A key has at least 16 characters. INVALID_ARGUMENT names
 // the file and line: an unknown role, a short or repeated key, a repeated name.

@@ -30,6 +30,14 @@ grpc::Status LoadingStatus() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the model is loading; retry shortly");
 }
 
+absl::StatusOr<Caller> Authorize(const CallEnv& env, const grpc::CallbackServerContext& ctx,
+                                 Role needed, absl::string_view what) {
+  if (env.keys == nullptr) return Caller{};
+  absl::StatusOr<Caller> c = env.keys->Authorize(ctx, needed, what);
+  if (!c.ok() && env.log_refused) env.log_refused(ctx, c.status());
+  return c;
+}
+
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::Status& st) {
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   r->Finish(st);

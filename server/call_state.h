@@ -25,6 +25,11 @@ grpc::Status FinalStatus(FinishReason reason, const absl::Status& status);
 // UNAVAILABLE: the model is still loading (every service's answer until the engine is attached).
 grpc::Status LoadingStatus();
 
+// The caller of `ctx` when its API key has `needed` (no keys in `env`: an anonymous admin); a
+// refusal (UNAUTHENTICATED, PERMISSION_DENIED) is logged through env.log_refused.
+absl::StatusOr<Caller> Authorize(const CallEnv& env, const grpc::CallbackServerContext& ctx,
+                                 Role needed, absl::string_view what);
+
 // A unary call answered at once, with `st`, by gRPC's default reactor.
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::Status& st);
 

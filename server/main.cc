@@ -279,10 +279,6 @@ int Main(int argc, char** argv) {
   // --gateway_listen, below).
   VllmServiceEnv vllm_env;
   vllm_env.model_path = eo.model_dir;
-  vllm_env.model_dir = std::filesystem::is_regular_file(eo.model_dir)
-                           ? std::filesystem::path(eo.model_dir).parent_path().string()
-                           : eo.model_dir;
-  if (vllm_env.model_dir.empty()) vllm_env.model_dir = ".";
   vllm_env.model_name = model_name;
   vllm_env.env = [&service] { return service.Env(); };
   vllm_env.ready = [&service] { return service.ready(); };
@@ -312,23 +308,34 @@ int Main(int argc, char** argv) {
     }
   } health_set{{server->GetHealthCheckService()}};
   auto* health = &health_set;
+  // A second, plaintext listener on `addr` (flag `flag`) serving health and `extra` (if any);
+  // null when it cannot listen (logged). Its health says what every listener's says.
+  auto start_plaintext = [&](const char* flag, const std::string& addr,
+                             grpc::Service* extra) -> std::unique_ptr<grpc::Server> {
+    grpc::ServerBuilder b;
+    int bound = 0;
+    b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &bound);
+    b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    ApplyTransportLimits(transport, &b);
+    if (extra != nullptr) b.RegisterService(extra);
+    std::unique_ptr<grpc::Server> s = b.BuildAndStart();
+    if (!s || bound == 0) {
+      const std::string why = WhyCannotBind(addr);
+      log.Log(LogLevel::kError, "cannot listen",
+              absl::StrCat(flag, "=", addr, " error=",
+                           Quote(why.empty() ? "gRPC could not listen on this address" : why)));
+      return nullptr;
+    }
+    health_set.all.push_back(s->GetHealthCheckService());
+    return s;
+  };
   std::unique_ptr<grpc::Server> health_server;
   if (const std::string hl = absl::GetFlag(FLAGS_health_listen); !hl.empty()) {
-    grpc::ServerBuilder hb;
-    int hport = 0;
-    hb.AddListeningPort(hl, grpc::InsecureServerCredentials(), &hport);
-    hb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    ApplyTransportLimits(transport, &hb);
-    health_server = hb.BuildAndStart();
-    if (!health_server || hport == 0) {
-      const std::string why = WhyCannotBind(hl);
-      log.Log(LogLevel::kError, "cannot listen",
-              absl::StrCat("health_listen=", hl, " error=",
-                           Quote(why.empty() ? "gRPC could not listen on this address" : why)));
+    health_server = start_plaintext("health_listen", hl, nullptr);
+    if (!health_server) {
       server->Shutdown();
       return 1;
     }
-    health_set.all.push_back(health_server->GetHealthCheckService());
   }
   // The gateway's listener: the worker protocol without keys (see --gateway_listen's help).
   VllmServiceEnv gateway_env = vllm_env;
@@ -340,23 +347,12 @@ int Main(int argc, char** argv) {
   VllmService gateway_vllm(std::move(gateway_env));
   std::unique_ptr<grpc::Server> gateway_server;
   if (const std::string gl = absl::GetFlag(FLAGS_gateway_listen); !gl.empty()) {
-    grpc::ServerBuilder gb;
-    int gport = 0;
-    gb.AddListeningPort(gl, grpc::InsecureServerCredentials(), &gport);
-    gb.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    ApplyTransportLimits(transport, &gb);
-    gb.RegisterService(&gateway_vllm);
-    gateway_server = gb.BuildAndStart();
-    if (!gateway_server || gport == 0) {
-      const std::string why = WhyCannotBind(gl);
-      log.Log(LogLevel::kError, "cannot listen",
-              absl::StrCat("gateway_listen=", gl, " error=",
-                           Quote(why.empty() ? "gRPC could not listen on this address" : why)));
+    gateway_server = start_plaintext("gateway_listen", gl, &gateway_vllm);
+    if (!gateway_server) {
       server->Shutdown();
       if (health_server) health_server->Shutdown();
       return 1;
     }
-    health_set.all.push_back(gateway_server->GetHealthCheckService());
   }
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus("", false);

@@ -488,13 +488,8 @@ grpc::ServerUnaryReactor* OipService::ModelStatistics(grpc::CallbackServerContex
                                                       const inference::ModelStatisticsRequest* req,
                                                       inference::ModelStatisticsResponse* resp) {
   const CallEnv env = env_();
-  if (env.keys != nullptr) {
-    absl::StatusOr<Caller> c = env.keys->Authorize(*ctx, Role::kGenerate, "ModelStatistics");
-    if (!c.ok()) {
-      if (env.log_refused) env.log_refused(*ctx, c.status());
-      return Answer(ctx, ToGrpc(c.status()));
-    }
-  }
+  if (auto c = Authorize(env, *ctx, Role::kGenerate, "ModelStatistics"); !c.ok())
+    return Answer(ctx, ToGrpc(c.status()));
   if (absl::Status st = CheckModel(req->name(), req->version(), model_); !st.ok())
     return Answer(ctx, ToGrpc(st));
   stats_.Fill(model_, resp->add_model_stats());

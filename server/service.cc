@@ -19,10 +19,7 @@ SparsedService::SparsedService(std::string model_dir, std::string device, LogLev
 
 absl::StatusOr<Caller> SparsedService::Authorize(const grpc::CallbackServerContext& ctx,
                                                  Role needed, absl::string_view what) {
-  if (keys_ == nullptr) return Caller{};
-  absl::StatusOr<Caller> c = keys_->Authorize(ctx, needed, what);
-  if (!c.ok()) LogRefused(ctx, c.status());
-  return c;
+  return server::Authorize(Env(), ctx, needed, what);
 }
 
 int64_t SparsedService::RateLimitedLog::Take() {
@@ -159,8 +156,8 @@ grpc::ServerUnaryReactor* SparsedService::Abort(grpc::CallbackServerContext* ctx
   }
   EngineLoop* loop = loop_.load();
   // A generate-role key cancels only its own requests; an admin key (or no keys) any.
-  const std::string* owner = caller->role == Role::kAdmin ? nullptr : &caller->name;
-  const int n = loop == nullptr ? 0 : loop->CancelByRequestId(req.request_id(), owner);
+  const int n =
+      loop == nullptr ? 0 : loop->CancelByRequestId(req.request_id(), AbortScope(*caller));
   if (n == 0) {
     return Answer(ctx, grpc::Status(grpc::StatusCode::NOT_FOUND,
                                     "no queued or running request has request_id '" +

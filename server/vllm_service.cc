@@ -96,15 +96,6 @@ class TokenizerStream final : public grpc::ServerWriteReactor<common_pb::GetToke
   common_pb::GetTokenizerChunk chunk_;
 };
 
-// An open method when the daemon checks no keys; otherwise the caller's key must have `role`.
-absl::Status Authorized(const CallEnv& env, const grpc::CallbackServerContext& ctx, Role role,
-                        absl::string_view what) {
-  if (env.keys == nullptr) return absl::OkStatus();
-  absl::StatusOr<Caller> c = env.keys->Authorize(ctx, role, what);
-  if (!c.ok() && env.log_refused) env.log_refused(ctx, c.status());
-  return c.status();
-}
-
 }  // namespace
 
 VllmService::VllmService(VllmServiceEnv env) : env_(std::move(env)), started_(absl::Now()) {}
@@ -116,9 +107,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* VllmService::Generate(grpc::Callback
   absl::StatusOr<v1::GenerateRequest> req = absl::UnknownError("not converted");
   if (absl::Status st = ParseRequest(request, &in, "proto/smg/vllm_engine.proto"); !st.ok()) {
     req = st;
-  } else if (env.loop == nullptr) {
-    req = absl::UnavailableError("the model is loading; retry shortly");
-  } else {
+  } else if (env.loop != nullptr) {  // otherwise the call answers "loading" (CallState::Submit)
     req = FromVllm(in, env.loop->model());
   }
   return new StreamingGenerate<VllmCodec>(env, ctx, std::move(req), VllmCodec(ReplyShape(in)));
@@ -146,22 +135,18 @@ grpc::ServerUnaryReactor* VllmService::Abort(grpc::CallbackServerContext* ctx,
                                              const vllm_pb::AbortRequest* req,
                                              vllm_pb::AbortResponse*) {
   const CallEnv env = env_.env();
-  absl::StatusOr<Caller> caller = env.keys == nullptr
-                                      ? absl::StatusOr<Caller>(Caller{})
-                                      : env.keys->Authorize(*ctx, Role::kGenerate, "Abort");
-  if (!caller.ok()) {
-    if (env.log_refused) env.log_refused(*ctx, caller.status());
-    return Answer(ctx, ToGrpc(caller.status()));
-  }
+  const absl::StatusOr<Caller> caller = Authorize(env, *ctx, Role::kGenerate, "Abort");
+  if (!caller.ok()) return Answer(ctx, ToGrpc(caller.status()));
   if (req->request_ids_size() > 1024) {
     return Answer(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                     "request_ids: at most 1024 ids per Abort"));
   }
   // A generate-role key cancels only its own requests; an admin key (or no keys) any. Unknown or
   // finished ids are not an error: the gateway aborts requests that may have just ended.
-  const std::string* owner = caller->role == Role::kAdmin ? nullptr : &caller->name;
   if (env.loop != nullptr) {
-    for (const std::string& id : req->request_ids()) env.loop->CancelByRequestId(id, owner);
+    for (const std::string& id : req->request_ids()) {
+      env.loop->CancelByRequestId(id, AbortScope(*caller));
+    }
   }
   return Answer(ctx, grpc::Status::OK);
 }
@@ -170,8 +155,8 @@ grpc::ServerUnaryReactor* VllmService::GetModelInfo(grpc::CallbackServerContext*
                                                     const vllm_pb::GetModelInfoRequest*,
                                                     vllm_pb::GetModelInfoResponse* r) {
   const CallEnv env = env_.env();
-  if (absl::Status st = Authorized(env, *ctx, Role::kGenerate, "GetModelInfo"); !st.ok())
-    return Answer(ctx, ToGrpc(st));
+  if (auto c = Authorize(env, *ctx, Role::kGenerate, "GetModelInfo"); !c.ok())
+    return Answer(ctx, ToGrpc(c.status()));
   if (env.loop == nullptr) return Answer(ctx, LoadingStatus());
   const ModelInfo& m = env.loop->model();
   const ModelConfig& c = m.config;
@@ -181,7 +166,7 @@ grpc::ServerUnaryReactor* VllmService::GetModelInfo(grpc::CallbackServerContext*
   r->set_vocab_size(static_cast<uint32_t>(c.vocab_size));
   r->set_supports_vision(false);
   r->set_served_model_name(env_.model_name);
-  r->set_tokenizer_path(env_.model_dir);
+  r->set_tokenizer_path(m.dir);
   r->set_model_type(c.model_type);
   if (!c.architecture.empty()) r->add_architectures(c.architecture);
   for (int32_t id : c.eos_token_ids) r->add_eos_token_ids(id);
@@ -195,8 +180,8 @@ grpc::ServerUnaryReactor* VllmService::GetServerInfo(grpc::CallbackServerContext
                                                      const vllm_pb::GetServerInfoRequest*,
                                                      vllm_pb::GetServerInfoResponse* r) {
   const CallEnv env = env_.env();
-  if (absl::Status st = Authorized(env, *ctx, Role::kGenerate, "GetServerInfo"); !st.ok())
-    return Answer(ctx, ToGrpc(st));
+  if (auto c = Authorize(env, *ctx, Role::kGenerate, "GetServerInfo"); !c.ok())
+    return Answer(ctx, ToGrpc(c.status()));
   r->set_active_requests(env.loop != nullptr ? static_cast<uint32_t>(env.loop->Unfinished()) : 0);
   r->set_is_paused(env_.draining());
   r->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_));
@@ -215,8 +200,8 @@ grpc::ServerUnaryReactor* VllmService::GetLoads(grpc::CallbackServerContext* ctx
                                                 const vllm_pb::GetLoadsRequest* req,
                                                 vllm_pb::GetLoadsResponse* r) {
   const CallEnv env = env_.env();
-  if (absl::Status st = Authorized(env, *ctx, Role::kGenerate, "GetLoads"); !st.ok())
-    return Answer(ctx, ToGrpc(st));
+  if (auto c = Authorize(env, *ctx, Role::kGenerate, "GetLoads"); !c.ok())
+    return Answer(ctx, ToGrpc(c.status()));
   if (req->has_dp_rank() && req->dp_rank() != 0) {
     return Answer(ctx, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                     "dp_rank: this server has one rank, 0"));
@@ -229,16 +214,14 @@ grpc::ServerUnaryReactor* VllmService::GetLoads(grpc::CallbackServerContext* ctx
   l->set_max_running_requests(env_.max_num_seqs);
   if (env.loop != nullptr) {
     const EngineLoop::Snapshot s = env.loop->Current();
-    const int64_t total_tokens = env.loop->model().kv_cache_tokens;
-    const int64_t per_block = env.loop->model().kv_block_tokens;
+    const ModelInfo& m = env.loop->model();
     l->set_num_running_reqs(s.running);
     l->set_num_waiting_reqs(s.waiting);
     l->set_num_total_reqs(s.running + s.waiting);
-    l->set_num_used_tokens(static_cast<int32_t>(s.kv_blocks_used * per_block));
-    l->set_max_total_num_tokens(static_cast<int32_t>(total_tokens));
-    l->set_token_usage(total_tokens > 0 ? std::min(1.0, static_cast<double>(s.kv_blocks_used) *
-                                                            per_block / total_tokens)
-                                        : 0.0);
+    l->set_num_used_tokens(static_cast<int32_t>(s.kv_blocks_used * m.kv_block_tokens));
+    l->set_max_total_num_tokens(static_cast<int32_t>(m.kv_cache_tokens));
+    l->set_token_usage(
+        s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0.0);
     l->set_utilization(env_.max_num_seqs > 0
                            ? std::min(1.0, static_cast<double>(s.running) / env_.max_num_seqs)
                            : 0.0);
@@ -246,25 +229,34 @@ grpc::ServerUnaryReactor* VllmService::GetLoads(grpc::CallbackServerContext* ctx
   return Answer(ctx, grpc::Status::OK);
 }
 
-const absl::StatusOr<TokenizerBundle>& VllmService::Bundle() {
-  std::call_once(bundle_once_, [this] { bundle_ = MakeTokenizerBundle(env_.model_dir); });
+const absl::StatusOr<TokenizerBundle>& VllmService::Bundle(const std::string& dir) {
+  std::call_once(bundle_once_, [&] { bundle_ = MakeTokenizerBundle(dir); });
   return bundle_;
 }
 
 grpc::ServerWriteReactor<common_pb::GetTokenizerChunk>* VllmService::GetTokenizer(
     grpc::CallbackServerContext* ctx, const common_pb::GetTokenizerRequest*) {
   const CallEnv env = env_.env();
-  absl::Status st = Authorized(env, *ctx, Role::kGenerate, "GetTokenizer");
-  if (st.ok() && !Bundle().ok()) st = Bundle().status();
-  if (!st.ok()) {
+  grpc::Status st = ToGrpc(Authorize(env, *ctx, Role::kGenerate, "GetTokenizer").status());
+  const TokenizerBundle* bundle = nullptr;
+  if (st.ok() && env.loop == nullptr) st = LoadingStatus();
+  if (st.ok()) {
+    const absl::StatusOr<TokenizerBundle>& b = Bundle(env.loop->model().dir);
+    if (b.ok()) {
+      bundle = &*b;
+    } else {
+      st = ToGrpc(b.status());
+    }
+  }
+  if (bundle == nullptr) {
     class Refused final : public grpc::ServerWriteReactor<common_pb::GetTokenizerChunk> {
      public:
       explicit Refused(const grpc::Status& s) { Finish(s); }
       void OnDone() override { delete this; }
     };
-    return new Refused(ToGrpc(st));
+    return new Refused(st);
   }
-  return new TokenizerStream(*Bundle());
+  return new TokenizerStream(*bundle);
 }
 
 }  // namespace sparsed::server

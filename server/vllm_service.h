@@ -38,7 +38,6 @@ using RawVllmService = ::vllm::grpc::engine::VllmEngine::WithRawCallbackMethod_G
 
 // What the service reads of the daemon it belongs to.
 struct VllmServiceEnv {
-  std::string model_dir;           // where tokenizer.json is looked for (a GGUF file's directory)
   std::string model_path;          // as given to --model
   std::string model_name;          // the served model name
   std::function<CallEnv()> env;    // the engine loop is null while the model loads
@@ -75,8 +74,9 @@ class VllmService final : public RawVllmService {
       const ::smg::grpc::common::GetTokenizerRequest* req) override;
 
  private:
-  // The zip, made on first use and kept (or the error that making it gave).
-  const absl::StatusOr<TokenizerBundle>& Bundle();
+  // The zip of `dir`'s tokenizer files (ModelInfo::dir), made on first use and kept (or the
+  // error that making it gave).
+  const absl::StatusOr<TokenizerBundle>& Bundle(const std::string& dir);
 
   const VllmServiceEnv env_;
   const absl::Time started_;
