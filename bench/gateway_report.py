@@ -8,8 +8,13 @@ Usage: gateway_report.py RATE GUIDELLM_JSON METRICS_BEFORE... -- METRICS_AFTER..
            [--slo ttft_ms=..,tpot_ms=..]
 """
 import json
+import os
 import re
 import sys
+
+# The same percentile and SLO definitions as sparsed-bench's table beside this one.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "bench"))
+from bench_stats import parse_slos, percentile  # noqa: E402
 
 
 def hist(text, name):
@@ -26,16 +31,16 @@ def hist(text, name):
 
 
 def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
+    v = percentile(xs, p)
+    return float("nan") if v is None else v
 
 
 def main():
     args = sys.argv[1:]
-    slo = {}
+    slo = {}  # seconds, as bench_stats.parse_slos gives them
     if "--slo" in args:
         i = args.index("--slo")
-        slo = {k: float(v) for k, v in (kv.split("=") for kv in args[i + 1].split(","))}
+        slo = parse_slos(args[i + 1])
         args = args[:i] + args[i + 2:]
     rate, path = args[0], args[1]
     sep = args.index("--")
@@ -50,8 +55,9 @@ def main():
     tpot = [r["time_per_output_token_ms"] for r in ok]
     e2e = [1000 * r["request_latency"] for r in ok]
     out_tok = sum(r["output_tokens"] for r in ok)
-    good = sum(1 for r in ok if r["time_to_first_token_ms"] <= slo.get("ttft_ms", 1e18)
-               and r["time_per_output_token_ms"] <= slo.get("tpot_ms", 1e18))
+    good = sum(1 for r in ok if r["time_to_first_token_ms"] <= 1000 * slo.get("ttft", 1e18)
+               and r["time_per_output_token_ms"] <= 1000 * slo.get("tpot", 1e18)
+               and 1000 * r["request_latency"] <= 1000 * slo.get("e2e", 1e18))
 
     def server_mean(name):
         s0 = sum(hist(t, name)[0] for t in before)
